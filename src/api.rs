@@ -1,0 +1,66 @@
+//! The HTTP surface, one file per API area. Handlers are thin: extract, call one
+//! service, reply. They never touch the store directly and never reject: every outcome,
+//! errors included, is rendered here as a JSON response.
+
+pub mod admin;
+pub mod body;
+pub mod discovery;
+pub mod pubkey;
+
+use crate::error::Error;
+use crate::state::AppState;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::Filter;
+
+/// Hands the shared state to a handler.
+pub fn with_state(
+    state: AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// The query string as a map (last value wins); never rejects, so a malformed query
+/// string becomes the handler's "missing parameter" error rather than a routing error.
+pub fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|raw: String| {
+            form_urlencoded::parse(raw.as_bytes())
+                .into_owned()
+                .collect::<HashMap<String, String>>()
+        })
+}
+
+/// A JSON response with the given status.
+pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(&Error::internal("serialising a response", e));
+        }
+    };
+    let mut response = Response::new(bytes.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+pub fn error_response(error: &Error) -> Response {
+    json_response(error.status, &error.body())
+}
+
+/// 200 with the value, or the error.
+pub fn respond<T: Serialize>(result: Result<T, Error>) -> Result<Response, Infallible> {
+    Ok(match result {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err(e) => error_response(&e),
+    })
+}

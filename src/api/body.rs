@@ -1,0 +1,158 @@
+//! Request bodies: read with a size cap (also for chunked bodies, which carry no
+//! Content-Length), then parsed as a JSON object. Every failure is a Matrix error:
+//! too large → 413 `M_TOO_LARGE`, not JSON → `M_NOT_JSON`, JSON of the wrong shape →
+//! `M_BAD_JSON`, a missing field → `M_MISSING_PARAMS`.
+
+use crate::error::Error;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use warp::Filter;
+
+/// The raw body, at most `limit` bytes; never rejects for size.
+pub fn limited(
+    limit: u64,
+) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-length")
+        .and(warp::body::stream())
+        .then(move |declared: Option<String>, stream| read(declared, stream, limit))
+}
+
+async fn read<S, B>(declared: Option<String>, stream: S, limit: u64) -> Result<Bytes, Error>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let too_large = || Error::too_large(format!("Request body is larger than {limit} bytes"));
+    if let Some(declared) = declared {
+        match declared.trim().parse::<u64>() {
+            Ok(n) if n > limit => return Err(too_large()),
+            Ok(_) => {}
+            Err(_) => return Err(Error::bad_json("Content-Length is not a number")),
+        }
+    }
+    let mut stream = std::pin::pin!(stream);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| Error::bad_json("The request body could not be read"))?;
+        if (buf.len() + chunk.remaining()) as u64 > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            buf.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// True when a Content-Type names JSON (`application/json`, `*/*+json`), ignoring
+/// parameters such as `charset`.
+fn is_json_type(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || media.ends_with("+json")
+}
+
+/// Parses a body that must be a JSON object into `T`. A missing Content-Type is
+/// accepted (the spec only says clients *should* send one); any other type is refused.
+pub fn parse_object<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, Error> {
+    if let Some(ct) = content_type {
+        if !is_json_type(ct) {
+            return Err(Error::not_json(format!(
+                "Content-Type must be application/json, not {}",
+                ct.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::not_json("The request body is empty; send a JSON object"));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::not_json(format!("The request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Error::bad_json("The request body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        match message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            Some(field) => Error::missing_params(&[field]),
+            None => Error::bad_json(format!("Malformed request body: {message}")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[allow(dead_code)]
+    #[derive(Debug, Deserialize)]
+    struct Req {
+        name: String,
+        count: Option<u32>,
+    }
+
+    fn code(r: Result<Req, Error>) -> (u16, &'static str) {
+        let e = r.unwrap_err();
+        (e.status.as_u16(), e.errcode)
+    }
+
+    #[test]
+    fn good_bodies_parse() {
+        let r: Req = parse_object(Some("application/json; charset=utf-8"), br#"{"name":"a","count":2}"#).unwrap();
+        assert_eq!((r.name.as_str(), r.count), ("a", Some(2)));
+        let r: Req = parse_object(None, br#"{"name":"a","extra":[1]}"#).unwrap();
+        assert_eq!(r.count, None);
+    }
+
+    #[test]
+    fn bad_bodies_are_matrix_errors() {
+        assert_eq!(code(parse_object(None, b"{not json")), (400, "M_NOT_JSON"));
+        assert_eq!(code(parse_object(None, b"")), (400, "M_NOT_JSON"));
+        assert_eq!(code(parse_object(None, b"[1,2]")), (400, "M_BAD_JSON"));
+        assert_eq!(code(parse_object(None, b"\"str\"")), (400, "M_BAD_JSON"));
+        assert_eq!(code(parse_object(None, br#"{"count":1}"#)), (400, "M_MISSING_PARAMS"));
+        assert_eq!(code(parse_object(None, br#"{"name":5}"#)), (400, "M_BAD_JSON"));
+        assert_eq!(code(parse_object(None, br#"{"name":"a","count":-1}"#)), (400, "M_BAD_JSON"));
+        assert_eq!(
+            code(parse_object(Some("text/plain"), br#"{"name":"a"}"#)),
+            (400, "M_NOT_JSON")
+        );
+        let e = parse_object::<Req>(None, br#"{"count":1}"#).unwrap_err();
+        assert_eq!(e.message, "Missing parameters: name");
+    }
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, warp::Error>> {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn the_size_cap_holds_with_and_without_content_length() {
+        let body = read(None, chunks(&[b"12345", b"67890"]), 10).await.unwrap();
+        assert_eq!(&body[..], b"1234567890");
+        let e = read(None, chunks(&[b"12345", b"678901"]), 10).await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.errcode), (413, "M_TOO_LARGE"));
+        let e = read(Some("11".into()), chunks(&[]), 10).await.unwrap_err();
+        assert_eq!(e.status.as_u16(), 413);
+        // A lying Content-Length does not get past the cap either.
+        let e = read(Some("3".into()), chunks(&[b"12345678901"]), 10).await.unwrap_err();
+        assert_eq!(e.status.as_u16(), 413);
+        let e = read(Some("x".into()), chunks(&[]), 10).await.unwrap_err();
+        assert_eq!(e.status.as_u16(), 400);
+    }
+}

@@ -1,0 +1,32 @@
+//! Long-term public keys: `GET .../pubkey/{keyId}` and `GET .../pubkey/isvalid`, under
+//! both `/_matrix/identity/v2` and `/_matrix/identity/api/v1`.
+
+use super::respond;
+use crate::error::Error;
+use crate::state::AppState;
+use serde_json::json;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use warp::reply::Response;
+
+/// `GET /_matrix/identity/v2/pubkey/{keyId}`
+pub async fn get_pubkey(key_id: String, state: AppState) -> Result<Response, Infallible> {
+    respond(
+        state
+            .keys
+            .public_key(&key_id)
+            .map(|public_key| json!({ "public_key": public_key }))
+            .ok_or_else(|| Error::not_found("The public key was not found")),
+    )
+}
+
+/// `GET /_matrix/identity/v2/pubkey/isvalid?public_key=`
+pub async fn is_valid(
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    respond(match query.get("public_key") {
+        Some(key) => Ok(json!({ "valid": state.keys.is_valid(key) })),
+        None => Err(Error::missing_params(&["public_key"])),
+    })
+}

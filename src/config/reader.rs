@@ -1,0 +1,301 @@
+//! A reader over the parsed YAML tree that collects every problem instead of stopping at
+//! the first, knows each value's key path for messages, applies `MXISD_*` environment
+//! overrides, and reports keys nobody read as unknown (with a hint when the key is one
+//! of ma1sd's that mxisd does not use).
+
+use super::units::{parse_duration, parse_size};
+use serde_yaml_ng::{Mapping, Value};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Looks up environment variables; injected so tests do not touch the process's env.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Shared by every section of one load.
+pub struct Ctx<'a> {
+    problems: RefCell<Vec<String>>,
+    env: EnvLookup<'a>,
+    /// Relative paths in the file are resolved against this directory.
+    base_dir: PathBuf,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(env: EnvLookup<'a>, base_dir: PathBuf) -> Self {
+        Self {
+            problems: RefCell::new(Vec::new()),
+            env,
+            base_dir,
+        }
+    }
+
+    pub fn problem(&self, path: &str, message: impl std::fmt::Display) {
+        self.problems.borrow_mut().push(format!("{path}: {message}"));
+    }
+
+    pub fn into_problems(self) -> Vec<String> {
+        self.problems.into_inner()
+    }
+
+    pub fn root<'v>(&'a self, value: &'v Value) -> Section<'a, 'v> {
+        let map = match value {
+            Value::Mapping(m) => Some(m),
+            Value::Null => None,
+            _ => {
+                self.problem("(top level)", "the configuration must be a YAML mapping");
+                None
+            }
+        };
+        Section {
+            ctx: self,
+            path: String::new(),
+            map,
+            seen: RefCell::new(BTreeSet::new()),
+        }
+    }
+}
+
+/// The name of the environment variable overriding a key path:
+/// `server.publicUrl` → `MXISD_SERVER_PUBLICURL`.
+pub fn env_name(path: &str) -> String {
+    let mut name = String::from("MXISD_");
+    for c in path.chars() {
+        name.push(if c == '.' { '_' } else { c.to_ascii_uppercase() });
+    }
+    name
+}
+
+/// One mapping of the config file, at a key path.
+pub struct Section<'a, 'v> {
+    ctx: &'a Ctx<'a>,
+    path: String,
+    map: Option<&'v Mapping>,
+    seen: RefCell<BTreeSet<String>>,
+}
+
+impl<'a, 'v> Section<'a, 'v> {
+    fn key_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub fn problem(&self, key: &str, message: impl std::fmt::Display) {
+        self.ctx.problem(&self.key_path(key), message);
+    }
+
+    /// True when the file sets `key` (even to null).
+    pub fn has(&self, key: &str) -> bool {
+        self.map.is_some_and(|m| m.contains_key(key))
+    }
+
+    fn raw(&self, key: &str) -> Option<&'v Value> {
+        self.seen.borrow_mut().insert(key.to_owned());
+        match self.map?.get(key)? {
+            Value::Null => None,
+            v => Some(v),
+        }
+    }
+
+    /// The value of an environment override for `key`, if set.
+    fn env(&self, key: &str) -> Option<(String, String)> {
+        let name = env_name(&self.key_path(key));
+        (self.ctx.env)(&name).map(|v| (name, v))
+    }
+
+    /// A nested mapping; absent or null gives an empty section.
+    pub fn section(&self, key: &str) -> Section<'a, 'v> {
+        let map = match self.raw(key) {
+            Some(Value::Mapping(m)) => Some(m),
+            None => None,
+            Some(other) => {
+                self.problem(key, format!("expected a mapping, found {}", kind(other)));
+                None
+            }
+        };
+        Section {
+            ctx: self.ctx,
+            path: self.key_path(key),
+            map,
+            seen: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// A scalar as text: strings, numbers and booleans all read as their text.
+    fn scalar(&self, key: &str) -> Option<String> {
+        if let Some((_, v)) = self.env(key) {
+            return Some(v);
+        }
+        match self.raw(key)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            other => {
+                self.problem(key, format!("expected a single value, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub fn string(&self, key: &str) -> Option<String> {
+        if let Some((_, v)) = self.env(key) {
+            return Some(v);
+        }
+        match self.raw(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.problem(key, format!("expected a string, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        if let Some((name, v)) = self.env(key) {
+            return match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => {
+                    self.problem(key, format!("{name}={v:?} is not true or false"));
+                    None
+                }
+            };
+        }
+        match self.raw(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.problem(key, format!("expected true or false, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        let text = self.scalar(key)?;
+        match text.trim().parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.problem(key, format!("expected a whole number, found {text:?}"));
+                None
+            }
+        }
+    }
+
+    pub fn port(&self, key: &str) -> Option<u16> {
+        let n = self.u64(key)?;
+        match u16::try_from(n) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.problem(key, format!("{n} is not a TCP port (0-65535)"));
+                None
+            }
+        }
+    }
+
+    pub fn duration(&self, key: &str) -> Option<Duration> {
+        let text = self.scalar(key)?;
+        parse_duration(&text)
+            .map_err(|e| self.problem(key, e))
+            .ok()
+    }
+
+    pub fn size(&self, key: &str) -> Option<u64> {
+        let text = self.scalar(key)?;
+        parse_size(&text).map_err(|e| self.problem(key, e)).ok()
+    }
+
+    /// A filesystem path, resolved against the config file's directory.
+    pub fn path(&self, key: &str) -> Option<PathBuf> {
+        let text = self.string(key)?;
+        if text.trim().is_empty() {
+            self.problem(key, "must not be empty");
+            return None;
+        }
+        Some(self.resolve(Path::new(&text)))
+    }
+
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.ctx.base_dir.join(path)
+        }
+    }
+
+    /// A secret: inline under `key`, from `MXISD_<PATH>`, or read from the file named by
+    /// `<key>File`. Never echoed in messages.
+    pub fn secret(&self, key: &str) -> Option<Secret> {
+        let file_key = format!("{key}File");
+        let inline = self.string(key);
+        let file = self.path(&file_key);
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("set either {key} or {file_key}, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret(v)),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(v) => Some(Secret(v.trim_end_matches(['\r', '\n']).to_owned())),
+                Err(e) => {
+                    self.problem(&file_key, format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    /// Every key of the mapping that has not been read is reported as unknown.
+    /// `hints` maps key names of this section to an explanation.
+    pub fn finish(&self, hints: &[(&str, &str)]) {
+        let Some(map) = self.map else { return };
+        let seen = self.seen.borrow();
+        for key in map.keys() {
+            let name = match key {
+                Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            if seen.contains(&name) {
+                continue;
+            }
+            match hints.iter().find(|(k, _)| *k == name) {
+                Some((_, hint)) => self.problem(&name, hint),
+                None => self.problem(&name, "unknown key (check its spelling and nesting; see the configuration reference in README.md)"),
+            }
+        }
+    }
+}
+
+/// A secret value from the config; its Debug output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}

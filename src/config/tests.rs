@@ -1,0 +1,168 @@
+use super::*;
+use std::collections::HashMap;
+
+fn load_with(text: &str, env: &HashMap<&str, &str>) -> Result<Config, ConfigErrors> {
+    let lookup = |k: &str| env.get(k).map(|v| (*v).to_owned());
+    load_str(text, "test.yaml", PathBuf::from("/etc/mxisd"), &lookup)
+}
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    load_with(text, &HashMap::new())
+}
+
+const MINIMAL: &str = "matrix:\n  domain: example.org\nstorage:\n  path: /var/lib/mxisd\n";
+
+#[test]
+fn minimal_config_gets_the_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.matrix.domain, "example.org");
+    assert!(c.matrix.v1);
+    assert_eq!(c.server.name, "example.org");
+    assert_eq!(c.server.public_url, "https://example.org");
+    assert_eq!(c.server.port, 8090);
+    assert_eq!(c.server.hostname, "127.0.0.1");
+    assert_eq!(c.server.admin.port, 8091);
+    assert_eq!(c.server.max_body_size, 512 * 1024);
+    assert_eq!(c.key.path, PathBuf::from("/var/lib/mxisd/keys"));
+    assert_eq!(c.storage.cache_size, 64 << 20);
+    assert!(c.server.tls.is_none());
+}
+
+#[test]
+fn the_embedded_default_and_the_example_are_valid() {
+    let c = load_embedded(&|_| None).unwrap();
+    assert_eq!(c.matrix.domain, "localhost");
+    assert_eq!((c.server.hostname.as_str(), c.server.port), ("127.0.0.1", 8090));
+    assert!(c.storage.path.ends_with("mxisd-data"));
+    let c = load(EXAMPLE).unwrap();
+    assert_eq!(c.matrix.domain, "example.org");
+}
+
+#[test]
+fn ma1sd_style_keys_are_read() {
+    let c = load(
+        "matrix:\n  domain: example.org\n  v1: false\n  v2: true\n\
+         server:\n  name: id.example.org\n  hostname: 0.0.0.0\n  port: 9000\n  publicUrl: https://%SERVER_NAME%/\n\
+         key:\n  path: keys\nstorage:\n  path: data\n  cacheSize: 16MiB\n\
+         logging:\n  root: warn\n  app: DEBUG\n  format: json\n",
+    )
+    .unwrap();
+    assert!(!c.matrix.v1);
+    assert_eq!(c.server.name, "id.example.org");
+    assert_eq!(c.server.public_url, "https://id.example.org");
+    assert_eq!(c.server.port, 9000);
+    assert_eq!(c.server.admin.port, 9001);
+    // Relative paths are resolved against the config file's directory.
+    assert_eq!(c.key.path, PathBuf::from("/etc/mxisd/keys"));
+    assert_eq!(c.storage.path, PathBuf::from("/etc/mxisd/data"));
+    assert_eq!(c.storage.cache_size, 16 << 20);
+    assert_eq!(c.logging.format, LogFormat::Json);
+    assert_eq!((c.logging.root.as_str(), c.logging.app.as_str()), ("warn", "debug"));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key_path() {
+    let err = load(
+        "matrix:\n  domian: example.org\n\
+         server:\n  port: 99999\n  publicUrl: ftp://x\n  tls:\n    certificate: cert.pem\n\
+         storage:\n  backend: sqlite\n  provider:\n    sqlite:\n      database: /var/lib/ma1sd/store.db\n\
+         ldap:\n  enabled: true\nlogging:\n  requests: true\n  format: xml\n",
+    )
+    .unwrap_err();
+    let all = err.problems.join("\n");
+    for expected in [
+        "matrix.domian: unknown key",
+        "matrix.domain: required",
+        "server.port: 99999 is not a TCP port",
+        "server.tls.key: required when server.tls.certificate is set",
+        "storage.backend: mxisd keeps its state in an embedded store",
+        "storage.provider: mxisd keeps its state",
+        "storage.path: required",
+        "ldap: identity stores (ldap) are not supported",
+        "logging.requests: not supported",
+        "logging.format: \"xml\" is not text or json",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn wrong_types_name_the_key() {
+    let err = load("matrix:\n  domain: [a, b]\nstorage: /var/lib\n").unwrap_err();
+    let all = err.problems.join("\n");
+    assert!(all.contains("matrix.domain: expected a string, found a list"), "{all}");
+    assert!(all.contains("storage: expected a mapping, found a string"), "{all}");
+    let err = load("matrix:\n  domain: x\n  v1: maybe\nstorage:\n  path: /x\n").unwrap_err();
+    assert!(err.problems[0].contains("matrix.v1: expected true or false"), "{err}");
+}
+
+#[test]
+fn malformed_yaml_is_one_clear_problem() {
+    let err = load("matrix:\n  domain: [unclosed\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].starts_with("not valid YAML"), "{err}");
+    let err = load("- just\n- a list\n").unwrap_err();
+    assert!(err.problems[0].contains("must be a YAML mapping"), "{err}");
+    let err = load("").unwrap_err();
+    assert!(err.problems.iter().any(|p| p.contains("matrix.domain: required")), "{err}");
+}
+
+#[test]
+fn bad_domain_and_server_names() {
+    for bad in ["exa mple.org", "example.org:notaport", "[::1", "example.org:123456", ""] {
+        let text = format!("matrix:\n  domain: \"{bad}\"\nstorage:\n  path: /x\n");
+        assert!(load(&text).is_err(), "{bad:?} accepted");
+    }
+    for good in ["example.org", "example.org:8448", "127.0.0.1:8008", "[::1]:8448", "[2001:db8::1]"] {
+        assert!(is_server_name(good), "{good}");
+    }
+}
+
+#[test]
+fn environment_overrides_win() {
+    let env = HashMap::from([
+        ("MXISD_MATRIX_DOMAIN", "env.example.org"),
+        ("MXISD_SERVER_PORT", "7000"),
+        ("MXISD_MATRIX_V1", "off"),
+    ]);
+    let c = load_with(MINIMAL, &env).unwrap();
+    assert_eq!(c.matrix.domain, "env.example.org");
+    assert_eq!(c.server.port, 7000);
+    assert!(!c.matrix.v1);
+    let env = HashMap::from([("MXISD_SERVER_PORT", "seven")]);
+    let err = load_with(MINIMAL, &env).unwrap_err();
+    assert!(err.problems[0].contains("server.port"), "{err}");
+}
+
+#[test]
+fn secrets_come_inline_from_env_or_from_a_file_and_stay_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    let text = "a:\n  password: inline\n  tokenFile: pw\n  both: x\n  bothFile: pw\n";
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap();
+    let env = |k: &str| (k == "MXISD_A_OTHER").then(|| "from-env".to_owned());
+    let ctx = Ctx::new(&env, dir.path().to_owned());
+    let root = ctx.root(&value);
+    let a = root.section("a");
+    assert_eq!(a.secret("password").unwrap().expose(), "inline");
+    assert_eq!(a.secret("token").unwrap().expose(), "s3cret");
+    assert_eq!(a.secret("other").unwrap().expose(), "from-env");
+    assert!(a.secret("both").is_none());
+    assert_eq!(format!("{:?}", a.secret("password").unwrap()), "<redacted>");
+    a.finish(&[]);
+    root.finish(&[]);
+    let problems = ctx.into_problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("not both"));
+    assert!(!problems[0].contains("s3cret"));
+}
+
+#[test]
+fn summary_lists_the_effective_settings() {
+    let c = load(MINIMAL).unwrap();
+    let s = c.summary();
+    assert!(s.contains("matrix.domain          example.org"), "{s}");
+    assert!(s.contains("server.admin           127.0.0.1:8091"), "{s}");
+    assert_eq!(c.admin_url().as_deref(), Some("http://127.0.0.1:8091/"));
+    assert_eq!(c.local_url(), "http://127.0.0.1:8090");
+}

@@ -1,0 +1,152 @@
+//! mxisd: a federated Matrix identity server.
+//!
+//! The binary is a thin shell (`main.rs`, `cli.rs`) around [`run`]: the caller loads the
+//! config, binds the listeners and decides when to stop, so tests start real servers
+//! in-process on port 0, many at once. Layers, top to bottom: `server`/`api` (HTTP,
+//! thin handlers) → `service` (domain logic) → `store` (sled behind a typed API), with
+//! `crypto` beside them. See README.md for the architecture in brief.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod logging;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod store;
+
+use config::Config;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+/// The listeners the caller bound for us.
+pub struct Listeners {
+    pub public: TcpListener,
+    /// None when the admin listener is disabled.
+    pub admin: Option<TcpListener>,
+}
+
+/// Why the server could not start (each a one-line message naming the cause).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Key(#[from] crypto::keyfile::KeyFileError),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Where the store lives inside `storage.path`.
+pub fn store_dir(config: &Config) -> PathBuf {
+    config.storage.path.join("store")
+}
+
+/// Runs the server until `shutdown` completes, then drains, stops background work and
+/// flushes the store.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let started = Instant::now();
+    let store_path = store_dir(&config);
+    let cache = config.storage.cache_size;
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache))
+        .await
+        .map_err(|e| StartError::Runtime(e.to_string()))??;
+    tracing::info!(path = %store_dir(&config).display(), schema = store.schema_version()?, "store open");
+
+    let key_dir = config.key.path.clone();
+    let (signer, origin) = crypto::keyfile::load_or_create(&key_dir)?;
+    tracing::info!(
+        path = %key_dir.display(),
+        key_id = signer.key_id(),
+        public_key = %signer.public_key_b64(),
+        "signing key {}",
+        match origin {
+            crypto::keyfile::KeyOrigin::Generated => "generated",
+            crypto::keyfile::KeyOrigin::Loaded => "loaded",
+        }
+    );
+
+    let tls = match &config.server.tls {
+        Some(t) => Some(server::listen::tls_acceptor(&t.certificate, &t.key).map_err(StartError::Tls)?),
+        None => None,
+    };
+
+    let keys = service::keys::Keys::new(signer, config.server.name.clone());
+    let config = Arc::new(config);
+    let state = state::AppState {
+        config: Arc::clone(&config),
+        store: Arc::new(store),
+        keys: Arc::new(keys),
+        started,
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain = config.server.shutdown_timeout;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Ok(addr) = listeners.public.local_addr() {
+        tracing::info!(
+            %addr,
+            scheme = if tls.is_some() { "https" } else { "http" },
+            public_url = %config.server.public_url,
+            server_name = %config.server.name,
+            "identity API listening"
+        );
+    }
+    tasks.spawn(server::listen::serve(
+        "public",
+        listeners.public,
+        tls,
+        server::public_routes(state.clone()),
+        stop_rx.clone(),
+        drain,
+    ));
+    if let Some(admin) = listeners.admin {
+        if let Ok(addr) = admin.local_addr() {
+            tracing::info!(%addr, "admin listener listening");
+        }
+        tasks.spawn(server::listen::serve(
+            "admin",
+            admin,
+            None,
+            server::admin_routes(state.clone()),
+            stop_rx,
+            drain,
+        ));
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+
+    // Handlers are gone; we should hold the last reference to the store now.
+    let store = state.store;
+    drop(state.keys);
+    match Arc::try_unwrap(store) {
+        Ok(store) => tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| StartError::Runtime(e.to_string()))??,
+        Err(still_shared) => {
+            // A connection outlived the drain timeout; flush what we have anyway.
+            tracing::warn!("store still in use at shutdown; flushing without closing");
+            tokio::task::spawn_blocking(move || still_shared.sync())
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))??;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

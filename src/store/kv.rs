@@ -1,0 +1,80 @@
+//! The key-value seam under the typed store: named trees of byte keys and byte values,
+//! atomic multi-tree batches, and an explicit durability point. Two implementations:
+//! sled for real use and an in-memory map for unit tests. Nothing above `store` sees
+//! this trait's implementations.
+
+use super::StoreError;
+
+/// One change inside a [`Batch`].
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// Changes to several trees, applied all together or not at all.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub(crate) ops: Vec<(&'static str, Vec<u8>, Op)>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, tree: &'static str, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        self.ops.push((tree, key.into(), Op::Put(value)));
+    }
+
+    pub fn delete(&mut self, tree: &'static str, key: impl Into<Vec<u8>>) {
+        self.ops.push((tree, key.into(), Op::Delete));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The distinct trees the batch touches, in first-use order.
+    pub(crate) fn trees(&self) -> Vec<&'static str> {
+        let mut trees: Vec<&'static str> = Vec::new();
+        for (tree, _, _) in &self.ops {
+            if !trees.contains(tree) {
+                trees.push(tree);
+            }
+        }
+        trees
+    }
+}
+
+/// Key and value of one entry of a scan.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// Byte-level storage. Every method is blocking and quick (no network); callers on the
+/// async runtime keep batches small or move big ones to a blocking thread.
+pub trait Kv: Send + Sync + 'static {
+    fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Entries whose key starts with `prefix`, in key order.
+    fn scan_prefix<'a>(
+        &'a self,
+        tree: &'static str,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
+
+    /// Applies every change of `batch` atomically (visible all at once, or not at all).
+    fn apply(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// Makes everything applied so far durable (fsync). Blocking.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Number of entries in a tree.
+    fn count(&self, tree: &'static str) -> Result<u64, StoreError>;
+
+    /// Bytes used on disk, when the backend knows.
+    fn size_on_disk(&self) -> Option<u64>;
+}

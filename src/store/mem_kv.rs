@@ -1,0 +1,77 @@
+//! An in-memory implementation of the key-value seam for unit tests of the typed store
+//! and the services. Same semantics as sled: ordered keys, atomic batches.
+
+use super::kv::{Batch, Entry, Kv, Op};
+use super::StoreError;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+type Trees = HashMap<&'static str, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+#[derive(Default)]
+pub struct MemKv {
+    trees: RwLock<Trees>,
+}
+
+impl MemKv {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Trees> {
+        self.trees.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Kv for MemKv {
+    fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().get(tree).and_then(|t| t.get(key)).cloned())
+    }
+
+    fn scan_prefix<'a>(
+        &'a self,
+        tree: &'static str,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+        // Copy the matching range out so no lock is held across the caller's iteration.
+        let entries: Vec<Entry> = self
+            .read()
+            .get(tree)
+            .map(|t| {
+                t.range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Box::new(entries.into_iter().map(Ok))
+    }
+
+    fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut trees = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        for (tree, key, op) in batch.ops {
+            let t = trees.entry(tree).or_default();
+            match op {
+                Op::Put(v) => {
+                    t.insert(key, v);
+                }
+                Op::Delete => {
+                    t.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn count(&self, tree: &'static str) -> Result<u64, StoreError> {
+        Ok(self.read().get(tree).map_or(0, |t| t.len() as u64))
+    }
+
+    fn size_on_disk(&self) -> Option<u64> {
+        None
+    }
+}
