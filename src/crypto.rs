@@ -13,16 +13,21 @@ pub fn b64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
-/// Decodes base64 leniently: standard or URL-safe alphabet, padded or not
-/// (the spec asks decoders to accept both, and v1.15 allows URL-safe ephemeral keys).
+/// Decodes base64 leniently: standard or URL-safe alphabet, padded or not, non-zero
+/// trailing bits allowed (the spec asks decoders to accept padded and unpadded input,
+/// v1.15 allows URL-safe ephemeral keys, and the spec's own test seed has trailing bits).
 pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
-    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-    let trimmed = text.trim_end_matches('=');
-    if trimmed.contains(['-', '_']) {
-        URL_SAFE_NO_PAD.decode(trimmed).ok()
+    use base64::alphabet::{STANDARD, URL_SAFE};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let config = GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let alphabet = if text.contains(['-', '_']) {
+        &URL_SAFE
     } else {
-        STANDARD_NO_PAD.decode(trimmed).ok()
-    }
+        &STANDARD
+    };
+    GeneralPurpose::new(alphabet, config).decode(text).ok()
 }
 
 /// Fills a buffer from the operating system's CSPRNG.

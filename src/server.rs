@@ -86,7 +86,16 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// Wraps routes with the preflight answer, error rendering, CORS and the request log.
 fn finish(routes: BoxedFilter<(Response,)>, listener: &'static str) -> BoxedFilter<(Response,)> {
-    let preflight = warp::options().map(|| api::json_response(warp::http::StatusCode::OK, &serde_json::json!({})));
+    // Not `warp::options()`: its "method not allowed" rejection would turn every unknown
+    // path into a 405.
+    let preflight = warp::method()
+        .and_then(|method: warp::http::Method| async move {
+            if method == warp::http::Method::OPTIONS {
+                Ok(api::json_response(warp::http::StatusCode::OK, &serde_json::json!({})))
+            } else {
+                Err(warp::reject::not_found())
+            }
+        });
     preflight
         .or(routes)
         .unify()

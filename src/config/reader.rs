@@ -102,6 +102,7 @@ impl<'a, 'v> Section<'a, 'v> {
 
     /// The value of an environment override for `key`, if set.
     fn env(&self, key: &str) -> Option<(String, String)> {
+        self.seen.borrow_mut().insert(key.to_owned());
         let name = env_name(&self.key_path(key));
         (self.ctx.env)(&name).map(|v| (name, v))
     }

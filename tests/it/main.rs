@@ -1,1 +1,8 @@
+//! The one integration-test binary: real servers, started in-process on port 0 (or as
+//! the real `mxisd` binary), spoken to over real HTTP on loopback.
 
+mod common;
+
+mod cli;
+mod http;
+mod tls;

@@ -1,0 +1,189 @@
+//! Test harness: starts the real server in-process on 127.0.0.1:0 with its own temp
+//! state directory, and stops it on demand. Many servers can run at once.
+
+#![allow(dead_code)]
+
+use mxisd::config;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+static INIT: Once = Once::new();
+
+/// Process-wide set-up: the rustls provider (as main does) and test logging.
+pub fn init() {
+    INIT.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// The minimal config every test server starts from; `extra` is appended (YAML).
+pub fn base_yaml(dir: &Path, extra: &str) -> String {
+    format!(
+        "matrix:\n  domain: example.org\nstorage:\n  path: {}\n{extra}",
+        dir.join("state").display()
+    )
+}
+
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT` (or https).
+    pub base: String,
+    pub admin: String,
+    pub dir: TempDir,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), mxisd::StartError>>>,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts a server whose config is the base plus `extra` YAML.
+    pub async fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra).await
+    }
+
+    /// Starts a server on an existing state directory (for restart tests).
+    pub async fn start_in(dir: TempDir, extra: &str) -> Self {
+        let yaml = base_yaml(dir.path(), extra);
+        Self::start_raw(dir, &yaml).await
+    }
+
+    /// Starts a server with exactly this config text (paths relative to `dir`).
+    pub async fn start_raw(dir: TempDir, yaml: &str) -> Self {
+        init();
+        let config = config::load_str(yaml, "test", dir.path().to_owned(), &|_| None)
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        let tls = config.server.tls.is_some();
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scheme = if tls { "https" } else { "http" };
+        let host = if tls { "localhost" } else { "127.0.0.1" };
+        let base = format!("{scheme}://{host}:{}", public.local_addr().unwrap().port());
+        let admin_url = format!("http://127.0.0.1:{}", admin.local_addr().unwrap().port());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(mxisd::run(
+            config,
+            mxisd::Listeners {
+                public,
+                admin: Some(admin),
+            },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let server = Self {
+            base,
+            admin: admin_url,
+            dir,
+            client,
+            stop: Some(tx),
+            handle: Some(handle),
+        };
+        if !tls {
+            server.wait_ready().await;
+        }
+        server
+    }
+
+    /// Polls `/status` until the server answers (bounded: 200 × 25 ms).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(format!("{}/status", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("server at {} did not become ready", self.base);
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.client.get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        self.send(self.client.get(format!("{}{path}", self.admin))).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let r = req.send().await.expect("request failed");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// Stops the server (graceful shutdown) and returns its state directory.
+    pub async fn stop(mut self) -> TempDir {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(20), handle)
+            .await
+            .expect("server did not stop within 20 s")
+            .unwrap()
+            .expect("server returned an error");
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Asserts a Matrix error response.
+pub fn assert_error(r: &Resp, status: u16, errcode: &str) {
+    assert_eq!(r.status, status, "body: {}", r.body);
+    assert_eq!(r.body["errcode"], errcode, "body: {}", r.body);
+    assert!(r.body["error"].is_string(), "no error message: {}", r.body);
+}
+
+/// A free loopback port (bound then released; fine for tests of the binary).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
