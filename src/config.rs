@@ -185,8 +185,8 @@ pub fn load_str(
         source: name.to_owned(),
         problems,
     };
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
     let ctx = Ctx::new(env, base_dir);
     let root = ctx.root(&value);
     let config = build(&root);
@@ -207,7 +207,10 @@ pub fn load_str(
 fn build(root: &Section<'_, '_>) -> Option<Config> {
     let matrix = read_matrix(&root.section("matrix"));
     let storage = read_storage(&root.section("storage"));
-    let server = read_server(&root.section("server"), matrix.as_ref().map(|m| m.domain.as_str()));
+    let server = read_server(
+        &root.section("server"),
+        matrix.as_ref().map(|m| m.domain.as_str()),
+    );
     let key = read_key(&root.section("key"), storage.as_ref());
     let logging = read_logging(&root.section("logging"));
     Some(Config {
@@ -224,17 +227,26 @@ fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
     let domain = s.string("domain");
     let v1 = s.bool("v1").unwrap_or(true);
     if let Some(false) = s.bool("v2") {
-        s.problem("v2", "the v2 API cannot be turned off: clients and homeservers need it");
+        s.problem(
+            "v2",
+            "the v2 API cannot be turned off: clients and homeservers need it",
+        );
     }
     s.finish(MATRIX_HINTS);
     let domain = match domain {
         Some(d) if is_server_name(&d) => d,
         Some(d) => {
-            s.problem("domain", format!("{d:?} is not a valid Matrix server name (host or host:port)"));
+            s.problem(
+                "domain",
+                format!("{d:?} is not a valid Matrix server name (host or host:port)"),
+            );
             return None;
         }
         None => {
-            s.problem("domain", "required: the Matrix domain of your homeserver (Synapse's server_name)");
+            s.problem(
+                "domain",
+                "required: the Matrix domain of your homeserver (Synapse's server_name)",
+            );
             return None;
         }
     };
@@ -247,7 +259,9 @@ fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<ServerConfig
     let port = s.port("port").unwrap_or(8090);
     let public_url = s.string("publicUrl");
     let max_body_size = s.size("maxBodySize").unwrap_or(512 * 1024);
-    let shutdown_timeout = s.duration("shutdownTimeout").unwrap_or(Duration::from_secs(10));
+    let shutdown_timeout = s
+        .duration("shutdownTimeout")
+        .unwrap_or(Duration::from_secs(10));
     let tls = read_tls(&s.section("tls"));
     let admin = read_admin(&s.section("admin"), port);
     s.finish(&[]);
@@ -255,7 +269,10 @@ fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<ServerConfig
     let name = match name {
         Some(n) if is_server_name(&n) => Some(n),
         Some(n) => {
-            s.problem("name", format!("{n:?} is not a valid server name (host or host:port)"));
+            s.problem(
+                "name",
+                format!("{n:?} is not a valid server name (host or host:port)"),
+            );
             None
         }
         None => domain.map(str::to_owned),
@@ -267,7 +284,10 @@ fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<ServerConfig
     if !(public_url.starts_with("https://") || public_url.starts_with("http://"))
         || public_url.len() <= "https://".len()
     {
-        s.problem("publicUrl", format!("{public_url:?} must be an http:// or https:// URL"));
+        s.problem(
+            "publicUrl",
+            format!("{public_url:?} must be an http:// or https:// URL"),
+        );
         return None;
     }
     if max_body_size < 1024 {
@@ -313,7 +333,11 @@ fn read_tls(s: &Section<'_, '_>) -> Option<Option<TlsConfig>> {
 fn read_admin(s: &Section<'_, '_>, public_port: u16) -> Option<AdminConfig> {
     let enabled = s.bool("enabled").unwrap_or(true);
     let hostname = s.string("hostname").unwrap_or_else(|| "127.0.0.1".into());
-    let default_port = if public_port == 0 { 0 } else { public_port.wrapping_add(1) };
+    let default_port = if public_port == 0 {
+        0
+    } else {
+        public_port.wrapping_add(1)
+    };
     let port = s.port("port").unwrap_or(default_port);
     s.finish(&[]);
     Some(AdminConfig {
@@ -348,7 +372,10 @@ fn read_storage(s: &Section<'_, '_>) -> Option<StorageConfig> {
         Some(path) => Some(StorageConfig { path, cache_size }),
         None => {
             if !s.has("path") {
-                s.problem("path", "required: the directory for mxisd's state, e.g. /var/lib/mxisd");
+                s.problem(
+                    "path",
+                    "required: the directory for mxisd's state, e.g. /var/lib/mxisd",
+                );
             }
             None
         }
@@ -371,7 +398,10 @@ fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
             if ["error", "warn", "info", "debug", "trace", "off"].contains(&lower.as_str()) {
                 Some(lower)
             } else {
-                s.problem(key, format!("{l:?} is not one of error, warn, info, debug, trace, off"));
+                s.problem(
+                    key,
+                    format!("{l:?} is not one of error, warn, info, debug, trace, off"),
+                );
                 None
             }
         }
@@ -416,7 +446,8 @@ pub fn is_server_name(name: &str) -> bool {
         Some(h) => {
             !h.is_empty()
                 && h.len() <= 255
-                && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         }
     }
 }
@@ -450,7 +481,10 @@ impl Config {
         line("server.publicUrl", s.public_url.clone());
         line("server.maxBodySize", units::format_size(s.max_body_size));
         if let Some(tls) = &s.tls {
-            line("server.tls.certificate", tls.certificate.display().to_string());
+            line(
+                "server.tls.certificate",
+                tls.certificate.display().to_string(),
+            );
             line("server.tls.key", tls.key.display().to_string());
         }
         line(
@@ -463,7 +497,10 @@ impl Config {
         );
         line("key.path", self.key.path.display().to_string());
         line("storage.path", self.storage.path.display().to_string());
-        line("storage.cacheSize", units::format_size(self.storage.cache_size));
+        line(
+            "storage.cacheSize",
+            units::format_size(self.storage.cache_size),
+        );
         line(
             "logging",
             format!(
@@ -482,7 +519,8 @@ impl Config {
     /// Base URL of the admin listener, for CLI verbs that talk to a running server.
     pub fn admin_url(&self) -> Option<String> {
         let a = &self.server.admin;
-        a.enabled.then(|| format!("http://{}/", host_port(&a.hostname, a.port)))
+        a.enabled
+            .then(|| format!("http://{}/", host_port(&a.hostname, a.port)))
     }
 
     /// URL of the public listener as seen from this machine.

@@ -80,7 +80,9 @@ pub async fn run(
     );
 
     let tls = match &config.server.tls {
-        Some(t) => Some(server::listen::tls_acceptor(&t.certificate, &t.key).map_err(StartError::Tls)?),
+        Some(t) => {
+            Some(server::listen::tls_acceptor(&t.certificate, &t.key).map_err(StartError::Tls)?)
+        }
         None => None,
     };
 

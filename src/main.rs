@@ -15,8 +15,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let Some(command) = args.command else {
-        eprintln!("mxisd {}: a federated Matrix identity server", env!("CARGO_PKG_VERSION"));
-        eprintln!("Run `mxisd run` to start on the embedded default, or `mxisd help` for every command.");
+        eprintln!(
+            "mxisd {}: a federated Matrix identity server",
+            env!("CARGO_PKG_VERSION")
+        );
+        eprintln!(
+            "Run `mxisd run` to start on the embedded default, or `mxisd help` for every command."
+        );
         return ExitCode::FAILURE;
     };
     match command {
@@ -31,7 +36,10 @@ fn main() -> ExitCode {
 }
 
 fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -88,9 +96,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn bind(host: &str, port: u16, keys: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = host_port(host, port);
-    tokio::net::TcpListener::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (set by {keys}; is another mxisd or service using it?)"))
+    tokio::net::TcpListener::bind(&addr).await.with_context(|| {
+        format!("cannot listen on {addr} (set by {keys}; is another mxisd or service using it?)")
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

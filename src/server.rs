@@ -88,14 +88,16 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
 fn finish(routes: BoxedFilter<(Response,)>, listener: &'static str) -> BoxedFilter<(Response,)> {
     // Not `warp::options()`: its "method not allowed" rejection would turn every unknown
     // path into a 405.
-    let preflight = warp::method()
-        .and_then(|method: warp::http::Method| async move {
-            if method == warp::http::Method::OPTIONS {
-                Ok(api::json_response(warp::http::StatusCode::OK, &serde_json::json!({})))
-            } else {
-                Err(warp::reject::not_found())
-            }
-        });
+    let preflight = warp::method().and_then(|method: warp::http::Method| async move {
+        if method == warp::http::Method::OPTIONS {
+            Ok(api::json_response(
+                warp::http::StatusCode::OK,
+                &serde_json::json!({}),
+            ))
+        } else {
+            Err(warp::reject::not_found())
+        }
+    });
     preflight
         .or(routes)
         .unify()
@@ -126,7 +128,10 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         Error::method_not_allowed()
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         Error::too_large("Request body too large")
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
         Error::not_json("Unsupported Content-Type")
     } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
         || rejection.find::<warp::reject::MissingHeader>().is_some()

@@ -183,15 +183,29 @@ mod tests {
         {
             let store = Store::open(&path, 8 << 20).unwrap();
             let mut batch = Batch::new();
-            batch.put("notes", b"a".to_vec(), codec::encode(&Note("x".into())).unwrap());
-            batch.put("other", b"b".to_vec(), codec::encode(&Note("y".into())).unwrap());
+            batch.put(
+                "notes",
+                b"a".to_vec(),
+                codec::encode(&Note("x".into())).unwrap(),
+            );
+            batch.put(
+                "other",
+                b"b".to_vec(),
+                codec::encode(&Note("y".into())).unwrap(),
+            );
             store.commit(batch).await.unwrap();
             assert!(store.status().unwrap().flush_rounds >= 1);
             store.close().unwrap();
         }
         let store = Store::open(&path, 8 << 20).unwrap();
-        assert_eq!(store.get::<Note>("notes", b"a").unwrap(), Some(Note("x".into())));
-        assert_eq!(store.get::<Note>("other", b"b").unwrap(), Some(Note("y".into())));
+        assert_eq!(
+            store.get::<Note>("notes", b"a").unwrap(),
+            Some(Note("x".into()))
+        );
+        assert_eq!(
+            store.get::<Note>("other", b"b").unwrap(),
+            Some(Note("y".into()))
+        );
         assert_eq!(store.schema_version().unwrap(), migrations::CURRENT);
     }
 
@@ -212,7 +226,11 @@ mod tests {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 let mut b = Batch::new();
-                b.put("notes", i.to_be_bytes().to_vec(), codec::encode(&Note(i.to_string())).unwrap());
+                b.put(
+                    "notes",
+                    i.to_be_bytes().to_vec(),
+                    codec::encode(&Note(i.to_string())).unwrap(),
+                );
                 store.commit(b).await.unwrap();
             }));
         }

@@ -76,7 +76,9 @@ pub fn parse_object<T: DeserializeOwned>(
         }
     }
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::not_json("The request body is empty; send a JSON object"));
+        return Err(Error::not_json(
+            "The request body is empty; send a JSON object",
+        ));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Error::not_json(format!("The request body is not valid JSON: {e}")))?;
@@ -114,7 +116,11 @@ mod tests {
 
     #[test]
     fn good_bodies_parse() {
-        let r: Req = parse_object(Some("application/json; charset=utf-8"), br#"{"name":"a","count":2}"#).unwrap();
+        let r: Req = parse_object(
+            Some("application/json; charset=utf-8"),
+            br#"{"name":"a","count":2}"#,
+        )
+        .unwrap();
         assert_eq!((r.name.as_str(), r.count), ("a", Some(2)));
         let r: Req = parse_object(None, br#"{"name":"a","extra":[1]}"#).unwrap();
         assert_eq!(r.count, None);
@@ -126,9 +132,18 @@ mod tests {
         assert_eq!(code(parse_object(None, b"")), (400, "M_NOT_JSON"));
         assert_eq!(code(parse_object(None, b"[1,2]")), (400, "M_BAD_JSON"));
         assert_eq!(code(parse_object(None, b"\"str\"")), (400, "M_BAD_JSON"));
-        assert_eq!(code(parse_object(None, br#"{"count":1}"#)), (400, "M_MISSING_PARAMS"));
-        assert_eq!(code(parse_object(None, br#"{"name":5}"#)), (400, "M_BAD_JSON"));
-        assert_eq!(code(parse_object(None, br#"{"name":"a","count":-1}"#)), (400, "M_BAD_JSON"));
+        assert_eq!(
+            code(parse_object(None, br#"{"count":1}"#)),
+            (400, "M_MISSING_PARAMS")
+        );
+        assert_eq!(
+            code(parse_object(None, br#"{"name":5}"#)),
+            (400, "M_BAD_JSON")
+        );
+        assert_eq!(
+            code(parse_object(None, br#"{"name":"a","count":-1}"#)),
+            (400, "M_BAD_JSON")
+        );
         assert_eq!(
             code(parse_object(Some("text/plain"), br#"{"name":"a"}"#)),
             (400, "M_NOT_JSON")
@@ -138,19 +153,28 @@ mod tests {
     }
 
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, warp::Error>> {
-        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+        futures_util::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[tokio::test]
     async fn the_size_cap_holds_with_and_without_content_length() {
         let body = read(None, chunks(&[b"12345", b"67890"]), 10).await.unwrap();
         assert_eq!(&body[..], b"1234567890");
-        let e = read(None, chunks(&[b"12345", b"678901"]), 10).await.unwrap_err();
+        let e = read(None, chunks(&[b"12345", b"678901"]), 10)
+            .await
+            .unwrap_err();
         assert_eq!((e.status.as_u16(), e.errcode), (413, "M_TOO_LARGE"));
         let e = read(Some("11".into()), chunks(&[]), 10).await.unwrap_err();
         assert_eq!(e.status.as_u16(), 413);
         // A lying Content-Length does not get past the cap either.
-        let e = read(Some("3".into()), chunks(&[b"12345678901"]), 10).await.unwrap_err();
+        let e = read(Some("3".into()), chunks(&[b"12345678901"]), 10)
+            .await
+            .unwrap_err();
         assert_eq!(e.status.as_u16(), 413);
         let e = read(Some("x".into()), chunks(&[]), 10).await.unwrap_err();
         assert_eq!(e.status.as_u16(), 400);

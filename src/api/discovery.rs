@@ -36,4 +36,3 @@ pub async fn status(state: AppState) -> Result<Response, Infallible> {
     };
     Ok(json_response(code, &report))
 }
-

@@ -31,7 +31,9 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn problem(&self, path: &str, message: impl std::fmt::Display) {
-        self.problems.borrow_mut().push(format!("{path}: {message}"));
+        self.problems
+            .borrow_mut()
+            .push(format!("{path}: {message}"));
     }
 
     pub fn into_problems(self) -> Vec<String> {
@@ -61,7 +63,11 @@ impl<'a> Ctx<'a> {
 pub fn env_name(path: &str) -> String {
     let mut name = String::from("MXISD_");
     for c in path.chars() {
-        name.push(if c == '.' { '_' } else { c.to_ascii_uppercase() });
+        name.push(if c == '.' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        });
     }
     name
 }
@@ -135,7 +141,10 @@ impl<'a, 'v> Section<'a, 'v> {
             Value::Number(n) => Some(n.to_string()),
             Value::Bool(b) => Some(b.to_string()),
             other => {
-                self.problem(key, format!("expected a single value, found {}", kind(other)));
+                self.problem(
+                    key,
+                    format!("expected a single value, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -168,7 +177,10 @@ impl<'a, 'v> Section<'a, 'v> {
         match self.raw(key)? {
             Value::Bool(b) => Some(*b),
             other => {
-                self.problem(key, format!("expected true or false, found {}", kind(other)));
+                self.problem(
+                    key,
+                    format!("expected true or false, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -198,9 +210,7 @@ impl<'a, 'v> Section<'a, 'v> {
 
     pub fn duration(&self, key: &str) -> Option<Duration> {
         let text = self.scalar(key)?;
-        parse_duration(&text)
-            .map_err(|e| self.problem(key, e))
-            .ok()
+        parse_duration(&text).map_err(|e| self.problem(key, e)).ok()
     }
 
     pub fn size(&self, key: &str) -> Option<u64> {

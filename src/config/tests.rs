@@ -32,7 +32,10 @@ fn minimal_config_gets_the_defaults() {
 fn the_embedded_default_and_the_example_are_valid() {
     let c = load_embedded(&|_| None).unwrap();
     assert_eq!(c.matrix.domain, "localhost");
-    assert_eq!((c.server.hostname.as_str(), c.server.port), ("127.0.0.1", 8090));
+    assert_eq!(
+        (c.server.hostname.as_str(), c.server.port),
+        ("127.0.0.1", 8090)
+    );
     assert!(c.storage.path.ends_with("mxisd-data"));
     let c = load(EXAMPLE).unwrap();
     assert_eq!(c.matrix.domain, "example.org");
@@ -57,7 +60,10 @@ fn ma1sd_style_keys_are_read() {
     assert_eq!(c.storage.path, PathBuf::from("/etc/mxisd/data"));
     assert_eq!(c.storage.cache_size, 16 << 20);
     assert_eq!(c.logging.format, LogFormat::Json);
-    assert_eq!((c.logging.root.as_str(), c.logging.app.as_str()), ("warn", "debug"));
+    assert_eq!(
+        (c.logging.root.as_str(), c.logging.app.as_str()),
+        ("warn", "debug")
+    );
 }
 
 #[test]
@@ -90,10 +96,19 @@ fn every_problem_is_reported_at_once_with_its_key_path() {
 fn wrong_types_name_the_key() {
     let err = load("matrix:\n  domain: [a, b]\nstorage: /var/lib\n").unwrap_err();
     let all = err.problems.join("\n");
-    assert!(all.contains("matrix.domain: expected a string, found a list"), "{all}");
-    assert!(all.contains("storage: expected a mapping, found a string"), "{all}");
+    assert!(
+        all.contains("matrix.domain: expected a string, found a list"),
+        "{all}"
+    );
+    assert!(
+        all.contains("storage: expected a mapping, found a string"),
+        "{all}"
+    );
     let err = load("matrix:\n  domain: x\n  v1: maybe\nstorage:\n  path: /x\n").unwrap_err();
-    assert!(err.problems[0].contains("matrix.v1: expected true or false"), "{err}");
+    assert!(
+        err.problems[0].contains("matrix.v1: expected true or false"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -104,16 +119,33 @@ fn malformed_yaml_is_one_clear_problem() {
     let err = load("- just\n- a list\n").unwrap_err();
     assert!(err.problems[0].contains("must be a YAML mapping"), "{err}");
     let err = load("").unwrap_err();
-    assert!(err.problems.iter().any(|p| p.contains("matrix.domain: required")), "{err}");
+    assert!(
+        err.problems
+            .iter()
+            .any(|p| p.contains("matrix.domain: required")),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_domain_and_server_names() {
-    for bad in ["exa mple.org", "example.org:notaport", "[::1", "example.org:123456", ""] {
+    for bad in [
+        "exa mple.org",
+        "example.org:notaport",
+        "[::1",
+        "example.org:123456",
+        "",
+    ] {
         let text = format!("matrix:\n  domain: \"{bad}\"\nstorage:\n  path: /x\n");
         assert!(load(&text).is_err(), "{bad:?} accepted");
     }
-    for good in ["example.org", "example.org:8448", "127.0.0.1:8008", "[::1]:8448", "[2001:db8::1]"] {
+    for good in [
+        "example.org",
+        "example.org:8448",
+        "127.0.0.1:8008",
+        "[::1]:8448",
+        "[2001:db8::1]",
+    ] {
         assert!(is_server_name(good), "{good}");
     }
 }

@@ -90,9 +90,18 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(listener = name, "stopped accepting; draining requests in flight");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = name, "requests still running after the shutdown timeout; closing them");
+    tracing::info!(
+        listener = name,
+        "stopped accepting; draining requests in flight"
+    );
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "requests still running after the shutdown timeout; closing them"
+        );
     }
 }
 

@@ -8,9 +8,9 @@ use serde::Serialize;
 /// Spec versions we serve: the legacy r0 line (the api/v1 endpoints) and v1.1–v1.19.
 /// v1.20 is not claimed: it drops the query-string token Synapse still sends.
 pub const SPEC_VERSIONS: &[&str] = &[
-    "r0.1.0", "r0.2.0", "r0.2.1", "r0.3.0", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6",
-    "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16",
-    "v1.17", "v1.18", "v1.19",
+    "r0.1.0", "r0.2.0", "r0.2.1", "r0.3.0", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7",
+    "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17",
+    "v1.18", "v1.19",
 ];
 
 #[derive(Debug, Serialize)]

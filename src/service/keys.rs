@@ -52,7 +52,10 @@ mod tests {
     use serde_json::json;
 
     fn keys() -> Keys {
-        Keys::new(Signer::new(SigningKey::from_bytes(&[9; 32]), "ed25519:0"), "id.example.org")
+        Keys::new(
+            Signer::new(SigningKey::from_bytes(&[9; 32]), "ed25519:0"),
+            "id.example.org",
+        )
     }
 
     #[test]

@@ -21,17 +21,17 @@ fn config() -> bincode::config::Configuration {
 
 pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![T::VERSION];
-    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| {
-        StoreError::Corrupt(format!("cannot encode a {}: {e}", T::NAME))
-    })?;
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a {}: {e}", T::NAME)))?;
     Ok(out)
 }
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
         Some((&v, rest)) if v == T::VERSION => {
-            let (value, used) = bincode::serde::decode_from_slice(rest, config())
-                .map_err(|e| StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME)))?;
+            let (value, used) = bincode::serde::decode_from_slice(rest, config()).map_err(|e| {
+                StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME))
+            })?;
             if used != rest.len() {
                 return Err(StoreError::Corrupt(format!(
                     "a stored {} has {} trailing bytes",
@@ -46,7 +46,10 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
             T::NAME,
             T::VERSION
         ))),
-        None => Err(StoreError::Corrupt(format!("a stored {} is empty", T::NAME))),
+        None => Err(StoreError::Corrupt(format!(
+            "a stored {} is empty",
+            T::NAME
+        ))),
     }
 }
 

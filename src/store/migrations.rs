@@ -42,10 +42,12 @@ pub fn run(kv: &dyn Kv, steps: &[Migration]) -> Result<(), StoreError> {
         return Err(StoreError::SchemaTooNew { found, supported });
     }
     for step in steps.iter().filter(|m| m.to > found) {
-        let mut batch = (step.plan)(kv).map_err(|e| StoreError::Corrupt(format!(
-            "migration to schema {} ({}) failed: {e}",
-            step.to, step.name
-        )))?;
+        let mut batch = (step.plan)(kv).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "migration to schema {} ({}) failed: {e}",
+                step.to, step.name
+            ))
+        })?;
         batch.put(META, KEY_SCHEMA.to_vec(), encode(&SchemaVersion(step.to))?);
         kv.apply(batch)?;
         tracing::info!(schema = step.to, migration = step.name, "store migrated");
@@ -69,8 +71,16 @@ mod tests {
     }
 
     const TWO_STEPS: &[Migration] = &[
-        Migration { to: 1, name: "initial layout", plan: initial },
-        Migration { to: 2, name: "marker", plan: add_marker },
+        Migration {
+            to: 1,
+            name: "initial layout",
+            plan: initial,
+        },
+        Migration {
+            to: 2,
+            name: "marker",
+            plan: add_marker,
+        },
     ];
 
     #[test]
@@ -92,6 +102,15 @@ mod tests {
         let kv = Arc::new(MemKv::new());
         run(kv.as_ref(), TWO_STEPS).unwrap();
         let err = Store::with_kv(kv, &TWO_STEPS[..1]).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 2,
+                    supported: 1
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -61,10 +61,10 @@ impl Kv for SledKv {
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
         match self.tree(tree) {
-            Ok(t) => Box::new(t.scan_prefix(prefix).map(|r| {
-                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(backend)
-            })),
+            Ok(t) => Box::new(
+                t.scan_prefix(prefix)
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
+            ),
             Err(e) => Box::new(std::iter::once(Err(e))),
         }
     }
@@ -102,10 +102,12 @@ impl Kv for SledKv {
                 }
                 Ok(())
             })
-            .map_err(|e: sled::transaction::TransactionError<()>| StoreError::Io {
-                what: "sled transaction".into(),
-                detail: format!("{e:?}"),
-            })
+            .map_err(
+                |e: sled::transaction::TransactionError<()>| StoreError::Io {
+                    what: "sled transaction".into(),
+                    detail: format!("{e:?}"),
+                },
+            )
     }
 
     fn flush(&self) -> Result<(), StoreError> {

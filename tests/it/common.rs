@@ -111,7 +111,12 @@ impl TestServer {
     /// Polls `/status` until the server answers (bounded: 200 × 25 ms).
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(r) = self.client.get(format!("{}/status", self.base)).send().await {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/status", self.base))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return;
                 }
@@ -126,11 +131,13 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.send(self.client.get(format!("{}{path}", self.base))).await
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn admin_get(&self, path: &str) -> Resp {
-        self.send(self.client.get(format!("{}{path}", self.admin))).await
+        self.send(self.client.get(format!("{}{path}", self.admin)))
+            .await
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {

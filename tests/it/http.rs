@@ -13,7 +13,10 @@ async fn versions_and_pings() {
     assert_eq!(r.status, 200);
     let versions: Vec<String> = serde_json::from_value(r.body["versions"].clone()).unwrap();
     for v in ["v1.1", "v1.6", "v1.19", "r0.3.0"] {
-        assert!(versions.contains(&v.to_string()), "{v} missing from {versions:?}");
+        assert!(
+            versions.contains(&v.to_string()),
+            "{v} missing from {versions:?}"
+        );
     }
     assert!(!versions.contains(&"v1.20".to_string()));
     assert_eq!(r.headers["content-type"], "application/json");
@@ -31,12 +34,22 @@ async fn versions_and_pings() {
 async fn v1_can_be_switched_off() {
     let s = TestServer::start_with("").await;
     let off = TestServer::start_with_matrix_v1_off().await;
-    assert_eq!(s.get("/_matrix/identity/api/v1/pubkey/ed25519:0").await.status, 200);
+    assert_eq!(
+        s.get("/_matrix/identity/api/v1/pubkey/ed25519:0")
+            .await
+            .status,
+        200
+    );
     let r = off.get("/_matrix/identity/api/v1").await;
     assert_error(&r, 404, "M_UNRECOGNIZED");
     let r = off.get("/_matrix/identity/api/v1/pubkey/ed25519:0").await;
     assert_error(&r, 404, "M_UNRECOGNIZED");
-    assert_eq!(off.get("/_matrix/identity/v2/pubkey/ed25519:0").await.status, 200);
+    assert_eq!(
+        off.get("/_matrix/identity/v2/pubkey/ed25519:0")
+            .await
+            .status,
+        200
+    );
 }
 
 impl TestServer {
@@ -59,14 +72,30 @@ async fn public_key_endpoints_under_v2_and_v1() {
         let key = r.body["public_key"].as_str().unwrap().to_owned();
         assert_eq!(key.len(), 43, "unpadded base64 of 32 bytes: {key}");
 
-        let r = s.get(&format!("{prefix}/pubkey/isvalid?public_key={}", urlencode(&key))).await;
+        let r = s
+            .get(&format!(
+                "{prefix}/pubkey/isvalid?public_key={}",
+                urlencode(&key)
+            ))
+            .await;
         assert_eq!(r.body, json!({"valid": true}));
         let url_safe = key.replace('+', "-").replace('/', "_");
-        let r = s.get(&format!("{prefix}/pubkey/isvalid?public_key={}", urlencode(&url_safe))).await;
+        let r = s
+            .get(&format!(
+                "{prefix}/pubkey/isvalid?public_key={}",
+                urlencode(&url_safe)
+            ))
+            .await;
         assert_eq!(r.body, json!({"valid": true}));
-        let r = s.get(&format!("{prefix}/pubkey/isvalid?public_key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")).await;
+        let r = s
+            .get(&format!(
+                "{prefix}/pubkey/isvalid?public_key=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            ))
+            .await;
         assert_eq!(r.body, json!({"valid": false}));
-        let r = s.get(&format!("{prefix}/pubkey/isvalid?public_key=%%%")).await;
+        let r = s
+            .get(&format!("{prefix}/pubkey/isvalid?public_key=%%%"))
+            .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.body, json!({"valid": false}));
         let r = s.get(&format!("{prefix}/pubkey/isvalid")).await;
@@ -86,27 +115,48 @@ fn urlencode(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_wrong_methods_are_matrix_errors() {
     let s = TestServer::start().await;
-    for path in ["/", "/nope", "/_matrix/identity/v3", "/_matrix/identity/v2/nope", "/_matrix/identity/v2/pubkey"] {
+    for path in [
+        "/",
+        "/nope",
+        "/_matrix/identity/v3",
+        "/_matrix/identity/v2/nope",
+        "/_matrix/identity/v2/pubkey",
+    ] {
         let r = s.get(path).await;
         assert_error(&r, 404, "M_UNRECOGNIZED");
         assert_eq!(r.headers["access-control-allow-origin"], "*", "{path}");
     }
     let r = s
-        .send(s.client.post(format!("{}/_matrix/identity/v2", s.base)).body("{}"))
+        .send(
+            s.client
+                .post(format!("{}/_matrix/identity/v2", s.base))
+                .body("{}"),
+        )
         .await;
     assert_error(&r, 405, "M_UNRECOGNIZED");
     let r = s
-        .send(s.client.delete(format!("{}/_matrix/identity/versions", s.base)))
+        .send(
+            s.client
+                .delete(format!("{}/_matrix/identity/versions", s.base)),
+        )
         .await;
     assert_error(&r, 405, "M_UNRECOGNIZED");
     let r = s
-        .send(s.client.put(format!("{}/_matrix/identity/v2/pubkey/ed25519:0", s.base)).body("x"))
+        .send(
+            s.client
+                .put(format!("{}/_matrix/identity/v2/pubkey/ed25519:0", s.base))
+                .body("x"),
+        )
         .await;
     assert_error(&r, 405, "M_UNRECOGNIZED");
     // A huge body on a route that takes none changes nothing.
     let big = vec![b'x'; 2 << 20];
     let r = s
-        .send(s.client.post(format!("{}/_matrix/identity/v2/pubkey/isvalid", s.base)).body(big))
+        .send(
+            s.client
+                .post(format!("{}/_matrix/identity/v2/pubkey/isvalid", s.base))
+                .body(big),
+        )
         .await;
     assert_error(&r, 405, "M_UNRECOGNIZED");
 }
@@ -117,17 +167,29 @@ async fn cors_on_every_response_and_preflight() {
     let r = s
         .send(
             s.client
-                .request(reqwest::Method::OPTIONS, format!("{}/_matrix/identity/v2/lookup", s.base))
+                .request(
+                    reqwest::Method::OPTIONS,
+                    format!("{}/_matrix/identity/v2/lookup", s.base),
+                )
                 .header("Origin", "https://app.element.io")
                 .header("Access-Control-Request-Method", "POST")
-                .header("Access-Control-Request-Headers", "authorization, content-type"),
+                .header(
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type",
+                ),
         )
         .await;
     assert_eq!(r.status, 200);
     for (h, v) in [
         ("access-control-allow-origin", "*"),
-        ("access-control-allow-methods", "GET, POST, PUT, DELETE, OPTIONS"),
-        ("access-control-allow-headers", "Origin, X-Requested-With, Content-Type, Accept, Authorization"),
+        (
+            "access-control-allow-methods",
+            "GET, POST, PUT, DELETE, OPTIONS",
+        ),
+        (
+            "access-control-allow-headers",
+            "Origin, X-Requested-With, Content-Type, Accept, Authorization",
+        ),
     ] {
         assert_eq!(r.headers[h], v);
     }
@@ -152,15 +214,25 @@ async fn status_public_and_admin() {
     assert_eq!(r.body["store"]["Ok"]["schema_version"], 1);
 
     // Each listener serves only its own routes.
-    assert_error(&s.get("/_mxisd/admin/v1/status").await, 404, "M_UNRECOGNIZED");
-    assert_error(&s.admin_get("/_matrix/identity/v2").await, 404, "M_UNRECOGNIZED");
+    assert_error(
+        &s.get("/_mxisd/admin/v1/status").await,
+        404,
+        "M_UNRECOGNIZED",
+    );
+    assert_error(
+        &s.admin_get("/_matrix/identity/v2").await,
+        404,
+        "M_UNRECOGNIZED",
+    );
 }
 
 /// Raw bytes over TCP: malformed HTTP must not take the server down.
 fn raw_exchange(base: &str, request: &[u8]) -> String {
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(request).unwrap();
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
@@ -174,7 +246,10 @@ async fn malformed_http_is_refused_and_the_server_lives_on() {
     let answers = tokio::task::spawn_blocking(move || {
         vec![
             raw_exchange(&base, b"GARBAGE\r\n\r\n"),
-            raw_exchange(&base, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"),
+            raw_exchange(
+                &base,
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+            ),
             raw_exchange(&base, &[0xff, 0xfe, 0x00, b'\r', b'\n', b'\r', b'\n']),
             raw_exchange(
                 &base,
@@ -194,11 +269,15 @@ async fn malformed_http_is_refused_and_the_server_lives_on() {
 async fn restart_keeps_the_key_and_the_store() {
     let s = TestServer::start().await;
     let key = s.get("/_matrix/identity/v2/pubkey/ed25519:0").await.body["public_key"].clone();
-    let created = s.admin_get("/_mxisd/admin/v1/status").await.body["store"]["Ok"]["created_at_ms"].clone();
+    let created =
+        s.admin_get("/_mxisd/admin/v1/status").await.body["store"]["Ok"]["created_at_ms"].clone();
     let dir = s.stop().await;
     // Shutdown released the store: a new server opens the same directory.
     let s = TestServer::start_in(dir, "").await;
-    assert_eq!(s.get("/_matrix/identity/v2/pubkey/ed25519:0").await.body["public_key"], key);
+    assert_eq!(
+        s.get("/_matrix/identity/v2/pubkey/ed25519:0").await.body["public_key"],
+        key
+    );
     assert_eq!(
         s.admin_get("/_mxisd/admin/v1/status").await.body["store"]["Ok"]["created_at_ms"],
         created

@@ -1,6 +1,8 @@
 //! The one integration-test binary: real servers, started in-process on port 0 (or as
 //! the real `mxisd` binary), spoken to over real HTTP on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 mod cli;

@@ -9,7 +9,10 @@ async fn serves_the_api_over_tls() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let yaml = base_yaml(dir.path(), "server:\n  tls:\n    certificate: cert.pem\n    key: key.pem\n");
+    let yaml = base_yaml(
+        dir.path(),
+        "server:\n  tls:\n    certificate: cert.pem\n    key: key.pem\n",
+    );
     let s = TestServer::start_raw(dir, &yaml).await;
     assert!(s.base.starts_with("https://localhost:"));
     let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
@@ -20,9 +23,16 @@ async fn serves_the_api_over_tls() {
         .unwrap();
     let mut answer = None;
     for _ in 0..200 {
-        match client.get(format!("{}/_matrix/identity/v2", s.base)).send().await {
+        match client
+            .get(format!("{}/_matrix/identity/v2", s.base))
+            .send()
+            .await
+        {
             Ok(r) => {
-                answer = Some((r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()));
+                answer = Some((
+                    r.status().as_u16(),
+                    r.json::<serde_json::Value>().await.unwrap(),
+                ));
                 break;
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(25)).await,
@@ -31,7 +41,14 @@ async fn serves_the_api_over_tls() {
     assert_eq!(answer, Some((200, json!({}))));
     // Plain HTTP on the TLS port gets nowhere.
     let plain = s.base.replace("https://", "http://");
-    assert!(reqwest::Client::new().get(format!("{plain}/_matrix/identity/v2")).send().await.map(|r| r.status().is_success()).unwrap_or(false) == false);
+    let plain_answer = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{plain}/_matrix/identity/v2"))
+        .send()
+        .await;
+    assert!(!plain_answer.is_ok_and(|r| r.status().is_success()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,13 +57,18 @@ async fn a_broken_certificate_stops_start_up_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
     std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
-    let yaml = base_yaml(dir.path(), "server:\n  tls:\n    certificate: cert.pem\n    key: key.pem\n");
+    let yaml = base_yaml(
+        dir.path(),
+        "server:\n  tls:\n    certificate: cert.pem\n    key: key.pem\n",
+    );
     let config = mxisd::config::load_str(&yaml, "t", dir.path().to_owned(), &|_| None).unwrap();
     let listeners = mxisd::Listeners {
         public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: None,
     };
-    let err = mxisd::run(config, listeners, std::future::pending()).await.unwrap_err();
+    let err = mxisd::run(config, listeners, std::future::pending())
+        .await
+        .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("server.tls.certificate"), "{msg}");
 }
