@@ -71,21 +71,39 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(status)
         .unify();
-    finish(routes.boxed(), "public")
+    finish(routes.boxed(), "public", state.config.server.max_body_size)
 }
 
 /// The admin listener's routes.
 pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let max_body = state.config.server.max_body_size;
     let st = api::with_state(state);
     let status = warp::path!("_mxisd" / "admin" / "v1" / "status")
         .and(warp::get())
         .and(st)
         .and_then(admin::status);
-    finish(status.boxed(), "admin")
+    finish(status.boxed(), "admin", max_body)
 }
 
-/// Wraps routes with the preflight answer, error rendering, CORS and the request log.
-fn finish(routes: BoxedFilter<(Response,)>, listener: &'static str) -> BoxedFilter<(Response,)> {
+/// Wraps routes with the body-size guard, the preflight answer, error rendering, CORS and
+/// the request log.
+fn finish(
+    routes: BoxedFilter<(Response,)>,
+    listener: &'static str,
+    max_body: u64,
+) -> BoxedFilter<(Response,)> {
+    // A declared body over the limit is refused before routing, whatever the endpoint;
+    // bodies without Content-Length (chunked) are capped while read (api::body).
+    let too_large = warp::header::optional::<String>("content-length").and_then(
+        move |declared: Option<String>| async move {
+            match declared.and_then(|d| d.trim().parse::<u64>().ok()) {
+                Some(n) if n > max_body => Ok(api::error_response(&Error::too_large(format!(
+                    "Request body is larger than {max_body} bytes"
+                )))),
+                _ => Err(warp::reject::not_found()),
+            }
+        },
+    );
     // Not `warp::options()`: its "method not allowed" rejection would turn every unknown
     // path into a 405.
     let preflight = warp::method().and_then(|method: warp::http::Method| async move {
@@ -98,7 +116,9 @@ fn finish(routes: BoxedFilter<(Response,)>, listener: &'static str) -> BoxedFilt
             Err(warp::reject::not_found())
         }
     });
-    preflight
+    too_large
+        .or(preflight)
+        .unify()
         .or(routes)
         .unify()
         .recover(recover)

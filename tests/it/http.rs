@@ -149,13 +149,32 @@ async fn unknown_routes_and_wrong_methods_are_matrix_errors() {
         )
         .await;
     assert_error(&r, 405, "M_UNRECOGNIZED");
-    // A huge body on a route that takes none changes nothing.
-    let big = vec![b'x'; 2 << 20];
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_before_routing() {
+    let s = TestServer::start_with("server:\n  maxBodySize: 4KiB\n").await;
+    for path in [
+        "/_matrix/identity/v2",
+        "/_matrix/identity/v2/pubkey/isvalid",
+        "/nope",
+    ] {
+        let r = s
+            .send(
+                s.client
+                    .post(format!("{}{path}", s.base))
+                    .body(vec![b'{'; 5000]),
+            )
+            .await;
+        assert_error(&r, 413, "M_TOO_LARGE");
+        assert_eq!(r.headers["access-control-allow-origin"], "*");
+    }
+    // At the limit it is routed as usual.
     let r = s
         .send(
             s.client
-                .post(format!("{}/_matrix/identity/v2/pubkey/isvalid", s.base))
-                .body(big),
+                .post(format!("{}/_matrix/identity/v2", s.base))
+                .body(vec![b' '; 4096]),
         )
         .await;
     assert_error(&r, 405, "M_UNRECOGNIZED");

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs mxisd's whole test suite on a fresh Debian machine.
+#
+# Installs what the tests need through apt when it is missing (the test servers they
+# start themselves: today procps for `kill`; slapd, postgresql and others as the
+# identity-store tests arrive), then runs every unit and integration test.
+# Needs a Rust toolchain (rustup) and a C compiler for ring; run it as root or with sudo
+# available so apt can install.
+#
+# Environment:
+#   CARGO_TARGET_DIR  build directory (default /var/tmp/mxisd-target, reused between runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use, as "command:package".
+NEEDED=(
+  "kill:procps"
+  "cc:gcc"
+)
+
+missing=()
+for entry in "${NEEDED[@]}"; do
+  cmd=${entry%%:*}
+  pkg=${entry#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "tests/run.sh: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
+  exit 1
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+cargo test --locked --all-targets "$@"
