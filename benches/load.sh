@@ -5,6 +5,7 @@
 #
 #   benches/load.sh                 # 10 s, 64 connections, 2 wrk threads
 #   DURATION=30s CONNS=128 benches/load.sh
+#   LOG=info benches/load.sh        # with the per-request log on (written to stderr)
 #
 # On a 2-core machine wrk and the server share the cores: compare runs on the same box.
 set -euo pipefail
@@ -28,7 +29,7 @@ ADMIN=$(free_port)
 WORK=$(mktemp -d)
 trap 'kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-(cd "$WORK" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG=warn exec "$BIN" run) &
+(cd "$WORK" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG="${LOG:-warn}" exec "$BIN" run) &
 PID=$!
 for _ in $(seq 1 200); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
@@ -37,5 +38,5 @@ done
 
 URL="http://127.0.0.1:$PORT/_matrix/identity/v2"
 echo "== GET /_matrix/identity/v2  ($DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores)"
-wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$URL" | sed -n '/Latency Distribution/,/Transfer/p;/Requests\/sec/p'
+wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$URL" | sed -n '/Latency Distribution/,/Transfer/p'
 echo "server RSS: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"
