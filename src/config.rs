@@ -25,6 +25,62 @@ pub struct Config {
     pub key: KeyConfig,
     pub storage: StorageConfig,
     pub logging: LoggingConfig,
+    pub federation: FederationConfig,
+    pub accounts: AccountsConfig,
+    pub terms: TermsConfig,
+    pub hashing: HashingConfig,
+    pub lookup: LookupConfig,
+    /// Keys accepted for compatibility that have no effect, with why.
+    pub warnings: Vec<String>,
+}
+
+/// How we reach homeservers (OpenID userinfo, keys, onbind) and what we may reach.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// `dns.overwrite.homeserver.federation`: server name → base URL, bypassing discovery.
+    pub overrides: Vec<(String, String)>,
+    /// `outbound.allowedCidr`: private ranges outbound calls may reach anyway.
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// `outbound.timeout`: for each outbound request, connect to last byte.
+    pub timeout: Duration,
+    /// `outbound.tls.verify`: verify homeservers' certificates (off only for tests).
+    pub verify_tls: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountsConfig {
+    /// `accountConfig.allowOnlyTrustDomains`: only users of `matrix.domain` may register.
+    pub allow_only_trust_domains: bool,
+}
+
+/// `policy.policies`: terms every user must accept.
+#[derive(Debug, Clone, Default)]
+pub struct TermsConfig {
+    pub policies: std::collections::BTreeMap<String, Policy>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub version: String,
+    /// Language code → (name, url).
+    pub terms: std::collections::BTreeMap<String, (String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HashingConfig {
+    pub pepper_length: usize,
+    /// `hashing.rotationPolicy: per_seconds` with `hashing.delay`: rotate this often.
+    pub rotation: Option<Duration>,
+    /// Offer `sha256` (always) and `none` (unless removed from `hashing.algorithms`).
+    pub allow_none: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LookupConfig {
+    /// `lookup.maxAddresses`: most addresses in one `/lookup` or `/bulk_lookup`.
+    pub max_addresses: usize,
+    /// `lookup.bulk.enabled`: answer v1 `/bulk_lookup`.
+    pub bulk_enabled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,9 +175,7 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("exec", "the exec identity store is not supported by mxisd; use the rest store or a file source"),
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
-    ("lookup", "lookup settings are not supported by this version of mxisd yet"),
     ("forward", "forwarding lookups is not supported by this version of mxisd yet"),
-    ("dns", "dns overrides are not supported by this version of mxisd yet"),
     ("auth", "authentication (check_credentials) is not supported by this version of mxisd yet"),
     ("directory", "directory search is not supported by this version of mxisd yet"),
     ("register", "registration policy is not supported by this version of mxisd yet"),
@@ -131,9 +185,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("threepid", "e-mail and SMS delivery are not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
-    ("hashing", "hashed lookups are not supported by this version of mxisd yet"),
-    ("policy", "terms policies are not supported by this version of mxisd yet"),
-    ("accountConfig", "accounts are not supported by this version of mxisd yet"),
     ("internal", "ma1sd's internal endpoints do not exist in mxisd; operator commands use the admin listener (server.admin)"),
 ];
 
@@ -145,6 +196,11 @@ const STORAGE_HINTS: &[(&str, &str)] = &[
 const LOGGING_HINTS: &[(&str, &str)] = &[(
     "requests",
     "not supported: mxisd never logs request or response bodies (they carry tokens and 3PIDs); remove it",
+)];
+
+const LOOKUP_HINTS: &[(&str, &str)] = &[(
+    "recursive",
+    "recursive and federated lookups are not supported by this version of mxisd yet",
 )];
 
 const MATRIX_HINTS: &[(&str, &str)] = &[(
@@ -213,6 +269,11 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     );
     let key = read_key(&root.section("key"), storage.as_ref());
     let logging = read_logging(&root.section("logging"));
+    let federation = read_federation(&root.section("dns"), &root.section("outbound"));
+    let accounts = read_accounts(&root.section("accountConfig"));
+    let terms = read_terms(&root.section("policy"));
+    let hashing = read_hashing(&root.section("hashing"));
+    let lookup = read_lookup(&root.section("lookup"));
     Some(Config {
         source: None,
         matrix: matrix?,
@@ -220,6 +281,12 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
         key: key?,
         storage: storage?,
         logging: logging?,
+        federation: federation?,
+        accounts: accounts?,
+        terms: terms?,
+        hashing: hashing?,
+        lookup: lookup?,
+        warnings: Vec::new(),
     })
 }
 
@@ -416,6 +483,208 @@ fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
     })
 }
 
+fn read_federation(dns: &Section<'_, '_>, outbound: &Section<'_, '_>) -> Option<FederationConfig> {
+    let overwrite = dns.section("overwrite");
+    let homeserver = overwrite.section("homeserver");
+    let mut overrides = Vec::new();
+    let mut ok = true;
+    for entry in homeserver.list_of_sections("federation") {
+        let name = entry.string("name");
+        let value = entry.string("value");
+        entry.finish(&[]);
+        match (name, value) {
+            (Some(name), Some(value)) => {
+                let value = value.trim_end_matches('/').to_owned();
+                if !(value.starts_with("http://") || value.starts_with("https://")) {
+                    entry.problem("value", format!("{value:?} must be a base URL such as https://matrix.example.org:8448"));
+                    ok = false;
+                } else {
+                    overrides.push((name, value));
+                }
+            }
+            (None, _) => {
+                entry.problem("name", "required: the homeserver's server name");
+                ok = false;
+            }
+            (_, None) => {
+                entry.problem("value", "required: the base URL to reach it at");
+                ok = false;
+            }
+        }
+    }
+    homeserver.ignored(
+        "client",
+        "not used yet: mxisd does not proxy client-server requests in this version",
+    );
+    homeserver.finish(&[]);
+    overwrite.finish(&[]);
+    dns.finish(&[]);
+
+    let mut allowed_cidrs = Vec::new();
+    for cidr in outbound.string_list("allowedCidr").unwrap_or_default() {
+        match cidr.parse::<ipnet::IpNet>().or_else(|_| {
+            cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)
+        }) {
+            Ok(net) => allowed_cidrs.push(net),
+            Err(_) => {
+                outbound.problem("allowedCidr", format!("{cidr:?} is not an address range like 10.0.0.0/8"));
+                ok = false;
+            }
+        }
+    }
+    let timeout = outbound.duration("timeout").unwrap_or(Duration::from_secs(10));
+    let tls = outbound.section("tls");
+    let verify_tls = tls.bool("verify").unwrap_or(true);
+    tls.finish(&[]);
+    outbound.finish(&[]);
+    if timeout.is_zero() {
+        outbound.problem("timeout", "must be more than 0s");
+        return None;
+    }
+    ok.then_some(FederationConfig {
+        overrides,
+        allowed_cidrs,
+        timeout,
+        verify_tls,
+    })
+}
+
+fn read_accounts(s: &Section<'_, '_>) -> Option<AccountsConfig> {
+    let allow_only_trust_domains = s.bool("allowOnlyTrustDomains").unwrap_or(true);
+    s.finish(&[]);
+    Some(AccountsConfig {
+        allow_only_trust_domains,
+    })
+}
+
+fn read_terms(s: &Section<'_, '_>) -> Option<TermsConfig> {
+    let mut policies = std::collections::BTreeMap::new();
+    let mut ok = true;
+    for (name, p) in s.named_sections("policies") {
+        let version = p.scalar_text("version");
+        let mut terms = std::collections::BTreeMap::new();
+        for (lang, t) in p.named_sections("terms") {
+            let title = t.string("name");
+            let url = t.string("url");
+            t.finish(&[]);
+            match (title, url) {
+                (Some(title), Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+                    terms.insert(lang, (title, url));
+                }
+                (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                    t.problem("url", format!("{url:?} must be an http(s) URL"));
+                    ok = false;
+                }
+                _ => {
+                    t.problem("name", "each language needs a name and a url");
+                    ok = false;
+                }
+            }
+        }
+        p.ignored(
+            "regexp",
+            "ignored: mxisd requires accepted terms on every authenticated endpoint except logout and POST /terms",
+        );
+        p.finish(&[]);
+        match version {
+            Some(version) if !terms.is_empty() => {
+                policies.insert(name, Policy { version, terms });
+            }
+            Some(_) => {
+                p.problem("terms", "required: at least one language with a name and a url");
+                ok = false;
+            }
+            None => {
+                p.problem("version", "required");
+                ok = false;
+            }
+        }
+    }
+    s.finish(&[]);
+    ok.then_some(TermsConfig { policies })
+}
+
+fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
+    let mut ok = true;
+    if s.bool("enabled") == Some(false) {
+        s.problem("enabled", "hashed lookups cannot be turned off: the v2 API requires sha256; remove it");
+        ok = false;
+    }
+    let pepper_length = s.u64("pepperLength").unwrap_or(32);
+    if !(16..=128).contains(&pepper_length) {
+        s.problem("pepperLength", "must be between 16 and 128 (a short pepper is easy to brute-force)");
+        ok = false;
+    }
+    let delay = s.duration("delay");
+    let rotation = match s.string("rotationPolicy").as_deref() {
+        None | Some("none") => None,
+        Some("per_seconds") => match delay {
+            Some(d) if d >= Duration::from_secs(60) => Some(d),
+            Some(_) => {
+                s.problem("delay", "must be at least 60s: every rotation rehashes all bindings");
+                ok = false;
+                None
+            }
+            None => {
+                s.problem("delay", "required with rotationPolicy: per_seconds (e.g. 7d)");
+                ok = false;
+                None
+            }
+        },
+        Some("per_requests") => {
+            s.problem("rotationPolicy", "per_requests is not supported (every rotation rehashes all bindings); use per_seconds with a delay");
+            ok = false;
+            None
+        }
+        Some(other) => {
+            s.problem("rotationPolicy", format!("{other:?} is not per_seconds or none"));
+            ok = false;
+            None
+        }
+    };
+    let algorithms = s.string_list("algorithms").unwrap_or_else(|| vec!["sha256".into(), "none".into()]);
+    let mut allow_none = false;
+    let mut has_sha = false;
+    for a in &algorithms {
+        match a.as_str() {
+            "sha256" => has_sha = true,
+            "none" => allow_none = true,
+            other => {
+                s.problem("algorithms", format!("{other:?} is not sha256 or none"));
+                ok = false;
+            }
+        }
+    }
+    if !has_sha {
+        s.problem("algorithms", "must include sha256 (mandatory in the v2 API)");
+        ok = false;
+    }
+    s.ignored("hashStorageType", "ignored: mxisd keeps the hash index in its store");
+    s.ignored("requests", "ignored: only per_seconds rotation is supported");
+    s.finish(&[]);
+    ok.then_some(HashingConfig {
+        pepper_length: usize::try_from(pepper_length).unwrap_or(32),
+        rotation,
+        allow_none,
+    })
+}
+
+fn read_lookup(s: &Section<'_, '_>) -> Option<LookupConfig> {
+    let max_addresses = s.u64("maxAddresses").unwrap_or(10_000);
+    let bulk = s.section("bulk");
+    let bulk_enabled = bulk.bool("enabled").unwrap_or(true);
+    bulk.finish(&[]);
+    s.finish(LOOKUP_HINTS);
+    if max_addresses == 0 || max_addresses > 1_000_000 {
+        s.problem("maxAddresses", "must be between 1 and 1000000");
+        return None;
+    }
+    Some(LookupConfig {
+        max_addresses: usize::try_from(max_addresses).unwrap_or(10_000),
+        bulk_enabled,
+    })
+}
+
 /// Server-name grammar of the spec appendix: hostname, IPv4 or `[IPv6]`, optional port.
 pub fn is_server_name(name: &str) -> bool {
     let (host, port) = if let Some(rest) = name.strip_prefix('[') {
@@ -501,6 +770,53 @@ impl Config {
             "storage.cacheSize",
             units::format_size(self.storage.cache_size),
         );
+        for (name, url) in &self.federation.overrides {
+            line("federation override", format!("{name} -> {url}"));
+        }
+        if !self.federation.allowed_cidrs.is_empty() {
+            line(
+                "outbound.allowedCidr",
+                self.federation
+                    .allowed_cidrs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        line(
+            "accounts",
+            if self.accounts.allow_only_trust_domains {
+                format!("users of {} only", self.matrix.domain)
+            } else {
+                "users of any homeserver".into()
+            },
+        );
+        line(
+            "terms",
+            if self.terms.policies.is_empty() {
+                "none".into()
+            } else {
+                self.terms
+                    .policies
+                    .iter()
+                    .map(|(n, p)| format!("{n} {}", p.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        line(
+            "hashing",
+            format!(
+                "sha256{}, pepper {} chars, rotation {}",
+                if self.hashing.allow_none { " + none" } else { "" },
+                self.hashing.pepper_length,
+                self.hashing
+                    .rotation
+                    .map_or_else(|| "off".into(), |d| format!("every {}s", d.as_secs()))
+            ),
+        );
+        line("lookup.maxAddresses", self.lookup.max_addresses.to_string());
         line(
             "logging",
             format!(

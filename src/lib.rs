@@ -13,7 +13,9 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod federation;
 pub mod logging;
+pub mod model;
 pub mod server;
 pub mod service;
 pub mod state;
@@ -61,7 +63,8 @@ pub async fn run(
     let started = Instant::now();
     let store_path = store_dir(&config);
     let cache = config.storage.cache_size;
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache))
+    let pepper_length = config.hashing.pepper_length;
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache, pepper_length))
         .await
         .map_err(|e| StartError::Runtime(e.to_string()))??;
     tracing::info!(path = %store_dir(&config).display(), schema = store.schema_version()?, "store open");

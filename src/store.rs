@@ -7,6 +7,8 @@
 //! batch is on disk (group flush, see [`flush`]). Handlers answer 200 after `commit`
 //! returns, so an acknowledged write survives a crash.
 
+pub mod accounts;
+pub mod bindings;
 pub mod codec;
 pub mod flush;
 pub mod kv;
@@ -68,6 +70,12 @@ pub struct Store {
     kv: Arc<dyn Kv>,
     flusher: flush::GroupFlusher,
     path: Option<PathBuf>,
+    /// Serialises read-modify-write of bindings and the hash index.
+    bindings_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises read-modify-write of account records.
+    accounts_lock: tokio::sync::Mutex<()>,
+    /// The current lookup pepper (durable copy in `meta`).
+    pepper: std::sync::RwLock<bindings::PepperState>,
 }
 
 impl std::fmt::Debug for Store {
@@ -77,31 +85,44 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the sled store under `path`, running pending migrations.
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// Opens the sled store under `path`, running pending migrations. A new store gets
+    /// a random lookup pepper of `pepper_length` characters.
+    pub fn open(path: &Path, cache_bytes: u64, pepper_length: usize) -> Result<Self, StoreError> {
         let kv: Arc<dyn Kv> = Arc::new(sled_kv::SledKv::open(path, cache_bytes)?);
-        let mut store = Self::with_kv(kv, migrations::ALL)?;
+        let mut store = Self::with_kv(kv, migrations::ALL, pepper_length)?;
         store.path = Some(path.to_owned());
         Ok(store)
     }
 
     /// A store that lives in memory only, for tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::with_kv(Arc::new(mem_kv::MemKv::new()), migrations::ALL)
+        Self::with_kv(Arc::new(mem_kv::MemKv::new()), migrations::ALL, 32)
     }
 
     pub(crate) fn with_kv(
         kv: Arc<dyn Kv>,
         steps: &[migrations::Migration],
+        pepper_length: usize,
     ) -> Result<Self, StoreError> {
         migrations::run(kv.as_ref(), steps)?;
+        let pepper = Self::load_or_init_pepper(kv.as_ref(), || {
+            crate::crypto::random_alphanumeric(pepper_length).map_err(|e| StoreError::Io {
+                what: "random pepper".into(),
+                detail: e.to_string(),
+            })
+        })?;
         kv.flush()?;
         let flusher = flush::GroupFlusher::start(Arc::clone(&kv))?;
-        Ok(Self {
+        let store = Self {
             kv,
             flusher,
             path: None,
-        })
+            bindings_lock: Arc::new(tokio::sync::Mutex::new(())),
+            accounts_lock: tokio::sync::Mutex::new(()),
+            pepper: std::sync::RwLock::new(pepper),
+        };
+        store.clean_stale_generations()?;
+        Ok(store)
     }
 
     /// Where the store lives on disk (None when in memory).
@@ -181,7 +202,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         {
-            let store = Store::open(&path, 8 << 20).unwrap();
+            let store = Store::open(&path, 8 << 20, 32).unwrap();
             let mut batch = Batch::new();
             batch.put(
                 "notes",
@@ -197,7 +218,7 @@ mod tests {
             assert!(store.status().unwrap().flush_rounds >= 1);
             store.close().unwrap();
         }
-        let store = Store::open(&path, 8 << 20).unwrap();
+        let store = Store::open(&path, 8 << 20, 32).unwrap();
         assert_eq!(
             store.get::<Note>("notes", b"a").unwrap(),
             Some(Note("x".into()))
@@ -212,9 +233,9 @@ mod tests {
     #[tokio::test]
     async fn a_second_process_gets_a_clear_lock_error() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path(), 8 << 20).unwrap();
+        let _first = Store::open(dir.path(), 8 << 20, 32).unwrap();
         // sled takes an flock on its db file; a second open in this process hits it too.
-        let err = Store::open(dir.path(), 8 << 20).unwrap_err();
+        let err = Store::open(dir.path(), 8 << 20, 32).unwrap_err();
         assert!(matches!(err, StoreError::Locked(_)), "{err}");
     }
 

@@ -16,6 +16,7 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// Shared by every section of one load.
 pub struct Ctx<'a> {
     problems: RefCell<Vec<String>>,
+    warnings: RefCell<Vec<String>>,
     env: EnvLookup<'a>,
     /// Relative paths in the file are resolved against this directory.
     base_dir: PathBuf,
@@ -25,6 +26,7 @@ impl<'a> Ctx<'a> {
     pub fn new(env: EnvLookup<'a>, base_dir: PathBuf) -> Self {
         Self {
             problems: RefCell::new(Vec::new()),
+            warnings: RefCell::new(Vec::new()),
             env,
             base_dir,
         }
@@ -36,8 +38,17 @@ impl<'a> Ctx<'a> {
             .push(format!("{path}: {message}"));
     }
 
+    pub fn warning(&self, path: &str, message: impl std::fmt::Display) {
+        self.warnings.borrow_mut().push(format!("{path}: {message}"));
+    }
+
     pub fn into_problems(self) -> Vec<String> {
         self.problems.into_inner()
+    }
+
+    /// Problems and warnings.
+    pub fn into_parts(self) -> (Vec<String>, Vec<String>) {
+        (self.problems.into_inner(), self.warnings.into_inner())
     }
 
     pub fn root<'v>(&'a self, value: &'v Value) -> Section<'a, 'v> {
@@ -113,6 +124,106 @@ impl<'a, 'v> Section<'a, 'v> {
         (self.ctx.env)(&name).map(|v| (name, v))
     }
 
+    /// A key of ma1sd's that is accepted but has no effect here: a warning, not an error.
+    pub fn ignored(&self, key: &str, why: &str) {
+        if self.raw(key).is_some() {
+            self.ctx.warning(&self.key_path(key), why);
+        }
+    }
+
+    /// The entries of a mapping whose keys are names chosen by the operator
+    /// (`policy.policies.<name>`), each as a section.
+    pub fn named_sections(&self, key: &str) -> Vec<(String, Section<'a, 'v>)> {
+        let path = self.key_path(key);
+        match self.raw(key) {
+            None => Vec::new(),
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    let name = match k {
+                        Value::String(s) => s.clone(),
+                        other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_owned(),
+                    };
+                    let map = match v {
+                        Value::Mapping(m) => Some(m),
+                        Value::Null => None,
+                        other => {
+                            self.ctx.problem(&format!("{path}.{name}"), format!("expected a mapping, found {}", kind(other)));
+                            None
+                        }
+                    };
+                    let section = Section {
+                        ctx: self.ctx,
+                        path: format!("{path}.{name}"),
+                        map,
+                        seen: RefCell::new(BTreeSet::new()),
+                    };
+                    (name, section)
+                })
+                .collect(),
+            Some(other) => {
+                self.problem(key, format!("expected a mapping, found {}", kind(other)));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A list of mappings (`dns.overwrite.homeserver.federation: [{name, value}]`).
+    pub fn list_of_sections(&self, key: &str) -> Vec<Section<'a, 'v>> {
+        let path = self.key_path(key);
+        match self.raw(key) {
+            None => Vec::new(),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    Value::Mapping(m) => Some(Section {
+                        ctx: self.ctx,
+                        path: format!("{path}[{i}]"),
+                        map: Some(m),
+                        seen: RefCell::new(BTreeSet::new()),
+                    }),
+                    other => {
+                        self.ctx.problem(&format!("{path}[{i}]"), format!("expected a mapping, found {}", kind(other)));
+                        None
+                    }
+                })
+                .collect(),
+            Some(other) => {
+                self.problem(key, format!("expected a list, found {}", kind(other)));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A list of strings; a single string is taken as a list of one.
+    pub fn string_list(&self, key: &str) -> Option<Vec<String>> {
+        if let Some((_, v)) = self.env(key) {
+            return Some(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+        }
+        match self.raw(key)? {
+            Value::String(s) => Some(vec![s.clone()]),
+            Value::Sequence(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        Value::Number(n) => out.push(n.to_string()),
+                        other => {
+                            self.problem(&format!("{key}[{i}]"), format!("expected a string, found {}", kind(other)));
+                            return None;
+                        }
+                    }
+                }
+                Some(out)
+            }
+            other => {
+                self.problem(key, format!("expected a list of strings, found {}", kind(other)));
+                None
+            }
+        }
+    }
+
     /// A nested mapping; absent or null gives an empty section.
     pub fn section(&self, key: &str) -> Section<'a, 'v> {
         let map = match self.raw(key) {
@@ -129,6 +240,12 @@ impl<'a, 'v> Section<'a, 'v> {
             map,
             seen: RefCell::new(BTreeSet::new()),
         }
+    }
+
+    /// A scalar as text (strings, numbers, booleans): for values like versions that
+    /// YAML may read as numbers (`version: 1.0`).
+    pub fn scalar_text(&self, key: &str) -> Option<String> {
+        self.scalar(key)
     }
 
     /// A scalar as text: strings, numbers and booleans all read as their text.

@@ -93,7 +93,7 @@ mod tests {
         // Running again changes nothing (creation time kept).
         run(kv.as_ref(), TWO_STEPS).unwrap();
         assert_eq!(kv.get(META, KEY_CREATED).unwrap(), created);
-        let store = Store::with_kv(kv, TWO_STEPS).unwrap();
+        let store = Store::with_kv(kv, TWO_STEPS, 32).unwrap();
         assert_eq!(store.schema_version().unwrap(), 2);
     }
 
@@ -101,7 +101,7 @@ mod tests {
     fn a_newer_store_is_refused() {
         let kv = Arc::new(MemKv::new());
         run(kv.as_ref(), TWO_STEPS).unwrap();
-        let err = Store::with_kv(kv, &TWO_STEPS[..1]).unwrap_err();
+        let err = Store::with_kv(kv, &TWO_STEPS[..1], 32).unwrap_err();
         assert!(
             matches!(
                 err,

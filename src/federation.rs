@@ -1,0 +1,425 @@
+//! Talking to other Matrix servers: resolving a server name to where it is served
+//! (server-server spec discovery: IP literal or explicit port, `/.well-known/matrix/server`,
+//! SRV `_matrix-fed._tcp` then `_matrix._tcp`, port 8448), with operator overrides,
+//! caching, and every call through the outbound [`guard`], a timeout and a response-size
+//! cap. DNS is hickory (reads /etc/resolv.conf and /etc/hosts itself), so a static
+//! binary resolves names without glibc's NSS.
+
+pub mod guard;
+pub mod resolve;
+
+use crate::config::FederationConfig;
+use guard::{Guard, Refused};
+use hickory_resolver::TokioResolver;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why an outbound call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("{0}")]
+    Refused(#[from] Refused),
+    #[error("{0:?} is not a valid server name")]
+    InvalidName(String),
+    #[error("cannot reach {0}")]
+    Unreachable(String),
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{0} sent a response larger than allowed")]
+    TooLarge(String),
+    #[error("{0} did not answer JSON")]
+    NotJson(String),
+}
+
+/// Where a server name is served, as resolved.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// `https://host:port`, no trailing slash.
+    pub base_url: String,
+    /// Host header to send when it differs from the URL's (SRV delegation).
+    pub host_header: Option<String>,
+    /// A client pinned to SRV target addresses (the URL keeps the delegated name, so
+    /// TLS is checked against it, as the spec requires).
+    client: Option<reqwest::Client>,
+}
+
+impl Destination {
+    fn direct(base_url: String) -> Self {
+        Self {
+            base_url,
+            host_header: None,
+            client: None,
+        }
+    }
+}
+
+struct Cached {
+    destination: Destination,
+    until: Instant,
+}
+
+pub struct Federation {
+    client: reqwest::Client,
+    guard: Arc<Guard>,
+    dns: Option<Arc<TokioResolver>>,
+    overrides: HashMap<String, String>,
+    cache: Mutex<HashMap<String, Cached>>,
+    timeout: Duration,
+    verify_tls: bool,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("overrides", &self.overrides)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves names for reqwest through hickory and drops addresses the guard refuses.
+struct GuardedDns {
+    dns: Option<Arc<TokioResolver>>,
+    guard: Arc<Guard>,
+}
+
+impl reqwest::dns::Resolve for GuardedDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let dns = self.dns.clone();
+        let guard = Arc::clone(&self.guard);
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = lookup_guarded(dns.as_deref(), &guard, &host).await?;
+            let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(iter)
+        })
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// All addresses of `host` the guard allows (port 0: the URL's port is used).
+async fn lookup_guarded(
+    dns: Option<&TokioResolver>,
+    guard: &Guard,
+    host: &str,
+) -> Result<Vec<SocketAddr>, BoxError> {
+    let dns = dns.ok_or_else(|| -> BoxError {
+        "no DNS resolver is configured (/etc/resolv.conf could not be read)".into()
+    })?;
+    let found: Vec<std::net::IpAddr> = dns.lookup_ip(host).await?.iter().collect();
+    if guard.is_trusted_host(host) {
+        return Ok(found.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect());
+    }
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = found
+        .into_iter()
+        .filter_map(|ip| match guard.check_ip(ip) {
+            Ok(()) => Some(SocketAddr::new(ip, 0)),
+            Err(r) => {
+                refusal = Some(r);
+                None
+            }
+        })
+        .collect();
+    match (allowed.is_empty(), refusal) {
+        (true, Some(r)) => Err(Box::new(r)),
+        (true, None) => Err(format!("{host} has no address").into()),
+        (false, _) => Ok(allowed),
+    }
+}
+
+fn build_client(
+    dns: Option<Arc<TokioResolver>>,
+    guard: &Arc<Guard>,
+    timeout: Duration,
+    verify_tls: bool,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut builder = reqwest::Client::builder()
+        .dns_resolver(Arc::new(GuardedDns {
+            dns,
+            guard: Arc::clone(guard),
+        }))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")));
+    if !verify_tls {
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    Ok(builder)
+}
+
+impl Federation {
+    pub fn new(config: &FederationConfig) -> Result<Self, String> {
+        let trusted: Vec<String> = config
+            .overrides
+            .iter()
+            .filter_map(|(_, url)| reqwest::Url::parse(url).ok())
+            .filter_map(|u| u.host_str().map(str::to_owned))
+            .collect();
+        let guard = Arc::new(Guard::new(config.allowed_cidrs.clone(), trusted));
+        let dns = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver: names of homeservers cannot be resolved (overrides still work)");
+                None
+            }
+        };
+        let client = build_client(dns.clone(), &guard, config.timeout, config.verify_tls)?
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            guard,
+            dns,
+            overrides: config.overrides.iter().cloned().collect(),
+            cache: Mutex::new(HashMap::new()),
+            timeout: config.timeout,
+            verify_tls: config.verify_tls,
+        })
+    }
+
+    /// Where `server_name` is served.
+    pub async fn resolve(&self, server_name: &str) -> Result<Destination, OutboundError> {
+        if let Some(url) = self.overrides.get(server_name) {
+            return Ok(Destination::direct(url.clone()));
+        }
+        if let Some(hit) = self.cached(server_name) {
+            return Ok(hit);
+        }
+        let plan = resolve::plan(server_name)
+            .ok_or_else(|| OutboundError::InvalidName(server_name.to_owned()))?;
+        let (destination, ttl) = match plan {
+            resolve::Plan::Direct(base) => (Destination::direct(base), None),
+            resolve::Plan::Discover(host) => self.discover(&host).await?,
+        };
+        if let Some(ttl) = ttl {
+            self.remember(server_name, destination.clone(), ttl);
+        }
+        Ok(destination)
+    }
+
+    fn cached(&self, server_name: &str) -> Option<Destination> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(server_name)
+            .filter(|c| c.until > Instant::now())
+            .map(|c| c.destination.clone())
+    }
+
+    fn remember(&self, server_name: &str, destination: Destination, ttl: Duration) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            let now = Instant::now();
+            cache.retain(|_, c| c.until > now);
+        }
+        cache.insert(
+            server_name.to_owned(),
+            Cached {
+                destination,
+                until: Instant::now() + ttl,
+            },
+        );
+    }
+
+    /// Steps 3–6 of server discovery for a bare host name.
+    async fn discover(&self, host: &str) -> Result<(Destination, Option<Duration>), OutboundError> {
+        let (delegated, ttl) = match self.well_known(host).await {
+            Some((server, ttl)) => (Some(server), ttl),
+            None => (None, resolve::WELL_KNOWN_ERROR_TTL),
+        };
+        let target = match delegated {
+            Some(server) => match resolve::plan(&server) {
+                Some(resolve::Plan::Direct(base)) => return Ok((Destination::direct(base), Some(ttl))),
+                Some(resolve::Plan::Discover(h)) => h,
+                None => host.to_owned(),
+            },
+            None => host.to_owned(),
+        };
+        if let Some(destination) = self.srv(&target).await? {
+            return Ok((destination, Some(ttl)));
+        }
+        Ok((
+            Destination::direct(format!("https://{target}:8448")),
+            Some(ttl),
+        ))
+    }
+
+    /// `GET https://<host>/.well-known/matrix/server` → (`m.server`, cache time).
+    async fn well_known(&self, host: &str) -> Option<(String, Duration)> {
+        let url = format!("https://{host}/.well-known/matrix/server");
+        let response = match self.client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => r,
+            _ => return None,
+        };
+        let ttl = resolve::cache_ttl(
+            response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let body = read_capped(response, 64 * 1024, &url).await.ok()?;
+        let value: Value = serde_json::from_slice(&body).ok()?;
+        let server = value.get("m.server")?.as_str()?.to_owned();
+        crate::config::is_server_name(&server).then_some((server, ttl))
+    }
+
+    /// SRV `_matrix-fed._tcp` then `_matrix._tcp` for `host`.
+    async fn srv(&self, host: &str) -> Result<Option<Destination>, OutboundError> {
+        let Some(dns) = self.dns.as_deref() else {
+            return Ok(None);
+        };
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            let Ok(lookup) = dns.srv_lookup(format!("{service}.{host}.")).await else {
+                continue;
+            };
+            let mut records: Vec<(u16, u16, String)> = lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::SRV(srv) => Some((
+                        srv.priority,
+                        srv.port,
+                        srv.target.to_utf8().trim_end_matches('.').to_owned(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            records.sort();
+            let Some((_, port, target)) = records.into_iter().next() else {
+                continue;
+            };
+            let addrs = lookup_guarded(Some(dns), &self.guard, &target)
+                .await
+                .map_err(|e| match e.downcast::<Refused>() {
+                    Ok(refused) => OutboundError::Refused(*refused),
+                    Err(_) => OutboundError::Unreachable(target.clone()),
+                })?;
+            let addrs: Vec<SocketAddr> = addrs
+                .into_iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect();
+            let client = build_client(self.dns.clone(), &self.guard, self.timeout, self.verify_tls)
+                .and_then(|b| {
+                    b.resolve_to_addrs(host, &addrs)
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|_| OutboundError::Unreachable(target.clone()))?;
+            return Ok(Some(Destination {
+                base_url: format!("https://{host}:{port}"),
+                host_header: Some(host.to_owned()),
+                client: Some(client),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// `GET <destination><path>` and parse the answer as JSON whatever its Content-Type.
+    /// Returns the HTTP status with the body, so callers can map 401 and the like.
+    pub async fn get_json(
+        &self,
+        server_name: &str,
+        path_and_query: &str,
+        max_bytes: usize,
+    ) -> Result<(u16, Value), OutboundError> {
+        let destination = self.resolve(server_name).await?;
+        self.send_json(&destination, reqwest::Method::GET, path_and_query, None, max_bytes)
+            .await
+    }
+
+    /// `POST <destination><path>` with a JSON body.
+    pub async fn post_json(
+        &self,
+        server_name: &str,
+        path: &str,
+        body: &Value,
+        max_bytes: usize,
+    ) -> Result<(u16, Value), OutboundError> {
+        let destination = self.resolve(server_name).await?;
+        self.send_json(&destination, reqwest::Method::POST, path, Some(body), max_bytes)
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        destination: &Destination,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        max_bytes: usize,
+    ) -> Result<(u16, Value), OutboundError> {
+        let url_text = format!("{}{path}", destination.base_url);
+        let url = reqwest::Url::parse(&url_text)
+            .map_err(|_| OutboundError::InvalidName(destination.base_url.clone()))?;
+        self.guard.check_url(&url)?;
+        // What we name in errors: scheme, host and path, never the query (tokens).
+        let shown = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        let client = destination.client.as_ref().unwrap_or(&self.client);
+        let mut request = client.request(method, url);
+        if let Some(host) = &destination.host_header {
+            request = request.header(reqwest::header::HOST, host);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| classify_error(&e, &shown))?;
+        let status = response.status().as_u16();
+        let bytes = read_capped(response, max_bytes, &shown).await?;
+        let value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| OutboundError::NotJson(shown.clone()))?
+        };
+        Ok((status, value))
+    }
+}
+
+fn classify_error(e: &reqwest::Error, shown: &str) -> OutboundError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(refused) = err.downcast_ref::<Refused>() {
+            return OutboundError::Refused(refused.clone());
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        OutboundError::Timeout(shown.to_owned())
+    } else {
+        OutboundError::Unreachable(shown.to_owned())
+    }
+}
+
+async fn read_capped(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+    shown: &str,
+) -> Result<Vec<u8>, OutboundError> {
+    if response.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(OutboundError::TooLarge(shown.to_owned()));
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(OutboundError::TooLarge(shown.to_owned()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(classify_error(&e, shown)),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Identifier newtypes, normalised at the edge: a value of these types is always in
+//! canonical form, so the store, the hash index and comparisons never see two spellings
+//! of one 3PID. E-mail: Unicode case-folded as a whole, as Sydent does (MSC2265), after
+//! trimming; msisdn: E.164 digits without `+`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The kind of third-party identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Medium {
+    Email,
+    Msisdn,
+}
+
+impl Medium {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "email" => Some(Self::Email),
+            "msisdn" => Some(Self::Msisdn),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Msisdn => "msisdn",
+        }
+    }
+}
+
+impl fmt::Display for Medium {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("not a valid e-mail address")]
+    Email,
+    #[error("not a valid phone number (E.164: up to 15 digits)")]
+    Msisdn,
+}
+
+/// A normalised (medium, address) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ThreePid {
+    medium: Medium,
+    address: String,
+}
+
+/// Longest address accepted (Sydent: 500; RFC 5321 paths are shorter still).
+const MAX_ADDRESS: usize = 500;
+
+impl ThreePid {
+    /// Normalises `address` for `medium`, or says why it cannot be one.
+    pub fn new(medium: Medium, address: &str) -> Result<Self, AddressError> {
+        let address = match medium {
+            Medium::Email => normalise_email(address)?,
+            Medium::Msisdn => normalise_msisdn(address)?,
+        };
+        Ok(Self { medium, address })
+    }
+
+    pub fn medium(&self) -> Medium {
+        self.medium
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The store key: `medium \0 address`.
+    pub fn key(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(8 + self.address.len());
+        key.extend_from_slice(self.medium.as_str().as_bytes());
+        key.push(0);
+        key.extend_from_slice(self.address.as_bytes());
+        key
+    }
+
+    /// Reads a store key back.
+    pub fn from_key(key: &[u8]) -> Option<Self> {
+        let split = key.iter().position(|b| *b == 0)?;
+        let medium = Medium::parse(std::str::from_utf8(&key[..split]).ok()?)?;
+        let address = std::str::from_utf8(&key[split + 1..]).ok()?.to_owned();
+        Some(Self { medium, address })
+    }
+}
+
+fn normalise_email(address: &str) -> Result<String, AddressError> {
+    let trimmed = address.trim();
+    if trimmed.is_empty() || trimmed.len() > MAX_ADDRESS {
+        return Err(AddressError::Email);
+    }
+    let (local, domain) = trimmed.rsplit_once('@').ok_or(AddressError::Email)?;
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == '@';
+    if local.is_empty() || domain.is_empty() || local.chars().any(bad) || domain.chars().any(bad) {
+        return Err(AddressError::Email);
+    }
+    if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+        return Err(AddressError::Email);
+    }
+    // Full Unicode case folding of the whole address (Python's str.casefold()): what
+    // Sydent stores and what clients hash.
+    Ok(caseless::default_case_fold_str(trimmed))
+}
+
+fn normalise_msisdn(address: &str) -> Result<String, AddressError> {
+    let trimmed = address.trim();
+    let digits_part = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    let mut digits = String::with_capacity(digits_part.len());
+    for c in digits_part.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(AddressError::Msisdn),
+        }
+    }
+    if digits.is_empty() || digits.len() > 15 || digits.starts_with('0') {
+        return Err(AddressError::Msisdn);
+    }
+    Ok(digits)
+}
+
+/// A Matrix user ID, `@localpart:server`, checked against the spec's grammar (with the
+/// historical localpart characters still in use on old servers).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Mxid(String);
+
+impl Mxid {
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() > 255 {
+            return None;
+        }
+        let rest = text.strip_prefix('@')?;
+        let (local, server) = rest.split_once(':')?;
+        // Historical user IDs allow any printable ASCII but ':' in the localpart.
+        let local_ok = !local.is_empty()
+            && local
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b':');
+        (local_ok && crate::config::is_server_name(server)).then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn localpart(&self) -> &str {
+        self.0[1..].split_once(':').map_or("", |(l, _)| l)
+    }
+
+    /// The server part, `host[:port]`.
+    pub fn server(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, s)| s)
+    }
+}
+
+impl fmt::Display for Mxid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email(a: &str) -> Result<String, AddressError> {
+        ThreePid::new(Medium::Email, a).map(|t| t.address().to_owned())
+    }
+
+    fn msisdn(a: &str) -> Result<String, AddressError> {
+        ThreePid::new(Medium::Msisdn, a).map(|t| t.address().to_owned())
+    }
+
+    #[test]
+    fn emails_are_case_folded_whole() {
+        assert_eq!(email(" Alice@Example.ORG ").unwrap(), "alice@example.org");
+        // Full case folding, not just lowercasing (Python's "ß".casefold() == "ss").
+        assert_eq!(email("Straße@Example.de").unwrap(), "strasse@example.de");
+        assert_eq!(email("ΣΊΣΥΦΟΣ@example.gr").unwrap(), "σίσυφοσ@example.gr");
+        for bad in ["", "no-at-sign", "@example.org", "alice@", "a b@example.org", "a@b@c", "a@.example", "a@ex..ample", "a\n@example.org"] {
+            assert_eq!(email(bad), Err(AddressError::Email), "{bad:?}");
+        }
+        assert!(email(&format!("{}@example.org", "a".repeat(600))).is_err());
+    }
+
+    #[test]
+    fn msisdns_are_e164_digits() {
+        assert_eq!(msisdn("+44 7700 900123").unwrap(), "447700900123");
+        assert_eq!(msisdn("1-800-555-2067").unwrap(), "18005552067");
+        for bad in ["", "+", "abc", "0447700900123", "1234567890123456", "+44 7700 9001x3"] {
+            assert_eq!(msisdn(bad), Err(AddressError::Msisdn), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let t = ThreePid::new(Medium::Email, "a@b.c").unwrap();
+        assert_eq!(t.key(), b"email\0a@b.c");
+        assert_eq!(ThreePid::from_key(&t.key()), Some(t));
+        assert_eq!(ThreePid::from_key(b"fax\0123"), None);
+    }
+
+    #[test]
+    fn mxids() {
+        let m = Mxid::parse("@alice:example.org").unwrap();
+        assert_eq!((m.localpart(), m.server()), ("alice", "example.org"));
+        assert_eq!(Mxid::parse("@bob:[::1]:8448").unwrap().server(), "[::1]:8448");
+        assert!(Mxid::parse("@Old.Style+User:example.org").is_some());
+        for bad in ["alice:example.org", "@:example.org", "@alice", "@alice:", "@al ice:example.org", "@alice:exa mple.org"] {
+            assert!(Mxid::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

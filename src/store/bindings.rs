@@ -1,0 +1,462 @@
+//! 3PID bindings in the store. One record per 3PID holds what each origin says about it
+//! (an operator command, a user's `/3pid/bind`, each sync source); the *effective*
+//! binding is the entry of highest priority, and only it is published in the hash index
+//! that lookups read.
+//!
+//! Trees:
+//! - `threepid_binding`: `medium \0 address` → [`ThreePidRecord`]
+//! - `hash_threepid`: `generation (u32 BE) ‖ sha256(address medium pepper)` →
+//!   [`HashEntry`] for the effective binding, under the current pepper generation.
+//!
+//! Writers of bindings are serialised by `Store::bindings_lock`, so the read-modify-write
+//! of a record and its hash entry cannot interleave; the flush happens after the lock is
+//! released, so concurrent writers still share fsyncs.
+
+use super::codec::{decode, encode, Record};
+use super::kv::Batch;
+use super::{now_ms, Store, StoreError, META};
+use crate::model::ThreePid;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+pub(crate) const BINDING: &str = "threepid_binding";
+pub(crate) const HASH: &str = "hash_threepid";
+pub(crate) const KEY_PEPPER: &[u8] = b"pepper";
+
+/// Who asserted a binding. The order of the variants is the priority: an operator's
+/// command beats a user's bind, which beats a sync source; sync sources rank by name
+/// until sources carry a configured priority.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Origin {
+    Admin,
+    Bind,
+    Sync(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Admin => f.write_str("admin"),
+            Self::Bind => f.write_str("bind"),
+            Self::Sync(source) => write!(f, "sync:{source}"),
+        }
+    }
+}
+
+/// One origin's statement about a 3PID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingEntry {
+    pub origin: Origin,
+    pub mxid: String,
+    /// When this origin first bound the 3PID (unix ms), and when it last changed it.
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Validity window of the association (spec: `not_before`, `not_after`).
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+}
+
+/// Everything known about one 3PID, entries sorted by priority.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreePidRecord {
+    pub entries: Vec<BindingEntry>,
+}
+
+impl Record for ThreePidRecord {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "3PID binding";
+}
+
+impl ThreePidRecord {
+    /// The binding lookups answer with.
+    pub fn effective(&self) -> Option<&BindingEntry> {
+        self.entries.first()
+    }
+}
+
+/// What the hash index says about one hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashEntry {
+    pub mxid: String,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+}
+
+impl Record for HashEntry {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "hash index entry";
+}
+
+/// The lookup pepper and the generation of the hash index built with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PepperState {
+    pub pepper: String,
+    pub generation: u32,
+    pub since_ms: u64,
+}
+
+impl Record for PepperState {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "lookup pepper";
+}
+
+/// A change requested by one origin.
+#[derive(Debug, Clone)]
+pub enum BindingChange {
+    Set {
+        threepid: ThreePid,
+        origin: Origin,
+        mxid: String,
+        not_before_ms: u64,
+        not_after_ms: u64,
+    },
+    Remove {
+        threepid: ThreePid,
+        origin: Origin,
+    },
+}
+
+/// `sha256("<address> <medium> <pepper>")`, the spec's lookup hash.
+pub fn lookup_hash(threepid: &ThreePid, pepper: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(threepid.address().as_bytes());
+    h.update(b" ");
+    h.update(threepid.medium().as_str().as_bytes());
+    h.update(b" ");
+    h.update(pepper.as_bytes());
+    h.finalize().into()
+}
+
+pub(crate) fn hash_key(generation: u32, digest: &[u8; 32]) -> [u8; 36] {
+    let mut key = [0u8; 36];
+    key[..4].copy_from_slice(&generation.to_be_bytes());
+    key[4..].copy_from_slice(digest);
+    key
+}
+
+fn hash_entry(e: &BindingEntry) -> HashEntry {
+    HashEntry {
+        mxid: e.mxid.clone(),
+        not_before_ms: e.not_before_ms,
+        not_after_ms: e.not_after_ms,
+    }
+}
+
+impl Store {
+    /// The current pepper (kept in memory; the store holds the durable copy).
+    pub fn pepper(&self) -> PepperState {
+        self.pepper
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Creates the first pepper if the store has none. Called once at open.
+    pub(crate) fn load_or_init_pepper(
+        kv: &dyn super::kv::Kv,
+        make: impl FnOnce() -> Result<String, StoreError>,
+    ) -> Result<PepperState, StoreError> {
+        if let Some(bytes) = kv.get(META, KEY_PEPPER)? {
+            return decode(&bytes);
+        }
+        let state = PepperState {
+            pepper: make()?,
+            generation: 1,
+            since_ms: now_ms(),
+        };
+        let mut batch = Batch::new();
+        batch.put(META, KEY_PEPPER.to_vec(), encode(&state)?);
+        kv.apply(batch)?;
+        kv.flush()?;
+        Ok(state)
+    }
+
+    pub fn binding(&self, threepid: &ThreePid) -> Result<Option<ThreePidRecord>, StoreError> {
+        self.get(BINDING, &threepid.key())
+    }
+
+    /// The hash index entry for `digest` under pepper `generation`.
+    pub fn hashed(&self, generation: u32, digest: &[u8; 32]) -> Result<Option<HashEntry>, StoreError> {
+        self.get(HASH, &hash_key(generation, digest))
+    }
+
+    /// Applies origin changes atomically and durably. Returns, for each change, the
+    /// effective binding of its 3PID afterwards.
+    pub async fn change_bindings(
+        &self,
+        changes: Vec<BindingChange>,
+    ) -> Result<Vec<Option<BindingEntry>>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcome = {
+            let _guard = self.bindings_lock.lock().await;
+            let pepper = self.pepper();
+            let mut pending: HashMap<ThreePid, ThreePidRecord> = HashMap::new();
+            let mut before: HashMap<ThreePid, Option<BindingEntry>> = HashMap::new();
+            let mut order = Vec::with_capacity(changes.len());
+            let now = now_ms();
+            for change in changes {
+                let threepid = match &change {
+                    BindingChange::Set { threepid, .. } | BindingChange::Remove { threepid, .. } => {
+                        threepid.clone()
+                    }
+                };
+                if !pending.contains_key(&threepid) {
+                    let record = self.binding(&threepid)?.unwrap_or_default();
+                    before.insert(threepid.clone(), record.effective().cloned());
+                    pending.insert(threepid.clone(), record);
+                }
+                let record = pending.entry(threepid.clone()).or_default();
+                apply_change(record, change, now);
+                order.push(threepid);
+            }
+            let mut batch = Batch::new();
+            for (threepid, record) in &pending {
+                let key = threepid.key();
+                if record.entries.is_empty() {
+                    batch.delete(BINDING, key);
+                } else {
+                    batch.put(BINDING, key, encode(record)?);
+                }
+                let old = before.get(threepid).cloned().flatten();
+                let new = record.effective();
+                if old.as_ref() != new {
+                    let hkey = hash_key(pepper.generation, &lookup_hash(threepid, &pepper.pepper));
+                    match new {
+                        Some(e) => batch.put(HASH, hkey.to_vec(), encode(&hash_entry(e))?),
+                        None => batch.delete(HASH, hkey.to_vec()),
+                    }
+                }
+            }
+            self.kv.apply(batch)?;
+            order
+                .iter()
+                .map(|t| pending.get(t).and_then(|r| r.effective().cloned()))
+                .collect()
+        };
+        self.flusher.flush().await?;
+        Ok(outcome)
+    }
+
+    /// Replaces the pepper and rebuilds the hash index for it. Lookups keep using the
+    /// old generation until the switch, which is one atomic write; writers of bindings
+    /// wait meanwhile. Old-generation entries are removed afterwards.
+    pub async fn rotate_pepper(self: &std::sync::Arc<Self>, new_pepper: String) -> Result<PepperState, StoreError> {
+        let guard = std::sync::Arc::clone(&self.bindings_lock).lock_owned().await;
+        let store = std::sync::Arc::clone(self);
+        let state = tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            store.rebuild_hashes(new_pepper)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            what: "pepper rotation".into(),
+            detail: e.to_string(),
+        })??;
+        self.flusher.flush().await?;
+        Ok(state)
+    }
+
+    fn rebuild_hashes(&self, new_pepper: String) -> Result<PepperState, StoreError> {
+        let old = self.pepper();
+        let next = PepperState {
+            pepper: new_pepper,
+            generation: old.generation.wrapping_add(1),
+            since_ms: now_ms(),
+        };
+        // Leftovers of an interrupted rotation to the same generation.
+        self.delete_generation(next.generation)?;
+        let mut batch = Batch::new();
+        for item in self.kv.scan_prefix(BINDING, b"") {
+            let (key, value) = item?;
+            let Some(threepid) = ThreePid::from_key(&key) else {
+                continue;
+            };
+            let record: ThreePidRecord = decode(&value)?;
+            if let Some(e) = record.effective() {
+                let hkey = hash_key(next.generation, &lookup_hash(&threepid, &next.pepper));
+                batch.put(HASH, hkey.to_vec(), encode(&hash_entry(e))?);
+            }
+            if batch.len() >= 10_000 {
+                self.kv.apply(std::mem::take(&mut batch))?;
+            }
+        }
+        self.kv.apply(batch)?;
+        self.kv.flush()?;
+        let mut switch = Batch::new();
+        switch.put(META, KEY_PEPPER.to_vec(), encode(&next)?);
+        self.kv.apply(switch)?;
+        self.kv.flush()?;
+        *self.pepper.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        self.delete_generation(old.generation)?;
+        Ok(next)
+    }
+
+    /// Removes every hash entry of one generation, in batches.
+    fn delete_generation(&self, generation: u32) -> Result<(), StoreError> {
+        loop {
+            let keys: Vec<Vec<u8>> = self
+                .kv
+                .scan_prefix(HASH, &generation.to_be_bytes())
+                .take(10_000)
+                .map(|r| r.map(|(k, _)| k))
+                .collect::<Result<_, _>>()?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let mut batch = Batch::new();
+            for k in keys {
+                batch.delete(HASH, k);
+            }
+            self.kv.apply(batch)?;
+        }
+    }
+
+    /// Removes hash entries of generations other than the current one (left by a
+    /// rotation that was interrupted). Called at open.
+    pub(crate) fn clean_stale_generations(&self) -> Result<(), StoreError> {
+        let current = self.pepper().generation;
+        loop {
+            let stale = self
+                .kv
+                .scan_prefix(HASH, b"")
+                .map(|r| r.map(|(k, _)| k))
+                .find(|k| match k {
+                    Ok(k) => k.get(..4) != Some(&current.to_be_bytes()[..]),
+                    Err(_) => true,
+                })
+                .transpose()?;
+            match stale.and_then(|k| k.get(..4).map(|g| u32::from_be_bytes([g[0], g[1], g[2], g[3]]))) {
+                Some(generation) => {
+                    tracing::info!(generation, "removing hash index entries of an interrupted pepper rotation");
+                    self.delete_generation(generation)?;
+                }
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Number of 3PIDs with at least one binding.
+    pub fn binding_count(&self) -> Result<u64, StoreError> {
+        self.kv.count(BINDING)
+    }
+}
+
+/// Applies one origin's change to a record, keeping entries sorted by priority.
+fn apply_change(record: &mut ThreePidRecord, change: BindingChange, now: u64) {
+    match change {
+        BindingChange::Set {
+            origin,
+            mxid,
+            not_before_ms,
+            not_after_ms,
+            ..
+        } => {
+            match record.entries.iter_mut().find(|e| e.origin == origin) {
+                Some(e) => {
+                    if e.mxid != mxid {
+                        e.created_ms = now;
+                    }
+                    e.mxid = mxid;
+                    e.updated_ms = now;
+                    e.not_before_ms = not_before_ms;
+                    e.not_after_ms = not_after_ms;
+                }
+                None => record.entries.push(BindingEntry {
+                    origin,
+                    mxid,
+                    created_ms: now,
+                    updated_ms: now,
+                    not_before_ms,
+                    not_after_ms,
+                }),
+            }
+            record.entries.sort_by(|a, b| a.origin.cmp(&b.origin));
+        }
+        BindingChange::Remove { origin, .. } => {
+            record.entries.retain(|e| e.origin != origin);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Medium;
+    use base64::Engine as _;
+
+    fn tp(a: &str) -> ThreePid {
+        ThreePid::new(if a.contains('@') { Medium::Email } else { Medium::Msisdn }, a).unwrap()
+    }
+
+    fn b64url(d: &[u8; 32]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+    }
+
+    /// The spec's hashing test vectors (pepper `matrixrocks`).
+    #[test]
+    fn spec_hash_vectors() {
+        assert_eq!(b64url(&lookup_hash(&tp("alice@example.com"), "matrixrocks")), "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc");
+        assert_eq!(b64url(&lookup_hash(&tp("bob@example.com"), "matrixrocks")), "LJwSazmv46n0hlMlsb_iYxI0_HXEqy_yj6Jm636cdT8");
+        assert_eq!(b64url(&lookup_hash(&tp("18005552067"), "matrixrocks")), "nlo35_T5fzSGZzJApqu8lgIudJvmOQtDaHtr-I4rU7I");
+    }
+
+    fn set(t: &ThreePid, origin: Origin, mxid: &str) -> BindingChange {
+        BindingChange::Set {
+            threepid: t.clone(),
+            origin,
+            mxid: mxid.into(),
+            not_before_ms: 0,
+            not_after_ms: u64::MAX,
+        }
+    }
+
+    #[tokio::test]
+    async fn priority_and_the_hash_index_follow_the_effective_binding() {
+        let store = Store::in_memory().unwrap();
+        let a = tp("alice@example.org");
+        let pepper = store.pepper();
+        let digest = lookup_hash(&a, &pepper.pepper);
+        let mxid_at = |s: &Store| s.hashed(pepper.generation, &digest).unwrap().map(|h| h.mxid);
+
+        store.change_bindings(vec![set(&a, Origin::Sync("ldap".into()), "@sync:x")]).await.unwrap();
+        assert_eq!(mxid_at(&store).as_deref(), Some("@sync:x"));
+        store.change_bindings(vec![set(&a, Origin::Bind, "@bound:x")]).await.unwrap();
+        assert_eq!(mxid_at(&store).as_deref(), Some("@bound:x"));
+        store.change_bindings(vec![set(&a, Origin::Admin, "@admin:x")]).await.unwrap();
+        assert_eq!(mxid_at(&store).as_deref(), Some("@admin:x"));
+        let out = store
+            .change_bindings(vec![BindingChange::Remove { threepid: a.clone(), origin: Origin::Admin }])
+            .await
+            .unwrap();
+        assert_eq!(out[0].as_ref().map(|e| e.mxid.as_str()), Some("@bound:x"));
+        assert_eq!(mxid_at(&store).as_deref(), Some("@bound:x"));
+        store.change_bindings(vec![
+            BindingChange::Remove { threepid: a.clone(), origin: Origin::Bind },
+            BindingChange::Remove { threepid: a.clone(), origin: Origin::Sync("ldap".into()) },
+        ]).await.unwrap();
+        assert_eq!(mxid_at(&store), None);
+        assert_eq!(store.binding(&a).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn rotation_rehashes_everything_and_drops_the_old_generation() {
+        let store = std::sync::Arc::new(Store::in_memory().unwrap());
+        let all: Vec<ThreePid> = (0..50).map(|i| tp(&format!("user{i}@example.org"))).collect();
+        store
+            .change_bindings(all.iter().map(|t| set(t, Origin::Admin, "@u:x")).collect())
+            .await
+            .unwrap();
+        let old = store.pepper();
+        let new = store.rotate_pepper("freshpepperfreshpepper".into()).await.unwrap();
+        assert_eq!(new.generation, old.generation + 1);
+        assert_eq!(store.pepper(), new);
+        for t in &all {
+            assert!(store.hashed(new.generation, &lookup_hash(t, &new.pepper)).unwrap().is_some());
+            assert!(store.hashed(old.generation, &lookup_hash(t, &old.pepper)).unwrap().is_none());
+        }
+        assert_eq!(store.kv.count(HASH).unwrap(), 50);
+    }
+}
