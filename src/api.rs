@@ -2,10 +2,13 @@
 //! service, reply. They never touch the store directly and never reject: every outcome,
 //! errors included, is rendered here as a JSON response.
 
+pub mod account;
 pub mod admin;
 pub mod body;
 pub mod discovery;
+pub mod lookup;
 pub mod pubkey;
+pub mod terms;
 
 use crate::error::Error;
 use crate::state::AppState;
@@ -34,6 +37,36 @@ pub fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infa
                 .into_owned()
                 .collect::<HashMap<String, String>>()
         })
+}
+
+/// The access token of a request, from `Authorization: Bearer` or `?access_token=`.
+pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::optional::<String>("authorization")
+        .or(warp::any().map(|| None))
+        .unify()
+        .and(query())
+        .map(|header: Option<String>, query: HashMap<String, String>| {
+            crate::service::auth::extract_token(
+                header.as_deref(),
+                query.get("access_token").map(String::as_str),
+            )
+        })
+}
+
+/// A JSON object body parsed into `T`, at most `limit` bytes; never rejects, every
+/// failure is the handler's Matrix error.
+pub fn json_body<T: serde::de::DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (Result<T, Error>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .or(warp::any().map(|| None))
+        .unify()
+        .and(body::limited(limit))
+        .map(
+            |content_type: Option<String>, raw: Result<bytes::Bytes, Error>| {
+                raw.and_then(|bytes| body::parse_object::<T>(content_type.as_deref(), &bytes))
+            },
+        )
 }
 
 /// A JSON response with the given status.

@@ -116,6 +116,9 @@ pub struct AdminConfig {
     pub enabled: bool,
     pub hostname: String,
     pub port: u16,
+    /// `server.admin.allowRemote`: listen beyond loopback and accept any Host header.
+    /// The admin API has no authentication of its own.
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -333,39 +336,47 @@ fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<ServerConfig
     let admin = read_admin(&s.section("admin"), port);
     s.finish(&[]);
 
+    let mut ok = true;
     let name = match name {
-        Some(n) if is_server_name(&n) => Some(n),
+        Some(n) if is_server_name(&n) => n,
         Some(n) => {
             s.problem(
                 "name",
                 format!("{n:?} is not a valid server name (host or host:port)"),
             );
-            None
+            ok = false;
+            n
         }
-        None => domain.map(str::to_owned),
-    }?;
+        None => domain.map(str::to_owned).unwrap_or_default(),
+    };
     let public_url = public_url
         .map(|u| u.replace("%SERVER_NAME%", &name))
         .unwrap_or_else(|| format!("https://{name}"));
     let public_url = public_url.trim_end_matches('/').to_owned();
-    if !(public_url.starts_with("https://") || public_url.starts_with("http://"))
-        || public_url.len() <= "https://".len()
-    {
+    let after_scheme = public_url
+        .strip_prefix("https://")
+        .or_else(|| public_url.strip_prefix("http://"));
+    if after_scheme.is_none_or(|rest| rest.is_empty()) {
         s.problem(
             "publicUrl",
             format!("{public_url:?} must be an http:// or https:// URL"),
         );
-        return None;
+        ok = false;
     }
     if max_body_size < 1024 {
         s.problem("maxBodySize", "must be at least 1KiB");
+        ok = false;
+    }
+    if let Some(a) = &admin {
+        if a.enabled && a.port == port && a.hostname == hostname && port != 0 {
+            s.problem("admin.port", "the admin listener needs a port of its own");
+            ok = false;
+        }
+    }
+    if !ok || name.is_empty() {
         return None;
     }
     let admin = admin?;
-    if admin.enabled && admin.port == port && admin.hostname == hostname && port != 0 {
-        s.problem("admin.port", "the admin listener needs a port of its own");
-        return None;
-    }
     Some(ServerConfig {
         name,
         hostname,
@@ -400,17 +411,37 @@ fn read_tls(s: &Section<'_, '_>) -> Option<Option<TlsConfig>> {
 fn read_admin(s: &Section<'_, '_>, public_port: u16) -> Option<AdminConfig> {
     let enabled = s.bool("enabled").unwrap_or(true);
     let hostname = s.string("hostname").unwrap_or_else(|| "127.0.0.1".into());
-    let default_port = if public_port == 0 {
-        0
-    } else {
-        public_port.wrapping_add(1)
+    let allow_remote = s.bool("allowRemote").unwrap_or(false);
+    let port = match s.port("port") {
+        Some(p) => p,
+        None if public_port == 0 => 0,
+        None => match public_port.checked_add(1) {
+            Some(p) => p,
+            None => {
+                s.problem("port", "required when server.port is 65535");
+                return None;
+            }
+        },
     };
-    let port = s.port("port").unwrap_or(default_port);
     s.finish(&[]);
+    let loopback = hostname == "localhost"
+        || hostname
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if enabled && !loopback && !allow_remote {
+        s.problem(
+            "hostname",
+            format!("{hostname:?} is not a loopback address; the admin API has no authentication, so keep it on 127.0.0.1 (or set server.admin.allowRemote: true and protect it yourself)"),
+        );
+        return None;
+    }
     Some(AdminConfig {
         enabled,
         hostname,
         port,
+        allow_remote,
     })
 }
 
@@ -431,22 +462,19 @@ fn read_storage(s: &Section<'_, '_>) -> Option<StorageConfig> {
     let path = s.path("path");
     let cache_size = s.size("cacheSize").unwrap_or(64 << 20);
     s.finish(STORAGE_HINTS);
+    let mut ok = true;
     if cache_size < (1 << 20) {
         s.problem("cacheSize", "must be at least 1MiB");
-        return None;
+        ok = false;
     }
-    match path {
-        Some(path) => Some(StorageConfig { path, cache_size }),
-        None => {
-            if !s.has("path") {
-                s.problem(
-                    "path",
-                    "required: the directory for mxisd's state, e.g. /var/lib/mxisd",
-                );
-            }
-            None
-        }
+    if path.is_none() && s.string_is_absent("path") {
+        s.problem(
+            "path",
+            "required: the directory for mxisd's state, e.g. /var/lib/mxisd",
+        );
     }
+    let path = path?;
+    ok.then_some(StorageConfig { path, cache_size })
 }
 
 fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
@@ -496,7 +524,12 @@ fn read_federation(dns: &Section<'_, '_>, outbound: &Section<'_, '_>) -> Option<
             (Some(name), Some(value)) => {
                 let value = value.trim_end_matches('/').to_owned();
                 if !(value.starts_with("http://") || value.starts_with("https://")) {
-                    entry.problem("value", format!("{value:?} must be a base URL such as https://matrix.example.org:8448"));
+                    entry.problem(
+                        "value",
+                        format!(
+                            "{value:?} must be a base URL such as https://matrix.example.org:8448"
+                        ),
+                    );
                     ok = false;
                 } else {
                     overrides.push((name, value));
@@ -522,17 +555,23 @@ fn read_federation(dns: &Section<'_, '_>, outbound: &Section<'_, '_>) -> Option<
 
     let mut allowed_cidrs = Vec::new();
     for cidr in outbound.string_list("allowedCidr").unwrap_or_default() {
-        match cidr.parse::<ipnet::IpNet>().or_else(|_| {
-            cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)
-        }) {
+        match cidr
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
             Ok(net) => allowed_cidrs.push(net),
             Err(_) => {
-                outbound.problem("allowedCidr", format!("{cidr:?} is not an address range like 10.0.0.0/8"));
+                outbound.problem(
+                    "allowedCidr",
+                    format!("{cidr:?} is not an address range like 10.0.0.0/8"),
+                );
                 ok = false;
             }
         }
     }
-    let timeout = outbound.duration("timeout").unwrap_or(Duration::from_secs(10));
+    let timeout = outbound
+        .duration("timeout")
+        .unwrap_or(Duration::from_secs(10));
     let tls = outbound.section("tls");
     let verify_tls = tls.bool("verify").unwrap_or(true);
     tls.finish(&[]);
@@ -568,7 +607,9 @@ fn read_terms(s: &Section<'_, '_>) -> Option<TermsConfig> {
             let url = t.string("url");
             t.finish(&[]);
             match (title, url) {
-                (Some(title), Some(url)) if url.starts_with("https://") || url.starts_with("http://") => {
+                (Some(title), Some(url))
+                    if url.starts_with("https://") || url.starts_with("http://") =>
+                {
                     terms.insert(lang, (title, url));
                 }
                 (_, Some(url)) if !(url.starts_with("https://") || url.starts_with("http://")) => {
@@ -591,7 +632,10 @@ fn read_terms(s: &Section<'_, '_>) -> Option<TermsConfig> {
                 policies.insert(name, Policy { version, terms });
             }
             Some(_) => {
-                p.problem("terms", "required: at least one language with a name and a url");
+                p.problem(
+                    "terms",
+                    "required: at least one language with a name and a url",
+                );
                 ok = false;
             }
             None => {
@@ -607,12 +651,18 @@ fn read_terms(s: &Section<'_, '_>) -> Option<TermsConfig> {
 fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
     let mut ok = true;
     if s.bool("enabled") == Some(false) {
-        s.problem("enabled", "hashed lookups cannot be turned off: the v2 API requires sha256; remove it");
+        s.problem(
+            "enabled",
+            "hashed lookups cannot be turned off: the v2 API requires sha256; remove it",
+        );
         ok = false;
     }
     let pepper_length = s.u64("pepperLength").unwrap_or(32);
     if !(16..=128).contains(&pepper_length) {
-        s.problem("pepperLength", "must be between 16 and 128 (a short pepper is easy to brute-force)");
+        s.problem(
+            "pepperLength",
+            "must be between 16 and 128 (a short pepper is easy to brute-force)",
+        );
         ok = false;
     }
     let delay = s.duration("delay");
@@ -621,12 +671,18 @@ fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
         Some("per_seconds") => match delay {
             Some(d) if d >= Duration::from_secs(60) => Some(d),
             Some(_) => {
-                s.problem("delay", "must be at least 60s: every rotation rehashes all bindings");
+                s.problem(
+                    "delay",
+                    "must be at least 60s: every rotation rehashes all bindings",
+                );
                 ok = false;
                 None
             }
             None => {
-                s.problem("delay", "required with rotationPolicy: per_seconds (e.g. 7d)");
+                s.problem(
+                    "delay",
+                    "required with rotationPolicy: per_seconds (e.g. 7d)",
+                );
                 ok = false;
                 None
             }
@@ -637,12 +693,17 @@ fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
             None
         }
         Some(other) => {
-            s.problem("rotationPolicy", format!("{other:?} is not per_seconds or none"));
+            s.problem(
+                "rotationPolicy",
+                format!("{other:?} is not per_seconds or none"),
+            );
             ok = false;
             None
         }
     };
-    let algorithms = s.string_list("algorithms").unwrap_or_else(|| vec!["sha256".into(), "none".into()]);
+    let algorithms = s
+        .string_list("algorithms")
+        .unwrap_or_else(|| vec!["sha256".into(), "none".into()]);
     let mut allow_none = false;
     let mut has_sha = false;
     for a in &algorithms {
@@ -656,11 +717,20 @@ fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
         }
     }
     if !has_sha {
-        s.problem("algorithms", "must include sha256 (mandatory in the v2 API)");
+        s.problem(
+            "algorithms",
+            "must include sha256 (mandatory in the v2 API)",
+        );
         ok = false;
     }
-    s.ignored("hashStorageType", "ignored: mxisd keeps the hash index in its store");
-    s.ignored("requests", "ignored: only per_seconds rotation is supported");
+    s.ignored(
+        "hashStorageType",
+        "ignored: mxisd keeps the hash index in its store",
+    );
+    s.ignored(
+        "requests",
+        "ignored: only per_seconds rotation is supported",
+    );
     s.finish(&[]);
     ok.then_some(HashingConfig {
         pepper_length: usize::try_from(pepper_length).unwrap_or(32),
@@ -706,7 +776,11 @@ pub fn is_server_name(name: &str) -> bool {
         let Some(digits) = port.strip_prefix(':') else {
             return false;
         };
-        if digits.is_empty() || digits.len() > 5 || digits.parse::<u16>().is_err() {
+        if digits.is_empty()
+            || digits.len() > 5
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.parse::<u16>().is_err()
+        {
             return false;
         }
     }
@@ -809,7 +883,11 @@ impl Config {
             "hashing",
             format!(
                 "sha256{}, pepper {} chars, rotation {}",
-                if self.hashing.allow_none { " + none" } else { "" },
+                if self.hashing.allow_none {
+                    " + none"
+                } else {
+                    ""
+                },
                 self.hashing.pepper_length,
                 self.hashing
                     .rotation
@@ -842,13 +920,18 @@ impl Config {
     /// URL of the public listener as seen from this machine.
     pub fn local_url(&self) -> String {
         let s = &self.server;
-        let host = match s.hostname.as_str() {
-            "0.0.0.0" => "127.0.0.1",
-            "::" | "[::]" => "::1",
-            h => h,
-        };
+        let host = local_host(&s.hostname);
         let scheme = if s.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", host_port(host, s.port))
+    }
+}
+
+/// The address to reach a listener bound to `host` from this machine.
+fn local_host(host: &str) -> &str {
+    match host {
+        "0.0.0.0" => "127.0.0.1",
+        "::" | "[::]" => "::1",
+        h => h,
     }
 }
 

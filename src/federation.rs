@@ -236,7 +236,9 @@ impl Federation {
         };
         let target = match delegated {
             Some(server) => match resolve::plan(&server) {
-                Some(resolve::Plan::Direct(base)) => return Ok((Destination::direct(base), Some(ttl))),
+                Some(resolve::Plan::Direct(base)) => {
+                    return Ok((Destination::direct(base), Some(ttl)))
+                }
                 Some(resolve::Plan::Discover(h)) => h,
                 None => host.to_owned(),
             },
@@ -330,8 +332,14 @@ impl Federation {
         max_bytes: usize,
     ) -> Result<(u16, Value), OutboundError> {
         let destination = self.resolve(server_name).await?;
-        self.send_json(&destination, reqwest::Method::GET, path_and_query, None, max_bytes)
-            .await
+        self.send_json(
+            &destination,
+            reqwest::Method::GET,
+            path_and_query,
+            None,
+            max_bytes,
+        )
+        .await
     }
 
     /// `POST <destination><path>` with a JSON body.
@@ -343,8 +351,14 @@ impl Federation {
         max_bytes: usize,
     ) -> Result<(u16, Value), OutboundError> {
         let destination = self.resolve(server_name).await?;
-        self.send_json(&destination, reqwest::Method::POST, path, Some(body), max_bytes)
-            .await
+        self.send_json(
+            &destination,
+            reqwest::Method::POST,
+            path,
+            Some(body),
+            max_bytes,
+        )
+        .await
     }
 
     async fn send_json(
@@ -374,7 +388,10 @@ impl Federation {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| classify_error(&e, &shown))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| classify_error(&e, &shown))?;
         let status = response.status().as_u16();
         let bytes = read_capped(response, max_bytes, &shown).await?;
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -406,7 +423,10 @@ async fn read_capped(
     max_bytes: usize,
     shown: &str,
 ) -> Result<Vec<u8>, OutboundError> {
-    if response.content_length().is_some_and(|n| n > max_bytes as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_bytes as u64)
+    {
         return Err(OutboundError::TooLarge(shown.to_owned()));
     }
     let mut body = Vec::new();

@@ -64,9 +64,10 @@ pub async fn run(
     let store_path = store_dir(&config);
     let cache = config.storage.cache_size;
     let pepper_length = config.hashing.pepper_length;
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache, pepper_length))
-        .await
-        .map_err(|e| StartError::Runtime(e.to_string()))??;
+    let store =
+        tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache, pepper_length))
+            .await
+            .map_err(|e| StartError::Runtime(e.to_string()))??;
     tracing::info!(path = %store_dir(&config).display(), schema = store.schema_version()?, "store open");
 
     let key_dir = config.key.path.clone();
@@ -89,12 +90,15 @@ pub async fn run(
         None => None,
     };
 
+    let federation =
+        federation::Federation::new(&config.federation).map_err(StartError::Runtime)?;
     let keys = service::keys::Keys::new(signer, config.server.name.clone());
     let config = Arc::new(config);
     let state = state::AppState {
         config: Arc::clone(&config),
         store: Arc::new(store),
         keys: Arc::new(keys),
+        federation: Arc::new(federation),
         started,
     };
 
@@ -127,8 +131,20 @@ pub async fn run(
             admin,
             None,
             server::admin_routes(state.clone()),
-            stop_rx,
+            stop_rx.clone(),
             drain,
+        ));
+    }
+
+    if let Some(every) = config.hashing.rotation {
+        tracing::info!(
+            every_secs = every.as_secs(),
+            "lookup pepper rotation scheduled"
+        );
+        tasks.spawn(service::hashing::rotation_task(
+            state.clone(),
+            every,
+            stop_rx.clone(),
         ));
     }
 
@@ -140,6 +156,7 @@ pub async fn run(
     // Handlers are gone; we should hold the last reference to the store now.
     let store = state.store;
     drop(state.keys);
+    drop(state.federation);
     match Arc::try_unwrap(store) {
         Ok(store) => tokio::task::spawn_blocking(move || store.close())
             .await

@@ -74,6 +74,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        for warning in &config.warnings {
+            tracing::warn!("config: {warning}");
+        }
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             config = %config.source.as_ref().map_or_else(|| "embedded default".into(), |p| p.display().to_string()),
@@ -88,7 +92,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         } else {
             None
         };
-        mxisd::run(config, mxisd::Listeners { public, admin }, shutdown_signal())
+        mxisd::run(config, mxisd::Listeners { public, admin }, shutdown)
             .await
             .map_err(anyhow::Error::from)
     })
@@ -101,21 +105,16 @@ async fn bind(host: &str, port: u16, keys: &str) -> anyhow::Result<tokio::net::T
     })
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers the SIGTERM and SIGINT handlers now (so a signal during start-up is not
+/// fatal) and returns a future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
-    }
+    })
 }

@@ -184,7 +184,17 @@ mod tests {
         // Full case folding, not just lowercasing (Python's "ß".casefold() == "ss").
         assert_eq!(email("Straße@Example.de").unwrap(), "strasse@example.de");
         assert_eq!(email("ΣΊΣΥΦΟΣ@example.gr").unwrap(), "σίσυφοσ@example.gr");
-        for bad in ["", "no-at-sign", "@example.org", "alice@", "a b@example.org", "a@b@c", "a@.example", "a@ex..ample", "a\n@example.org"] {
+        for bad in [
+            "",
+            "no-at-sign",
+            "@example.org",
+            "alice@",
+            "a b@example.org",
+            "a@b@c",
+            "a@.example",
+            "a@ex..ample",
+            "a\n@example.org",
+        ] {
             assert_eq!(email(bad), Err(AddressError::Email), "{bad:?}");
         }
         assert!(email(&format!("{}@example.org", "a".repeat(600))).is_err());
@@ -194,7 +204,14 @@ mod tests {
     fn msisdns_are_e164_digits() {
         assert_eq!(msisdn("+44 7700 900123").unwrap(), "447700900123");
         assert_eq!(msisdn("1-800-555-2067").unwrap(), "18005552067");
-        for bad in ["", "+", "abc", "0447700900123", "1234567890123456", "+44 7700 9001x3"] {
+        for bad in [
+            "",
+            "+",
+            "abc",
+            "0447700900123",
+            "1234567890123456",
+            "+44 7700 9001x3",
+        ] {
             assert_eq!(msisdn(bad), Err(AddressError::Msisdn), "{bad:?}");
         }
     }
@@ -211,9 +228,19 @@ mod tests {
     fn mxids() {
         let m = Mxid::parse("@alice:example.org").unwrap();
         assert_eq!((m.localpart(), m.server()), ("alice", "example.org"));
-        assert_eq!(Mxid::parse("@bob:[::1]:8448").unwrap().server(), "[::1]:8448");
+        assert_eq!(
+            Mxid::parse("@bob:[::1]:8448").unwrap().server(),
+            "[::1]:8448"
+        );
         assert!(Mxid::parse("@Old.Style+User:example.org").is_some());
-        for bad in ["alice:example.org", "@:example.org", "@alice", "@alice:", "@al ice:example.org", "@alice:exa mple.org"] {
+        for bad in [
+            "alice:example.org",
+            "@:example.org",
+            "@alice",
+            "@alice:",
+            "@al ice:example.org",
+            "@alice:exa mple.org",
+        ] {
             assert!(Mxid::parse(bad).is_none(), "{bad}");
         }
     }

@@ -1,16 +1,17 @@
 //! The HTTP servers: the public identity API and the admin listener. Builds the warp
-//! routes, adds CORS to every response, answers preflights, turns routing failures into
-//! Matrix errors, logs each request (method, path, status, time; never the query string,
-//! which may hold an access token), and serves them with graceful shutdown.
+//! routes, adds CORS to every public response, answers preflights, refuses bodies over
+//! the limit, turns routing failures into Matrix errors, logs each request (method,
+//! path, status, time; never the query string, which may hold an access token), and
+//! serves them with graceful shutdown.
 
 pub mod listen;
 
-use crate::api::{self, admin, discovery, pubkey};
+use crate::api::{self, account, admin, discovery, lookup, pubkey, terms};
 use crate::error::Error;
 use crate::state::AppState;
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue};
+use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -26,104 +27,266 @@ fn api_prefix(v1: bool) -> BoxedFilter<()> {
     }
 }
 
+/// GET, and HEAD for probes.
+fn get() -> BoxedFilter<()> {
+    warp::get().or(warp::head()).unify().boxed()
+}
+
+/// Joins routes that all produce a `Response`.
+macro_rules! routes {
+    ($first:expr $(, $rest:expr)* $(,)?) => {
+        $first$(.or($rest).unify())*
+    };
+}
+
 /// Every route of the public listener, with CORS, logging and error rendering.
 pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let limit = state.config.server.max_body_size;
     let prefix = api_prefix(state.config.matrix.v1);
+    let v2 = warp::path!("_matrix" / "identity" / "v2" / ..).boxed();
+    let v1 = warp::path!("_matrix" / "identity" / "api" / "v1" / ..).boxed();
     let st = api::with_state(state.clone());
 
     let versions = warp::path!("_matrix" / "identity" / "versions")
-        .and(warp::get())
+        .and(get())
         .and_then(discovery::versions);
     let ping = prefix
         .clone()
         .and(warp::path::end())
-        .and(warp::get())
+        .and(get())
         .and_then(discovery::ping);
     let pubkey_isvalid = prefix
         .clone()
         .and(warp::path!("pubkey" / "isvalid"))
-        .and(warp::get())
+        .and(get())
         .and(api::query())
         .and(st.clone())
         .and_then(pubkey::is_valid);
     let pubkey_get = prefix
         .clone()
         .and(warp::path!("pubkey" / String))
-        .and(warp::get())
+        .and(get())
         .and(st.clone())
         .and_then(pubkey::get_pubkey);
+
+    // v2 only: accounts, terms, hashed lookups.
+    let register = v2
+        .clone()
+        .and(warp::path!("account" / "register"))
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(account::register);
+    let whoami = v2
+        .clone()
+        .and(warp::path!("account"))
+        .and(get())
+        .and(api::token())
+        .and(st.clone())
+        .and_then(account::whoami);
+    let logout = v2
+        .clone()
+        .and(warp::path!("account" / "logout"))
+        .and(warp::post())
+        .and(api::token())
+        .and(st.clone())
+        .and_then(account::logout);
+    let terms_get = v2
+        .clone()
+        .and(warp::path!("terms"))
+        .and(get())
+        .and(st.clone())
+        .and_then(terms::get_terms);
+    let terms_post = v2
+        .clone()
+        .and(warp::path!("terms"))
+        .and(warp::post())
+        .and(api::token())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(terms::post_terms);
+    let hash_details = v2
+        .clone()
+        .and(warp::path!("hash_details"))
+        .and(get())
+        .and(api::token())
+        .and(st.clone())
+        .and_then(lookup::hash_details);
+    let lookup_v2 = v2
+        .clone()
+        .and(warp::path!("lookup"))
+        .and(warp::post())
+        .and(api::token())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(lookup::lookup);
+
     let version = warp::path!("version")
-        .and(warp::get())
+        .and(get())
         .and_then(discovery::version);
     let status = warp::path!("status")
-        .and(warp::get())
+        .and(get())
         .and(st.clone())
         .and_then(discovery::status);
 
-    let routes = versions
-        .or(ping)
+    let common = routes!(
+        versions,
+        ping,
+        pubkey_isvalid,
+        pubkey_get,
+        register,
+        whoami,
+        logout,
+        terms_get,
+        terms_post,
+        hash_details,
+        lookup_v2,
+        version,
+        status,
+    )
+    .boxed();
+
+    let all = if state.config.matrix.v1 {
+        // v1 only: the legacy single (signed) and bulk lookups, unauthenticated.
+        let lookup_v1 = v1
+            .clone()
+            .and(warp::path!("lookup"))
+            .and(get())
+            .and(api::query())
+            .and(st.clone())
+            .and_then(lookup::lookup_v1);
+        let bulk_lookup = v1
+            .and(warp::path!("bulk_lookup"))
+            .and(warp::post())
+            .and(api::json_body(limit))
+            .and(st)
+            .and_then(lookup::bulk_lookup_v1);
+        routes!(common, lookup_v1, bulk_lookup).boxed()
+    } else {
+        common
+    };
+    let preflight = warp::method().and_then(|method: Method| async move {
+        if method == Method::OPTIONS {
+            Ok(api::json_response(StatusCode::OK, &serde_json::json!({})))
+        } else {
+            // Not `warp::options()`: its "method not allowed" rejection would turn
+            // every unknown path into a 405.
+            Err(warp::reject::not_found())
+        }
+    });
+    let routes = routes!(body_guard(limit), preflight, all)
+        .recover(recover)
         .unify()
-        .or(pubkey_isvalid)
-        .unify()
-        .or(pubkey_get)
-        .unify()
-        .or(version)
-        .unify()
-        .or(status)
-        .unify();
-    finish(routes.boxed(), "public", state.config.server.max_body_size)
+        .map(with_cors);
+    logged(routes.boxed(), "public")
 }
 
-/// The admin listener's routes.
+/// The admin listener's routes: no CORS (browsers must not reach it) and only requests
+/// addressed to a local host name, which defeats DNS rebinding from a web page.
 pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let max_body = state.config.server.max_body_size;
+    let limit = state.config.server.max_body_size;
+    let check_host = !state.config.server.admin.allow_remote;
     let st = api::with_state(state);
-    let status = warp::path!("_mxisd" / "admin" / "v1" / "status")
-        .and(warp::get())
-        .and(st)
+    let base = warp::path!("_mxisd" / "admin" / "v1" / ..).boxed();
+    let status = base
+        .clone()
+        .and(warp::path!("status"))
+        .and(get())
+        .and(st.clone())
         .and_then(admin::status);
-    finish(status.boxed(), "admin", max_body)
+    let add = base
+        .clone()
+        .and(warp::path!("bindings"))
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(admin::bindings_add);
+    let show = base
+        .clone()
+        .and(warp::path!("bindings"))
+        .and(get())
+        .and(api::query())
+        .and(st.clone())
+        .and_then(admin::bindings_show);
+    let remove = base
+        .clone()
+        .and(warp::path!("bindings" / "remove"))
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(admin::bindings_remove);
+    // The import streams its body: no size limit beyond what the operator sends.
+    let import = base
+        .clone()
+        .and(warp::path!("bindings" / "import"))
+        .and(warp::post())
+        .and(warp::body::stream())
+        .and(st.clone())
+        .and_then(admin::bindings_import);
+    let rotate = base
+        .and(warp::path!("hashing" / "rotate"))
+        .and(warp::post())
+        .and(st)
+        .and_then(admin::rotate_pepper);
+    let host_guard =
+        warp::header::optional::<String>("host").and_then(move |host: Option<String>| async move {
+            match host {
+                Some(h) if check_host && !is_local_host(&h) => {
+                    Ok(api::error_response(&Error::new(
+                        StatusCode::FORBIDDEN,
+                        "M_FORBIDDEN",
+                        "The admin API only answers requests addressed to this machine",
+                    )))
+                }
+                _ => Err(warp::reject::not_found()),
+            }
+        });
+    let routes = routes!(host_guard, import, status, add, show, remove, rotate)
+        .recover(recover)
+        .unify();
+    logged(routes.boxed(), "admin")
 }
 
-/// Wraps routes with the body-size guard, the preflight answer, error rendering, CORS and
-/// the request log.
-fn finish(
-    routes: BoxedFilter<(Response,)>,
-    listener: &'static str,
-    max_body: u64,
-) -> BoxedFilter<(Response,)> {
-    // A declared body over the limit is refused before routing, whatever the endpoint;
-    // bodies without Content-Length (chunked) are capped while read (api::body).
-    let too_large = warp::header::optional::<String>("content-length").and_then(
+/// True for `localhost`, loopback addresses and `*.localhost`, with or without a port.
+fn is_local_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a declared body over the limit before routing, whatever the endpoint;
+/// bodies without Content-Length (chunked) are capped while read (`api::body`).
+fn body_guard(limit: u64) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-length").and_then(
         move |declared: Option<String>| async move {
             match declared.and_then(|d| d.trim().parse::<u64>().ok()) {
-                Some(n) if n > max_body => Ok(api::error_response(&Error::too_large(format!(
-                    "Request body is larger than {max_body} bytes"
+                Some(n) if n > limit => Ok(api::error_response(&Error::too_large(format!(
+                    "Request body is larger than {limit} bytes"
                 )))),
                 _ => Err(warp::reject::not_found()),
             }
         },
-    );
-    // Not `warp::options()`: its "method not allowed" rejection would turn every unknown
-    // path into a 405.
-    let preflight = warp::method().and_then(|method: warp::http::Method| async move {
-        if method == warp::http::Method::OPTIONS {
-            Ok(api::json_response(
-                warp::http::StatusCode::OK,
-                &serde_json::json!({}),
-            ))
-        } else {
-            Err(warp::reject::not_found())
-        }
-    });
-    too_large
-        .or(preflight)
-        .unify()
-        .or(routes)
-        .unify()
-        .recover(recover)
-        .unify()
-        .map(with_cors)
+    )
+}
+
+/// Adds the request log.
+fn logged(routes: BoxedFilter<(Response,)>, listener: &'static str) -> BoxedFilter<(Response,)> {
+    routes
         .with(warp::log::custom(move |info| {
             tracing::info!(
                 target: "mxisd::http",
@@ -148,11 +311,6 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         Error::method_not_allowed()
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         Error::too_large("Request body too large")
-    } else if rejection
-        .find::<warp::reject::UnsupportedMediaType>()
-        .is_some()
-    {
-        Error::not_json("Unsupported Content-Type")
     } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
         || rejection.find::<warp::reject::MissingHeader>().is_some()
         || rejection.find::<warp::reject::InvalidQuery>().is_some()
@@ -180,4 +338,31 @@ fn with_cors(mut response: Response) -> Response {
         HeaderValue::from_static("Origin, X-Requested-With, Content-Type, Accept, Authorization"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8091",
+            "127.0.0.1:8091",
+            "127.1.2.3",
+            "[::1]:8091",
+            "[::1]",
+            "admin.localhost",
+        ] {
+            assert!(super::is_local_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8091",
+            "10.0.0.1:8091",
+            "[fe80::1]:1",
+            "localhost.evil.example",
+        ] {
+            assert!(!super::is_local_host(h), "{h}");
+        }
+    }
 }

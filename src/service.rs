@@ -1,5 +1,11 @@
 //! Domain logic. Services take and return plain Rust types; no warp or sled type crosses
 //! this line, so they are tested without HTTP and reused by the CLI.
 
+pub mod account;
+pub mod auth;
+pub mod bindings;
+pub mod hashing;
 pub mod health;
 pub mod keys;
+pub mod lookup;
+pub mod terms;

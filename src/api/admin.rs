@@ -1,13 +1,128 @@
-//! The admin listener's API (loopback by default): what the CLI verbs of a running
-//! server call. Detailed status now; sync, bindings and metrics join it later.
+//! The admin listener's API (loopback by default, no CORS, local Host only): what the
+//! CLI verbs of a running server call. Status, bindings, pepper rotation.
 
 use super::respond;
-use crate::service::health;
+use crate::error::Error;
+use crate::service::{bindings, hashing, health};
 use crate::state::AppState;
+use bytes::Buf;
+use futures_util::{Stream, StreamExt as _};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use warp::reply::Response;
 
 /// `GET /_mxisd/admin/v1/status`
 pub async fn status(state: AppState) -> Result<Response, Infallible> {
     respond(Ok(health::admin_status(&state)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BindingBody {
+    pub medium: String,
+    pub address: String,
+    #[serde(default)]
+    pub mxid: Option<String>,
+}
+
+/// `POST /_mxisd/admin/v1/bindings` `{medium, address, mxid}`
+pub async fn bindings_add(
+    body: Result<BindingBody, Error>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = match body {
+        Ok(b) => match b.mxid.as_deref() {
+            Some(mxid) => bindings::add(&state, &b.medium, &b.address, mxid).await,
+            None => Err(Error::missing_params(&["mxid"])),
+        },
+        Err(e) => Err(e),
+    };
+    respond(result)
+}
+
+/// `POST /_mxisd/admin/v1/bindings/remove` `{medium, address}`
+pub async fn bindings_remove(
+    body: Result<BindingBody, Error>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = match body {
+        Ok(b) => bindings::remove(&state, &b.medium, &b.address).await,
+        Err(e) => Err(e),
+    };
+    respond(result)
+}
+
+/// `GET /_mxisd/admin/v1/bindings?medium=&address=`
+pub async fn bindings_show(
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    respond(match (query.get("medium"), query.get("address")) {
+        (Some(m), Some(a)) => bindings::show(&state, m, a),
+        _ => Err(Error::missing_params(&["medium", "address"])),
+    })
+}
+
+/// `POST /_mxisd/admin/v1/bindings/import`: a body of `medium<TAB>address<TAB>mxid`
+/// lines, read as a stream (any size) and applied in batches.
+pub async fn bindings_import<S, B>(body: S, state: AppState) -> Result<Response, Infallible>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf + Send,
+{
+    respond(import_stream(body, &state).await)
+}
+
+async fn import_stream<S, B>(body: S, state: &AppState) -> Result<serde_json::Value, Error>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut import = bindings::Import::new();
+    let mut body = std::pin::pin!(body);
+    let mut carry: Vec<u8> = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| Error::bad_json("The request body could not be read"))?;
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            carry.extend_from_slice(piece);
+            let n = piece.len();
+            chunk.advance(n);
+        }
+        let mut start = 0;
+        while let Some(pos) = carry[start..].iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&carry[start..start + pos]).into_owned();
+            import.feed(state, &line).await?;
+            start += pos + 1;
+        }
+        carry.drain(..start);
+        if carry.len() > 64 * 1024 {
+            return Err(Error::bad_json(format!(
+                "line {} is longer than 64 KiB",
+                import.line + 1
+            )));
+        }
+    }
+    if !carry.is_empty() {
+        let line = String::from_utf8_lossy(&carry).into_owned();
+        import.feed(state, &line).await?;
+    }
+    import.flush(state).await?;
+    tracing::info!(
+        lines = import.line,
+        imported = import.imported,
+        skipped = import.skipped,
+        "bindings imported"
+    );
+    Ok(import.report())
+}
+
+/// `POST /_mxisd/admin/v1/hashing/rotate`: a new lookup pepper now.
+pub async fn rotate_pepper(state: AppState) -> Result<Response, Infallible> {
+    respond(
+        hashing::rotate(&state)
+            .await
+            .map(|p| json!({ "generation": p.generation, "since_ms": p.since_ms })),
+    )
 }

@@ -11,6 +11,8 @@ use warp::reply::Response;
 
 /// `GET /_matrix/identity/v2/pubkey/{keyId}`
 pub async fn get_pubkey(key_id: String, state: AppState) -> Result<Response, Infallible> {
+    // warp hands path segments over still percent-encoded (`ed25519%3A0`).
+    let key_id = percent_encoding::percent_decode_str(&key_id).decode_utf8_lossy();
     respond(
         state
             .keys

@@ -39,7 +39,9 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn warning(&self, path: &str, message: impl std::fmt::Display) {
-        self.warnings.borrow_mut().push(format!("{path}: {message}"));
+        self.warnings
+            .borrow_mut()
+            .push(format!("{path}: {message}"));
     }
 
     pub fn into_problems(self) -> Vec<String> {
@@ -104,9 +106,14 @@ impl<'a, 'v> Section<'a, 'v> {
         self.ctx.problem(&self.key_path(key), message);
     }
 
-    /// True when the file sets `key` (even to null).
-    pub fn has(&self, key: &str) -> bool {
-        self.map.is_some_and(|m| m.contains_key(key))
+    /// True when neither the file (null counts as absent) nor the environment gives
+    /// `key` a value.
+    pub fn string_is_absent(&self, key: &str) -> bool {
+        let in_file = self
+            .map
+            .and_then(|m| m.get(key))
+            .is_some_and(|v| !matches!(v, Value::Null));
+        !in_file && (self.ctx.env)(&env_name(&self.key_path(key))).is_none()
     }
 
     fn raw(&self, key: &str) -> Option<&'v Value> {
@@ -142,13 +149,19 @@ impl<'a, 'v> Section<'a, 'v> {
                 .map(|(k, v)| {
                     let name = match k {
                         Value::String(s) => s.clone(),
-                        other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_owned(),
+                        other => serde_yaml_ng::to_string(other)
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
                     };
                     let map = match v {
                         Value::Mapping(m) => Some(m),
                         Value::Null => None,
                         other => {
-                            self.ctx.problem(&format!("{path}.{name}"), format!("expected a mapping, found {}", kind(other)));
+                            self.ctx.problem(
+                                &format!("{path}.{name}"),
+                                format!("expected a mapping, found {}", kind(other)),
+                            );
                             None
                         }
                     };
@@ -184,7 +197,10 @@ impl<'a, 'v> Section<'a, 'v> {
                         seen: RefCell::new(BTreeSet::new()),
                     }),
                     other => {
-                        self.ctx.problem(&format!("{path}[{i}]"), format!("expected a mapping, found {}", kind(other)));
+                        self.ctx.problem(
+                            &format!("{path}[{i}]"),
+                            format!("expected a mapping, found {}", kind(other)),
+                        );
                         None
                     }
                 })
@@ -199,7 +215,12 @@ impl<'a, 'v> Section<'a, 'v> {
     /// A list of strings; a single string is taken as a list of one.
     pub fn string_list(&self, key: &str) -> Option<Vec<String>> {
         if let Some((_, v)) = self.env(key) {
-            return Some(v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+            return Some(
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+            );
         }
         match self.raw(key)? {
             Value::String(s) => Some(vec![s.clone()]),
@@ -210,7 +231,10 @@ impl<'a, 'v> Section<'a, 'v> {
                         Value::String(s) => out.push(s.clone()),
                         Value::Number(n) => out.push(n.to_string()),
                         other => {
-                            self.problem(&format!("{key}[{i}]"), format!("expected a string, found {}", kind(other)));
+                            self.problem(
+                                &format!("{key}[{i}]"),
+                                format!("expected a string, found {}", kind(other)),
+                            );
                             return None;
                         }
                     }
@@ -218,7 +242,10 @@ impl<'a, 'v> Section<'a, 'v> {
                 Some(out)
             }
             other => {
-                self.problem(key, format!("expected a list of strings, found {}", kind(other)));
+                self.problem(
+                    key,
+                    format!("expected a list of strings, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -293,6 +320,17 @@ impl<'a, 'v> Section<'a, 'v> {
         }
         match self.raw(key)? {
             Value::Bool(b) => Some(*b),
+            // YAML 1.1 spellings SnakeYAML accepted for ma1sd.
+            Value::String(t)
+                if matches!(t.to_ascii_lowercase().as_str(), "yes" | "on" | "true") =>
+            {
+                Some(true)
+            }
+            Value::String(t)
+                if matches!(t.to_ascii_lowercase().as_str(), "no" | "off" | "false") =>
+            {
+                Some(false)
+            }
             other => {
                 self.problem(
                     key,

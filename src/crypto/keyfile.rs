@@ -139,7 +139,7 @@ pub fn load(dir: &Path) -> Result<Option<Signer>, KeyFileError> {
         }
         Err(e) => return Err(io_err(&current_path)(e)),
     };
-    if serial.is_empty() || serial.contains(['/', '\\']) || serial.starts_with('.') {
+    if !valid_serial(&serial) {
         return Err(KeyFileError::Invalid {
             path: current_path,
             why: format!("bad serial {serial:?}"),
@@ -163,6 +163,16 @@ pub fn load(dir: &Path) -> Result<Option<Signer>, KeyFileError> {
     )))
 }
 
+/// Serials are file names: letters, digits, `-` and `_` only (ma1sd's are base64url).
+fn valid_serial(serial: &str) -> bool {
+    !serial.is_empty()
+        && serial
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The serial to use when `current` is missing: `0` if present, else the first key
+/// file (by name) marked valid, as ma1sd picks the first valid regular key.
 fn first_key_serial(key_dir: &Path) -> Result<Option<String>, KeyFileError> {
     let entries = match fs::read_dir(key_dir) {
         Ok(entries) => entries,
@@ -173,16 +183,27 @@ fn first_key_serial(key_dir: &Path) -> Result<Option<String>, KeyFileError> {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_file())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|name| !name.starts_with('.'))
+        .filter(|name| valid_serial(name))
         .collect();
-    serials.sort();
-    Ok(serials.into_iter().next())
+    serials.sort_by_key(|s| (s != DEFAULT_SERIAL, s.clone()));
+    for serial in serials {
+        let valid = fs::read(key_dir.join(&serial))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<KeyFile>(&b).ok())
+            .is_some_and(|k| k.is_valid);
+        if valid {
+            return Ok(Some(serial));
+        }
+    }
+    Ok(None)
 }
 
 /// Writes a file that must not exist yet, mode 0600, synced, via a temporary name so a
 /// crash never leaves a truncated key behind.
 fn write_new(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
-    let tmp = path.with_extension("tmp");
+    // A dot-prefixed temporary name is never taken for a key serial.
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -267,6 +288,22 @@ mod tests {
         assert_eq!(fs::read_to_string(&key_file).unwrap(), "garbage");
         fs::write(dir.join("current"), "{").unwrap();
         assert!(load_or_create(dir).is_err());
+    }
+
+    #[test]
+    fn without_current_the_first_valid_key_is_used_and_leftovers_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::create_dir_all(dir.join("regular/ed25519")).unwrap();
+        let key = |valid: bool, byte: u8| {
+            let encoded = b64_encode(&[byte; 32]);
+            format!(r#"{{"version":"0","isValid":{valid},"key":"{encoded}"}}"#)
+        };
+        fs::write(dir.join("regular/ed25519/AAAA"), key(false, 1)).unwrap();
+        fs::write(dir.join("regular/ed25519/BBBB"), key(true, 2)).unwrap();
+        fs::write(dir.join("regular/ed25519/.0.tmp"), "trunc").unwrap();
+        let signer = load(dir).unwrap().unwrap();
+        assert_eq!(signer.key_id(), "ed25519:BBBB");
     }
 
     #[test]

@@ -131,8 +131,12 @@ impl Guard {
     }
 
     pub fn is_trusted_host(&self, host: &str) -> bool {
-        self.trusted_hosts
-            .contains(&host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+        self.trusted_hosts.contains(
+            &host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
+        )
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
@@ -208,7 +212,10 @@ mod tests {
 
     #[test]
     fn allowed_ranges_and_trusted_hosts_open_the_guard() {
-        let guard = Guard::new(vec!["10.0.0.0/8".parse().unwrap()], ["127.0.0.1".to_owned()]);
+        let guard = Guard::new(
+            vec!["10.0.0.0/8".parse().unwrap()],
+            ["127.0.0.1".to_owned()],
+        );
         assert!(guard.check_ip("10.9.9.9".parse().unwrap()).is_ok());
         assert!(guard.check_ip("192.168.0.1".parse().unwrap()).is_err());
         assert!(guard.check_ip("1.1.1.1".parse().unwrap()).is_ok());
@@ -222,6 +229,9 @@ mod tests {
         let url = reqwest::Url::parse("https://[::1]:8448/x").unwrap();
         assert!(guard.check_url(&url).is_err());
         let url = reqwest::Url::parse("https://matrix.example.org/x").unwrap();
-        assert!(guard.check_url(&url).is_ok(), "names are checked at resolution");
+        assert!(
+            guard.check_url(&url).is_ok(),
+            "names are checked at resolution"
+        );
     }
 }

@@ -34,7 +34,10 @@ pub fn plan(server_name: &str) -> Option<Plan> {
     };
     let is_ip = host.parse::<std::net::Ipv4Addr>().is_ok();
     match (is_ip, port) {
-        (true, p) => Some(Plan::Direct(format!("https://{host}:{}", p.unwrap_or("8448")))),
+        (true, p) => Some(Plan::Direct(format!(
+            "https://{host}:{}",
+            p.unwrap_or("8448")
+        ))),
         (false, Some(p)) => Some(Plan::Direct(format!("https://{host}:{p}"))),
         (false, None) => Some(Plan::Discover(host.to_ascii_lowercase())),
     }
@@ -62,16 +65,38 @@ mod tests {
 
     #[test]
     fn plans_follow_the_spec_order() {
-        assert_eq!(plan("1.2.3.4"), Some(Plan::Direct("https://1.2.3.4:8448".into())));
-        assert_eq!(plan("1.2.3.4:99"), Some(Plan::Direct("https://1.2.3.4:99".into())));
-        assert_eq!(plan("[::1]"), Some(Plan::Direct("https://[::1]:8448".into())));
-        assert_eq!(plan("[::1]:8008"), Some(Plan::Direct("https://[::1]:8008".into())));
+        assert_eq!(
+            plan("1.2.3.4"),
+            Some(Plan::Direct("https://1.2.3.4:8448".into()))
+        );
+        assert_eq!(
+            plan("1.2.3.4:99"),
+            Some(Plan::Direct("https://1.2.3.4:99".into()))
+        );
+        assert_eq!(
+            plan("[::1]"),
+            Some(Plan::Direct("https://[::1]:8448".into()))
+        );
+        assert_eq!(
+            plan("[::1]:8008"),
+            Some(Plan::Direct("https://[::1]:8008".into()))
+        );
         assert_eq!(
             plan("matrix.example.org:443"),
             Some(Plan::Direct("https://matrix.example.org:443".into()))
         );
-        assert_eq!(plan("Example.ORG"), Some(Plan::Discover("example.org".into())));
-        for bad in ["", "exa mple.org", "host:port", "[::1", "a/b", "example.org:99999"] {
+        assert_eq!(
+            plan("Example.ORG"),
+            Some(Plan::Discover("example.org".into()))
+        );
+        for bad in [
+            "",
+            "exa mple.org",
+            "host:port",
+            "[::1",
+            "a/b",
+            "example.org:99999",
+        ] {
             assert_eq!(plan(bad), None, "{bad}");
         }
     }
@@ -79,7 +104,10 @@ mod tests {
     #[test]
     fn well_known_cache_time() {
         assert_eq!(cache_ttl(None), DEFAULT_TTL);
-        assert_eq!(cache_ttl(Some("public, max-age=3600")), Duration::from_secs(3600));
+        assert_eq!(
+            cache_ttl(Some("public, max-age=3600")),
+            Duration::from_secs(3600)
+        );
         assert_eq!(cache_ttl(Some("max-age=1")), MIN_TTL);
         assert_eq!(cache_ttl(Some("max-age=99999999")), MAX_TTL);
         assert_eq!(cache_ttl(Some("no-cache")), DEFAULT_TTL);

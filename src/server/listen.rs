@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -57,11 +58,16 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every connection task, so shutdown can wait for them (they hold the state) and
+    // abort the ones that outlive the drain time.
+    let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
+            // Reap finished connection tasks as we go.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let stream = match accepted {
             Ok((stream, _peer)) => stream,
@@ -76,7 +82,7 @@ pub async fn serve(
         let routes = routes.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             match tls {
                 None => serve_connection(stream, routes, watcher).await,
                 Some(acceptor) => {
@@ -94,14 +100,19 @@ pub async fn serve(
         listener = name,
         "stopped accepting; draining requests in flight"
     );
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = tokio::time::timeout(drain, async {
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             listener = name,
+            open = connections.len(),
             "requests still running after the shutdown timeout; closing them"
         );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 }
 

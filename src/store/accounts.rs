@@ -126,8 +126,14 @@ mod tests {
         assert!(!store.revoke_token("tok1").await.unwrap());
         assert!(store.token_owner("tok1").unwrap().is_none());
         assert!(store.token_owner("tok2").unwrap().is_some());
-        store.accept_terms("@a:x", &["https://x/tos".into()]).await.unwrap();
-        store.accept_terms("@a:x", &["https://x/privacy".into()]).await.unwrap();
+        store
+            .accept_terms("@a:x", &["https://x/tos".into()])
+            .await
+            .unwrap();
+        store
+            .accept_terms("@a:x", &["https://x/privacy".into()])
+            .await
+            .unwrap();
         let user = store.user("@a:x").unwrap().unwrap();
         assert_eq!(user.accepted_terms.len(), 2);
     }

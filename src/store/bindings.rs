@@ -177,7 +177,11 @@ impl Store {
     }
 
     /// The hash index entry for `digest` under pepper `generation`.
-    pub fn hashed(&self, generation: u32, digest: &[u8; 32]) -> Result<Option<HashEntry>, StoreError> {
+    pub fn hashed(
+        &self,
+        generation: u32,
+        digest: &[u8; 32],
+    ) -> Result<Option<HashEntry>, StoreError> {
         self.get(HASH, &hash_key(generation, digest))
     }
 
@@ -199,9 +203,8 @@ impl Store {
             let now = now_ms();
             for change in changes {
                 let threepid = match &change {
-                    BindingChange::Set { threepid, .. } | BindingChange::Remove { threepid, .. } => {
-                        threepid.clone()
-                    }
+                    BindingChange::Set { threepid, .. }
+                    | BindingChange::Remove { threepid, .. } => threepid.clone(),
                 };
                 if !pending.contains_key(&threepid) {
                     let record = self.binding(&threepid)?.unwrap_or_default();
@@ -243,8 +246,13 @@ impl Store {
     /// Replaces the pepper and rebuilds the hash index for it. Lookups keep using the
     /// old generation until the switch, which is one atomic write; writers of bindings
     /// wait meanwhile. Old-generation entries are removed afterwards.
-    pub async fn rotate_pepper(self: &std::sync::Arc<Self>, new_pepper: String) -> Result<PepperState, StoreError> {
-        let guard = std::sync::Arc::clone(&self.bindings_lock).lock_owned().await;
+    pub async fn rotate_pepper(
+        self: &std::sync::Arc<Self>,
+        new_pepper: String,
+    ) -> Result<PepperState, StoreError> {
+        let guard = std::sync::Arc::clone(&self.bindings_lock)
+            .lock_owned()
+            .await;
         let store = std::sync::Arc::clone(self);
         let state = tokio::task::spawn_blocking(move || {
             let _guard = guard;
@@ -328,9 +336,15 @@ impl Store {
                     Err(_) => true,
                 })
                 .transpose()?;
-            match stale.and_then(|k| k.get(..4).map(|g| u32::from_be_bytes([g[0], g[1], g[2], g[3]]))) {
+            match stale.and_then(|k| {
+                k.get(..4)
+                    .map(|g| u32::from_be_bytes([g[0], g[1], g[2], g[3]]))
+            }) {
                 Some(generation) => {
-                    tracing::info!(generation, "removing hash index entries of an interrupted pepper rotation");
+                    tracing::info!(
+                        generation,
+                        "removing hash index entries of an interrupted pepper rotation"
+                    );
                     self.delete_generation(generation)?;
                 }
                 None => return Ok(()),
@@ -388,7 +402,15 @@ mod tests {
     use base64::Engine as _;
 
     fn tp(a: &str) -> ThreePid {
-        ThreePid::new(if a.contains('@') { Medium::Email } else { Medium::Msisdn }, a).unwrap()
+        ThreePid::new(
+            if a.contains('@') {
+                Medium::Email
+            } else {
+                Medium::Msisdn
+            },
+            a,
+        )
+        .unwrap()
     }
 
     fn b64url(d: &[u8; 32]) -> String {
@@ -398,9 +420,18 @@ mod tests {
     /// The spec's hashing test vectors (pepper `matrixrocks`).
     #[test]
     fn spec_hash_vectors() {
-        assert_eq!(b64url(&lookup_hash(&tp("alice@example.com"), "matrixrocks")), "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc");
-        assert_eq!(b64url(&lookup_hash(&tp("bob@example.com"), "matrixrocks")), "LJwSazmv46n0hlMlsb_iYxI0_HXEqy_yj6Jm636cdT8");
-        assert_eq!(b64url(&lookup_hash(&tp("18005552067"), "matrixrocks")), "nlo35_T5fzSGZzJApqu8lgIudJvmOQtDaHtr-I4rU7I");
+        assert_eq!(
+            b64url(&lookup_hash(&tp("alice@example.com"), "matrixrocks")),
+            "4kenr7N9drpCJ4AfalmlGQVsOn3o2RHjkADUpXJWZUc"
+        );
+        assert_eq!(
+            b64url(&lookup_hash(&tp("bob@example.com"), "matrixrocks")),
+            "LJwSazmv46n0hlMlsb_iYxI0_HXEqy_yj6Jm636cdT8"
+        );
+        assert_eq!(
+            b64url(&lookup_hash(&tp("18005552067"), "matrixrocks")),
+            "nlo35_T5fzSGZzJApqu8lgIudJvmOQtDaHtr-I4rU7I"
+        );
     }
 
     fn set(t: &ThreePid, origin: Origin, mxid: &str) -> BindingChange {
@@ -419,24 +450,49 @@ mod tests {
         let a = tp("alice@example.org");
         let pepper = store.pepper();
         let digest = lookup_hash(&a, &pepper.pepper);
-        let mxid_at = |s: &Store| s.hashed(pepper.generation, &digest).unwrap().map(|h| h.mxid);
+        let mxid_at = |s: &Store| {
+            s.hashed(pepper.generation, &digest)
+                .unwrap()
+                .map(|h| h.mxid)
+        };
 
-        store.change_bindings(vec![set(&a, Origin::Sync("ldap".into()), "@sync:x")]).await.unwrap();
+        store
+            .change_bindings(vec![set(&a, Origin::Sync("ldap".into()), "@sync:x")])
+            .await
+            .unwrap();
         assert_eq!(mxid_at(&store).as_deref(), Some("@sync:x"));
-        store.change_bindings(vec![set(&a, Origin::Bind, "@bound:x")]).await.unwrap();
+        store
+            .change_bindings(vec![set(&a, Origin::Bind, "@bound:x")])
+            .await
+            .unwrap();
         assert_eq!(mxid_at(&store).as_deref(), Some("@bound:x"));
-        store.change_bindings(vec![set(&a, Origin::Admin, "@admin:x")]).await.unwrap();
+        store
+            .change_bindings(vec![set(&a, Origin::Admin, "@admin:x")])
+            .await
+            .unwrap();
         assert_eq!(mxid_at(&store).as_deref(), Some("@admin:x"));
         let out = store
-            .change_bindings(vec![BindingChange::Remove { threepid: a.clone(), origin: Origin::Admin }])
+            .change_bindings(vec![BindingChange::Remove {
+                threepid: a.clone(),
+                origin: Origin::Admin,
+            }])
             .await
             .unwrap();
         assert_eq!(out[0].as_ref().map(|e| e.mxid.as_str()), Some("@bound:x"));
         assert_eq!(mxid_at(&store).as_deref(), Some("@bound:x"));
-        store.change_bindings(vec![
-            BindingChange::Remove { threepid: a.clone(), origin: Origin::Bind },
-            BindingChange::Remove { threepid: a.clone(), origin: Origin::Sync("ldap".into()) },
-        ]).await.unwrap();
+        store
+            .change_bindings(vec![
+                BindingChange::Remove {
+                    threepid: a.clone(),
+                    origin: Origin::Bind,
+                },
+                BindingChange::Remove {
+                    threepid: a.clone(),
+                    origin: Origin::Sync("ldap".into()),
+                },
+            ])
+            .await
+            .unwrap();
         assert_eq!(mxid_at(&store), None);
         assert_eq!(store.binding(&a).unwrap(), None);
     }
@@ -444,18 +500,29 @@ mod tests {
     #[tokio::test]
     async fn rotation_rehashes_everything_and_drops_the_old_generation() {
         let store = std::sync::Arc::new(Store::in_memory().unwrap());
-        let all: Vec<ThreePid> = (0..50).map(|i| tp(&format!("user{i}@example.org"))).collect();
+        let all: Vec<ThreePid> = (0..50)
+            .map(|i| tp(&format!("user{i}@example.org")))
+            .collect();
         store
             .change_bindings(all.iter().map(|t| set(t, Origin::Admin, "@u:x")).collect())
             .await
             .unwrap();
         let old = store.pepper();
-        let new = store.rotate_pepper("freshpepperfreshpepper".into()).await.unwrap();
+        let new = store
+            .rotate_pepper("freshpepperfreshpepper".into())
+            .await
+            .unwrap();
         assert_eq!(new.generation, old.generation + 1);
         assert_eq!(store.pepper(), new);
         for t in &all {
-            assert!(store.hashed(new.generation, &lookup_hash(t, &new.pepper)).unwrap().is_some());
-            assert!(store.hashed(old.generation, &lookup_hash(t, &old.pepper)).unwrap().is_none());
+            assert!(store
+                .hashed(new.generation, &lookup_hash(t, &new.pepper))
+                .unwrap()
+                .is_some());
+            assert!(store
+                .hashed(old.generation, &lookup_hash(t, &old.pepper))
+                .unwrap()
+                .is_none());
         }
         assert_eq!(store.kv.count(HASH).unwrap(), 50);
     }

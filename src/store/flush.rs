@@ -18,6 +18,9 @@ struct State {
     stop: bool,
     /// Completed flush rounds, for the status page and tests.
     rounds: u64,
+    /// Set by the first failed flush and kept: after an fsync error nothing written
+    /// since can be trusted to be durable, so every later write is refused.
+    failed: Option<String>,
 }
 
 #[derive(Default)]
@@ -59,6 +62,9 @@ impl GroupFlusher {
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
+            if let Some(e) = &state.failed {
+                return Err(failed(e));
+            }
             if state.stop {
                 return Err(StoreError::Closed);
             }
@@ -80,6 +86,16 @@ impl GroupFlusher {
         self.shared.lock().rounds
     }
 
+    /// Refuses work once a flush failed or the flusher stopped.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let state = self.shared.lock();
+        match (&state.failed, state.stop) {
+            (Some(e), _) => Err(failed(e)),
+            (None, true) => Err(StoreError::Closed),
+            (None, false) => Ok(()),
+        }
+    }
+
     /// Stops the thread after a last flush of whatever is waiting.
     pub fn stop(&mut self) {
         self.shared.lock().stop = true;
@@ -96,6 +112,14 @@ impl Drop for GroupFlusher {
     }
 }
 
+fn failed(detail: &str) -> StoreError {
+    StoreError::Io {
+        what: "the store could not write to disk earlier; restart mxisd after fixing the disk"
+            .into(),
+        detail: detail.to_owned(),
+    }
+}
+
 fn run(shared: &Shared, kv: &dyn Kv) {
     loop {
         let (batch, stop) = {
@@ -105,13 +129,111 @@ fn run(shared: &Shared, kv: &dyn Kv) {
             }
             (std::mem::take(&mut state.waiting), state.stop)
         };
-        let result = kv.flush().map_err(|e| e.to_string());
-        shared.lock().rounds += 1;
+        // sled can panic inside a flush; that must fail the waiters, not hang them.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kv.flush()))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Io {
+                    what: "flush".into(),
+                    detail: "the storage engine panicked".into(),
+                })
+            })
+            .map_err(|e| e.to_string());
+        {
+            let mut state = shared.lock();
+            state.rounds += 1;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "store flush failed; refusing further writes");
+                state.failed.get_or_insert_with(|| e.clone());
+            }
+        }
         for waiter in batch {
             let _ = waiter.send(result.clone());
         }
         if stop {
+            // Anyone who queued after the final round was taken gets an answer too.
+            for waiter in std::mem::take(&mut shared.lock().waiting) {
+                let _ = waiter.send(Err("the store is closed".into()));
+            }
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::kv::{Batch, Entry};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A Kv that counts flushes, can fail them, and is slow enough to make grouping
+    /// observable.
+    #[derive(Default)]
+    struct CountingKv {
+        flushes: AtomicU64,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Kv for CountingKv {
+        fn get(&self, _: &'static str, _: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn scan_prefix<'a>(
+            &'a self,
+            _: &'static str,
+            _: &[u8],
+        ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+            Box::new(std::iter::empty())
+        }
+        fn apply(&self, _: Batch) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn flush(&self) -> Result<(), StoreError> {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Io {
+                    what: "disk".into(),
+                    detail: "EIO".into(),
+                });
+            }
+            Ok(())
+        }
+        fn count(&self, _: &'static str) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn size_on_disk(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_waiters_share_flushes() {
+        let kv = Arc::new(CountingKv::default());
+        let flusher = Arc::new(GroupFlusher::start(kv.clone()).unwrap());
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let f = Arc::clone(&flusher);
+            tasks.push(tokio::spawn(async move { f.flush().await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        // 100 waiters with a 20 ms fsync: a handful of rounds, far fewer than 100.
+        let flushes = kv.flushes.load(Ordering::SeqCst);
+        assert!(
+            (1..=10).contains(&flushes),
+            "{flushes} flushes for 100 waiters"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_its_waiters_and_every_later_write() {
+        let kv = Arc::new(CountingKv::default());
+        kv.fail.store(true, Ordering::SeqCst);
+        let flusher = GroupFlusher::start(kv.clone()).unwrap();
+        assert!(flusher.flush().await.is_err());
+        kv.fail.store(false, Ordering::SeqCst);
+        assert!(flusher.flush().await.is_err(), "failure is sticky");
+        assert!(flusher.check().is_err());
     }
 }

@@ -14,10 +14,13 @@ impl SledKv {
     /// Opens (creating if needed) the database under `path` with a page cache bounded to
     /// `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| StoreError::Io {
-            what: format!("cannot create {}", path.display()),
-            detail: e.to_string(),
-        })?;
+        // The store holds 3PIDs: private to the service user.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(|e| StoreError::Io {
+                what: format!("cannot create {}", path.display()),
+                detail: e.to_string(),
+            })?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)

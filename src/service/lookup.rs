@@ -1,0 +1,232 @@
+//! Lookups, answered from the local store only: v2 hashed (`sha256`) and plain
+//! (`none`), and the legacy v1 single (signed) and bulk lookups. Results only ever
+//! contain entries the caller sent.
+
+use crate::error::Error;
+use crate::model::{Medium, ThreePid};
+use crate::state::AppState;
+use crate::store::bindings::BindingEntry;
+use crate::store::now_ms;
+use serde_json::{json, Map, Value};
+use warp::http::StatusCode;
+
+/// `GET /v2/hash_details`
+pub fn hash_details(state: &AppState) -> Value {
+    let mut algorithms = vec!["sha256"];
+    if state.config.hashing.allow_none {
+        algorithms.push("none");
+    }
+    json!({ "lookup_pepper": state.store.pepper().pepper, "algorithms": algorithms })
+}
+
+fn live(not_before: u64, not_after: u64, now: u64) -> bool {
+    not_before <= now && now < not_after
+}
+
+fn param_str<'a>(body: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, Error> {
+    match body.get(name) {
+        None | Some(Value::Null) => Err(Error::missing_params(&[name])),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Error::invalid_param(format!("{name} must be a string"))),
+    }
+}
+
+/// `POST /v2/lookup`
+pub fn lookup(state: &AppState, body: &Map<String, Value>) -> Result<Value, Error> {
+    let algorithm = param_str(body, "algorithm")?;
+    let pepper = param_str(body, "pepper")?;
+    let addresses = match body.get("addresses") {
+        None | Some(Value::Null) => return Err(Error::missing_params(&["addresses"])),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(Error::invalid_param("addresses must be a list of strings")),
+    };
+    let use_hash = match algorithm {
+        "sha256" => true,
+        "none" if state.config.hashing.allow_none => false,
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unsupported algorithm {:?}",
+                other.chars().take(32).collect::<String>()
+            )))
+        }
+    };
+    let current = state.store.pepper();
+    if pepper != current.pepper {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "M_INVALID_PEPPER",
+            "The pepper does not match the current one; fetch /hash_details again",
+        )
+        .with("algorithm", "sha256")
+        .with("lookup_pepper", current.pepper));
+    }
+    let max = state.config.lookup.max_addresses;
+    if addresses.len() > max {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "M_TOO_LARGE",
+            format!("At most {max} addresses per lookup"),
+        ));
+    }
+    let mut entries = Vec::with_capacity(addresses.len());
+    for (i, a) in addresses.iter().enumerate() {
+        match a {
+            Value::String(s) => entries.push(s.as_str()),
+            _ => {
+                return Err(Error::invalid_param(format!(
+                    "addresses[{i}] is not a string"
+                )))
+            }
+        }
+    }
+    let now = now_ms();
+    let mut mappings = Map::new();
+    for entry in entries {
+        let found = if use_hash {
+            lookup_hashed(state, current.generation, entry, now)?
+        } else {
+            lookup_plain(state, entry, now)?
+        };
+        if let Some(mxid) = found {
+            mappings.insert(entry.to_owned(), Value::String(mxid));
+        }
+    }
+    Ok(json!({ "mappings": mappings }))
+}
+
+fn lookup_hashed(
+    state: &AppState,
+    generation: u32,
+    entry: &str,
+    now: u64,
+) -> Result<Option<String>, Error> {
+    // A hash that does not decode to 32 bytes simply matches nothing.
+    let Some(digest) = crate::crypto::b64_decode(entry).and_then(|b| <[u8; 32]>::try_from(b).ok())
+    else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .hashed(generation, &digest)?
+        .filter(|h| live(h.not_before_ms, h.not_after_ms, now))
+        .map(|h| h.mxid))
+}
+
+fn lookup_plain(state: &AppState, entry: &str, now: u64) -> Result<Option<String>, Error> {
+    let (address, medium) = entry
+        .rsplit_once(' ')
+        .ok_or_else(|| Error::invalid_param("A plain lookup entry is \"<address> <medium>\""))?;
+    let Some(medium) = Medium::parse(medium) else {
+        return Ok(None);
+    };
+    let Ok(threepid) = ThreePid::new(medium, address) else {
+        return Ok(None);
+    };
+    Ok(effective(state, &threepid, now)?.map(|e| e.mxid))
+}
+
+fn effective(
+    state: &AppState,
+    threepid: &ThreePid,
+    now: u64,
+) -> Result<Option<BindingEntry>, Error> {
+    Ok(state
+        .store
+        .binding(threepid)?
+        .and_then(|r| r.effective().cloned())
+        .filter(|e| live(e.not_before_ms, e.not_after_ms, now)))
+}
+
+/// The signed association for a binding: what v1 `/lookup` (and later `/3pid/bind`)
+/// answers.
+pub fn signed_association(
+    state: &AppState,
+    threepid: &ThreePid,
+    entry: &BindingEntry,
+) -> Result<Value, Error> {
+    let mut association = json!({
+        "address": threepid.address(),
+        "medium": threepid.medium().as_str(),
+        "mxid": entry.mxid,
+        "not_before": entry.not_before_ms,
+        "not_after": entry.not_after_ms,
+        "ts": entry.created_ms,
+    });
+    state
+        .keys
+        .sign(&mut association)
+        .map_err(|e| Error::internal("signing an association", e))?;
+    Ok(association)
+}
+
+/// `GET /api/v1/lookup?medium=&address=`: the signed association, or `{}`.
+pub fn lookup_v1(
+    state: &AppState,
+    medium: Option<&str>,
+    address: Option<&str>,
+) -> Result<Value, Error> {
+    let (medium, address) = match (medium, address) {
+        (Some(m), Some(a)) => (m, a),
+        (None, None) => return Err(Error::missing_params(&["medium", "address"])),
+        (None, _) => return Err(Error::missing_params(&["medium"])),
+        (_, None) => return Err(Error::missing_params(&["address"])),
+    };
+    let medium = Medium::parse(medium).ok_or_else(|| Error::invalid_param("Unknown medium"))?;
+    let Ok(threepid) = ThreePid::new(medium, address) else {
+        return Ok(json!({}));
+    };
+    match effective(state, &threepid, now_ms())? {
+        Some(entry) => signed_association(state, &threepid, &entry),
+        None => Ok(json!({})),
+    }
+}
+
+/// `POST /api/v1/bulk_lookup`: `{"threepids": [[medium, address], ...]}` →
+/// `{"threepids": [[medium, address, mxid], ...]}` for the matches, as sent.
+pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Value, Error> {
+    let list = match body.get("threepids") {
+        None | Some(Value::Null) => return Err(Error::missing_params(&["threepids"])),
+        Some(Value::Array(l)) => l,
+        Some(_) => {
+            return Err(Error::invalid_param(
+                "threepids must be a list of [medium, address] pairs",
+            ))
+        }
+    };
+    let max = state.config.lookup.max_addresses;
+    if list.len() > max {
+        return Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "M_TOO_LARGE",
+            format!("At most {max} 3PIDs per lookup"),
+        ));
+    }
+    let mut pairs = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        match item.as_array().map(Vec::as_slice) {
+            Some([Value::String(m), Value::String(a)]) => pairs.push((m.as_str(), a.as_str())),
+            _ => {
+                return Err(Error::invalid_param(format!(
+                    "threepids[{i}] is not a [medium, address] pair of strings"
+                )))
+            }
+        }
+    }
+    if !state.config.lookup.bulk_enabled {
+        return Ok(json!({ "threepids": [] }));
+    }
+    let now = now_ms();
+    let mut found = Vec::new();
+    for (m, a) in pairs {
+        let Some(medium) = Medium::parse(m) else {
+            continue;
+        };
+        let Ok(threepid) = ThreePid::new(medium, a) else {
+            continue;
+        };
+        if let Some(entry) = effective(state, &threepid, now)? {
+            found.push(json!([m, a, entry.mxid]));
+        }
+    }
+    Ok(json!({ "threepids": found }))
+}
