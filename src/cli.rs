@@ -26,6 +26,108 @@ pub enum Command {
     Keys(KeysArgs),
     Healthcheck(HealthcheckArgs),
     Status(StatusArgs),
+    Bindings(BindingsArgs),
+    Hashing(HashingArgs),
+}
+
+/// Operator bindings (3PID → Matrix ID), on a running server.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "bindings")]
+pub struct BindingsArgs {
+    #[argh(subcommand)]
+    pub command: BindingsCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum BindingsCommand {
+    Add(BindingsAddArgs),
+    Remove(BindingsRemoveArgs),
+    Show(BindingsShowArgs),
+    Import(BindingsImportArgs),
+}
+
+/// Bind a 3PID to a Matrix ID (operator bindings outrank users' binds and sync).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "add")]
+pub struct BindingsAddArgs {
+    /// email or msisdn
+    #[argh(positional)]
+    pub medium: String,
+    /// the address (e-mail address, or phone number in international form)
+    #[argh(positional)]
+    pub address: String,
+    /// the Matrix user ID, @user:domain
+    #[argh(positional)]
+    pub mxid: String,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Remove the operator's and the user's binding of a 3PID.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+pub struct BindingsRemoveArgs {
+    /// email or msisdn
+    #[argh(positional)]
+    pub medium: String,
+    /// the address
+    #[argh(positional)]
+    pub address: String,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Show every origin's binding of a 3PID and the one lookups answer with.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+pub struct BindingsShowArgs {
+    /// email or msisdn
+    #[argh(positional)]
+    pub medium: String,
+    /// the address
+    #[argh(positional)]
+    pub address: String,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Import bindings from a file of `medium<TAB>address<TAB>mxid` lines.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import")]
+pub struct BindingsImportArgs {
+    /// the file to import (- for standard input)
+    #[argh(positional)]
+    pub file: PathBuf,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// The lookup pepper.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "hashing")]
+pub struct HashingArgs {
+    #[argh(subcommand)]
+    pub command: HashingCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum HashingCommand {
+    Rotate(HashingRotateArgs),
+}
+
+/// Rotate the lookup pepper now (rehashes every binding).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "rotate")]
+pub struct HashingRotateArgs {
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// Run the identity server (without -c: the embedded default, state under ./mxisd-data).
@@ -118,6 +220,9 @@ pub fn check_config(args: &CheckConfigArgs) -> ExitCode {
     match config::load_file(&args.config, &env_lookup) {
         Ok(c) => {
             println!("{}: valid", args.config.display());
+            for w in &c.warnings {
+                println!("  warning: {w}");
+            }
             print!("{}", c.summary());
             ExitCode::SUCCESS
         }
@@ -244,5 +349,183 @@ pub async fn status(args: &StatusArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Calls the admin API of the server described by `config_path`. Returns the status and
+/// the JSON answer, or a message saying what to do.
+async fn admin_call(
+    config_path: Option<&Path>,
+    method: reqwest::Method,
+    path_and_query: &str,
+    body: Option<reqwest::Body>,
+    timeout_secs: u64,
+) -> Result<(u16, serde_json::Value), String> {
+    let config = load_config(config_path).map_err(|e| {
+        report_config_errors(&e);
+        "invalid configuration".to_owned()
+    })?;
+    let admin = config.admin_url().ok_or_else(|| {
+        "the admin listener is disabled (server.admin.enabled: false); enable it to use this command".to_owned()
+    })?;
+    let url = format!("{admin}_mxisd/admin/v1/{path_and_query}");
+    let client = http_client(timeout_secs)?;
+    let mut request = client.request(method, &url);
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.map_err(|e| {
+        format!(
+            "cannot reach the admin listener at {admin}: {e} (is mxisd running with this config?)"
+        )
+    })?;
+    let status = response.status().as_u16();
+    let body = response
+        .json::<serde_json::Value>()
+        .await
+        .map_err(|e| format!("the admin listener answered something that is not JSON: {e}"))?;
+    Ok((status, body))
+}
+
+fn print_result(result: Result<(u16, serde_json::Value), String>) -> ExitCode {
+    match result {
+        Ok((status, body)) if (200..300).contains(&status) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_else(|_| body.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Ok((_, body)) => {
+            eprintln!(
+                "error: {} ({})",
+                body["error"].as_str().unwrap_or("request refused"),
+                body["errcode"].as_str().unwrap_or("?")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mxisd bindings ...`
+pub async fn bindings(args: &BindingsArgs) -> ExitCode {
+    use reqwest::Method;
+    match &args.command {
+        BindingsCommand::Add(a) => {
+            let body =
+                serde_json::json!({"medium": a.medium, "address": a.address, "mxid": a.mxid});
+            print_result(
+                admin_call(
+                    a.config.as_deref(),
+                    Method::POST,
+                    "bindings",
+                    Some(body.to_string().into()),
+                    30,
+                )
+                .await,
+            )
+        }
+        BindingsCommand::Remove(a) => {
+            let body = serde_json::json!({"medium": a.medium, "address": a.address});
+            print_result(
+                admin_call(
+                    a.config.as_deref(),
+                    Method::POST,
+                    "bindings/remove",
+                    Some(body.to_string().into()),
+                    30,
+                )
+                .await,
+            )
+        }
+        BindingsCommand::Show(a) => {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("medium", &a.medium)
+                .append_pair("address", &a.address)
+                .finish();
+            print_result(
+                admin_call(
+                    a.config.as_deref(),
+                    Method::GET,
+                    &format!("bindings?{query}"),
+                    None,
+                    30,
+                )
+                .await,
+            )
+        }
+        BindingsCommand::Import(a) => import(a).await,
+    }
+}
+
+async fn import(args: &BindingsImportArgs) -> ExitCode {
+    let started = std::time::Instant::now();
+    let data = if args.file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        match std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
+            Ok(_) => buf,
+            Err(e) => {
+                eprintln!("error: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match std::fs::read(&args.file) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", args.file.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let result = admin_call(
+        args.config.as_deref(),
+        reqwest::Method::POST,
+        "bindings/import",
+        Some(data.into()),
+        3600,
+    )
+    .await;
+    match result {
+        Ok((200, report)) => {
+            let skipped = report["skipped"].as_u64().unwrap_or(0);
+            for e in report["errors"].as_array().into_iter().flatten() {
+                eprintln!("  {}", e.as_str().unwrap_or_default());
+            }
+            println!(
+                "imported {} bindings from {} in {:.1} s ({} lines, {} skipped)",
+                report["imported"],
+                args.file.display(),
+                started.elapsed().as_secs_f64(),
+                report["lines"],
+                skipped
+            );
+            if skipped > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        other => print_result(other),
+    }
+}
+
+/// `mxisd hashing rotate`
+pub async fn hashing(args: &HashingArgs) -> ExitCode {
+    match &args.command {
+        HashingCommand::Rotate(a) => print_result(
+            admin_call(
+                a.config.as_deref(),
+                reqwest::Method::POST,
+                "hashing/rotate",
+                None,
+                3600,
+            )
+            .await,
+        ),
     }
 }

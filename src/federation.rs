@@ -157,11 +157,10 @@ fn build_client(
 
 impl Federation {
     pub fn new(config: &FederationConfig) -> Result<Self, String> {
-        let trusted: Vec<String> = config
+        let trusted: Vec<reqwest::Url> = config
             .overrides
             .iter()
             .filter_map(|(_, url)| reqwest::Url::parse(url).ok())
-            .filter_map(|u| u.host_str().map(str::to_owned))
             .collect();
         let guard = Arc::new(Guard::new(config.allowed_cidrs.clone(), trusted));
         let dns = match TokioResolver::builder_tokio().and_then(|b| b.build()) {

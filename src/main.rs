@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         },
         Command::Healthcheck(a) => block_on(cli::healthcheck(&a)),
         Command::Status(a) => block_on(cli::status(&a)),
+        Command::Bindings(a) => block_on(cli::bindings(&a)),
+        Command::Hashing(a) => block_on(cli::hashing(&a)),
     }
 }
 

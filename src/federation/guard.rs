@@ -115,28 +115,33 @@ pub struct Refused {
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allowed: Vec<IpNet>,
-    /// Hosts (lower case, as in URLs) the operator named explicitly: always allowed.
-    trusted_hosts: HashSet<String>,
+    /// Endpoints (lower-case host without brackets, port) the operator named
+    /// explicitly in overrides: always allowed.
+    trusted: HashSet<(String, u16)>,
+}
+
+fn bare(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
 }
 
 impl Guard {
-    pub fn new(allowed: Vec<IpNet>, trusted_hosts: impl IntoIterator<Item = String>) -> Self {
+    /// `trusted`: the base URLs of operator overrides.
+    pub fn new(allowed: Vec<IpNet>, trusted: impl IntoIterator<Item = reqwest::Url>) -> Self {
         Self {
             allowed,
-            trusted_hosts: trusted_hosts
+            trusted: trusted
                 .into_iter()
-                .map(|h| h.to_ascii_lowercase())
+                .filter_map(|u| Some((bare(u.host_str()?), u.port_or_known_default()?)))
                 .collect(),
         }
     }
 
+    /// A host name named in an override (any port): its addresses are not filtered.
     pub fn is_trusted_host(&self, host: &str) -> bool {
-        self.trusted_hosts.contains(
-            &host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase(),
-        )
+        let host = bare(host);
+        self.trusted.iter().any(|(h, _)| *h == host)
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
@@ -155,7 +160,8 @@ impl Guard {
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        if self.is_trusted_host(&ip.to_string()) {
+        let port = url.port_or_known_default().unwrap_or(0);
+        if self.trusted.contains(&(bare(&ip.to_string()), port)) {
             return Ok(());
         }
         self.check_ip(ip)
@@ -214,7 +220,7 @@ mod tests {
     fn allowed_ranges_and_trusted_hosts_open_the_guard() {
         let guard = Guard::new(
             vec!["10.0.0.0/8".parse().unwrap()],
-            ["127.0.0.1".to_owned()],
+            [reqwest::Url::parse("http://127.0.0.1:8008").unwrap()],
         );
         assert!(guard.check_ip("10.9.9.9".parse().unwrap()).is_ok());
         assert!(guard.check_ip("192.168.0.1".parse().unwrap()).is_err());
@@ -224,6 +230,12 @@ mod tests {
         assert!(refused.to_string().contains("outbound.allowedCidr"));
         let url = reqwest::Url::parse("http://127.0.0.1:8008/x").unwrap();
         assert!(guard.check_url(&url).is_ok());
+        // Trust is for the overridden endpoint, not every port of its host.
+        let url = reqwest::Url::parse("https://127.0.0.1:8448/x").unwrap();
+        assert!(guard.check_url(&url).is_err());
+        // Trust is for the overridden endpoint, not every port of its host.
+        let url = reqwest::Url::parse("https://127.0.0.1:8448/x").unwrap();
+        assert!(guard.check_url(&url).is_err());
         let url = reqwest::Url::parse("http://127.0.0.2:8008/x").unwrap();
         assert!(guard.check_url(&url).is_err());
         let url = reqwest::Url::parse("https://[::1]:8448/x").unwrap();

@@ -108,9 +108,9 @@ impl TestServer {
         server
     }
 
-    /// Polls `/status` until the server answers (bounded: 200 × 25 ms).
+    /// Polls `/status` until the server answers (bounded: 800 × 25 ms).
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
+        for _ in 0..800 {
             if let Ok(r) = self
                 .client
                 .get(format!("{}/status", self.base))
@@ -193,4 +193,160 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A homeserver stand-in on 127.0.0.1: serves `GET /_matrix/federation/v1/openid/userinfo`
+/// from a table of tokens, counts the requests it gets, and can be slow or rude.
+pub struct FakeHomeserver {
+    pub url: String,
+    pub port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+/// What the fake answers for one OpenID token.
+#[derive(Clone)]
+pub enum Userinfo {
+    Sub(String),
+    Status(u16, String),
+    Raw(String),
+    Slow(u64),
+}
+
+impl FakeHomeserver {
+    pub async fn start(table: Vec<(&str, Userinfo)>) -> Self {
+        use warp::Filter;
+        let table: std::collections::HashMap<String, Userinfo> =
+            table.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let table = std::sync::Arc::new(table);
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        let route = warp::path!("_matrix" / "federation" / "v1" / "openid" / "userinfo")
+            .and(warp::get())
+            .and(warp::query::<std::collections::HashMap<String, String>>())
+            .then(move |q: std::collections::HashMap<String, String>| {
+                let table = table.clone();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    use warp::http::Response;
+                    let token = q.get("access_token").cloned().unwrap_or_default();
+                    let text = |status: u16, body: String, ct: &str| {
+                        Response::builder()
+                            .status(status)
+                            .header("content-type", ct)
+                            .body(body)
+                            .unwrap()
+                    };
+                    match table.get(&token).cloned() {
+                        // Deliberately not application/json: the server must parse anyway.
+                        Some(Userinfo::Sub(sub)) => text(
+                            200,
+                            serde_json::json!({"sub": sub}).to_string(),
+                            "text/plain",
+                        ),
+                        Some(Userinfo::Status(code, body)) => text(code, body, "application/json"),
+                        Some(Userinfo::Raw(body)) => text(200, body, "application/json"),
+                        Some(Userinfo::Slow(ms)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                            text(
+                                200,
+                                r#"{"sub":"@slow:example.org"}"#.into(),
+                                "application/json",
+                            )
+                        }
+                        None => text(
+                            401,
+                            r#"{"errcode":"M_UNKNOWN_TOKEN","error":"nope"}"#.into(),
+                            "application/json",
+                        ),
+                    }
+                }
+            });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            warp::serve(route).incoming(listener).run().await;
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeHomeserver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Config lines that send federation for `name` to the fake homeserver.
+pub fn federation_override(name: &str, hs: &FakeHomeserver) -> String {
+    format!(
+        "dns:\n  overwrite:\n    homeserver:\n      federation:\n        - name: {name}\n          value: {}\n",
+        hs.url
+    )
+}
+
+impl TestServer {
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Resp {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> Resp {
+        self.send(
+            self.client
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> Resp {
+        self.send(self.client.post(format!("{}{path}", self.admin)).json(body))
+            .await
+    }
+
+    /// Registers through the fake homeserver with `openid_token`; returns our token.
+    pub async fn register(&self, server_name: &str, openid_token: &str) -> String {
+        let r = self
+            .post_json(
+                "/_matrix/identity/v2/account/register",
+                &serde_json::json!({"access_token": openid_token, "token_type": "Bearer",
+                    "matrix_server_name": server_name, "expires_in": 3600}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "register failed: {}", r.body);
+        r.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds an operator binding through the admin API.
+    pub async fn bind(&self, medium: &str, address: &str, mxid: &str) {
+        let r = self
+            .admin_post(
+                "/_mxisd/admin/v1/bindings",
+                &serde_json::json!({"medium": medium, "address": address, "mxid": mxid}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "bind failed: {}", r.body);
+    }
+}
+
+/// The spec's lookup hash, computed the way a client does.
+pub fn client_hash(address: &str, medium: &str, pepper: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{address} {medium} {pepper}").as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }

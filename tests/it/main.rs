@@ -5,6 +5,10 @@
 
 mod common;
 
+mod accounts;
+mod bindings;
 mod cli;
 mod http;
+mod lookup;
+mod terms;
 mod tls;
