@@ -221,7 +221,7 @@ mod tests {
         let t = ThreePid::new(Medium::Email, "a@b.c").unwrap();
         assert_eq!(t.key(), b"email\0a@b.c");
         assert_eq!(ThreePid::from_key(&t.key()), Some(t));
-        assert_eq!(ThreePid::from_key(b"fax\0123"), None);
+        assert_eq!(ThreePid::from_key(b"fax\x00123"), None);
     }
 
     #[test]

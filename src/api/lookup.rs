@@ -24,7 +24,7 @@ pub async fn lookup(
 ) -> Result<Response, Infallible> {
     respond(
         authenticate(&state, token, Gate::Terms)
-            .and_then(|_| body)
+            .and(body)
             .and_then(|body| lookup::lookup(&state, &body)),
     )
 }

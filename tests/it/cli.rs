@@ -25,67 +25,129 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
-/// A running `mxisd run` child, killed on drop if still alive.
+/// A running `mxisd run` child on ports it picked itself (port 0), read back from its
+/// start-up log; killed on drop if still alive.
 struct Running {
     child: Option<Child>,
     port: u16,
     admin: u16,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Pulls the port of `addr=127.0.0.1:PORT` (text) or `"addr":"127.0.0.1:PORT"` (JSON)
+/// out of a log line.
+fn logged_port(line: &str) -> Option<u16> {
+    let start = line
+        .find("addr=")
+        .map(|i| i + 5)
+        .or_else(|| line.find("\"addr\":\"").map(|i| i + 8))?;
+    let addr: String = line[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '"')
+        .collect();
+    addr.rsplit_once(':')?.1.parse().ok()
 }
 
 impl Running {
     fn start(dir: &Path, args: &[&str]) -> Self {
-        let port = free_port();
-        let admin = free_port();
-        let child = Command::new(BIN)
+        Self::start_env(dir, args, &[])
+    }
+
+    fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
-            .env("MXISD_SERVER_PORT", port.to_string())
-            .env("MXISD_SERVER_ADMIN_PORT", admin.to_string())
+            .env("MXISD_SERVER_PORT", "0")
+            .env("MXISD_SERVER_ADMIN_PORT", "0")
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let r = Self {
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, u16)>();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(port) = logged_port(&line) {
+                    let _ = tx.send((line.contains("admin listener"), port));
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut r = Self {
             child: Some(child),
-            port,
-            admin,
+            port: 0,
+            admin: 0,
+            log,
         };
-        r.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while r.port == 0 || r.admin == 0 {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok((true, p)) => r.admin = p,
+                Ok((false, p)) => r.port = p,
+                Err(_) => {
+                    if let Some(status) = r.child.as_mut().unwrap().try_wait().unwrap() {
+                        panic!("mxisd exited early ({status}):\n{}", r.log.lock().unwrap());
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "mxisd did not report its ports:\n{}",
+                        r.log.lock().unwrap()
+                    );
+                }
+            }
+        }
         r
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("mxisd did not start listening on {}", self.port);
-    }
-
-    /// SIGTERM, then the exit status and everything logged.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    /// Sends `signal`, then returns the exit status and everything logged.
+    fn stop_with(mut self, signal: &str) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
         let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args([signal, &child.id().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                let out = child.wait_with_output().unwrap();
-                return (status, String::from_utf8_lossy(&out.stderr).into_owned());
+                // Let the reader thread drain what is left.
+                std::thread::sleep(Duration::from_millis(100));
+                let log = self.log.lock().unwrap().clone();
+                return (status, log);
             }
             assert!(
                 Instant::now() < deadline,
-                "mxisd did not exit after SIGTERM"
+                "mxisd did not exit after {signal}"
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    fn terminate(self) -> (std::process::ExitStatus, String) {
+        self.stop_with("-TERM")
+    }
+
+    /// CLI verbs pointed at this server's admin listener.
+    fn cli(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env("MXISD_SERVER_PORT", self.port.to_string())
+            .env("MXISD_SERVER_ADMIN_PORT", self.admin.to_string())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
     }
 }
 
@@ -188,8 +250,8 @@ fn run_on_the_embedded_default_then_sigterm() {
     let o = Command::new(BIN)
         .args(["run"])
         .current_dir(dir.path())
-        .env("MXISD_SERVER_PORT", free_port().to_string())
-        .env("MXISD_SERVER_ADMIN_PORT", free_port().to_string())
+        .env("MXISD_SERVER_PORT", "0")
+        .env("MXISD_SERVER_ADMIN_PORT", "0")
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -335,7 +397,7 @@ fn start_up_failures_are_clear_and_harmless() {
     let port = taken.local_addr().unwrap().port();
     assert_start_fails(
         d,
-        &format!("matrix:\n  domain: example.org\nstorage:\n  path: s1\nserver:\n  port: {port}\n  admin:\n    port: {}\n", free_port()),
+        &format!("matrix:\n  domain: example.org\nstorage:\n  path: s1\nserver:\n  port: {port}\n  admin:\n    port: 0\n"),
         &format!("cannot listen on 127.0.0.1:{port}"),
     );
 
@@ -349,7 +411,7 @@ fn start_up_failures_are_clear_and_harmless() {
     std::fs::write(d.join("keys/regular/ed25519/0"), "corrupt").unwrap();
     assert_start_fails(
         d,
-        &format!("matrix:\n  domain: example.org\nstorage:\n  path: s2\nkey:\n  path: keys\nserver:\n  port: {}\n  admin:\n    port: {}\n", free_port(), free_port()),
+        "matrix:\n  domain: example.org\nstorage:\n  path: s2\nkey:\n  path: keys\nserver:\n  port: 0\n  admin:\n    port: 0\n",
         "is not a valid key file",
     );
     assert_eq!(
@@ -361,7 +423,7 @@ fn start_up_failures_are_clear_and_harmless() {
     std::fs::write(d.join("blocker"), "").unwrap();
     assert_start_fails(
         d,
-        &format!("matrix:\n  domain: example.org\nstorage:\n  path: blocker/state\nserver:\n  port: {}\n  admin:\n    port: {}\n", free_port(), free_port()),
+        "matrix:\n  domain: example.org\nstorage:\n  path: blocker/state\nserver:\n  port: 0\n  admin:\n    port: 0\n",
         "blocker/state",
     );
 
@@ -401,4 +463,104 @@ fn healthcheck_fails_when_nothing_answers_and_keys_show_needs_a_key() {
     );
     let o = mxisd(dir.path(), &[]);
     assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn bindings_verbs_and_import_then_crash_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server = Running::start(d, &["run"]);
+
+    let o = server.cli(
+        d,
+        &[
+            "bindings",
+            "add",
+            "email",
+            "Dana@Example.org",
+            "@dana:localhost",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = server.cli(d, &["bindings", "show", "email", "dana@example.org"]);
+    assert!(
+        text(&o).0.contains("\"origin\": \"admin\""),
+        "{:?}",
+        text(&o)
+    );
+    let o = server.cli(
+        d,
+        &[
+            "bindings",
+            "add",
+            "email",
+            "not-an-address",
+            "@dana:localhost",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("M_INVALID_PARAM"), "{:?}", text(&o));
+
+    let mut file = String::new();
+    for i in 0..1_000 {
+        file.push_str(&format!("msisdn\t+1 202 555 {i:04}\t@phone{i}:localhost\n"));
+    }
+    std::fs::write(d.join("bindings.tsv"), &file).unwrap();
+    let o = server.cli(d, &["bindings", "import", "bindings.tsv"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .starts_with("imported 1000 bindings from bindings.tsv"),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::write(
+        d.join("bad.tsv"),
+        "email\tx@y.z\t@x:localhost\nbogus line\n",
+    )
+    .unwrap();
+    let o = server.cli(d, &["bindings", "import", "bad.tsv"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("line 2:"), "{:?}", text(&o));
+    let o = server.cli(d, &["bindings", "import", "missing.tsv"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).1.contains("cannot read missing.tsv"),
+        "{:?}",
+        text(&o)
+    );
+
+    let o = server.cli(d, &["bindings", "remove", "email", "x@y.z"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let o = server.cli(d, &["hashing", "rotate"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("\"generation\": 2"), "{:?}", text(&o));
+
+    // Everything acknowledged survives a crash (SIGKILL: no shutdown, no final flush).
+    let (status, _) = server.stop_with("-KILL");
+    assert!(!status.success());
+    let server = Running::start(d, &["run"]);
+    let (_, body) = http_get(
+        server.port,
+        "/_matrix/identity/api/v1/lookup?medium=email&address=dana%40example.org",
+    );
+    assert_eq!(body["mxid"], "@dana:localhost");
+    let (_, body) = http_get(
+        server.port,
+        "/_matrix/identity/api/v1/lookup?medium=msisdn&address=12025550999",
+    );
+    assert_eq!(body["mxid"], "@phone999:localhost");
+    let (_, body) = http_get(
+        server.port,
+        "/_matrix/identity/api/v1/lookup?medium=email&address=x%40y.z",
+    );
+    assert_eq!(body, serde_json::json!({}));
+    let (status, _) = server.terminate();
+    assert!(status.success());
+
+    // Verbs without a running server say what to do.
+    let o = mxisd(d, &["bindings", "show", "email", "a@b.c"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("is mxisd running"), "{:?}", text(&o));
 }

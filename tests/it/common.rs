@@ -157,6 +157,11 @@ impl TestServer {
         }
     }
 
+    /// Asks the server to stop without waiting for it.
+    pub fn signal_stop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+    }
+
     /// Stops the server (graceful shutdown) and returns its state directory.
     pub async fn stop(mut self) -> TempDir {
         let _ = self.stop.take().map(|s| s.send(()));
