@@ -1,42 +1,154 @@
 #!/usr/bin/env bash
-# Load test of a release build on loopback with wrk: GET /_matrix/identity/v2.
-# Starts its own server on free ports in a temp directory, runs wrk for a bounded time,
-# prints requests/s, latency percentiles and the server's RSS, then stops the server.
+# Load test of a release build on loopback with wrk.
 #
-#   benches/load.sh                 # 10 s, 64 connections, 2 wrk threads
-#   DURATION=30s CONNS=128 benches/load.sh
-#   LOG=info benches/load.sh        # with the per-request log on (written to stderr)
+# For each size in SIZES (default "100000 1000000") it starts a fresh server on free
+# ports in a temp directory, seeds that many bindings with `mxisd bindings import`
+# (timed), registers an account through a stand-in homeserver on 127.0.0.1, then runs
+# wrk for DURATION on:
+#   - GET /_matrix/identity/v2
+#   - POST /_matrix/identity/v2/lookup with 1 hash, with 100 hashes, with 1000 hashes
+# and prints requests/s, p50/p99 latency and the server's RSS, then stops the server.
+#
+#   benches/load.sh
+#   SIZES=100000 DURATION=5s benches/load.sh
+#   LOG=info benches/load.sh        # with the per-request log on (written to a file)
 #
 # On a 2-core machine wrk and the server share the cores: compare runs on the same box.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SIZES="${SIZES:-100000 1000000}"
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
+CACHE="${CACHE:-64MiB}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }
 fi
+command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
 cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/mxisd"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port)
-ADMIN=$(free_port)
+wait_port() {
+  for _ in $(seq 1 400); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2; return 1
+}
+
 WORK=$(mktemp -d)
-trap 'kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
-(cd "$WORK" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG="${LOG:-warn}" exec "$BIN" run) &
-PID=$!
-for _ in $(seq 1 200); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-  sleep 0.05
+# A stand-in homeserver: answers OpenID userinfo for any token.
+HS_PORT=$(free_port)
+python3 - "$HS_PORT" >/dev/null 2>&1 <<'PY' &
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"sub": "@bench:localhost"}).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+PIDS+=($!)
+wait_port "$HS_PORT"
+
+# wrk prints a latency table; keep the numbers that matter on one line.
+run_wrk() { # name url [lua]
+  local name=$1 url=$2 script=${3:-}
+  local out
+  if [ -n "$script" ]; then
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$script" "$url")
+  else
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
+  fi
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '  %-26s %10s req/s   p50 %8s   p99 %8s%s\n' "$name" "$rps" "$p50" "$p99" "${errors:+   NON-2XX: $errors}"
+}
+
+for N in $SIZES; do
+  DIR="$WORK/n$N"; mkdir -p "$DIR"
+  cat > "$DIR/mxisd.yaml" <<YAML
+matrix:
+  domain: localhost
+server:
+  port: 0
+  admin:
+    port: 0
+storage:
+  path: state
+  cacheSize: $CACHE
+accountConfig:
+  allowOnlyTrustDomains: true
+dns:
+  overwrite:
+    homeserver:
+      federation:
+        - name: localhost
+          value: http://127.0.0.1:$HS_PORT
+YAML
+  PORT=$(free_port); ADMIN=$(free_port)
+  (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG="${LOG:-warn}" \
+     exec "$BIN" run -c mxisd.yaml 2>"$DIR/server.log") &
+  PID=$!; PIDS+=($PID)
+  wait_port "$PORT"; wait_port "$ADMIN"
+  cli() { (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN "$BIN" "$@" -c mxisd.yaml); }
+
+  python3 -c "
+import sys
+with open('$DIR/bindings.tsv', 'w') as f:
+    for i in range($N):
+        f.write(f'email\tuser{i}@example.org\t@user{i}:localhost\n')
+"
+  echo "== $N bindings ($(nproc) cores, $CONNS connections, $DURATION per run, cache $CACHE)"
+  echo "  seed: $(cli bindings import "$DIR/bindings.tsv")"
+
+  TOKEN=$(curl -s -X POST "http://127.0.0.1:$PORT/_matrix/identity/v2/account/register" \
+    -H 'Content-Type: application/json' \
+    -d '{"access_token":"x","token_type":"Bearer","matrix_server_name":"localhost","expires_in":3600}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  PEPPER=$(curl -s "http://127.0.0.1:$PORT/_matrix/identity/v2/hash_details" -H "Authorization: Bearer $TOKEN" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["lookup_pepper"])')
+
+  for k in 1 100 1000; do
+    python3 - "$N" "$k" "$PEPPER" "$TOKEN" > "$DIR/lookup$k.lua" <<'PY'
+import base64, hashlib, json, random, sys
+n, k, pepper, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rnd = random.Random(k)
+# Nine in ten addresses are bound, one in ten is not.
+addrs = [f"user{rnd.randrange(n)}@example.org" if i % 10 else f"stranger{i}@example.net" for i in range(k)]
+hashes = [base64.urlsafe_b64encode(hashlib.sha256(f"{a} email {pepper}".encode()).digest()).decode().rstrip("=") for a in addrs]
+body = json.dumps({"algorithm": "sha256", "pepper": pepper, "addresses": hashes})
+print('wrk.method = "POST"')
+print('wrk.headers["Content-Type"] = "application/json"')
+print(f'wrk.headers["Authorization"] = "Bearer {token}"')
+print(f"wrk.body = {json.dumps(body)}")
+PY
+  done
+  # Warm the cache the way a running server is warm.
+  wrk -t1 -c8 -d2s -s "$DIR/lookup1000.lua" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" >/dev/null
+  run_wrk "GET /v2" "http://127.0.0.1:$PORT/_matrix/identity/v2"
+  run_wrk "lookup, 1 hash" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1.lua"
+  run_wrk "lookup, 100 hashes" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua"
+  run_wrk "lookup, 1000 hashes" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1000.lua"
+  echo "  server RSS: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), store on disk: $(du -sh "$DIR/state/store" | cut -f1)"
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 done
-
-URL="http://127.0.0.1:$PORT/_matrix/identity/v2"
-echo "== GET /_matrix/identity/v2  ($DURATION, $CONNS connections, $THREADS wrk threads, $(nproc) cores)"
-wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$URL" | sed -n '/Latency Distribution/,/Transfer/p'
-echo "server RSS: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"

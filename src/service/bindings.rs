@@ -110,7 +110,7 @@ fn show_threepid(state: &AppState, threepid: &ThreePid) -> Result<Value, Error> 
 }
 
 /// Lines applied per store batch during an import.
-const IMPORT_BATCH: usize = 20_000;
+const IMPORT_BATCH: usize = 10_000;
 /// Bad lines reported back in detail (all are counted).
 const MAX_REPORTED: usize = 100;
 
