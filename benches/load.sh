@@ -106,10 +106,13 @@ dns:
           value: http://127.0.0.1:$HS_PORT
 YAML
   PORT=$(free_port); ADMIN=$(free_port)
-  (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG="${LOG:-warn}" \
-     exec "$BIN" run -c mxisd.yaml 2>"$DIR/server.log") &
-  PID=$!; PIDS+=($PID)
-  wait_port "$PORT"; wait_port "$ADMIN"
+  start_server() {
+    (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG="${LOG:-warn}" \
+       exec "$BIN" run -c mxisd.yaml 2>>"$DIR/server.log") &
+    PID=$!; PIDS+=($PID)
+    wait_port "$PORT"; wait_port "$ADMIN"
+  }
+  start_server
   cli() { (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN "$BIN" "$@" -c mxisd.yaml); }
 
   python3 -c "
@@ -120,6 +123,7 @@ with open('$DIR/bindings.tsv', 'w') as f:
 "
   echo "== $N bindings ($(nproc) cores, $CONNS connections, $DURATION per run, cache $CACHE)"
   echo "  seed: $(cli bindings import "$DIR/bindings.tsv")"
+  echo "  RSS right after the import: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status") (sled's write path; a restart returns it)"
 
   TOKEN=$(curl -s -X POST "http://127.0.0.1:$PORT/_matrix/identity/v2/account/register" \
     -H 'Content-Type: application/json' \
@@ -143,7 +147,10 @@ print(f'wrk.headers["Authorization"] = "Bearer {token}"')
 print(f"wrk.body = {json.dumps(body)}")
 PY
   done
-  # Warm the cache the way a running server is warm.
+  # Measure a serving server: restart after the bulk import, then warm the cache the
+  # way a running server is warm.
+  kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
+  start_server
   wrk -t1 -c8 -d2s -s "$DIR/lookup1000.lua" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" >/dev/null
   run_wrk "GET /v2" "http://127.0.0.1:$PORT/_matrix/identity/v2"
   run_wrk "lookup, 1 hash" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1.lua"

@@ -19,15 +19,16 @@ pub fn b64_encode(bytes: &[u8]) -> String {
 pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
     use base64::alphabet::{STANDARD, URL_SAFE};
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    let config = GeneralPurposeConfig::new()
+    const CONFIG: GeneralPurposeConfig = GeneralPurposeConfig::new()
         .with_decode_allow_trailing_bits(true)
         .with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let alphabet = if text.contains(['-', '_']) {
-        &URL_SAFE
+    const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(&STANDARD, CONFIG);
+    const LENIENT_URL_SAFE: GeneralPurpose = GeneralPurpose::new(&URL_SAFE, CONFIG);
+    if text.contains(['-', '_']) {
+        LENIENT_URL_SAFE.decode(text).ok()
     } else {
-        &STANDARD
-    };
-    GeneralPurpose::new(alphabet, config).decode(text).ok()
+        LENIENT_STANDARD.decode(text).ok()
+    }
 }
 
 /// Fills a buffer from the operating system's CSPRNG.

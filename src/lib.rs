@@ -94,13 +94,14 @@ pub async fn run(
         federation::Federation::new(&config.federation).map_err(StartError::Runtime)?;
     let keys = service::keys::Keys::new(signer, config.server.name.clone());
     let config = Arc::new(config);
-    let state = state::AppState {
+    let store = Arc::new(store);
+    let state = state::AppState::new(state::Shared {
         config: Arc::clone(&config),
-        store: Arc::new(store),
-        keys: Arc::new(keys),
-        federation: Arc::new(federation),
+        store: Arc::clone(&store),
+        keys,
+        federation,
         started,
-    };
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.shutdown_timeout;
@@ -154,9 +155,7 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 
     // Handlers are gone; we should hold the last reference to the store now.
-    let store = state.store;
-    drop(state.keys);
-    drop(state.federation);
+    drop(state);
     match Arc::try_unwrap(store) {
         Ok(store) => tokio::task::spawn_blocking(move || store.close())
             .await

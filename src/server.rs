@@ -15,18 +15,6 @@ use warp::http::{header, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-/// `/_matrix/identity/v2/...`, and `/_matrix/identity/api/v1/...` when v1 is enabled.
-fn api_prefix(v1: bool) -> BoxedFilter<()> {
-    let v2 = warp::path!("_matrix" / "identity" / "v2" / ..).boxed();
-    if v1 {
-        v2.or(warp::path!("_matrix" / "identity" / "api" / "v1" / ..))
-            .unify()
-            .boxed()
-    } else {
-        v2
-    }
-}
-
 /// GET, and HEAD for probes.
 fn get() -> BoxedFilter<()> {
     warp::get().or(warp::head()).unify().boxed()
@@ -39,131 +27,106 @@ macro_rules! routes {
     };
 }
 
-/// Every route of the public listener, with CORS, logging and error rendering.
-pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
-    let limit = state.config.server.max_body_size;
-    let prefix = api_prefix(state.config.matrix.v1);
-    let v2 = warp::path!("_matrix" / "identity" / "v2" / ..).boxed();
-    let v1 = warp::path!("_matrix" / "identity" / "api" / "v1" / ..).boxed();
+/// Routes served under both `/_matrix/identity/v2` and `/_matrix/identity/api/v1`
+/// (given without their prefix): the ping and the long-term keys.
+fn shared_routes(state: &AppState) -> BoxedFilter<(Response,)> {
     let st = api::with_state(state.clone());
-
-    let versions = warp::path!("_matrix" / "identity" / "versions")
-        .and(get())
-        .and_then(discovery::versions);
-    let ping = prefix
-        .clone()
-        .and(warp::path::end())
-        .and(get())
-        .and_then(discovery::ping);
-    let pubkey_isvalid = prefix
-        .clone()
-        .and(warp::path!("pubkey" / "isvalid"))
+    let ping = warp::path::end().and(get()).and_then(discovery::ping);
+    let pubkey_isvalid = warp::path!("pubkey" / "isvalid")
         .and(get())
         .and(api::query())
         .and(st.clone())
         .and_then(pubkey::is_valid);
-    let pubkey_get = prefix
-        .clone()
-        .and(warp::path!("pubkey" / String))
+    let pubkey_get = warp::path!("pubkey" / String)
         .and(get())
-        .and(st.clone())
+        .and(st)
         .and_then(pubkey::get_pubkey);
+    routes!(ping, pubkey_isvalid, pubkey_get).boxed()
+}
 
-    // v2 only: accounts, terms, hashed lookups.
-    let register = v2
-        .clone()
-        .and(warp::path!("account" / "register"))
-        .and(warp::post())
-        .and(api::json_body(limit))
-        .and(st.clone())
-        .and_then(account::register);
-    let whoami = v2
-        .clone()
-        .and(warp::path!("account"))
-        .and(get())
-        .and(api::token())
-        .and(st.clone())
-        .and_then(account::whoami);
-    let logout = v2
-        .clone()
-        .and(warp::path!("account" / "logout"))
-        .and(warp::post())
-        .and(api::token())
-        .and(st.clone())
-        .and_then(account::logout);
-    let terms_get = v2
-        .clone()
-        .and(warp::path!("terms"))
-        .and(get())
-        .and(st.clone())
-        .and_then(terms::get_terms);
-    let terms_post = v2
-        .clone()
-        .and(warp::path!("terms"))
-        .and(warp::post())
-        .and(api::token())
-        .and(api::json_body(limit))
-        .and(st.clone())
-        .and_then(terms::post_terms);
-    let hash_details = v2
-        .clone()
-        .and(warp::path!("hash_details"))
-        .and(get())
-        .and(api::token())
-        .and(st.clone())
-        .and_then(lookup::hash_details);
-    let lookup_v2 = v2
-        .clone()
-        .and(warp::path!("lookup"))
+/// Every route of the public listener, with CORS, logging and error rendering. Each
+/// prefix is matched once, and the hot routes (lookups) come first.
+pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
+    let limit = state.config.server.max_body_size;
+    let st = api::with_state(state.clone());
+
+    let lookup_v2 = warp::path!("lookup")
         .and(warp::post())
         .and(api::token())
         .and(api::json_body(limit))
         .and(st.clone())
         .and_then(lookup::lookup);
-
-    let version = warp::path!("version")
+    let hash_details = warp::path!("hash_details")
         .and(get())
-        .and_then(discovery::version);
+        .and(api::token())
+        .and(st.clone())
+        .and_then(lookup::hash_details);
+    let register = warp::path!("account" / "register")
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(account::register);
+    let whoami = warp::path!("account")
+        .and(get())
+        .and(api::token())
+        .and(st.clone())
+        .and_then(account::whoami);
+    let logout = warp::path!("account" / "logout")
+        .and(warp::post())
+        .and(api::token())
+        .and(st.clone())
+        .and_then(account::logout);
+    let terms_get = warp::path!("terms")
+        .and(get())
+        .and(st.clone())
+        .and_then(terms::get_terms);
+    let terms_post = warp::path!("terms")
+        .and(warp::post())
+        .and(api::token())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(terms::post_terms);
+    let v2 = warp::path!("_matrix" / "identity" / "v2" / ..)
+        .and(routes!(
+            lookup_v2,
+            hash_details,
+            shared_routes(&state),
+            register,
+            whoami,
+            logout,
+            terms_get,
+            terms_post,
+        ))
+        .boxed();
+
+    let versions = warp::path!("_matrix" / "identity" / "versions")
+        .and(get())
+        .and_then(discovery::versions);
+    let version = warp::path!("version").and(get()).and_then(discovery::version);
     let status = warp::path!("status")
         .and(get())
         .and(st.clone())
         .and_then(discovery::status);
 
-    let common = routes!(
-        versions,
-        ping,
-        pubkey_isvalid,
-        pubkey_get,
-        register,
-        whoami,
-        logout,
-        terms_get,
-        terms_post,
-        hash_details,
-        lookup_v2,
-        version,
-        status,
-    )
-    .boxed();
-
     let all = if state.config.matrix.v1 {
-        // v1 only: the legacy single (signed) and bulk lookups, unauthenticated.
-        let lookup_v1 = v1
-            .clone()
-            .and(warp::path!("lookup"))
+        // v1: the shared routes plus the legacy single (signed) and bulk lookups,
+        // unauthenticated.
+        let lookup_v1 = warp::path!("lookup")
             .and(get())
             .and(api::query())
             .and(st.clone())
             .and_then(lookup::lookup_v1);
-        let bulk_lookup = v1
-            .and(warp::path!("bulk_lookup"))
+        let bulk_lookup = warp::path!("bulk_lookup")
             .and(warp::post())
             .and(api::json_body(limit))
             .and(st)
             .and_then(lookup::bulk_lookup_v1);
-        routes!(common, lookup_v1, bulk_lookup).boxed()
+        let v1 = warp::path!("_matrix" / "identity" / "api" / "v1" / ..)
+            .and(routes!(shared_routes(&state), lookup_v1, bulk_lookup))
+            .boxed();
+        routes!(v2, v1, versions, version, status).boxed()
     } else {
-        common
+        routes!(v2, versions, version, status).boxed()
     };
     let preflight = warp::method().and_then(|method: Method| async move {
         if method == Method::OPTIONS {

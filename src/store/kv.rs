@@ -38,17 +38,6 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.ops.len()
     }
-
-    /// The distinct trees the batch touches, in first-use order.
-    pub(crate) fn trees(&self) -> Vec<&'static str> {
-        let mut trees: Vec<&'static str> = Vec::new();
-        for (tree, _, _) in &self.ops {
-            if !trees.contains(tree) {
-                trees.push(tree);
-            }
-        }
-        trees
-    }
 }
 
 /// Key and value of one entry of a scan.
