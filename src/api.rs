@@ -69,6 +69,23 @@ pub fn json_body<T: serde::de::DeserializeOwned + Send>(
         )
 }
 
+/// The raw body of a request that must carry JSON (Content-Type checked, size capped),
+/// for handlers that parse it themselves.
+pub fn json_bytes(
+    limit: u64,
+) -> impl Filter<Extract = (Result<bytes::Bytes, Error>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .or(warp::any().map(|| None))
+        .unify()
+        .and(body::limited(limit))
+        .map(
+            |content_type: Option<String>, raw: Result<bytes::Bytes, Error>| {
+                body::check_content_type(content_type.as_deref())?;
+                raw
+            },
+        )
+}
+
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     let bytes = match serde_json::to_vec(body) {

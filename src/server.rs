@@ -53,7 +53,7 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
     let lookup_v2 = warp::path!("lookup")
         .and(warp::post())
         .and(api::token())
-        .and(api::json_body(limit))
+        .and(api::json_bytes(limit))
         .and(st.clone())
         .and_then(lookup::lookup);
     let hash_details = warp::path!("hash_details")
@@ -102,7 +102,9 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
     let versions = warp::path!("_matrix" / "identity" / "versions")
         .and(get())
         .and_then(discovery::versions);
-    let version = warp::path!("version").and(get()).and_then(discovery::version);
+    let version = warp::path!("version")
+        .and(get())
+        .and_then(discovery::version);
     let status = warp::path!("status")
         .and(get())
         .and(st.clone())
@@ -235,16 +237,24 @@ fn is_local_host(host: &str) -> bool {
 /// Refuses a declared body over the limit before routing, whatever the endpoint;
 /// bodies without Content-Length (chunked) are capped while read (`api::body`).
 fn body_guard(limit: u64) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-length").and_then(
-        move |declared: Option<String>| async move {
+    warp::header::optional::<String>("content-length")
+        .and_then(move |declared: Option<String>| async move {
             match declared.and_then(|d| d.trim().parse::<u64>().ok()) {
-                Some(n) if n > limit => Ok(api::error_response(&Error::too_large(format!(
-                    "Request body is larger than {limit} bytes"
-                )))),
+                Some(n) if n > limit => Ok(n),
                 _ => Err(warp::reject::not_found()),
             }
-        },
-    )
+        })
+        .and(warp::body::stream())
+        .then(move |declared: u64, body| async move {
+            // Read and drop a moderately oversized body so the client, still sending,
+            // gets the 413 instead of a reset connection.
+            if declared <= api::body::DRAIN_MAX {
+                api::body::drain(body).await;
+            }
+            api::error_response(&Error::too_large(format!(
+                "Request body is larger than {limit} bytes"
+            )))
+        })
 }
 
 /// Adds the request log.

@@ -76,6 +76,8 @@ pub struct Store {
     accounts_lock: tokio::sync::Mutex<()>,
     /// The current lookup pepper (durable copy in `meta`).
     pepper: std::sync::RwLock<bindings::PepperState>,
+    /// Live access tokens seen recently.
+    token_cache: accounts::TokenCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,6 +122,7 @@ impl Store {
             bindings_lock: Arc::new(tokio::sync::Mutex::new(())),
             accounts_lock: tokio::sync::Mutex::new(()),
             pepper: std::sync::RwLock::new(pepper),
+            token_cache: Default::default(),
         };
         store.clean_stale_generations()?;
         Ok(store)

@@ -23,7 +23,7 @@ pub async fn register(
 
 /// `GET /_matrix/identity/v2/account`
 pub async fn whoami(token: Option<String>, state: AppState) -> Result<Response, Infallible> {
-    respond(authenticate(&state, token, Gate::Terms).map(|c| json!({ "user_id": c.user_id })))
+    respond(authenticate(&state, token, Gate::Terms).map(|c| json!({ "user_id": c.user_id() })))
 }
 
 /// `POST /_matrix/identity/v2/account/logout` (no terms gate, body ignored)

@@ -19,6 +19,29 @@ pub fn limited(
         .then(move |declared: Option<String>, stream| read(declared, stream, limit))
 }
 
+/// Oversized bodies up to this size are read and dropped before the 413 goes out, so
+/// the client sees the answer; larger ones get the answer and a closed connection.
+pub const DRAIN_MAX: u64 = 8 << 20;
+
+/// Reads and discards a body, at most [`DRAIN_MAX`] bytes and 10 seconds.
+pub async fn drain<S, B>(stream: S)
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut seen = 0u64;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.remaining() as u64;
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn read<S, B>(declared: Option<String>, stream: S, limit: u64) -> Result<Bytes, Error>
 where
     S: Stream<Item = Result<B, warp::Error>>,
@@ -37,6 +60,7 @@ where
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|_| Error::bad_json("The request body could not be read"))?;
         if (buf.len() + chunk.remaining()) as u64 > limit {
+            drain(stream).await;
             return Err(too_large());
         }
         while chunk.has_remaining() {
@@ -61,20 +85,24 @@ fn is_json_type(content_type: &str) -> bool {
     media == "application/json" || media.ends_with("+json")
 }
 
+/// A missing Content-Type is fine; a declared one must name JSON.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), Error> {
+    match content_type {
+        Some(ct) if !is_json_type(ct) => Err(Error::not_json(format!(
+            "Content-Type must be application/json, not {}",
+            ct.chars().take(64).collect::<String>()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Parses a body that must be a JSON object into `T`. A missing Content-Type is
 /// accepted (the spec only says clients *should* send one); any other type is refused.
 pub fn parse_object<T: DeserializeOwned>(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<T, Error> {
-    if let Some(ct) = content_type {
-        if !is_json_type(ct) {
-            return Err(Error::not_json(format!(
-                "Content-Type must be application/json, not {}",
-                ct.chars().take(64).collect::<String>()
-            )));
-        }
-    }
+    check_content_type(content_type)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::not_json(
             "The request body is empty; send a JSON object",

@@ -34,7 +34,7 @@ pub async fn post_terms(
                 .ok_or_else(|| Error::invalid_param("user_accepts must be a list of URLs"))?,
             Some(_) => return Err(Error::invalid_param("user_accepts must be a list of URLs")),
         };
-        terms::accept(&state, &caller.user_id, urls).await?;
+        terms::accept(&state, caller.user_id(), urls).await?;
         Ok(json!({}))
     }
     .await;

@@ -16,9 +16,15 @@ pub enum Gate {
 /// The caller, once authenticated.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub user_id: String,
+    owner: std::sync::Arc<crate::store::accounts::TokenRecord>,
     /// The token used, for logout.
     pub token: String,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> &str {
+        &self.owner.user_id
+    }
 }
 
 /// Picks the token out of the header value or the query parameter (header first).
@@ -57,10 +63,7 @@ pub fn authenticate(state: &AppState, token: Option<String>, gate: Gate) -> Resu
             "Terms of service have not been accepted",
         ));
     }
-    Ok(Caller {
-        user_id: owner.user_id,
-        token,
-    })
+    Ok(Caller { owner, token })
 }
 
 #[cfg(test)]

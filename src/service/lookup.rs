@@ -31,16 +31,46 @@ fn param_str<'a>(body: &'a Map<String, Value>, name: &'static str) -> Result<&'a
     }
 }
 
+/// A `/v2/lookup` request, borrowed from the request body.
+#[derive(Debug)]
+pub struct LookupRequest<'a> {
+    pub algorithm: &'a str,
+    pub pepper: &'a str,
+    pub addresses: Vec<&'a str>,
+}
+
+impl<'a> LookupRequest<'a> {
+    /// Validates a parsed body field by field, for a precise error on bad input.
+    pub fn from_object(body: &'a Map<String, Value>) -> Result<Self, Error> {
+        let algorithm = param_str(body, "algorithm")?;
+        let pepper = param_str(body, "pepper")?;
+        let list = match body.get("addresses") {
+            None | Some(Value::Null) => return Err(Error::missing_params(&["addresses"])),
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(Error::invalid_param("addresses must be a list of strings")),
+        };
+        let mut addresses = Vec::with_capacity(list.len());
+        for (i, a) in list.iter().enumerate() {
+            match a {
+                Value::String(s) => addresses.push(s.as_str()),
+                _ => {
+                    return Err(Error::invalid_param(format!(
+                        "addresses[{i}] is not a string"
+                    )))
+                }
+            }
+        }
+        Ok(Self {
+            algorithm,
+            pepper,
+            addresses,
+        })
+    }
+}
+
 /// `POST /v2/lookup`
-pub fn lookup(state: &AppState, body: &Map<String, Value>) -> Result<Value, Error> {
-    let algorithm = param_str(body, "algorithm")?;
-    let pepper = param_str(body, "pepper")?;
-    let addresses = match body.get("addresses") {
-        None | Some(Value::Null) => return Err(Error::missing_params(&["addresses"])),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(Error::invalid_param("addresses must be a list of strings")),
-    };
-    let use_hash = match algorithm {
+pub fn lookup(state: &AppState, request: &LookupRequest<'_>) -> Result<Value, Error> {
+    let use_hash = match request.algorithm {
         "sha256" => true,
         "none" if state.config.hashing.allow_none => false,
         other => {
@@ -50,40 +80,32 @@ pub fn lookup(state: &AppState, body: &Map<String, Value>) -> Result<Value, Erro
             )))
         }
     };
-    let current = state.store.pepper();
-    if pepper != current.pepper {
-        return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_INVALID_PEPPER",
-            "The pepper does not match the current one; fetch /hash_details again",
-        )
-        .with("algorithm", "sha256")
-        .with("lookup_pepper", current.pepper));
-    }
+    let generation = state
+        .store
+        .check_pepper(request.pepper)
+        .map_err(|current| {
+            Error::new(
+                StatusCode::BAD_REQUEST,
+                "M_INVALID_PEPPER",
+                "The pepper does not match the current one; fetch /hash_details again",
+            )
+            .with("algorithm", "sha256")
+            .with("lookup_pepper", current)
+        })?;
     let max = state.config.lookup.max_addresses;
-    if addresses.len() > max {
+    if request.addresses.len() > max {
         return Err(Error::new(
             StatusCode::BAD_REQUEST,
             "M_TOO_LARGE",
             format!("At most {max} addresses per lookup"),
         ));
     }
-    let mut entries = Vec::with_capacity(addresses.len());
-    for (i, a) in addresses.iter().enumerate() {
-        match a {
-            Value::String(s) => entries.push(s.as_str()),
-            _ => {
-                return Err(Error::invalid_param(format!(
-                    "addresses[{i}] is not a string"
-                )))
-            }
-        }
-    }
+    let entries = &request.addresses;
     let now = now_ms();
     let mut mappings = Map::new();
-    for entry in entries {
+    for &entry in entries {
         let found = if use_hash {
-            lookup_hashed(state, current.generation, entry, now)?
+            lookup_hashed(state, generation, entry, now)?
         } else {
             lookup_plain(state, entry, now)?
         };

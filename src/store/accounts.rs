@@ -1,5 +1,6 @@
 //! Identity-server accounts: access tokens (stored as SHA-256 digests, never in clear)
-//! and, per user, the terms they accepted.
+//! and, per user, the terms they accepted. Live tokens seen recently are also kept in a
+//! bounded in-memory map, so authenticating a request does not read the store.
 //!
 //! Trees:
 //! - `account_token`: `sha256(token)` → [`TokenRecord`]
@@ -14,6 +15,13 @@ use std::collections::BTreeSet;
 
 pub(crate) const ACCOUNT_TOKEN: &str = "account_token";
 pub(crate) const ACCOUNT_USER: &str = "account_user";
+
+/// Most tokens kept in memory (about 100 bytes each); past it the cache starts over.
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+/// Digest → token record, for live tokens seen recently.
+pub(crate) type TokenCache =
+    std::sync::RwLock<std::collections::HashMap<[u8; 32], std::sync::Arc<TokenRecord>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -73,8 +81,30 @@ impl Store {
     }
 
     /// The owner of a token, if the token is live.
-    pub fn token_owner(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.get(ACCOUNT_TOKEN, &token_digest(token))
+    pub fn token_owner(
+        &self,
+        token: &str,
+    ) -> Result<Option<std::sync::Arc<TokenRecord>>, StoreError> {
+        let digest = token_digest(token);
+        if let Some(hit) = self
+            .token_cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(Some(std::sync::Arc::clone(hit)));
+        }
+        let Some(record) = self.get::<TokenRecord>(ACCOUNT_TOKEN, &digest)? else {
+            // Unknown tokens are not cached: random guesses must not fill memory.
+            return Ok(None);
+        };
+        let record = std::sync::Arc::new(record);
+        let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= TOKEN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(digest, std::sync::Arc::clone(&record));
+        Ok(Some(record))
     }
 
     /// Revokes one token. Returns whether it existed.
@@ -85,6 +115,11 @@ impl Store {
         }
         let mut batch = Batch::new();
         batch.delete(ACCOUNT_TOKEN, digest.to_vec());
+        // Forget it in memory first: from here on the token authenticates nothing.
+        self.token_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest);
         self.commit(batch).await?;
         Ok(true)
     }

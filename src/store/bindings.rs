@@ -152,6 +152,17 @@ impl Store {
             .clone()
     }
 
+    /// The generation of the current pepper if `pepper` is it, else the current pepper
+    /// (for the error). The hot path of every lookup: no allocation when it matches.
+    pub fn check_pepper(&self, pepper: &str) -> Result<u32, String> {
+        let current = self.pepper.read().unwrap_or_else(|p| p.into_inner());
+        if current.pepper == pepper {
+            Ok(current.generation)
+        } else {
+            Err(current.pepper.clone())
+        }
+    }
+
     /// Creates the first pepper if the store has none. Called once at open.
     pub(crate) fn load_or_init_pepper(
         kv: &dyn super::kv::Kv,
