@@ -21,7 +21,7 @@ SIZES="${SIZES:-100000 1000000}"
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
-CACHE="${CACHE:-64MiB}"
+CACHE="${CACHE:-32MiB}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -68,13 +68,14 @@ PIDS+=($!)
 wait_port "$HS_PORT"
 
 # wrk prints a latency table; keep the numbers that matter on one line.
-run_wrk() { # name url [lua]
-  local name=$1 url=$2 script=${3:-}
-  local out
+run_wrk() { # name url [lua] [connections]
+  local name=$1 url=$2 script=${3:-} conns=${4:-$CONNS}
+  local threads=$THREADS out
+  [ "$conns" -ge "$threads" ] || threads=$conns
   if [ -n "$script" ]; then
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$script" "$url")
+    out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency -s "$script" "$url")
   else
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
+    out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "$url")
   fi
   local rps p50 p99 errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -156,6 +157,9 @@ PY
   run_wrk "lookup, 1 hash" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1.lua"
   run_wrk "lookup, 100 hashes" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua"
   run_wrk "lookup, 1000 hashes" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1000.lua"
+  # Latency of one request on its own: one connection, no queueing behind others.
+  run_wrk "100 hashes, 1 connection" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua" 1
+  run_wrk "1000 hashes, 1 connection" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1000.lua" 1
   echo "  server RSS: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), store on disk: $(du -sh "$DIR/state/store" | cut -f1)"
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 done
