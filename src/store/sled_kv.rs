@@ -8,9 +8,6 @@ use super::kv::{Batch, Entry, Kv, Op};
 use super::StoreError;
 use std::path::Path;
 
-/// Operations between sled snapshots (see `open`).
-const SNAPSHOT_AFTER_OPS: u64 = 50_000;
-
 pub struct SledKv {
     db: sled::Db,
 }
@@ -37,11 +34,6 @@ impl SledKv {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            // sled replays the log written since its last snapshot at open; with the
-            // default (a snapshot every 1M operations) a crash after a big import means
-            // a long replay. (Memory at open is dominated by sled's per-segment page
-            // bookkeeping, about 180 bytes per binding; this does not change that.)
-            .snapshot_after_ops(SNAPSHOT_AFTER_OPS)
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(io) if io.to_string().contains("lock") => {
