@@ -53,22 +53,6 @@ pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
         })
 }
 
-/// A JSON object body parsed into `T`, at most `limit` bytes; never rejects, every
-/// failure is the handler's Matrix error.
-pub fn json_body<T: serde::de::DeserializeOwned + Send>(
-    limit: u64,
-) -> impl Filter<Extract = (Result<T, Error>,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
-        .or(warp::any().map(|| None))
-        .unify()
-        .and(body::limited(limit))
-        .map(
-            |content_type: Option<String>, raw: Result<bytes::Bytes, Error>| {
-                raw.and_then(|bytes| body::parse_object::<T>(content_type.as_deref(), &bytes))
-            },
-        )
-}
-
 /// The raw body of a request that must carry JSON (Content-Type checked, size capped),
 /// for handlers that parse it themselves.
 pub fn json_bytes(
@@ -84,6 +68,16 @@ pub fn json_bytes(
                 raw
             },
         )
+}
+
+/// A JSON object body parsed into `T`, at most `limit` bytes; never rejects, every
+/// failure is the handler's Matrix error.
+pub fn json_body<T: serde::de::DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (Result<T, Error>,), Error = warp::Rejection> + Clone {
+    json_bytes(limit).map(|raw: Result<bytes::Bytes, Error>| {
+        raw.and_then(|bytes| body::parse_object::<T>(None, &bytes))
+    })
 }
 
 /// A JSON response with the given status.

@@ -309,28 +309,16 @@ impl<'a, 'v> Section<'a, 'v> {
 
     pub fn bool(&self, key: &str) -> Option<bool> {
         if let Some((name, v)) = self.env(key) {
-            return match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Some(true),
-                "false" | "0" | "no" | "off" => Some(false),
-                _ => {
-                    self.problem(key, format!("{name}={v:?} is not true or false"));
-                    None
-                }
-            };
+            let parsed = parse_bool(&v);
+            if parsed.is_none() {
+                self.problem(key, format!("{name}={v:?} is not true or false"));
+            }
+            return parsed;
         }
         match self.raw(key)? {
             Value::Bool(b) => Some(*b),
             // YAML 1.1 spellings SnakeYAML accepted for ma1sd.
-            Value::String(t)
-                if matches!(t.to_ascii_lowercase().as_str(), "yes" | "on" | "true") =>
-            {
-                Some(true)
-            }
-            Value::String(t)
-                if matches!(t.to_ascii_lowercase().as_str(), "no" | "off" | "false") =>
-            {
-                Some(false)
-            }
+            Value::String(t) if parse_bool(t).is_some() => parse_bool(t),
             other => {
                 self.problem(
                     key,
@@ -435,6 +423,15 @@ impl<'a, 'v> Section<'a, 'v> {
                 None => self.problem(&name, "unknown key (check its spelling and nesting; see the configuration reference in README.md)"),
             }
         }
+    }
+}
+
+/// `true`/`false` and the YAML 1.1 and shell spellings (`yes`, `on`, `1`, ...).
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 

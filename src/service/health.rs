@@ -5,7 +5,8 @@ use crate::state::AppState;
 use crate::store::StoreStatus;
 use serde::Serialize;
 
-/// Spec versions we serve: the legacy r0 line (the api/v1 endpoints) and v1.1–v1.19.
+/// Spec versions we serve: the pre-1.0 r0 releases (the api/v1 endpoints, and v2 from
+/// r0.3.0) and v1.1–v1.19.
 /// v1.20 is not claimed: it drops the query-string token Synapse still sends.
 pub const SPEC_VERSIONS: &[&str] = &[
     "r0.1.0", "r0.2.0", "r0.2.1", "r0.3.0", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7",
