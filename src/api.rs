@@ -44,12 +44,14 @@ pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
     warp::header::optional::<String>("authorization")
         .or(warp::any().map(|| None))
         .unify()
-        .and(query())
-        .map(|header: Option<String>, query: HashMap<String, String>| {
-            crate::service::auth::extract_token(
-                header.as_deref(),
-                query.get("access_token").map(String::as_str),
-            )
+        .and(warp::query::raw().map(Some).or(warp::any().map(|| None)).unify())
+        .map(|header: Option<String>, raw_query: Option<String>| {
+            let from_query = raw_query.as_deref().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .find(|(k, _)| k == "access_token")
+                    .map(|(_, v)| v.into_owned())
+            });
+            crate::service::auth::extract_token(header.as_deref(), from_query.as_deref())
         })
 }
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
+use warp::http::StatusCode;
 use warp::reply::Response;
 
 /// `GET /_matrix/identity/v2/hash_details`
@@ -36,26 +37,24 @@ pub async fn lookup(
     body: Result<bytes::Bytes, Error>,
     state: AppState,
 ) -> Result<Response, Infallible> {
-    let result = authenticate(&state, token, Gate::Terms)
-        .and(body)
-        .and_then(|bytes| {
-            match serde_json::from_slice::<FastBody<'_>>(&bytes) {
-                Ok(fast) => lookup::lookup(
-                    &state,
-                    &lookup::LookupRequest {
-                        algorithm: &fast.algorithm,
-                        pepper: &fast.pepper,
-                        addresses: fast.addresses.iter().map(|a| a.as_ref()).collect(),
-                    },
-                ),
-                // Not the usual shape: parse it generically to say precisely what is wrong.
-                Err(_) => {
-                    let object: Map<String, Value> = crate::api::body::parse_object(None, &bytes)?;
-                    lookup::lookup(&state, &lookup::LookupRequest::from_object(&object)?)
-                }
-            }
-        });
-    respond(result)
+    let bytes = match authenticate(&state, token, Gate::Terms).and(body) {
+        Ok(bytes) => bytes,
+        Err(e) => return Ok(super::error_response(&e)),
+    };
+    let answer = |request: &lookup::LookupRequest<'_>| {
+        lookup::lookup(&state, request).map(|m| super::json_response(StatusCode::OK, &m))
+    };
+    let result = match serde_json::from_slice::<FastBody<'_>>(&bytes) {
+        Ok(fast) => answer(&lookup::LookupRequest {
+            algorithm: &fast.algorithm,
+            pepper: &fast.pepper,
+            addresses: fast.addresses.iter().map(|a| a.as_ref()).collect(),
+        }),
+        // Not the usual shape: parse it generically to say precisely what is wrong.
+        Err(_) => crate::api::body::parse_object::<Map<String, Value>>(None, &bytes)
+            .and_then(|object| answer(&lookup::LookupRequest::from_object(&object)?)),
+    };
+    Ok(result.unwrap_or_else(|e| super::error_response(&e)))
 }
 
 /// `GET /_matrix/identity/api/v1/lookup?medium=&address=`

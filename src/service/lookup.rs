@@ -68,8 +68,14 @@ impl<'a> LookupRequest<'a> {
     }
 }
 
+/// The `/v2/lookup` answer: entry as sent → Matrix ID, for the matches only.
+#[derive(Debug, serde::Serialize)]
+pub struct Mappings<'a> {
+    pub mappings: std::collections::BTreeMap<&'a str, String>,
+}
+
 /// `POST /v2/lookup`
-pub fn lookup(state: &AppState, request: &LookupRequest<'_>) -> Result<Value, Error> {
+pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappings<'a>, Error> {
     let use_hash = match request.algorithm {
         "sha256" => true,
         "none" if state.config.hashing.allow_none => false,
@@ -100,20 +106,19 @@ pub fn lookup(state: &AppState, request: &LookupRequest<'_>) -> Result<Value, Er
             format!("At most {max} addresses per lookup"),
         ));
     }
-    let entries = &request.addresses;
     let now = now_ms();
-    let mut mappings = Map::new();
-    for &entry in entries {
+    let mut mappings = std::collections::BTreeMap::new();
+    for &entry in &request.addresses {
         let found = if use_hash {
             lookup_hashed(state, generation, entry, now)?
         } else {
             lookup_plain(state, entry, now)?
         };
         if let Some(mxid) = found {
-            mappings.insert(entry.to_owned(), Value::String(mxid));
+            mappings.insert(entry, mxid);
         }
     }
-    Ok(json!({ "mappings": mappings }))
+    Ok(Mappings { mappings })
 }
 
 fn lookup_hashed(
