@@ -44,7 +44,12 @@ pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
     warp::header::optional::<String>("authorization")
         .or(warp::any().map(|| None))
         .unify()
-        .and(warp::query::raw().map(Some).or(warp::any().map(|| None)).unify())
+        .and(
+            warp::query::raw()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
         .map(|header: Option<String>, raw_query: Option<String>| {
             let from_query = raw_query.as_deref().and_then(|q| {
                 form_urlencoded::parse(q.as_bytes())

@@ -532,7 +532,8 @@ fn read_federation(dns: &Section<'_, '_>, outbound: &Section<'_, '_>) -> Option<
                     );
                     ok = false;
                 } else {
-                    overrides.push((name, value));
+                    // Server names are matched case-insensitively (requests lowercase them).
+                    overrides.push((name.to_ascii_lowercase(), value));
                 }
             }
             (None, _) => {

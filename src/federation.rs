@@ -41,6 +41,9 @@ pub enum OutboundError {
 pub struct Destination {
     /// `https://host:port`, no trailing slash.
     pub base_url: String,
+    /// Named by the operator in `dns.overwrite.homeserver.federation`: reached as
+    /// configured, without the outbound guard.
+    pub trusted: bool,
     /// Host header to send when it differs from the URL's (SRV delegation).
     pub host_header: Option<String>,
     /// A client pinned to SRV target addresses (the URL keeps the delegated name, so
@@ -52,11 +55,15 @@ impl Destination {
     fn direct(base_url: String) -> Self {
         Self {
             base_url,
+            trusted: false,
             host_header: None,
             client: None,
         }
     }
 }
+
+/// Most resolved server names remembered.
+const CACHE_MAX: usize = 10_000;
 
 struct Cached {
     destination: Destination,
@@ -64,7 +71,12 @@ struct Cached {
 }
 
 pub struct Federation {
+    /// Guarded, no redirects: every call to a server named by a request.
     client: reqwest::Client,
+    /// Guarded, follows a few redirects (each hop checked): `/.well-known/matrix/server`.
+    well_known_client: reqwest::Client,
+    /// Unguarded: only for the operator's override destinations.
+    trusted_client: reqwest::Client,
     guard: Arc<Guard>,
     dns: Option<Arc<TokioResolver>>,
     overrides: HashMap<String, String>,
@@ -81,19 +93,20 @@ impl std::fmt::Debug for Federation {
     }
 }
 
-/// Resolves names for reqwest through hickory and drops addresses the guard refuses.
+/// Resolves names for reqwest through hickory and, with a guard, drops addresses it
+/// refuses.
 struct GuardedDns {
     dns: Option<Arc<TokioResolver>>,
-    guard: Arc<Guard>,
+    guard: Option<Arc<Guard>>,
 }
 
 impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let dns = self.dns.clone();
-        let guard = Arc::clone(&self.guard);
+        let guard = self.guard.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs = lookup_guarded(dns.as_deref(), &guard, &host).await?;
+            let addrs = lookup_guarded(dns.as_deref(), guard.as_deref(), &host).await?;
             let iter: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(iter)
         })
@@ -105,16 +118,16 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// All addresses of `host` the guard allows (port 0: the URL's port is used).
 async fn lookup_guarded(
     dns: Option<&TokioResolver>,
-    guard: &Guard,
+    guard: Option<&Guard>,
     host: &str,
 ) -> Result<Vec<SocketAddr>, BoxError> {
     let dns = dns.ok_or_else(|| -> BoxError {
         "no DNS resolver is configured (/etc/resolv.conf could not be read)".into()
     })?;
     let found: Vec<std::net::IpAddr> = dns.lookup_ip(host).await?.iter().collect();
-    if guard.is_trusted_host(host) {
+    let Some(guard) = guard else {
         return Ok(found.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect());
-    }
+    };
     let mut refusal = None;
     let allowed: Vec<SocketAddr> = found
         .into_iter()
@@ -135,14 +148,14 @@ async fn lookup_guarded(
 
 fn build_client(
     dns: Option<Arc<TokioResolver>>,
-    guard: &Arc<Guard>,
+    guard: Option<&Arc<Guard>>,
     timeout: Duration,
     verify_tls: bool,
 ) -> Result<reqwest::ClientBuilder, String> {
     let mut builder = reqwest::Client::builder()
         .dns_resolver(Arc::new(GuardedDns {
             dns,
-            guard: Arc::clone(guard),
+            guard: guard.cloned(),
         }))
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -157,12 +170,7 @@ fn build_client(
 
 impl Federation {
     pub fn new(config: &FederationConfig) -> Result<Self, String> {
-        let trusted: Vec<reqwest::Url> = config
-            .overrides
-            .iter()
-            .filter_map(|(_, url)| reqwest::Url::parse(url).ok())
-            .collect();
-        let guard = Arc::new(Guard::new(config.allowed_cidrs.clone(), trusted));
+        let guard = Arc::new(Guard::new(config.allowed_cidrs.clone()));
         let dns = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
@@ -170,11 +178,40 @@ impl Federation {
                 None
             }
         };
-        let client = build_client(dns.clone(), &guard, config.timeout, config.verify_tls)?
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let built = |b: reqwest::ClientBuilder| {
+            b.build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        };
+        let client = built(build_client(
+            dns.clone(),
+            Some(&guard),
+            config.timeout,
+            config.verify_tls,
+        )?)?;
+        let hop_guard = Arc::clone(&guard);
+        let well_known_client = built(
+            build_client(dns.clone(), Some(&guard), config.timeout, config.verify_tls)?.redirect(
+                reqwest::redirect::Policy::custom(move |attempt| {
+                    if attempt.previous().len() >= 5 {
+                        attempt.error("too many redirects")
+                    } else if let Err(refused) = hop_guard.check_url(attempt.url()) {
+                        attempt.error(refused)
+                    } else {
+                        attempt.follow()
+                    }
+                }),
+            ),
+        )?;
+        let trusted_client = built(build_client(
+            dns.clone(),
+            None,
+            config.timeout,
+            config.verify_tls,
+        )?)?;
         Ok(Self {
             client,
+            well_known_client,
+            trusted_client,
             guard,
             dns,
             overrides: config.overrides.iter().cloned().collect(),
@@ -186,8 +223,11 @@ impl Federation {
 
     /// Where `server_name` is served.
     pub async fn resolve(&self, server_name: &str) -> Result<Destination, OutboundError> {
-        if let Some(url) = self.overrides.get(server_name) {
-            return Ok(Destination::direct(url.clone()));
+        if let Some(url) = self.overrides.get(&server_name.to_ascii_lowercase()) {
+            return Ok(Destination {
+                trusted: true,
+                ..Destination::direct(url.clone())
+            });
         }
         if let Some(hit) = self.cached(server_name) {
             return Ok(hit);
@@ -214,9 +254,14 @@ impl Federation {
 
     fn remember(&self, server_name: &str, destination: Destination, ttl: Duration) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 10_000 {
+        if cache.len() >= CACHE_MAX {
             let now = Instant::now();
             cache.retain(|_, c| c.until > now);
+            if cache.len() >= CACHE_MAX {
+                // Still full of live entries (someone probing many names): start over
+                // rather than grow.
+                cache.clear();
+            }
         }
         cache.insert(
             server_name.to_owned(),
@@ -254,8 +299,9 @@ impl Federation {
 
     /// `GET https://<host>/.well-known/matrix/server` → (`m.server`, cache time).
     async fn well_known(&self, host: &str) -> Option<(String, Duration)> {
-        let url = format!("https://{host}/.well-known/matrix/server");
-        let response = match self.client.get(&url).send().await {
+        let url = reqwest::Url::parse(&format!("https://{host}/.well-known/matrix/server")).ok()?;
+        self.guard.check_url(&url).ok()?;
+        let response = match self.well_known_client.get(url.clone()).send().await {
             Ok(r) if r.status().is_success() => r,
             _ => return None,
         };
@@ -265,7 +311,7 @@ impl Federation {
                 .get(reqwest::header::CACHE_CONTROL)
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = read_capped(response, 64 * 1024, &url).await.ok()?;
+        let body = read_capped(response, 64 * 1024, url.as_str()).await.ok()?;
         let value: Value = serde_json::from_slice(&body).ok()?;
         let server = value.get("m.server")?.as_str()?.to_owned();
         crate::config::is_server_name(&server).then_some((server, ttl))
@@ -296,7 +342,7 @@ impl Federation {
             let Some((_, port, target)) = records.into_iter().next() else {
                 continue;
             };
-            let addrs = lookup_guarded(Some(dns), &self.guard, &target)
+            let addrs = lookup_guarded(Some(dns), Some(&self.guard), &target)
                 .await
                 .map_err(|e| match e.downcast::<Refused>() {
                     Ok(refused) => OutboundError::Refused(*refused),
@@ -306,15 +352,21 @@ impl Federation {
                 .into_iter()
                 .map(|a| SocketAddr::new(a.ip(), port))
                 .collect();
-            let client = build_client(self.dns.clone(), &self.guard, self.timeout, self.verify_tls)
-                .and_then(|b| {
-                    b.resolve_to_addrs(host, &addrs)
-                        .build()
-                        .map_err(|e| e.to_string())
-                })
-                .map_err(|_| OutboundError::Unreachable(target.clone()))?;
+            let client = build_client(
+                self.dns.clone(),
+                Some(&self.guard),
+                self.timeout,
+                self.verify_tls,
+            )
+            .and_then(|b| {
+                b.resolve_to_addrs(host, &addrs)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|_| OutboundError::Unreachable(target.clone()))?;
             return Ok(Some(Destination {
                 base_url: format!("https://{host}:{port}"),
+                trusted: false,
                 host_header: Some(host.to_owned()),
                 client: Some(client),
             }));
@@ -371,7 +423,9 @@ impl Federation {
         let url_text = format!("{}{path}", destination.base_url);
         let url = reqwest::Url::parse(&url_text)
             .map_err(|_| OutboundError::InvalidName(destination.base_url.clone()))?;
-        self.guard.check_url(&url)?;
+        if !destination.trusted {
+            self.guard.check_url(&url)?;
+        }
         // What we name in errors: scheme, host and path, never the query (tokens).
         let shown = format!(
             "{}://{}{}",
@@ -379,7 +433,11 @@ impl Federation {
             url.host_str().unwrap_or_default(),
             url.port().map(|p| format!(":{p}")).unwrap_or_default()
         );
-        let client = destination.client.as_ref().unwrap_or(&self.client);
+        let client = match (&destination.client, destination.trusted) {
+            (Some(pinned), _) => pinned,
+            (None, true) => &self.trusted_client,
+            (None, false) => &self.client,
+        };
         let mut request = client.request(method, url);
         if let Some(host) = &destination.host_header {
             request = request.header(reqwest::header::HOST, host);

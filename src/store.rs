@@ -78,6 +78,9 @@ pub struct Store {
     pepper: std::sync::RwLock<bindings::PepperState>,
     /// Live access tokens seen recently.
     token_cache: accounts::TokenCache,
+    /// Bumped by every revocation, so a lookup that read a token from the store just
+    /// before it was revoked does not put it back into the cache.
+    token_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,6 +126,7 @@ impl Store {
             accounts_lock: tokio::sync::Mutex::new(()),
             pepper: std::sync::RwLock::new(pepper),
             token_cache: Default::default(),
+            token_epoch: std::sync::atomic::AtomicU64::new(0),
         };
         store.clean_stale_generations()?;
         Ok(store)
@@ -138,9 +142,15 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        self.flusher.check()?;
-        self.kv.apply(batch)?;
+        self.apply(batch)?;
         self.flusher.flush().await
+    }
+
+    /// Applies a batch without waiting for durability, refusing once a flush failed
+    /// (nothing written after a failed fsync may be served as if it were safe).
+    pub(crate) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.flusher.check()?;
+        self.kv.apply(batch)
     }
 
     /// Reads and decodes one record.

@@ -6,7 +6,6 @@
 //! public name pointing at 127.0.0.1 is refused too.
 
 use ipnet::IpNet;
-use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What kind of address an IP is, for the guard's decision and its messages.
@@ -112,36 +111,17 @@ pub struct Refused {
     pub class: AddrClass,
 }
 
+/// Refuses non-public addresses unless their range is allowed. Operator overrides do
+/// not pass through here at all: their destinations are trusted as configured, and
+/// nothing else is trusted by name.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     allowed: Vec<IpNet>,
-    /// Endpoints (lower-case host without brackets, port) the operator named
-    /// explicitly in overrides: always allowed.
-    trusted: HashSet<(String, u16)>,
-}
-
-fn bare(host: &str) -> String {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase()
 }
 
 impl Guard {
-    /// `trusted`: the base URLs of operator overrides.
-    pub fn new(allowed: Vec<IpNet>, trusted: impl IntoIterator<Item = reqwest::Url>) -> Self {
-        Self {
-            allowed,
-            trusted: trusted
-                .into_iter()
-                .filter_map(|u| Some((bare(u.host_str()?), u.port_or_known_default()?)))
-                .collect(),
-        }
-    }
-
-    /// A host name named in an override (any port): its addresses are not filtered.
-    pub fn is_trusted_host(&self, host: &str) -> bool {
-        let host = bare(host);
-        self.trusted.iter().any(|(h, _)| *h == host)
+    pub fn new(allowed: Vec<IpNet>) -> Self {
+        Self { allowed }
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refused> {
@@ -153,18 +133,14 @@ impl Guard {
         }
     }
 
-    /// Checks a URL's host when it is an IP literal (names are checked when resolved).
+    /// Checks a URL's host when it is an IP literal (names are checked when resolved:
+    /// the HTTP client does not call the resolver for IP hosts).
     pub fn check_url(&self, url: &reqwest::Url) -> Result<(), Refused> {
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
-            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-            _ => return Ok(()),
-        };
-        let port = url.port_or_known_default().unwrap_or(0);
-        if self.trusted.contains(&(bare(&ip.to_string()), port)) {
-            return Ok(());
+        match url.host() {
+            Some(url::Host::Ipv4(v4)) => self.check_ip(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => self.check_ip(IpAddr::V6(v6)),
+            _ => Ok(()),
         }
-        self.check_ip(ip)
     }
 }
 
@@ -217,29 +193,34 @@ mod tests {
     }
 
     #[test]
-    fn allowed_ranges_and_trusted_hosts_open_the_guard() {
-        let guard = Guard::new(
-            vec!["10.0.0.0/8".parse().unwrap()],
-            [reqwest::Url::parse("http://127.0.0.1:8008").unwrap()],
-        );
+    fn allowed_ranges_open_the_guard() {
+        let guard = Guard::new(vec!["10.0.0.0/8".parse().unwrap()]);
         assert!(guard.check_ip("10.9.9.9".parse().unwrap()).is_ok());
         assert!(guard.check_ip("192.168.0.1".parse().unwrap()).is_err());
         assert!(guard.check_ip("1.1.1.1".parse().unwrap()).is_ok());
         let refused = guard.check_ip("127.0.0.2".parse().unwrap()).unwrap_err();
         assert_eq!(refused.class, AddrClass::Loopback);
         assert!(refused.to_string().contains("outbound.allowedCidr"));
-        let url = reqwest::Url::parse("http://127.0.0.1:8008/x").unwrap();
+        for url in [
+            "http://127.0.0.1:8008/x",
+            "https://[::1]:8448/x",
+            "https://[::ffff:7f00:1]/x",
+            "https://169.254.169.254/x",
+        ] {
+            let url = reqwest::Url::parse(url).unwrap();
+            assert!(guard.check_url(&url).is_err(), "{url}");
+        }
+        // Odd IPv4 spellings are IPv4 addresses to the URL parser, and so to the guard.
+        for url in [
+            "https://127.1/x",
+            "https://2130706433/x",
+            "https://0x7f000001/x",
+        ] {
+            let url = reqwest::Url::parse(url).unwrap();
+            assert!(guard.check_url(&url).is_err(), "{url}");
+        }
+        let url = reqwest::Url::parse("https://10.1.2.3/x").unwrap();
         assert!(guard.check_url(&url).is_ok());
-        // Trust is for the overridden endpoint, not every port of its host.
-        let url = reqwest::Url::parse("https://127.0.0.1:8448/x").unwrap();
-        assert!(guard.check_url(&url).is_err());
-        // Trust is for the overridden endpoint, not every port of its host.
-        let url = reqwest::Url::parse("https://127.0.0.1:8448/x").unwrap();
-        assert!(guard.check_url(&url).is_err());
-        let url = reqwest::Url::parse("http://127.0.0.2:8008/x").unwrap();
-        assert!(guard.check_url(&url).is_err());
-        let url = reqwest::Url::parse("https://[::1]:8448/x").unwrap();
-        assert!(guard.check_url(&url).is_err());
         let url = reqwest::Url::parse("https://matrix.example.org/x").unwrap();
         assert!(
             guard.check_url(&url).is_ok(),

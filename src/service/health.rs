@@ -52,6 +52,8 @@ pub struct AdminStatus {
     pub public_url: String,
     pub key_id: String,
     pub storage_path: String,
+    /// Generation of the lookup pepper (bumped by every rotation).
+    pub pepper_generation: u32,
     pub store: Result<StoreStatus, String>,
 }
 
@@ -67,6 +69,7 @@ pub fn admin_status(state: &AppState) -> AdminStatus {
         public_url: state.config.server.public_url.clone(),
         key_id: state.keys.key_id().to_owned(),
         storage_path: state.config.storage.path.display().to_string(),
+        pepper_generation: state.store.pepper().generation,
         store,
     }
 }

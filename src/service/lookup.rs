@@ -68,6 +68,30 @@ impl<'a> LookupRequest<'a> {
     }
 }
 
+fn invalid_pepper(current: String) -> Error {
+    Error::new(
+        StatusCode::BAD_REQUEST,
+        "M_INVALID_PEPPER",
+        "The pepper does not match the current one; fetch /hash_details again",
+    )
+    .with("algorithm", "sha256")
+    .with("lookup_pepper", current)
+}
+
+/// Plain-text lookups (v1 single and bulk) follow `hashing.algorithms`: an operator who
+/// removed `none` wants no lookup of clear addresses at all.
+fn plain_allowed(state: &AppState) -> Result<(), Error> {
+    if state.config.hashing.allow_none {
+        Ok(())
+    } else {
+        Err(Error::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "Plain-text lookups are disabled on this server; use the hashed v2 lookup",
+        ))
+    }
+}
+
 /// The `/v2/lookup` answer: entry as sent → Matrix ID, for the matches only.
 #[derive(Debug, serde::Serialize)]
 pub struct Mappings<'a> {
@@ -117,6 +141,14 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
         if let Some(mxid) = found {
             mappings.insert(entry, mxid);
         }
+    }
+    // A rotation that switched while we read may have removed entries under us: the
+    // answer would be a false "not found", so tell the client to refetch the pepper.
+    if use_hash {
+        state
+            .store
+            .check_pepper(request.pepper)
+            .map_err(invalid_pepper)?;
     }
     Ok(Mappings { mappings })
 }
@@ -198,6 +230,7 @@ pub fn lookup_v1(
         (None, _) => return Err(Error::missing_params(&["medium"])),
         (_, None) => return Err(Error::missing_params(&["address"])),
     };
+    plain_allowed(state)?;
     let medium = Medium::parse(medium).ok_or_else(|| Error::invalid_param("Unknown medium"))?;
     let Ok(threepid) = ThreePid::new(medium, address) else {
         return Ok(json!({}));
@@ -239,6 +272,7 @@ pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Val
             }
         }
     }
+    plain_allowed(state)?;
     if !state.config.lookup.bulk_enabled {
         return Ok(json!({ "threepids": [] }));
     }

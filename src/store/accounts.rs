@@ -12,6 +12,7 @@ use super::{now_ms, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 pub(crate) const ACCOUNT_TOKEN: &str = "account_token";
 pub(crate) const ACCOUNT_USER: &str = "account_user";
@@ -75,7 +76,7 @@ impl Store {
                 })?,
             );
         }
-        self.kv.apply(batch)?;
+        self.apply(batch)?;
         drop(_guard);
         self.flusher.flush().await
     }
@@ -94,16 +95,20 @@ impl Store {
         {
             return Ok(Some(std::sync::Arc::clone(hit)));
         }
+        let epoch = self.token_epoch.load(Ordering::SeqCst);
         let Some(record) = self.get::<TokenRecord>(ACCOUNT_TOKEN, &digest)? else {
             // Unknown tokens are not cached: random guesses must not fill memory.
             return Ok(None);
         };
         let record = std::sync::Arc::new(record);
         let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= TOKEN_CACHE_MAX {
-            cache.clear();
+        // A revocation since our read: the record may be gone already; do not revive it.
+        if self.token_epoch.load(Ordering::SeqCst) == epoch {
+            if cache.len() >= TOKEN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(digest, std::sync::Arc::clone(&record));
         }
-        cache.insert(digest, std::sync::Arc::clone(&record));
         Ok(Some(record))
     }
 
@@ -115,12 +120,13 @@ impl Store {
         }
         let mut batch = Batch::new();
         batch.delete(ACCOUNT_TOKEN, digest.to_vec());
-        // Forget it in memory first: from here on the token authenticates nothing.
-        self.token_cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&digest);
-        self.commit(batch).await?;
+        self.apply(batch)?;
+        {
+            let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
+            self.token_epoch.fetch_add(1, Ordering::SeqCst);
+            cache.remove(&digest);
+        }
+        self.flusher.flush().await?;
         Ok(true)
     }
 
@@ -138,7 +144,7 @@ impl Store {
         user.accepted_terms.extend(urls.iter().cloned());
         let mut batch = Batch::new();
         batch.put(ACCOUNT_USER, user_id.as_bytes().to_vec(), encode(&user)?);
-        self.kv.apply(batch)?;
+        self.apply(batch)?;
         drop(guard);
         self.flusher.flush().await
     }

@@ -244,7 +244,7 @@ impl Store {
                     }
                 }
             }
-            self.kv.apply(batch)?;
+            self.apply(batch)?;
             order
                 .iter()
                 .map(|t| pending.get(t).and_then(|r| r.effective().cloned()))
@@ -299,14 +299,14 @@ impl Store {
                 batch.put(HASH, hkey.to_vec(), encode(&hash_entry(e))?);
             }
             if batch.len() >= 10_000 {
-                self.kv.apply(std::mem::take(&mut batch))?;
+                self.apply(std::mem::take(&mut batch))?;
             }
         }
-        self.kv.apply(batch)?;
+        self.apply(batch)?;
         self.kv.flush()?;
         let mut switch = Batch::new();
         switch.put(META, KEY_PEPPER.to_vec(), encode(&next)?);
-        self.kv.apply(switch)?;
+        self.apply(switch)?;
         self.kv.flush()?;
         *self.pepper.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         self.delete_generation(old.generation)?;
@@ -329,7 +329,7 @@ impl Store {
             for k in keys {
                 batch.delete(HASH, k);
             }
-            self.kv.apply(batch)?;
+            self.apply(batch)?;
         }
     }
 

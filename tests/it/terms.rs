@@ -188,7 +188,22 @@ async fn a_new_policy_version_needs_a_new_acceptance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_policies_no_gate() {
-    let s = TestServer::start().await;
+    let hs =
+        FakeHomeserver::start(vec![("good", Userinfo::Sub("@alice:example.org".into()))]).await;
+    let s = TestServer::start_with(&federation_override("example.org", &hs)).await;
     let r = s.get("/_matrix/identity/v2/terms").await;
     assert_eq!(r.body, json!({"policies": {}}));
+    let token = s.register("example.org", "good").await;
+    assert_eq!(
+        s.get_auth("/_matrix/identity/v2/account", &token)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        s.get_auth("/_matrix/identity/v2/hash_details", &token)
+            .await
+            .status,
+        200
+    );
 }
