@@ -113,15 +113,7 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
     let generation = state
         .store
         .check_pepper(request.pepper)
-        .map_err(|current| {
-            Error::new(
-                StatusCode::BAD_REQUEST,
-                "M_INVALID_PEPPER",
-                "The pepper does not match the current one; fetch /hash_details again",
-            )
-            .with("algorithm", "sha256")
-            .with("lookup_pepper", current)
-        })?;
+        .map_err(invalid_pepper)?;
     let max = state.config.lookup.max_addresses;
     if request.addresses.len() > max {
         return Err(Error::new(
