@@ -76,6 +76,8 @@ pub struct Store {
     accounts_lock: tokio::sync::Mutex<()>,
     /// The current lookup pepper (durable copy in `meta`).
     pepper: std::sync::RwLock<bindings::PepperState>,
+    /// Its generation, readable without taking the lock.
+    pepper_generation: std::sync::atomic::AtomicU32,
     /// Live access tokens seen recently.
     token_cache: accounts::TokenCache,
     /// Bumped by every revocation, so a lookup that read a token from the store just
@@ -124,6 +126,7 @@ impl Store {
             path: None,
             bindings_lock: Arc::new(tokio::sync::Mutex::new(())),
             accounts_lock: tokio::sync::Mutex::new(()),
+            pepper_generation: std::sync::atomic::AtomicU32::new(pepper.generation),
             pepper: std::sync::RwLock::new(pepper),
             token_cache: Default::default(),
             token_epoch: std::sync::atomic::AtomicU64::new(0),

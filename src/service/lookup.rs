@@ -136,11 +136,8 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
     }
     // A rotation that switched while we read may have removed entries under us: the
     // answer would be a false "not found", so tell the client to refetch the pepper.
-    if use_hash {
-        state
-            .store
-            .check_pepper(request.pepper)
-            .map_err(invalid_pepper)?;
+    if use_hash && state.store.pepper_generation() != generation {
+        return Err(invalid_pepper(state.store.pepper().pepper));
     }
     Ok(Mappings { mappings })
 }

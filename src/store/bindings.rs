@@ -152,6 +152,12 @@ impl Store {
             .clone()
     }
 
+    /// The generation of the current pepper, without taking a lock.
+    pub fn pepper_generation(&self) -> u32 {
+        self.pepper_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The generation of the current pepper if `pepper` is it, else the current pepper
     /// (for the error). The hot path of every lookup: no allocation when it matches.
     pub fn check_pepper(&self, pepper: &str) -> Result<u32, String> {
@@ -308,7 +314,12 @@ impl Store {
         switch.put(META, KEY_PEPPER.to_vec(), encode(&next)?);
         self.apply(switch)?;
         self.kv.flush()?;
-        *self.pepper.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        {
+            let mut current = self.pepper.write().unwrap_or_else(|p| p.into_inner());
+            *current = next.clone();
+            self.pepper_generation
+                .store(next.generation, std::sync::atomic::Ordering::Release);
+        }
         self.delete_generation(old.generation)?;
         Ok(next)
     }
