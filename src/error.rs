@@ -3,8 +3,8 @@
 //! wants them). Internal failures are logged with detail here and answered with a
 //! generic message, so no store path, SQL or stack detail reaches a client.
 
+use http::StatusCode;
 use serde_json::{Map, Value};
-use warp::http::StatusCode;
 
 #[derive(Debug, Clone)]
 pub struct Error {

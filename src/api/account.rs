@@ -28,14 +28,5 @@ pub async fn whoami(token: Option<String>, state: AppState) -> Result<Response, 
 
 /// `POST /_matrix/identity/v2/account/logout` (no terms gate, body ignored)
 pub async fn logout(token: Option<String>, state: AppState) -> Result<Response, Infallible> {
-    let result = match authenticate(&state, token, Gate::NoTerms) {
-        Ok(caller) => state
-            .store
-            .revoke_token(&caller.token)
-            .await
-            .map(|_| json!({}))
-            .map_err(Error::from),
-        Err(e) => Err(e),
-    };
-    respond(result)
+    respond(account::logout(&state, token).await)
 }

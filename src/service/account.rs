@@ -7,9 +7,9 @@ use crate::error::Error;
 use crate::federation::OutboundError;
 use crate::model::Mxid;
 use crate::state::AppState;
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use warp::http::StatusCode;
 
 /// Largest userinfo answer read (Sydent: 5 KiB).
 const USERINFO_MAX: usize = 64 * 1024;
@@ -112,4 +112,12 @@ pub async fn register(state: &AppState, openid: OpenIdToken) -> Result<Value, Er
     state.store.create_token(sub.as_str(), &token).await?;
     tracing::info!(homeserver = %server, "account token issued");
     Ok(json!({ "token": token, "access_token": token }))
+}
+
+/// `POST /v2/account/logout`: revokes the token used, and only it.
+pub async fn logout(state: &AppState, token: Option<String>) -> Result<Value, Error> {
+    let caller =
+        crate::service::auth::authenticate(state, token, crate::service::auth::Gate::NoTerms)?;
+    state.store.revoke_token(&caller.token).await?;
+    Ok(json!({}))
 }

@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::state::AppState;
-use warp::http::StatusCode;
+use http::StatusCode;
 
 /// Whether an endpoint requires the current terms to be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

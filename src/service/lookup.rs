@@ -7,8 +7,8 @@ use crate::model::{Medium, ThreePid};
 use crate::state::AppState;
 use crate::store::bindings::BindingEntry;
 use crate::store::now_ms;
+use http::StatusCode;
 use serde_json::{json, Map, Value};
-use warp::http::StatusCode;
 
 /// `GET /v2/hash_details`
 pub fn hash_details(state: &AppState) -> Value {
