@@ -1,16 +1,17 @@
 //! 3PID bindings in the store. One record per 3PID holds what each origin says about it
 //! (an operator command, a user's `/3pid/bind`, each sync source); the *effective*
-//! binding is the entry of highest priority, and only it is published in the hash index
-//! that lookups read.
+//! binding is the entry of highest priority, and it is what lookups answer.
 //!
-//! Trees:
-//! - `threepid_binding`: `medium \0 address` → [`ThreePidRecord`]
-//! - `hash_threepid`: `generation (u32 BE) ‖ sha256(address medium pepper)` →
-//!   [`HashEntry`] for the effective binding, under the current pepper generation.
+//! Tree `binding`: `generation (u32 BE) ‖ sha256("<address> <medium> <pepper>")` →
+//! [`ThreePidRecord`] (with its 3PID), under the current pepper generation. One entry
+//! per 3PID serves both lookups: a hashed one reads the client's hash directly, a plain
+//! one hashes the normalised address first. (A second index keyed by address doubled
+//! sled's entries, and sled's memory at open grows with their number: measured ~50
+//! bytes per entry.) A pepper rotation rewrites every record under the new generation.
 //!
-//! Writers of bindings are serialised by `Store::bindings_lock`, so the read-modify-write
-//! of a record and its hash entry cannot interleave; the flush happens after the lock is
-//! released, so concurrent writers still share fsyncs.
+//! Writers of bindings are serialised by `Store::bindings_lock`, so read-modify-write of
+//! a record cannot interleave; the flush happens after the lock is released, so
+//! concurrent writers still share fsyncs.
 
 use super::codec::{decode, encode, Record};
 use super::kv::Batch;
@@ -20,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-pub(crate) const BINDING: &str = "threepid_binding";
-pub(crate) const HASH: &str = "hash_threepid";
+pub(crate) const BINDING: &str = "binding";
 pub(crate) const KEY_PEPPER: &[u8] = b"pepper";
 
 /// Who asserted a binding. The order of the variants is the priority: an operator's
@@ -60,6 +60,8 @@ pub struct BindingEntry {
 /// Everything known about one 3PID, entries sorted by priority.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ThreePidRecord {
+    /// The 3PID itself (the key is only its hash), for rotations and operators.
+    pub threepid: Option<ThreePid>,
     pub entries: Vec<BindingEntry>,
 }
 
@@ -75,17 +77,12 @@ impl ThreePidRecord {
     }
 }
 
-/// What the hash index says about one hash.
+/// What a lookup needs of the effective binding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashEntry {
     pub mxid: String,
     pub not_before_ms: u64,
     pub not_after_ms: u64,
-}
-
-impl Record for HashEntry {
-    const VERSION: u8 = 1;
-    const NAME: &'static str = "hash index entry";
 }
 
 /// The lookup pepper and the generation of the hash index built with it.
@@ -126,6 +123,11 @@ pub fn lookup_hash(threepid: &ThreePid, pepper: &str) -> [u8; 32] {
     h.update(b" ");
     h.update(pepper.as_bytes());
     h.finalize().into()
+}
+
+/// Where the record of `threepid` lives under `pepper`.
+fn record_key(pepper: &PepperState, threepid: &ThreePid) -> [u8; 36] {
+    hash_key(pepper.generation, &lookup_hash(threepid, &pepper.pepper))
 }
 
 pub(crate) fn hash_key(generation: u32, digest: &[u8; 32]) -> [u8; 36] {
@@ -190,16 +192,20 @@ impl Store {
     }
 
     pub fn binding(&self, threepid: &ThreePid) -> Result<Option<ThreePidRecord>, StoreError> {
-        self.get(BINDING, &threepid.key())
+        let pepper = self.pepper();
+        self.get(BINDING, &record_key(&pepper, threepid))
     }
 
-    /// The hash index entry for `digest` under pepper `generation`.
+    /// The effective binding of the 3PID whose hash is `digest` under pepper
+    /// `generation`.
     pub fn hashed(
         &self,
         generation: u32,
         digest: &[u8; 32],
     ) -> Result<Option<HashEntry>, StoreError> {
-        self.get(HASH, &hash_key(generation, digest))
+        Ok(self
+            .get::<ThreePidRecord>(BINDING, &hash_key(generation, digest))?
+            .and_then(|r| r.effective().map(hash_entry)))
     }
 
     /// Applies origin changes atomically and durably. Returns, for each change, the
@@ -215,7 +221,6 @@ impl Store {
             let _guard = self.bindings_lock.lock().await;
             let pepper = self.pepper();
             let mut pending: HashMap<ThreePid, ThreePidRecord> = HashMap::new();
-            let mut before: HashMap<ThreePid, Option<BindingEntry>> = HashMap::new();
             let mut order = Vec::with_capacity(changes.len());
             let now = now_ms();
             for change in changes {
@@ -224,8 +229,10 @@ impl Store {
                     | BindingChange::Remove { threepid, .. } => threepid.clone(),
                 };
                 if !pending.contains_key(&threepid) {
-                    let record = self.binding(&threepid)?.unwrap_or_default();
-                    before.insert(threepid.clone(), record.effective().cloned());
+                    let mut record: ThreePidRecord = self
+                        .get(BINDING, &record_key(&pepper, &threepid))?
+                        .unwrap_or_default();
+                    record.threepid = Some(threepid.clone());
                     pending.insert(threepid.clone(), record);
                 }
                 let record = pending.entry(threepid.clone()).or_default();
@@ -234,20 +241,11 @@ impl Store {
             }
             let mut batch = Batch::new();
             for (threepid, record) in &pending {
-                let key = threepid.key();
+                let key = record_key(&pepper, threepid).to_vec();
                 if record.entries.is_empty() {
                     batch.delete(BINDING, key);
                 } else {
                     batch.put(BINDING, key, encode(record)?);
-                }
-                let old = before.get(threepid).cloned().flatten();
-                let new = record.effective();
-                if old.as_ref() != new {
-                    let hkey = hash_key(pepper.generation, &lookup_hash(threepid, &pepper.pepper));
-                    match new {
-                        Some(e) => batch.put(HASH, hkey.to_vec(), encode(&hash_entry(e))?),
-                        None => batch.delete(HASH, hkey.to_vec()),
-                    }
                 }
             }
             self.apply(batch)?;
@@ -294,16 +292,14 @@ impl Store {
         // Leftovers of an interrupted rotation to the same generation.
         self.delete_generation(next.generation)?;
         let mut batch = Batch::new();
-        for item in self.kv.scan_prefix(BINDING, b"") {
-            let (key, value) = item?;
-            let Some(threepid) = ThreePid::from_key(&key) else {
+        for item in self.kv.scan_prefix(BINDING, &old.generation.to_be_bytes()) {
+            let (_, value) = item?;
+            let record: ThreePidRecord = decode(&value)?;
+            let Some(threepid) = &record.threepid else {
                 continue;
             };
-            let record: ThreePidRecord = decode(&value)?;
-            if let Some(e) = record.effective() {
-                let hkey = hash_key(next.generation, &lookup_hash(&threepid, &next.pepper));
-                batch.put(HASH, hkey.to_vec(), encode(&hash_entry(e))?);
-            }
+            // Same record, new place.
+            batch.put(BINDING, record_key(&next, threepid).to_vec(), value);
             if batch.len() >= 10_000 {
                 self.apply(std::mem::take(&mut batch))?;
             }
@@ -329,7 +325,7 @@ impl Store {
         loop {
             let keys: Vec<Vec<u8>> = self
                 .kv
-                .scan_prefix(HASH, &generation.to_be_bytes())
+                .scan_prefix(BINDING, &generation.to_be_bytes())
                 .take(10_000)
                 .map(|r| r.map(|(k, _)| k))
                 .collect::<Result<_, _>>()?;
@@ -338,7 +334,7 @@ impl Store {
             }
             let mut batch = Batch::new();
             for k in keys {
-                batch.delete(HASH, k);
+                batch.delete(BINDING, k);
             }
             self.apply(batch)?;
         }
@@ -351,7 +347,7 @@ impl Store {
         loop {
             let stale = self
                 .kv
-                .scan_prefix(HASH, b"")
+                .scan_prefix(BINDING, b"")
                 .map(|r| r.map(|(k, _)| k))
                 .find(|k| match k {
                     Ok(k) => k.get(..4) != Some(&current.to_be_bytes()[..]),
@@ -374,9 +370,15 @@ impl Store {
         }
     }
 
-    /// Number of 3PIDs with at least one binding.
+    /// Number of 3PIDs with at least one binding (a full scan).
     pub fn binding_count(&self) -> Result<u64, StoreError> {
-        self.kv.count(BINDING)
+        let generation = self.pepper_generation();
+        let mut n = 0;
+        for item in self.kv.scan_prefix(BINDING, &generation.to_be_bytes()) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 
@@ -546,6 +548,10 @@ mod tests {
                 .unwrap()
                 .is_none());
         }
-        assert_eq!(store.kv.count(HASH).unwrap(), 50);
+        assert_eq!(store.kv.count(BINDING).unwrap(), 50);
+        assert_eq!(store.binding_count().unwrap(), 50);
+        // Records are found under the new pepper, with their 3PID.
+        let record = store.binding(&all[7]).unwrap().unwrap();
+        assert_eq!(record.threepid.as_ref(), Some(&all[7]));
     }
 }
