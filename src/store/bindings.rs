@@ -340,28 +340,42 @@ impl Store {
         }
     }
 
-    /// Removes hash entries of generations other than the current one (left by a
-    /// rotation that was interrupted). Called at open.
+    /// Removes records of generations other than the current one (left by a rotation
+    /// that was interrupted). Called at open.
     pub(crate) fn clean_stale_generations(&self) -> Result<(), StoreError> {
+        // Keys start with the generation (big-endian), so a leftover generation is
+        // either below the current one (then it holds the first key of the tree) or the
+        // next one (an interrupted rotation). Look only there: a scan of the whole tree
+        // at every start would read, and keep in memory, every record.
         let current = self.pepper().generation;
+        let generation_of = |k: &[u8]| {
+            k.get(..4)
+                .map(|g| u32::from_be_bytes([g[0], g[1], g[2], g[3]]))
+        };
         loop {
-            let stale = self
+            let first = self
                 .kv
                 .scan_prefix(BINDING, b"")
-                .map(|r| r.map(|(k, _)| k))
-                .find(|k| match k {
-                    Ok(k) => k.get(..4) != Some(&current.to_be_bytes()[..]),
-                    Err(_) => true,
-                })
-                .transpose()?;
-            match stale.and_then(|k| {
-                k.get(..4)
-                    .map(|g| u32::from_be_bytes([g[0], g[1], g[2], g[3]]))
-            }) {
+                .next()
+                .transpose()?
+                .and_then(|(k, _)| generation_of(&k));
+            let next = current.wrapping_add(1);
+            let leftover_next = self
+                .kv
+                .scan_prefix(BINDING, &next.to_be_bytes())
+                .next()
+                .transpose()?
+                .is_some();
+            let stale = match first {
+                Some(g) if g != current => Some(g),
+                _ if leftover_next => Some(next),
+                _ => None,
+            };
+            match stale {
                 Some(generation) => {
                     tracing::info!(
                         generation,
-                        "removing hash index entries of an interrupted pepper rotation"
+                        "removing records of an interrupted pepper rotation"
                     );
                     self.delete_generation(generation)?;
                 }
@@ -553,5 +567,34 @@ mod tests {
         // Records are found under the new pepper, with their 3PID.
         let record = store.binding(&all[7]).unwrap().unwrap();
         assert_eq!(record.threepid.as_ref(), Some(&all[7]));
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_an_interrupted_rotation_are_removed_at_open() {
+        use crate::store::kv::Kv as _;
+        let kv = std::sync::Arc::new(crate::store::mem_kv::MemKv::new());
+        let store = Store::with_kv(kv.clone(), crate::store::migrations::ALL, 32).unwrap();
+        let t = tp("a@b.c");
+        store
+            .change_bindings(vec![set(&t, Origin::Admin, "@a:b")])
+            .await
+            .unwrap();
+        let generation = store.pepper().generation;
+        drop(store);
+        let mut b = Batch::new();
+        b.put(
+            BINDING,
+            hash_key(generation - 1, &[1; 32]).to_vec(),
+            vec![1],
+        );
+        b.put(
+            BINDING,
+            hash_key(generation + 1, &[2; 32]).to_vec(),
+            vec![1],
+        );
+        kv.apply(b).unwrap();
+        let store = Store::with_kv(kv.clone(), crate::store::migrations::ALL, 32).unwrap();
+        assert_eq!(kv.count(BINDING).unwrap(), 1);
+        assert!(store.binding(&t).unwrap().is_some());
     }
 }
