@@ -6,11 +6,6 @@ use mxisd::cli::{self, Cli, Command, KeysCommand};
 use mxisd::config::{host_port, Config};
 use std::process::ExitCode;
 
-/// mimalloc returns freed memory to the system far more readily than glibc's malloc
-/// under sled's allocation pattern (measured: RSS after a 200k-binding import).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args: Cli = argh::from_env();
     // One TLS stack everywhere: ring's provider, installed before anything uses rustls.
