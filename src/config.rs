@@ -601,7 +601,7 @@ fn read_terms(s: &Section<'_, '_>) -> Option<TermsConfig> {
     let mut policies = std::collections::BTreeMap::new();
     let mut ok = true;
     for (name, p) in s.named_sections("policies") {
-        let version = p.scalar_text("version");
+        let version = p.scalar("version");
         let mut terms = std::collections::BTreeMap::new();
         for (lang, t) in p.named_sections("terms") {
             let title = t.string("name");

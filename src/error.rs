@@ -77,10 +77,6 @@ impl Error {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", message)
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", message)
-    }
-
     /// A failure that is ours, not the client's: logged in full, answered generically.
     pub fn internal(context: &str, detail: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %detail, "internal error");

@@ -72,23 +72,6 @@ impl ThreePid {
     pub fn address(&self) -> &str {
         &self.address
     }
-
-    /// The store key: `medium \0 address`.
-    pub fn key(&self) -> Vec<u8> {
-        let mut key = Vec::with_capacity(8 + self.address.len());
-        key.extend_from_slice(self.medium.as_str().as_bytes());
-        key.push(0);
-        key.extend_from_slice(self.address.as_bytes());
-        key
-    }
-
-    /// Reads a store key back.
-    pub fn from_key(key: &[u8]) -> Option<Self> {
-        let split = key.iter().position(|b| *b == 0)?;
-        let medium = Medium::parse(std::str::from_utf8(&key[..split]).ok()?)?;
-        let address = std::str::from_utf8(&key[split + 1..]).ok()?.to_owned();
-        Some(Self { medium, address })
-    }
 }
 
 fn normalise_email(address: &str) -> Result<String, AddressError> {
@@ -214,14 +197,6 @@ mod tests {
         ] {
             assert_eq!(msisdn(bad), Err(AddressError::Msisdn), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn keys_round_trip() {
-        let t = ThreePid::new(Medium::Email, "a@b.c").unwrap();
-        assert_eq!(t.key(), b"email\0a@b.c");
-        assert_eq!(ThreePid::from_key(&t.key()), Some(t));
-        assert_eq!(ThreePid::from_key(b"fax\x00123"), None);
     }
 
     #[test]

@@ -135,11 +135,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Where the store lives on disk (None when in memory).
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
     /// Applies `batch` atomically and waits until it is durable.
     pub async fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         if batch.is_empty() {

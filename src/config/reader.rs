@@ -269,14 +269,9 @@ impl<'a, 'v> Section<'a, 'v> {
         }
     }
 
-    /// A scalar as text (strings, numbers, booleans): for values like versions that
-    /// YAML may read as numbers (`version: 1.0`).
-    pub fn scalar_text(&self, key: &str) -> Option<String> {
-        self.scalar(key)
-    }
-
-    /// A scalar as text: strings, numbers and booleans all read as their text.
-    fn scalar(&self, key: &str) -> Option<String> {
+    /// A scalar as text: strings, numbers and booleans all read as their text (for
+    /// values like versions that YAML may read as numbers: `version: 1.0`).
+    pub fn scalar(&self, key: &str) -> Option<String> {
         if let Some((_, v)) = self.env(key) {
             return Some(v);
         }

@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::model::{Medium, ThreePid};
 use crate::state::AppState;
-use crate::store::bindings::BindingEntry;
+use crate::store::bindings::{lookup_hash, BindingEntry};
 use crate::store::now_ms;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
@@ -128,7 +128,7 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
         let found = if use_hash {
             lookup_hashed(state, generation, entry, now)?
         } else {
-            lookup_plain(state, entry, now)?
+            lookup_plain(state, generation, request.pepper, entry, now)?
         };
         if let Some(mxid) = found {
             mappings.insert(entry, mxid);
@@ -142,6 +142,20 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
     Ok(Mappings { mappings })
 }
 
+/// The live Matrix ID bound to the 3PID whose lookup hash is `digest`.
+fn mxid_by_hash(
+    state: &AppState,
+    generation: u32,
+    digest: &[u8; 32],
+    now: u64,
+) -> Result<Option<String>, Error> {
+    Ok(state
+        .store
+        .hashed(generation, digest)?
+        .filter(|h| live(h.not_before_ms, h.not_after_ms, now))
+        .map(|h| h.mxid))
+}
+
 fn lookup_hashed(
     state: &AppState,
     generation: u32,
@@ -153,14 +167,18 @@ fn lookup_hashed(
     else {
         return Ok(None);
     };
-    Ok(state
-        .store
-        .hashed(generation, &digest)?
-        .filter(|h| live(h.not_before_ms, h.not_after_ms, now))
-        .map(|h| h.mxid))
+    mxid_by_hash(state, generation, &digest, now)
 }
 
-fn lookup_plain(state: &AppState, entry: &str, now: u64) -> Result<Option<String>, Error> {
+/// A plain entry is hashed here with the (already checked) pepper and then found the
+/// same way as a hashed one: records are keyed by their lookup hash.
+fn lookup_plain(
+    state: &AppState,
+    generation: u32,
+    pepper: &str,
+    entry: &str,
+    now: u64,
+) -> Result<Option<String>, Error> {
     let (address, medium) = entry
         .rsplit_once(' ')
         .ok_or_else(|| Error::invalid_param("A plain lookup entry is \"<address> <medium>\""))?;
@@ -170,7 +188,7 @@ fn lookup_plain(state: &AppState, entry: &str, now: u64) -> Result<Option<String
     let Ok(threepid) = ThreePid::new(medium, address) else {
         return Ok(None);
     };
-    Ok(effective(state, &threepid, now)?.map(|e| e.mxid))
+    mxid_by_hash(state, generation, &lookup_hash(&threepid, pepper), now)
 }
 
 fn effective(
@@ -267,6 +285,7 @@ pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Val
     }
     let now = now_ms();
     let mut found = Vec::new();
+    let pepper = state.store.pepper();
     for (m, a) in pairs {
         let Some(medium) = Medium::parse(m) else {
             continue;
@@ -274,8 +293,9 @@ pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Val
         let Ok(threepid) = ThreePid::new(medium, a) else {
             continue;
         };
-        if let Some(entry) = effective(state, &threepid, now)? {
-            found.push(json!([m, a, entry.mxid]));
+        let digest = lookup_hash(&threepid, &pepper.pepper);
+        if let Some(mxid) = mxid_by_hash(state, pepper.generation, &digest, now)? {
+            found.push(json!([m, a, mxid]));
         }
     }
     Ok(json!({ "threepids": found }))
