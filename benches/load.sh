@@ -140,8 +140,8 @@ with open('$DIR/bindings.tsv', 'w') as f:
 import base64, hashlib, json, random, sys
 n, k, pepper, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rnd = random.Random(k)
-# Nine in ten addresses are bound, one in ten is not.
-addrs = [f"user{rnd.randrange(n)}@example.org" if i % 10 else f"stranger{i}@example.net" for i in range(k)]
+# Nine in ten addresses are bound, one in ten is not (the single-hash body is a bound one).
+addrs = [f"user{rnd.randrange(n)}@example.org" if i % 10 != 9 else f"stranger{i}@example.net" for i in range(k)]
 hashes = [base64.urlsafe_b64encode(hashlib.sha256(f"{a} email {pepper}".encode()).digest()).decode().rstrip("=") for a in addrs]
 body = json.dumps({"algorithm": "sha256", "pepper": pepper, "addresses": hashes})
 print('wrk.method = "POST"')
