@@ -4,6 +4,7 @@
 //! or in the summary.
 
 pub mod reader;
+pub mod threepid;
 pub mod units;
 
 use reader::{Ctx, Section};
@@ -30,6 +31,10 @@ pub struct Config {
     pub terms: TermsConfig,
     pub hashing: HashingConfig,
     pub lookup: LookupConfig,
+    pub threepid: threepid::ThreePidConfig,
+    pub session: threepid::SessionConfig,
+    pub view: threepid::ViewConfig,
+    pub rate_limit: threepid::RateLimitConfig,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,
 }
@@ -183,9 +188,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("directory", "directory search is not supported by this version of mxisd yet"),
     ("register", "registration policy is not supported by this version of mxisd yet"),
     ("invite", "3PID invites are not supported by this version of mxisd yet"),
-    ("session", "3PID sessions are not supported by this version of mxisd yet"),
-    ("view", "3PID sessions (and their pages) are not supported by this version of mxisd yet"),
-    ("threepid", "e-mail and SMS delivery are not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
     ("internal", "ma1sd's internal endpoints do not exist in mxisd; operator commands use the admin listener (server.admin)"),
@@ -277,6 +279,13 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let terms = read_terms(&root.section("policy"));
     let hashing = read_hashing(&root.section("hashing"));
     let lookup = read_lookup(&root.section("lookup"));
+    let threepid = threepid::read_threepid(
+        &root.section("threepid"),
+        matrix.as_ref().map(|m| m.domain.as_str()),
+    );
+    let session = threepid::read_session(&root.section("session"));
+    let view = threepid::read_view(&root.section("view"));
+    let rate_limit = threepid::read_rate_limit(&root.section("rateLimit"));
     Some(Config {
         source: None,
         matrix: matrix?,
@@ -289,6 +298,10 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
         terms: terms?,
         hashing: hashing?,
         lookup: lookup?,
+        threepid: threepid?,
+        session: session?,
+        view: view?,
+        rate_limit: rate_limit?,
         warnings: Vec::new(),
     })
 }
@@ -866,6 +879,27 @@ impl Config {
             } else {
                 "users of any homeserver".into()
             },
+        );
+        line(
+            "e-mail",
+            match &self.threepid.email.connector {
+                threepid::EmailConnector::Smtp(smtp) => format!(
+                    "smtp {}:{} ({:?} TLS), from {}",
+                    smtp.host, smtp.port, smtp.tls, self.threepid.email.from
+                ),
+                threepid::EmailConnector::None => "none (messages are dropped)".into(),
+            },
+        );
+        line(
+            "sms",
+            match &self.threepid.msisdn.connector {
+                threepid::SmsConnector::Twilio(t) => format!("twilio via {}", t.base_url),
+                threepid::SmsConnector::None => "none (messages are dropped)".into(),
+            },
+        );
+        line(
+            "rate limits",
+            if self.rate_limit.enabled { "on" } else { "off" }.into(),
         );
         line(
             "terms",

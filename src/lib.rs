@@ -16,6 +16,7 @@ pub mod error;
 pub mod federation;
 pub mod logging;
 pub mod model;
+pub mod notify;
 pub mod server;
 pub mod service;
 pub mod state;

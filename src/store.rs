@@ -14,6 +14,7 @@ pub mod flush;
 pub mod kv;
 pub mod mem_kv;
 pub mod migrations;
+pub mod sessions;
 pub mod sled_kv;
 
 use codec::Record;
@@ -74,6 +75,7 @@ pub struct Store {
     bindings_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serialises read-modify-write of account records.
     accounts_lock: tokio::sync::Mutex<()>,
+    sessions_lock: tokio::sync::Mutex<()>,
     /// The current lookup pepper (durable copy in `meta`).
     pepper: std::sync::RwLock<bindings::PepperState>,
     /// Its generation, readable without taking the lock.
@@ -126,6 +128,7 @@ impl Store {
             path: None,
             bindings_lock: Arc::new(tokio::sync::Mutex::new(())),
             accounts_lock: tokio::sync::Mutex::new(()),
+            sessions_lock: tokio::sync::Mutex::new(()),
             pepper_generation: std::sync::atomic::AtomicU32::new(pepper.generation),
             pepper: std::sync::RwLock::new(pepper),
             token_cache: Default::default(),
