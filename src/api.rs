@@ -87,6 +87,22 @@ pub fn json_body<T: serde::de::DeserializeOwned + Send>(
     })
 }
 
+/// The parameters of a body that may be JSON or (legacy) form-encoded.
+pub fn params_body(
+    limit: u64,
+) -> impl Filter<Extract = (Result<serde_json::Map<String, serde_json::Value>, Error>,), Error = warp::Rejection>
+       + Clone {
+    warp::header::optional::<String>("content-type")
+        .or(warp::any().map(|| None))
+        .unify()
+        .and(body::limited(limit))
+        .map(
+            |content_type: Option<String>, raw: Result<bytes::Bytes, Error>| {
+                raw.and_then(|bytes| body::parse_params(content_type.as_deref(), &bytes))
+            },
+        )
+}
+
 /// A JSON response with the given status.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
     let bytes = match serde_json::to_vec(body) {

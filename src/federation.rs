@@ -7,6 +7,7 @@
 
 pub mod guard;
 pub mod resolve;
+pub mod xmatrix;
 
 use crate::config::FederationConfig;
 use guard::{Guard, Refused};
@@ -83,6 +84,8 @@ pub struct Federation {
     cache: Mutex<HashMap<String, Cached>>,
     timeout: Duration,
     verify_tls: bool,
+    /// Verified signing keys of homeservers (X-Matrix).
+    keys: xmatrix::KeyCache,
 }
 
 impl std::fmt::Debug for Federation {
@@ -218,6 +221,7 @@ impl Federation {
             cache: Mutex::new(HashMap::new()),
             timeout: config.timeout,
             verify_tls: config.verify_tls,
+            keys: xmatrix::KeyCache::default(),
         })
     }
 

@@ -94,6 +94,19 @@ pub async fn run(
     let federation =
         federation::Federation::new(&config.federation).map_err(StartError::Runtime)?;
     let keys = service::keys::Keys::new(signer, config.server.name.clone());
+    let notifier = notify::Notifier::new(&config).map_err(StartError::Runtime)?;
+    for (medium, what) in [
+        (model::Medium::Email, "threepid.medium.email.connector"),
+        (model::Medium::Msisdn, "threepid.medium.msisdn.connector"),
+    ] {
+        if config.session.validation_enabled && !notifier.delivers(medium) {
+            tracing::warn!(
+                "{what} is none: {} validation messages are dropped, so nobody can validate such an address",
+                medium.as_str()
+            );
+        }
+    }
+    let limits = service::ratelimit::Limiters::new(&config.rate_limit);
     let config = Arc::new(config);
     let store = Arc::new(store);
     let state = state::AppState::new(state::Shared {
@@ -101,6 +114,9 @@ pub async fn run(
         store: Arc::clone(&store),
         keys,
         federation,
+        notifier,
+        limits,
+        bind_observers: Vec::new(),
         started,
     });
 
@@ -149,6 +165,8 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+
+    tasks.spawn(service::session::purge_task(state.clone(), stop_rx.clone()));
 
     shutdown.await;
     tracing::info!("shutting down");

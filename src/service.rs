@@ -3,9 +3,13 @@
 
 pub mod account;
 pub mod auth;
+pub mod bind;
 pub mod bindings;
 pub mod hashing;
 pub mod health;
 pub mod keys;
 pub mod lookup;
+pub mod params;
+pub mod ratelimit;
+pub mod session;
 pub mod terms;

@@ -16,6 +16,10 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub keys: Keys,
     pub federation: Federation,
+    pub notifier: crate::notify::Notifier,
+    pub limits: crate::service::ratelimit::Limiters,
+    /// Told about user binds (pending invites hook in here).
+    pub bind_observers: Vec<Arc<dyn crate::service::bind::BindObserver>>,
     pub started: Instant,
 }
 

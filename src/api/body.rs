@@ -125,6 +125,30 @@ pub fn parse_object<T: DeserializeOwned>(
     })
 }
 
+/// True for `application/x-www-form-urlencoded` (the legacy encoding requestToken,
+/// submitToken, bind and store-invite still accept).
+pub fn is_form_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+/// A JSON object body, or a form-encoded one whose values all become strings.
+pub fn parse_params(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, Error> {
+    if content_type.is_some_and(is_form_type) {
+        return Ok(form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+            .collect());
+    }
+    parse_object(content_type, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

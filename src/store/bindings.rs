@@ -112,6 +112,13 @@ pub enum BindingChange {
         threepid: ThreePid,
         origin: Origin,
     },
+    /// Removes the origin's entry only if it names `mxid` (an unbind must not take away
+    /// a binding that changed meanwhile).
+    RemoveIfMxid {
+        threepid: ThreePid,
+        origin: Origin,
+        mxid: String,
+    },
 }
 
 /// `sha256("<address> <medium> <pepper>")`, the spec's lookup hash.
@@ -226,7 +233,8 @@ impl Store {
             for change in changes {
                 let threepid = match &change {
                     BindingChange::Set { threepid, .. }
-                    | BindingChange::Remove { threepid, .. } => threepid.clone(),
+                    | BindingChange::Remove { threepid, .. }
+                    | BindingChange::RemoveIfMxid { threepid, .. } => threepid.clone(),
                 };
                 if !pending.contains_key(&threepid) {
                     let mut record: ThreePidRecord = self
@@ -429,6 +437,11 @@ fn apply_change(record: &mut ThreePidRecord, change: BindingChange, now: u64) {
         }
         BindingChange::Remove { origin, .. } => {
             record.entries.retain(|e| e.origin != origin);
+        }
+        BindingChange::RemoveIfMxid { origin, mxid, .. } => {
+            record
+                .entries
+                .retain(|e| !(e.origin == origin && e.mxid == mxid));
         }
     }
 }

@@ -92,32 +92,38 @@ impl Store {
     /// Deletes every session last changed before `cutoff_ms`. Returns how many.
     pub async fn purge_sessions(&self, cutoff_ms: u64) -> Result<usize, StoreError> {
         let _guard = self.sessions_guard().await;
-        let mut batch = Batch::new();
+        let (batches, purged) = self.stale_sessions(cutoff_ms)?;
+        for batch in batches {
+            self.commit(batch).await?;
+        }
+        Ok(purged)
+    }
+
+    /// Deletion batches (of at most 10,000 changes) for sessions older than the cutoff.
+    fn stale_sessions(&self, cutoff_ms: u64) -> Result<(Vec<Batch>, usize), StoreError> {
+        let mut batches = vec![Batch::new()];
         let mut purged = 0;
         for entry in self.kv.scan_prefix(SESSION, b"") {
             let (key, value) = entry?;
-            let stale = match super::codec::decode::<SessionRecord>(&value) {
-                Ok(s) if s.updated_ms >= cutoff_ms => continue,
-                Ok(s) => {
-                    batch.delete(
-                        SESSION_KEY,
-                        session_key(&s.threepid, &s.client_secret).to_vec(),
-                    );
-                    true
-                }
-                // An unreadable record helps nobody: drop it with the rest.
-                Err(_) => true,
+            let Some(batch) = batches.last_mut() else {
+                break;
             };
-            if stale {
-                batch.delete(SESSION, key);
-                purged += 1;
+            match super::codec::decode::<SessionRecord>(&value) {
+                Ok(s) if s.updated_ms >= cutoff_ms => continue,
+                Ok(s) => batch.delete(
+                    SESSION_KEY,
+                    session_key(&s.threepid, &s.client_secret).to_vec(),
+                ),
+                // An unreadable record helps nobody: drop it with the rest.
+                Err(_) => {}
             }
+            batch.delete(SESSION, key);
+            purged += 1;
             if batch.len() >= 10_000 {
-                self.commit(std::mem::take(&mut batch)).await?;
+                batches.push(Batch::new());
             }
         }
-        self.commit(batch).await?;
-        Ok(purged)
+        Ok((batches, purged))
     }
 }
 

@@ -1,0 +1,222 @@
+//! `/3pid/bind` and `/3pid/unbind`: publishing a validated 3PID → Matrix ID association
+//! (origin `bind` in the binding record) and removing it again.
+//!
+//! Unbind is authorised by one of two parties only: whoever holds a validated session
+//! for that 3PID (`sid` + `client_secret`), or the homeserver of the Matrix ID, proven
+//! by an `X-Matrix` signature. It removes the user's own bind, never an operator's or a
+//! directory's entry, and succeeds when there is nothing to remove.
+//!
+//! Code that must act when a 3PID gets bound (pending room invites) registers a
+//! [`BindObserver`]; observers run after the binding is durable and never delay the
+//! answer.
+
+use super::params;
+use super::session;
+use crate::error::Error;
+use crate::federation::xmatrix;
+use crate::model::{Medium, Mxid, ThreePid};
+use crate::notify::{template::Vars, Flow};
+use crate::state::AppState;
+use crate::store::bindings::{BindingChange, BindingEntry, Origin};
+use crate::store::now_ms;
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+
+/// How long a user's bind is valid (Sydent: 100 years).
+const BIND_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Told about every new or changed user bind, after it is stored.
+pub trait BindObserver: Send + Sync + std::fmt::Debug {
+    fn bound(&self, state: &AppState, threepid: &ThreePid, mxid: &str);
+}
+
+fn forbidden(message: impl Into<String>) -> Error {
+    Error::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
+}
+
+/// Who is calling `/3pid/bind`: a v2 account, or nobody (v1).
+#[derive(Debug, Clone, Copy)]
+pub enum Binder<'a> {
+    Account(&'a str),
+    Anonymous,
+}
+
+/// `POST /3pid/bind`: stores the binding and answers the signed association.
+pub async fn bind(
+    state: &AppState,
+    binder: Binder<'_>,
+    body: &Map<String, Value>,
+) -> Result<Value, Error> {
+    params::require_all(body, &["sid", "client_secret", "mxid"])?;
+    let sid = params::string(body, "sid")?;
+    let client_secret = params::client_secret(body)?;
+    let mxid_text = params::string(body, "mxid")?;
+    let mxid = Mxid::parse(mxid_text)
+        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
+    if let Binder::Account(user) = binder {
+        if user != mxid.as_str() {
+            return Err(Error::new(
+                StatusCode::FORBIDDEN,
+                "M_UNAUTHORIZED",
+                "You can only bind 3PIDs to your own Matrix ID",
+            ));
+        }
+    }
+    if state.config.session.bind_only_local && mxid.server() != state.config.matrix.domain {
+        return Err(forbidden(format!(
+            "This server only binds Matrix IDs of {}",
+            state.config.matrix.domain
+        )));
+    }
+    let session = session::validated(state, sid, client_secret)?;
+    let now = now_ms();
+    let entry = BindingEntry {
+        origin: Origin::Bind,
+        mxid: mxid.as_str().to_owned(),
+        created_ms: now,
+        updated_ms: now,
+        not_before_ms: now,
+        not_after_ms: now.saturating_add(BIND_VALIDITY_MS),
+    };
+    state
+        .store
+        .change_bindings(vec![BindingChange::Set {
+            threepid: session.threepid.clone(),
+            origin: Origin::Bind,
+            mxid: entry.mxid.clone(),
+            not_before_ms: entry.not_before_ms,
+            not_after_ms: entry.not_after_ms,
+        }])
+        .await?;
+    tracing::info!(
+        medium = session.threepid.medium().as_str(),
+        address = %crate::logging::redact_address(session.threepid.address()),
+        "3PID bound"
+    );
+    for observer in &state.bind_observers {
+        observer.bound(state, &session.threepid, mxid.as_str());
+    }
+    super::lookup::signed_association(state, &session.threepid, &entry)
+}
+
+/// How an unbind request proves its right.
+#[derive(Debug, Clone)]
+pub struct UnbindAuth<'a> {
+    /// The `Authorization` header, if any.
+    pub authorization: Option<&'a str>,
+    pub method: &'a str,
+    /// Path and query as received (what the homeserver signed).
+    pub uri: &'a str,
+}
+
+/// `POST /3pid/unbind`
+pub async fn unbind(
+    state: &AppState,
+    body: &Map<String, Value>,
+    auth: UnbindAuth<'_>,
+) -> Result<Value, Error> {
+    if !state.config.session.unbind_enabled {
+        return Err(forbidden("Unbinding is disabled on this server"));
+    }
+    params::require_all(body, &["mxid", "threepid"])?;
+    let mxid_text = params::string(body, "mxid")?;
+    let mxid = Mxid::parse(mxid_text)
+        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
+    let threepid_obj = match body.get("threepid") {
+        Some(Value::Object(o)) => o,
+        _ => return Err(Error::invalid_param("threepid must be {medium, address}")),
+    };
+    params::require_all(threepid_obj, &["medium", "address"])?;
+    let medium = Medium::parse(params::string(threepid_obj, "medium")?)
+        .ok_or_else(|| Error::invalid_param("Unknown medium"))?;
+    let threepid = ThreePid::new(medium, params::string(threepid_obj, "address")?)
+        .map_err(|e| Error::invalid_param(format!("threepid.address: {e}")))?;
+
+    let sid = params::optional_string(body, "sid")?;
+    let secret = params::optional_string(body, "client_secret")?;
+    match (sid, secret) {
+        (Some(sid), Some(secret)) => {
+            let session = session::validated(state, sid, secret)?;
+            if session.threepid != threepid {
+                return Err(forbidden(
+                    "The session was not validated for this 3PID",
+                ));
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::missing_params(&["sid", "client_secret"]));
+        }
+        (None, None) => {
+            let header = auth
+                .authorization
+                .ok_or_else(|| forbidden("Unbinding needs a validated session or a homeserver signature"))?;
+            let header = xmatrix::parse_header(header).map_err(|e| forbidden(e.to_string()))?;
+            let origin = state
+                .federation
+                .verify_request(
+                    &header,
+                    &state.config.server.name,
+                    auth.method,
+                    auth.uri,
+                    &Value::Object(body.clone()),
+                )
+                .await
+                .map_err(|e| {
+                    tracing::info!(error = %e, "homeserver unbind refused");
+                    match e {
+                        xmatrix::XMatrixError::WrongDestination(_) => Error::new(
+                            StatusCode::UNAUTHORIZED,
+                            "M_UNAUTHORIZED",
+                            e.to_string(),
+                        ),
+                        _ => forbidden(e.to_string()),
+                    }
+                })?;
+            if origin != mxid.server().to_ascii_lowercase() {
+                return Err(forbidden(format!(
+                    "{origin} cannot unbind a user of {}",
+                    mxid.server()
+                )));
+            }
+        }
+    }
+
+    // Only the user's own bind to this very Matrix ID goes.
+    let bound_here = state.store.binding(&threepid)?.is_some_and(|record| {
+        record
+            .entries
+            .iter()
+            .any(|e| e.origin == Origin::Bind && e.mxid == mxid.as_str())
+    });
+    if bound_here {
+        state
+            .store
+            .change_bindings(vec![BindingChange::RemoveIfMxid {
+                threepid: threepid.clone(),
+                origin: Origin::Bind,
+                mxid: mxid.as_str().to_owned(),
+            }])
+            .await?;
+        tracing::info!(
+            medium = threepid.medium().as_str(),
+            address = %crate::logging::redact_address(threepid.address()),
+            "3PID unbound"
+        );
+        if state.config.session.unbind_notifications {
+            let state = state.clone();
+            let mxid = mxid.as_str().to_owned();
+            tokio::spawn(async move {
+                let mut vars = Vars::new();
+                vars.set("MATRIX_ID", mxid);
+                if let Err(e) = state
+                    .notifier
+                    .send(&threepid, Flow::UnbindNotification, vars)
+                    .await
+                {
+                    tracing::warn!(error = %e, "unbind notification not sent");
+                }
+            });
+        }
+    }
+    Ok(json!({}))
+}

@@ -1,0 +1,164 @@
+//! Request rate limits (GCRA through `governor`): `requestToken` per client IP and per
+//! destination address, `submitToken` per session and per IP, lookups per access token.
+//! Over a limit: 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`. Keys seen long ago are
+//! dropped by [`Limiters::forget_idle`], run every minute, so memory stays bounded.
+
+use crate::config::threepid::{Limit, RateLimitConfig};
+use crate::error::Error;
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http::StatusCode;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+fn keyed<K: Clone + Hash + Eq>(limit: Limit) -> Keyed<K> {
+    let quota = Quota::with_period(limit.interval)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::keyed(quota)
+}
+
+pub struct Limiters {
+    enabled: bool,
+    clock: DefaultClock,
+    request_token_ip: Keyed<IpAddr>,
+    request_token_address: Keyed<String>,
+    submit_token_session: Keyed<String>,
+    submit_token_ip: Keyed<IpAddr>,
+    lookup_token: Keyed<String>,
+}
+
+impl std::fmt::Debug for Limiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiters")
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+fn limited(wait: std::time::Duration) -> Error {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    Error::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "M_LIMIT_EXCEEDED",
+        "Too many requests; try again later",
+    )
+    .with("retry_after_ms", ms)
+}
+
+impl Limiters {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            enabled: config.enabled,
+            clock: DefaultClock::default(),
+            request_token_ip: keyed(config.request_token_per_ip),
+            request_token_address: keyed(config.request_token_per_address),
+            submit_token_session: keyed(config.submit_token_per_session),
+            submit_token_ip: keyed(config.submit_token_per_ip),
+            lookup_token: keyed(config.lookup_per_token),
+        }
+    }
+
+    fn check<K: Clone + Hash + Eq>(&self, limiter: &Keyed<K>, key: &K) -> Result<(), Error> {
+        if !self.enabled {
+            return Ok(());
+        }
+        limiter
+            .check_key(key)
+            .map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))
+    }
+
+    /// `requestToken` from `ip` to `destination` (a normalised address).
+    pub fn request_token(&self, ip: Option<IpAddr>, destination: &str) -> Result<(), Error> {
+        if let Some(ip) = ip {
+            self.check(&self.request_token_ip, &ip)?;
+        }
+        self.check(&self.request_token_address, &destination.to_owned())
+    }
+
+    /// `submitToken` (and the GET link) from `ip` for session `sid`.
+    pub fn submit_token(&self, ip: Option<IpAddr>, sid: &str) -> Result<(), Error> {
+        if let Some(ip) = ip {
+            self.check(&self.submit_token_ip, &ip)?;
+        }
+        self.check(&self.submit_token_session, &sid.to_owned())
+    }
+
+    /// A lookup by the holder of `token`.
+    pub fn lookup(&self, token: &str) -> Result<(), Error> {
+        if !self.enabled {
+            return Ok(());
+        }
+        // Only a first sighting copies the token (governor clones keys it inserts).
+        self.lookup_token
+            .check_key(&token.to_owned())
+            .map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))
+    }
+
+    /// Drops state of keys that are back to a full bucket.
+    pub fn forget_idle(&self) {
+        self.request_token_ip.retain_recent();
+        self.request_token_address.retain_recent();
+        self.submit_token_session.retain_recent();
+        self.submit_token_ip.retain_recent();
+        self.lookup_token.retain_recent();
+        self.request_token_address.shrink_to_fit();
+        self.lookup_token.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config(enabled: bool) -> RateLimitConfig {
+        let l = Limit {
+            burst: 2,
+            interval: Duration::from_secs(3600),
+        };
+        RateLimitConfig {
+            enabled,
+            trusted_proxies: vec![],
+            request_token_per_ip: l,
+            request_token_per_address: Limit { burst: 3, ..l },
+            submit_token_per_session: l,
+            submit_token_per_ip: l,
+            lookup_per_token: l,
+        }
+    }
+
+    #[test]
+    fn bursts_then_429_with_a_retry_hint_per_key() {
+        let limits = Limiters::new(&config(true));
+        let ip = Some("127.0.0.1".parse().unwrap());
+        assert!(limits.request_token(ip, "a@x").is_ok());
+        assert!(limits.request_token(ip, "b@x").is_ok());
+        let e = limits.request_token(ip, "c@x").unwrap_err();
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.errcode, "M_LIMIT_EXCEEDED");
+        let retry = e.body()["retry_after_ms"].as_u64().unwrap();
+        assert!(retry > 1_000 && retry <= 3_600_000, "{retry}");
+        // Another IP is not limited by the first one's use.
+        let other = Some("127.0.0.2".parse().unwrap());
+        assert!(limits.request_token(other, "d@x").is_ok());
+        assert!(limits.lookup("t").is_ok());
+        assert!(limits.lookup("t").is_ok());
+        assert!(limits.lookup("t").is_err());
+        assert!(limits.lookup("u").is_ok());
+        limits.forget_idle();
+    }
+
+    #[test]
+    fn disabled_limits_never_refuse() {
+        let limits = Limiters::new(&config(false));
+        for _ in 0..10 {
+            assert!(limits.submit_token(None, "s").is_ok());
+            assert!(limits.lookup("t").is_ok());
+        }
+    }
+}
