@@ -8,6 +8,7 @@ pub mod body;
 pub mod discovery;
 pub mod lookup;
 pub mod pubkey;
+pub mod session;
 pub mod terms;
 
 use crate::error::Error;
@@ -58,6 +59,32 @@ pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
             });
             crate::service::auth::extract_token(header.as_deref(), from_query.as_deref())
         })
+}
+
+/// The client's IP: the TCP peer, or, when the peer is a trusted reverse proxy
+/// (`rateLimit.trustedProxies`), the last address it added to `X-Forwarded-For`.
+pub fn client_ip(
+    trusted: std::sync::Arc<Vec<ipnet::IpNet>>,
+) -> impl Filter<Extract = (Option<std::net::IpAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<crate::server::listen::PeerAddr>()
+        .and(
+            warp::header::optional::<String>("x-forwarded-for")
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .map(
+            move |peer: Option<crate::server::listen::PeerAddr>, forwarded: Option<String>| {
+                let peer = peer.map(|p| p.0.ip())?;
+                if !trusted.iter().any(|net| net.contains(&peer)) {
+                    return Some(peer);
+                }
+                forwarded
+                    .as_deref()
+                    .and_then(|f| f.rsplit(',').next())
+                    .and_then(|last| last.trim().parse().ok())
+                    .or(Some(peer))
+            },
+        )
 }
 
 /// The raw body of a request that must carry JSON (Content-Type checked, size capped),

@@ -6,7 +6,7 @@
 
 pub mod listen;
 
-use crate::api::{self, account, admin, discovery, lookup, pubkey, terms};
+use crate::api::{self, account, admin, discovery, lookup, pubkey, session, terms};
 use crate::error::Error;
 use crate::state::AppState;
 use std::convert::Infallible;
@@ -42,6 +42,75 @@ fn shared_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(st)
         .and_then(pubkey::get_pubkey);
     routes!(ping, pubkey_isvalid, pubkey_get).boxed()
+}
+
+/// Sessions, bind and unbind, under v2 (`v2: true`, access token and terms) or v1 (no
+/// accounts). GET submitToken and unbind never take an access token.
+fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
+    let limit = state.config.server.max_body_size;
+    let st = api::with_state(state.clone());
+    let ip = api::client_ip(std::sync::Arc::new(
+        state.config.rate_limit.trusted_proxies.clone(),
+    ));
+    let access = api::token()
+        .map(move |token: Option<String>| {
+            if v2 {
+                session::Access::V2(token)
+            } else {
+                session::Access::V1
+            }
+        })
+        .boxed();
+    let request_token = warp::path!("validate" / String / "requestToken")
+        .and(warp::post())
+        .and(access.clone())
+        .and(api::params_body(limit))
+        .and(ip.clone())
+        .and(st.clone())
+        .and_then(session::request_token);
+    let submit_post = warp::path!("validate" / String / "submitToken")
+        .and(warp::post())
+        .and(access.clone())
+        .and(api::params_body(limit))
+        .and(ip.clone())
+        .and(st.clone())
+        .and_then(session::submit_token);
+    let submit_get = warp::path!("validate" / String / "submitToken")
+        .and(get())
+        .and(api::query())
+        .and(ip)
+        .and(st.clone())
+        .and_then(session::submit_token_get);
+    let validated = warp::path!("3pid" / "getValidated3pid")
+        .and(get())
+        .and(access.clone())
+        .and(api::query())
+        .and(st.clone())
+        .and_then(session::get_validated);
+    let bind = warp::path!("3pid" / "bind")
+        .and(warp::post())
+        .and(access)
+        .and(api::params_body(limit))
+        .and(st.clone())
+        .and_then(session::bind);
+    let unbind = warp::path!("3pid" / "unbind")
+        .and(warp::post())
+        .and(warp::path::full())
+        .and(
+            warp::query::raw()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(
+            warp::header::optional::<String>("authorization")
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(api::json_body(limit))
+        .and(st)
+        .and_then(session::unbind);
+    routes!(request_token, submit_post, submit_get, validated, bind, unbind).boxed()
 }
 
 /// Every route of the public listener, with CORS, logging and error rendering. Each
@@ -96,6 +165,7 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
             logout,
             terms_get,
             terms_post,
+            session_routes(&state, true),
         ))
         .boxed();
 
@@ -124,7 +194,12 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
             .and(st)
             .and_then(lookup::bulk_lookup_v1);
         let v1 = warp::path!("_matrix" / "identity" / "api" / "v1" / ..)
-            .and(routes!(shared_routes(&state), lookup_v1, bulk_lookup))
+            .and(routes!(
+                shared_routes(&state),
+                lookup_v1,
+                bulk_lookup,
+                session_routes(&state, false)
+            ))
             .boxed();
         routes!(v2, v1, versions, version, status).boxed()
     } else {

@@ -37,7 +37,9 @@ pub async fn lookup(
     body: Result<bytes::Bytes, Error>,
     state: AppState,
 ) -> Result<Response, Infallible> {
-    let bytes = match authenticate(&state, token, Gate::Terms).and(body) {
+    let allowed = authenticate(&state, token, Gate::Terms)
+        .and_then(|caller| state.limits.lookup(&caller.token));
+    let bytes = match allowed.and(body) {
         Ok(bytes) => bytes,
         Err(e) => return Ok(super::error_response(&e)),
     };

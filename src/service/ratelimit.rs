@@ -1,7 +1,7 @@
 //! Request rate limits (GCRA through `governor`): `requestToken` per client IP and per
 //! destination address, `submitToken` per session and per IP, lookups per access token.
 //! Over a limit: 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`. Keys seen long ago are
-//! dropped by [`Limiters::forget_idle`], run every minute, so memory stays bounded.
+//! dropped by [`Limiters::forget_idle`], run every ten minutes, so memory stays bounded.
 
 use crate::config::threepid::{Limit, RateLimitConfig};
 use crate::error::Error;
@@ -93,7 +93,6 @@ impl Limiters {
         if !self.enabled {
             return Ok(());
         }
-        // Only a first sighting copies the token (governor clones keys it inserts).
         self.lookup_token
             .check_key(&token.to_owned())
             .map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))

@@ -1,0 +1,228 @@
+//! Validation sessions and associations: `validate/{email,msisdn}/requestToken`,
+//! `submitToken` (POST, and GET for links clicked in a mail), `3pid/getValidated3pid`,
+//! `3pid/bind`, `3pid/unbind`. The same handlers serve v2 (access token and terms) and
+//! the unauthenticated v1 prefix.
+
+use super::respond;
+use crate::error::Error;
+use crate::model::Medium;
+use crate::service::auth::{authenticate, Gate};
+use crate::service::bind::{self, Binder, UnbindAuth};
+use crate::service::session;
+use crate::state::AppState;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::IpAddr;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+
+const SUCCESS_PAGE: &str = include_str!("../../assets/pages/submit-success.html");
+const FAILURE_PAGE: &str = include_str!("../../assets/pages/submit-failure.html");
+
+/// Which prefix a request came in on.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// `/_matrix/identity/v2`, with the request's access token (if any).
+    V2(Option<String>),
+    /// `/_matrix/identity/api/v1`: no accounts.
+    V1,
+}
+
+impl Access {
+    /// The caller's user ID on v2 (authenticated, terms accepted); `None` on v1.
+    fn user(&self, state: &AppState) -> Result<Option<String>, Error> {
+        match self {
+            Self::V2(token) => authenticate(state, token.clone(), Gate::Terms)
+                .map(|caller| Some(caller.user_id().to_owned())),
+            Self::V1 => Ok(None),
+        }
+    }
+}
+
+fn medium(name: &str) -> Result<Medium, Error> {
+    Medium::parse(name).ok_or_else(Error::unrecognized_route)
+}
+
+/// `POST /validate/{medium}/requestToken`
+pub async fn request_token(
+    medium_name: String,
+    access: Access,
+    body: Result<Map<String, Value>, Error>,
+    ip: Option<IpAddr>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = async {
+        let medium = medium(&medium_name)?;
+        access.user(&state)?;
+        session::request_token(&state, medium, &body?, ip).await
+    };
+    respond(result.await)
+}
+
+/// `POST /validate/{medium}/submitToken`: `{"success": true}`, or the error with
+/// `"success": false` added (Synapse and old clients read that field).
+pub async fn submit_token(
+    medium_name: String,
+    access: Access,
+    body: Result<Map<String, Value>, Error>,
+    ip: Option<IpAddr>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = async {
+        let medium = medium(&medium_name)?;
+        access.user(&state)?;
+        let body = body?;
+        crate::service::params::require_all(&body, &["sid", "client_secret", "token"])?;
+        let sid = crate::service::params::string(&body, "sid")?;
+        let secret = crate::service::params::client_secret(&body)?;
+        let token = crate::service::params::string(&body, "token")?;
+        session::submit_token(&state, medium, sid, secret, token, ip).await
+    };
+    Ok(match result.await {
+        Ok(_) => super::json_response(StatusCode::OK, &serde_json::json!({ "success": true })),
+        Err(e) => super::error_response(&e.with("success", false)),
+    })
+}
+
+fn page(state: &AppState, configured: Option<&std::path::Path>, default: &str) -> String {
+    let text = configured
+        .and_then(|p| match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %e, "cannot read the page; showing the built-in one");
+                None
+            }
+        })
+        .unwrap_or_else(|| default.to_owned());
+    text.replace("%DOMAIN%", &state.config.matrix.domain)
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /validate/{medium}/submitToken?sid=&client_secret=&token=`: the link in the
+/// message, opened in a browser, so no access token on either prefix. Redirects to the
+/// session's `next_link` on success, else shows a page.
+pub async fn submit_token_get(
+    medium_name: String,
+    query: HashMap<String, String>,
+    ip: Option<IpAddr>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = async {
+        let medium = medium(&medium_name)?;
+        let get = |name: &'static str| {
+            query
+                .get(name)
+                .map(String::as_str)
+                .ok_or_else(|| Error::missing_params(&[name]))
+        };
+        let (sid, secret, token) = (get("sid")?, get("client_secret")?, get("token")?);
+        session::submit_token(&state, medium, sid, secret, token, ip).await
+    };
+    let view = &state.config.view;
+    Ok(match result.await {
+        Ok(session) => match session.next_link {
+            Some(link) => match HeaderValue::from_str(&link) {
+                Ok(location) => {
+                    let mut r = Response::new(Default::default());
+                    *r.status_mut() = StatusCode::FOUND;
+                    r.headers_mut().insert(header::LOCATION, location);
+                    r
+                }
+                Err(_) => html(
+                    StatusCode::OK,
+                    page(&state, view.success_page.as_deref(), SUCCESS_PAGE),
+                ),
+            },
+            None => html(
+                StatusCode::OK,
+                page(&state, view.success_page.as_deref(), SUCCESS_PAGE),
+            ),
+        },
+        Err(e) => html(
+            e.status,
+            page(&state, view.failure_page.as_deref(), FAILURE_PAGE),
+        ),
+    })
+}
+
+/// `GET /3pid/getValidated3pid?sid=&client_secret=`
+pub async fn get_validated(
+    access: Access,
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = (|| {
+        access.user(&state)?;
+        let sid = query.get("sid").ok_or_else(|| {
+            Error::missing_params(&["sid"])
+        })?;
+        let secret = query
+            .get("client_secret")
+            .ok_or_else(|| Error::missing_params(&["client_secret"]))?;
+        session::get_validated(&state, sid, secret)
+    })();
+    respond(result)
+}
+
+/// `POST /3pid/bind`
+pub async fn bind(
+    access: Access,
+    body: Result<Map<String, Value>, Error>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = async {
+        let user = access.user(&state)?;
+        let binder = match &user {
+            Some(u) => Binder::Account(u),
+            None => Binder::Anonymous,
+        };
+        bind::bind(&state, binder, &body?).await
+    };
+    respond(result.await)
+}
+
+/// `POST /3pid/unbind`: authorised by a session or by the homeserver's signature,
+/// never by an access token.
+pub async fn unbind(
+    path: warp::path::FullPath,
+    query: Option<String>,
+    authorization: Option<String>,
+    body: Result<Map<String, Value>, Error>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let uri = match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{}?{q}", path.as_str()),
+        None => path.as_str().to_owned(),
+    };
+    let result = async {
+        let body = body?;
+        bind::unbind(
+            &state,
+            &body,
+            UnbindAuth {
+                authorization: authorization.as_deref(),
+                method: "POST",
+                uri: &uri,
+            },
+        )
+        .await
+    };
+    respond(result.await)
+}
