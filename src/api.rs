@@ -117,8 +117,10 @@ pub fn json_body<T: serde::de::DeserializeOwned + Send>(
 /// The parameters of a body that may be JSON or (legacy) form-encoded.
 pub fn params_body(
     limit: u64,
-) -> impl Filter<Extract = (Result<serde_json::Map<String, serde_json::Value>, Error>,), Error = warp::Rejection>
-       + Clone {
+) -> impl Filter<
+    Extract = (Result<serde_json::Map<String, serde_json::Value>, Error>,),
+    Error = warp::Rejection,
+> + Clone {
     warp::header::optional::<String>("content-type")
         .or(warp::any().map(|| None))
         .unify()

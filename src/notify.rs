@@ -129,8 +129,7 @@ impl Notifier {
     /// ones (domain, recipient) are added here.
     pub async fn send(&self, to: &ThreePid, flow: Flow, mut vars: Vars) -> Result<(), NotifyError> {
         let enc = |s: &str| {
-            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                .to_string()
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
         };
         let mut pretty = self.domain.clone();
         if let Some(first) = pretty.get_mut(0..1) {

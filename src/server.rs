@@ -110,7 +110,15 @@ fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
         .and(api::json_body(limit))
         .and(st)
         .and_then(session::unbind);
-    routes!(request_token, submit_post, submit_get, validated, bind, unbind).boxed()
+    routes!(
+        request_token,
+        submit_post,
+        submit_get,
+        validated,
+        bind,
+        unbind
+    )
+    .boxed()
 }
 
 /// Every route of the public listener, with CORS, logging and error rendering. Each

@@ -170,9 +170,9 @@ pub async fn get_validated(
 ) -> Result<Response, Infallible> {
     let result = (|| {
         access.user(&state)?;
-        let sid = query.get("sid").ok_or_else(|| {
-            Error::missing_params(&["sid"])
-        })?;
+        let sid = query
+            .get("sid")
+            .ok_or_else(|| Error::missing_params(&["sid"]))?;
         let secret = query
             .get("client_secret")
             .ok_or_else(|| Error::missing_params(&["client_secret"]))?;

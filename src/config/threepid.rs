@@ -129,7 +129,10 @@ pub struct RateLimitConfig {
 
 const DELIVERY_HINTS: &[(&str, &str)] = &[
     ("generator", "only the template generator exists; remove it"),
-    ("generators", "expected generators.template.<flow>: a path to a template file"),
+    (
+        "generators",
+        "expected generators.template.<flow>: a path to a template file",
+    ),
 ];
 
 fn read_templates(medium: &Section<'_, '_>) -> Templates {
@@ -296,7 +299,9 @@ fn read_msisdn(s: &Section<'_, '_>) -> Option<MsisdnConfig> {
     let base_url = twilio
         .string("baseUrl")
         .unwrap_or_else(|| "https://api.twilio.com".into());
-    let timeout = twilio.duration("timeout").unwrap_or(Duration::from_secs(15));
+    let timeout = twilio
+        .duration("timeout")
+        .unwrap_or(Duration::from_secs(15));
     twilio.finish(&[]);
     connectors.finish(&[]);
     let templates = read_templates(s);
@@ -377,8 +382,8 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
     policy.finish(&[]);
     s.finish(&[]);
     let mut ok = true;
-    if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(30 * 86_400) {
-        policy.problem("validation.lifetime", "must be between 1m and 30d");
+    if lifetime < Duration::from_secs(1) || lifetime > Duration::from_secs(30 * 86_400) {
+        policy.problem("validation.lifetime", "must be between 1s and 30d");
         ok = false;
     }
     if !(1..=100).contains(&max_attempts) {

@@ -157,7 +157,8 @@ impl Federation {
         let bytes: [u8; 32] = crate::crypto::b64_decode(encoded)
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| fail("the key is not 32 bytes of base64".into()))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| fail("not an ed25519 key".into()))?;
+        let key =
+            VerifyingKey::from_bytes(&bytes).map_err(|_| fail("not an ed25519 key".into()))?;
         // The answer must be signed by the key it publishes.
         verify_json(&body, origin, key_id, &key)
             .map_err(|_| fail("the key answer is not signed by that key".into()))?;
@@ -225,7 +226,8 @@ mod tests {
         assert_eq!(h.key, "ed25519:abc");
         assert_eq!(h.sig, "c2ln");
         assert_eq!(h.destination.as_deref(), Some("id.example"));
-        let old = parse_header("x-matrix ORIGIN=hs.example:8448,Key=\"ed25519:a\",sig=\"s\"").unwrap();
+        let old =
+            parse_header("x-matrix ORIGIN=hs.example:8448,Key=\"ed25519:a\",sig=\"s\"").unwrap();
         assert_eq!(old.origin, "hs.example:8448");
         assert_eq!(old.destination, None);
         assert_eq!(parse_header("Bearer abc"), Err(XMatrixError::NotXMatrix));

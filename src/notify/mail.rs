@@ -119,7 +119,9 @@ impl Mailer {
                 };
                 let code = e.status().map(|c| c.to_string()).unwrap_or_default();
                 tracing::warn!(to = %shown, error = class, code = %code, "e-mail not delivered");
-                Err(NotifyError::Email(format!("SMTP {class} {code}").trim().to_owned()))
+                Err(NotifyError::Email(
+                    format!("SMTP {class} {code}").trim().to_owned(),
+                ))
             }
         }
     }

@@ -89,7 +89,11 @@ impl SmsSender {
                 Err(NotifyError::Sms(format!("gateway answered {status}")))
             }
             Err(e) => {
-                let class = if e.is_timeout() { "timeout" } else { "connection" };
+                let class = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection"
+                };
                 tracing::warn!(to = %shown, error = class, "SMS gateway unreachable");
                 Err(NotifyError::Sms(format!("gateway {class} error")))
             }

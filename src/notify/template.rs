@@ -45,11 +45,7 @@ enum Escape {
 fn escape_into(out: &mut String, value: &str, escape: Escape) {
     match escape {
         Escape::Text => out.push_str(value),
-        Escape::Header => out.extend(
-            value
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c }),
-        ),
+        Escape::Header => out.extend(value.chars().map(|c| if c.is_control() { ' ' } else { c })),
         Escape::Html => {
             for c in value.chars() {
                 match c {
@@ -95,7 +91,9 @@ fn substitute(text: &str, vars: &Vars, escape: Escape) -> String {
 
 /// A plain-text template (SMS).
 pub fn render_text(template: &str, vars: &Vars) -> String {
-    substitute(template, vars, Escape::Text).trim_end().to_owned()
+    substitute(template, vars, Escape::Text)
+        .trim_end()
+        .to_owned()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -333,7 +331,10 @@ mod tests {
     fn placeholders_are_replaced_and_unknown_ones_kept() {
         let mut v = Vars::new();
         v.set("TOKEN", "abc").set("A_B", "x");
-        assert_eq!(render_text("%TOKEN% 100% %NOPE% %A_B%%TOKEN%", &v), "abc 100% %NOPE% xabc");
+        assert_eq!(
+            render_text("%TOKEN% 100% %NOPE% %A_B%%TOKEN%", &v),
+            "abc 100% %NOPE% xabc"
+        );
         assert_eq!(render_text("%%TOKEN%%", &v), "%abc%");
     }
 
@@ -389,11 +390,7 @@ mod tests {
             Err(TemplateError::NoSubject)
         );
         assert_eq!(
-            render_email(
-                "Subject: x\nContent-Type: multipart/mixed\n\nx",
-                &v,
-                &env()
-            ),
+            render_email("Subject: x\nContent-Type: multipart/mixed\n\nx", &v, &env()),
             Err(TemplateError::NoBoundary)
         );
     }

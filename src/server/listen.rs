@@ -130,13 +130,12 @@ async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let filtered = warp::service(routes);
-    let service = hyper::service::service_fn(
-        move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(PeerAddr(peer));
             let mut filtered = filtered.clone();
             tower_service::Service::call(&mut filtered, request)
-        },
-    );
+        });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

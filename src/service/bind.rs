@@ -138,18 +138,16 @@ pub async fn unbind(
         (Some(sid), Some(secret)) => {
             let session = session::validated(state, sid, secret)?;
             if session.threepid != threepid {
-                return Err(forbidden(
-                    "The session was not validated for this 3PID",
-                ));
+                return Err(forbidden("The session was not validated for this 3PID"));
             }
         }
         (Some(_), None) | (None, Some(_)) => {
             return Err(Error::missing_params(&["sid", "client_secret"]));
         }
         (None, None) => {
-            let header = auth
-                .authorization
-                .ok_or_else(|| forbidden("Unbinding needs a validated session or a homeserver signature"))?;
+            let header = auth.authorization.ok_or_else(|| {
+                forbidden("Unbinding needs a validated session or a homeserver signature")
+            })?;
             let header = xmatrix::parse_header(header).map_err(|e| forbidden(e.to_string()))?;
             let origin = state
                 .federation
@@ -164,11 +162,9 @@ pub async fn unbind(
                 .map_err(|e| {
                     tracing::info!(error = %e, "homeserver unbind refused");
                     match e {
-                        xmatrix::XMatrixError::WrongDestination(_) => Error::new(
-                            StatusCode::UNAUTHORIZED,
-                            "M_UNAUTHORIZED",
-                            e.to_string(),
-                        ),
+                        xmatrix::XMatrixError::WrongDestination(_) => {
+                            Error::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", e.to_string())
+                        }
                         _ => forbidden(e.to_string()),
                     }
                 })?;

@@ -83,7 +83,11 @@ mod tests {
         assert_eq!(integer(&b, "n").unwrap(), 3);
         assert_eq!(integer(&b, "d").unwrap(), 7);
         for bad in ["neg", "f", "o", "s"] {
-            assert_eq!(integer(&b, bad).unwrap_err().errcode, "M_INVALID_PARAM", "{bad}");
+            assert_eq!(
+                integer(&b, bad).unwrap_err().errcode,
+                "M_INVALID_PARAM",
+                "{bad}"
+            );
         }
         let e = require_all(&b, &["s", "a", "b"]).unwrap_err();
         assert!(e.message.contains("a") && e.message.contains("b"));

@@ -116,7 +116,13 @@ fn requested_threepid(
         Medium::Email => {
             params::require_all(body, &["client_secret", "email", "send_attempt"])?;
             let email = params::string(body, "email")?;
-            let invalid = || Error::new(StatusCode::BAD_REQUEST, "M_INVALID_EMAIL", "Invalid e-mail address");
+            let invalid = || {
+                Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_INVALID_EMAIL",
+                    "Invalid e-mail address",
+                )
+            };
             let threepid = ThreePid::new(Medium::Email, email).map_err(|_| invalid())?;
             // What the SMTP layer will accept, too (no quoted local parts, no spaces).
             threepid
@@ -175,7 +181,9 @@ fn next_link(body: &Map<String, Value>) -> Result<Option<String>, Error> {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             Ok(Some(u.to_string()))
         }
-        _ => Err(Error::invalid_param("next_link must be an http or https URL")),
+        _ => Err(Error::invalid_param(
+            "next_link must be an http or https URL",
+        )),
     }
 }
 

@@ -62,7 +62,10 @@ impl Store {
         threepid: &ThreePid,
         client_secret: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let Some(sid) = self.kv.get(SESSION_KEY, &session_key(threepid, client_secret))? else {
+        let Some(sid) = self
+            .kv
+            .get(SESSION_KEY, &session_key(threepid, client_secret))?
+        else {
             return Ok(None);
         };
         let sid = String::from_utf8(sid)

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod smtp;
+pub mod twilio;
+
 use mxisd::config;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
@@ -205,6 +208,9 @@ pub fn free_port() -> u16 {
 pub struct FakeHomeserver {
     pub url: String,
     pub port: u16,
+    /// The server name it signs as (`/_matrix/key/v2/server`, X-Matrix).
+    pub name: String,
+    pub signer: std::sync::Arc<mxisd::crypto::sign::Signer>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -220,7 +226,31 @@ pub enum Userinfo {
 
 impl FakeHomeserver {
     pub async fn start(table: Vec<(&str, Userinfo)>) -> Self {
+        Self::start_named("example.org", table).await
+    }
+
+    /// A fake homeserver for `name` (its signing key answers as that server).
+    pub async fn start_named(name: &str, table: Vec<(&str, Userinfo)>) -> Self {
         use warp::Filter;
+        let seed: [u8; 32] = rand_seed();
+        let signer = std::sync::Arc::new(mxisd::crypto::sign::Signer::new(
+            ed25519_dalek::SigningKey::from_bytes(&seed),
+            "ed25519:hs1",
+        ));
+        let key_signer = signer.clone();
+        let key_name = name.to_owned();
+        let keys = warp::path!("_matrix" / "key" / "v2" / "server")
+            .and(warp::get())
+            .map(move || {
+                let mut body = serde_json::json!({
+                    "server_name": key_name,
+                    "verify_keys": {"ed25519:hs1": {"key": key_signer.public_key_b64()}},
+                    "old_verify_keys": {},
+                    "valid_until_ts": now_ms() + 3_600_000,
+                });
+                key_signer.sign_json(&key_name, &mut body).unwrap();
+                warp::reply::json(&body)
+            });
         let table: std::collections::HashMap<String, Userinfo> =
             table.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         let table = std::sync::Arc::new(table);
@@ -270,14 +300,33 @@ impl FakeHomeserver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
-            warp::serve(route).incoming(listener).run().await;
+            warp::serve(route.or(keys)).incoming(listener).run().await;
         });
         Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
+            name: name.to_owned(),
+            signer,
             hits,
             task,
         }
+    }
+
+    /// The `Authorization` header this homeserver would send to `destination`.
+    pub fn x_matrix(&self, destination: &str, method: &str, uri: &str, content: &Value) -> String {
+        let mut signed = serde_json::json!({
+            "method": method, "uri": uri, "origin": self.name,
+            "destination_is": destination, "content": content,
+        });
+        self.signer.sign_json(&self.name, &mut signed).unwrap();
+        let sig = signed["signatures"][&self.name]["ed25519:hs1"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        format!(
+            "X-Matrix origin=\"{}\",key=\"ed25519:hs1\",sig=\"{sig}\",destination=\"{destination}\"",
+            self.name
+        )
     }
 
     pub fn hits(&self) -> usize {
@@ -354,4 +403,17 @@ pub fn client_hash(address: &str, medium: &str, pepper: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{address} {medium} {pepper}").as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn rand_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    seed
 }

@@ -10,5 +10,6 @@ mod bindings;
 mod cli;
 mod http;
 mod lookup;
+mod sessions;
 mod terms;
 mod tls;
