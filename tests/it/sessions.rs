@@ -900,3 +900,109 @@ async fn rate_limits_answer_429_with_retry_after() {
         .await;
     assert_error(&r, 429, "M_LIMIT_EXCEEDED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_endpoint_refuses_malformed_bodies() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    let s = server(&sink, &hs, "server:\n  maxBodySize: 4KiB\n").await;
+    let alice = s.register("example.org", "alice").await;
+    let endpoints = [
+        "validate/email/requestToken",
+        "validate/msisdn/requestToken",
+        "validate/email/submitToken",
+        "validate/msisdn/submitToken",
+        "3pid/bind",
+        "3pid/unbind",
+    ];
+    for prefix in [V2, V1] {
+        for endpoint in endpoints {
+            let url = format!("{}{prefix}/{endpoint}", s.base);
+            let send = |body: String| {
+                s.send(
+                    s.client
+                        .post(&url)
+                        .bearer_auth(&alice)
+                        .header("content-type", "application/json")
+                        .body(body),
+                )
+            };
+            let r = send("{\"unterminated\": ".into()).await;
+            assert_error(&r, 400, "M_NOT_JSON");
+            let r = send("\"a string\"".into()).await;
+            assert_error(&r, 400, "M_BAD_JSON");
+            let r = send("{}".into()).await;
+            assert_error(&r, 400, "M_MISSING_PARAMS");
+            let r = send(format!("{{\"pad\": \"{}\"}}", "x".repeat(5000))).await;
+            assert_error(&r, 413, "M_TOO_LARGE");
+            let r = s
+                .send(
+                    s.client
+                        .post(&url)
+                        .bearer_auth(&alice)
+                        .header("content-type", "text/plain")
+                        .body("{}"),
+                )
+                .await;
+            assert_error(&r, 400, "M_NOT_JSON");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_templates_terms_gate_and_v2_links_without_v1() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mine.eml"),
+        "Subject: Código para %RECIPIENT_ADDRESS%\nContent-Type: text/plain; charset=UTF-8\n\nToken: %VALIDATION_TOKEN%\nLink: %VALIDATION_LINK%\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "matrix:\n  domain: example.org\n  v1: false\nstorage:\n  path: {}\n{}{}policy:\n  policies:\n    tos:\n      version: \"1\"\n      terms:\n        en:\n          name: Terms\n          url: https://example.org/tos\n",
+        dir.path().join("state").display(),
+        sink.config("      generators:\n        template:\n          session:\n            validation: mine.eml\n"),
+        federation_override("example.org", &hs)
+    );
+    let s = TestServer::start_raw(dir, &yaml).await;
+    let alice = s.register("example.org", "alice").await;
+    // Terms not accepted yet: requestToken is gated.
+    let r = request_email(&s, &alice, "a@example.org", "s1", 1).await;
+    assert_error(&r, 403, "M_TERMS_NOT_SIGNED");
+    let r = s
+        .post_json(
+            &format!("{V2}/terms"),
+            &json!({"user_accepts": ["https://example.org/tos"]}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = request_email(&s, &alice, "a@example.org", "s1", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mail = sink.next().await;
+    assert!(mail.header("Subject").unwrap().starts_with("=?UTF-8?B?"));
+    let (token, link) = link_params(&mail);
+    assert!(mail.text().contains(&format!("Token: {token}")));
+    // v1 is off: its routes are gone, the v2 link still works without a token.
+    let r = s
+        .post_json(
+            &format!("{V1}/validate/email/requestToken"),
+            &json!({"client_secret": "s", "email": "a@example.org", "send_attempt": 1}),
+            None,
+        )
+        .await;
+    assert_error(&r, 404, "M_UNRECOGNIZED");
+    let r = s
+        .client
+        .get(format!(
+            "{}{}?{}",
+            s.base,
+            link.path(),
+            link.query().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
