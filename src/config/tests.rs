@@ -198,3 +198,62 @@ fn summary_lists_the_effective_settings() {
     assert_eq!(c.admin_url().as_deref(), Some("http://127.0.0.1:8091/"));
     assert_eq!(c.local_url(), "http://127.0.0.1:8090");
 }
+
+#[test]
+fn delivery_sessions_and_limits_read_ma1sd_keys() {
+    use threepid::{EmailConnector, SmsConnector, SmtpTls};
+    let c = load(MINIMAL).unwrap();
+    assert!(matches!(c.threepid.email.connector, EmailConnector::None));
+    assert!(matches!(c.threepid.msisdn.connector, SmsConnector::None));
+    assert_eq!(c.threepid.email.from, "mxisd@example.org");
+    assert_eq!(c.session.lifetime, Duration::from_secs(86_400));
+    assert!(c.rate_limit.enabled);
+
+    let c = load(&format!(
+        "{MINIMAL}threepid:\n  medium:\n    email:\n      identity:\n        from: id@example.org\n        name: ID\n      connectors:\n        smtp:\n          host: smtp.example.org\n          port: 465\n          tls: 3\n          login: me\n          password: pw\n    msisdn:\n      connector: twilio\n      connectors:\n        twilio:\n          account_sid: AC1\n          auth_token: tok\n          number: \"+15550001111\"\nsession:\n  policy:\n    validation:\n      maxAttempts: 3\n    unbind:\n      notifications: false\nrateLimit:\n  lookupPerToken:\n    burst: 10\n    interval: 1s\n"
+    ))
+    .unwrap();
+    match &c.threepid.email.connector {
+        EmailConnector::Smtp(s) => {
+            assert_eq!(
+                (s.host.as_str(), s.port, s.tls),
+                ("smtp.example.org", 465, SmtpTls::Implicit)
+            );
+            assert_eq!(s.password.as_ref().map(|p| p.expose()), Some("pw"));
+        }
+        EmailConnector::None => panic!("smtp expected"),
+    }
+    match &c.threepid.msisdn.connector {
+        SmsConnector::Twilio(t) => assert_eq!(t.base_url, "https://api.twilio.com"),
+        SmsConnector::None => panic!("twilio expected"),
+    }
+    assert_eq!(c.session.max_attempts, 3);
+    assert!(!c.session.unbind_notifications);
+    assert_eq!(c.rate_limit.lookup_per_token.burst, 10);
+    assert!(!format!("{c:?}").contains("tok\""));
+}
+
+#[test]
+fn delivery_mistakes_are_reported() {
+    let e = load(&format!(
+        "{MINIMAL}threepid:\n  medium:\n    email:\n      identity:\n        from: not-an-address\n      connectors:\n        smtp:\n          host: h\n          tls: 7\n    msisdn:\n      connector: twilio\n      connectors:\n        twilio:\n          account_sid: AC1\nrateLimit:\n  submitTokenPerIp:\n    burst: 0\nsession:\n  policy:\n    validation:\n      maxAttempts: 0\n"
+    ))
+    .unwrap_err();
+    let all = e.problems.join("\n");
+    for key in [
+        "threepid.medium.email.connectors.smtp.tls",
+        "threepid.medium.msisdn.connectors.twilio",
+        "rateLimit.submitTokenPerIp",
+        "session.policy.validation.maxAttempts",
+    ] {
+        assert!(all.contains(key), "{key} not in:\n{all}");
+    }
+    let e = load(&format!(
+        "{MINIMAL}threepid:\n  medium:\n    email:\n      identity:\n        from: not-an-address\n"
+    ))
+    .unwrap_err();
+    assert!(e
+        .problems
+        .join("\n")
+        .contains("threepid.medium.email.identity.from"));
+}
