@@ -56,12 +56,22 @@ where
         }
     }
     let mut stream = std::pin::pin!(stream);
+    // A small body usually arrives as one chunk: keep it as is, copy only when more come.
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|_| Error::bad_json("The request body could not be read"))?;
-        if (buf.len() + chunk.remaining()) as u64 > limit {
+        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if (held + chunk.remaining()) as u64 > limit {
             drain(stream).await;
             return Err(too_large());
+        }
+        if held == 0 {
+            first = Some(chunk.copy_to_bytes(chunk.remaining()));
+            continue;
+        }
+        if let Some(f) = first.take() {
+            buf.extend_from_slice(&f);
         }
         while chunk.has_remaining() {
             let piece = chunk.chunk();
@@ -70,7 +80,7 @@ where
             chunk.advance(n);
         }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// True when a Content-Type names JSON (`application/json`, `*/*+json`), ignoring

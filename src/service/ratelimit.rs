@@ -29,7 +29,8 @@ pub struct Limiters {
     request_token_address: Keyed<String>,
     submit_token_session: Keyed<String>,
     submit_token_ip: Keyed<IpAddr>,
-    lookup_token: Keyed<String>,
+    /// Keyed by a hash of the token: no copy of it per request, none kept in memory.
+    lookup_token: Keyed<u64>,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -93,8 +94,10 @@ impl Limiters {
         if !self.enabled {
             return Ok(());
         }
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(token, &mut h);
         self.lookup_token
-            .check_key(&token.to_owned())
+            .check_key(&std::hash::Hasher::finish(&h))
             .map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))
     }
 

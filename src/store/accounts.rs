@@ -20,9 +20,10 @@ pub(crate) const ACCOUNT_USER: &str = "account_user";
 /// Most tokens kept in memory (about 100 bytes each); past it the cache starts over.
 const TOKEN_CACHE_MAX: usize = 100_000;
 
-/// Digest → token record, for live tokens seen recently.
+/// Token → token record, for live tokens seen recently (keyed by the token itself, so a
+/// hit costs no hashing beyond the map's).
 pub(crate) type TokenCache =
-    std::sync::RwLock<std::collections::HashMap<[u8; 32], std::sync::Arc<TokenRecord>>>;
+    std::sync::RwLock<std::collections::HashMap<Box<str>, std::sync::Arc<TokenRecord>>>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -86,15 +87,15 @@ impl Store {
         &self,
         token: &str,
     ) -> Result<Option<std::sync::Arc<TokenRecord>>, StoreError> {
-        let digest = token_digest(token);
         if let Some(hit) = self
             .token_cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
+            .get(token)
         {
             return Ok(Some(std::sync::Arc::clone(hit)));
         }
+        let digest = token_digest(token);
         let epoch = self.token_epoch.load(Ordering::SeqCst);
         let Some(record) = self.get::<TokenRecord>(ACCOUNT_TOKEN, &digest)? else {
             // Unknown tokens are not cached: random guesses must not fill memory.
@@ -107,7 +108,7 @@ impl Store {
             if cache.len() >= TOKEN_CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(digest, std::sync::Arc::clone(&record));
+            cache.insert(token.into(), std::sync::Arc::clone(&record));
         }
         Ok(Some(record))
     }
@@ -124,7 +125,7 @@ impl Store {
         {
             let mut cache = self.token_cache.write().unwrap_or_else(|p| p.into_inner());
             self.token_epoch.fetch_add(1, Ordering::SeqCst);
-            cache.remove(&digest);
+            cache.remove(token);
         }
         self.flusher.flush().await?;
         Ok(true)

@@ -24,6 +24,85 @@ use std::collections::HashMap;
 pub(crate) const BINDING: &str = "binding";
 pub(crate) const KEY_PEPPER: &[u8] = b"pepper";
 
+/// Borrowed views of the stored layout, for lookups: only the effective entry is kept
+/// and nothing is allocated but its Matrix ID.
+mod view {
+    use super::HashEntry;
+    use crate::model::Medium;
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct ThreePid<'a> {
+        #[allow(dead_code)]
+        medium: Medium,
+        #[allow(dead_code)]
+        address: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    pub enum Origin<'a> {
+        Admin,
+        Bind,
+        Sync(#[allow(dead_code)] &'a str),
+    }
+
+    #[derive(Deserialize)]
+    pub struct Entry<'a> {
+        #[allow(dead_code)]
+        #[serde(borrow)]
+        origin: Origin<'a>,
+        mxid: &'a str,
+        #[allow(dead_code)]
+        created_ms: u64,
+        #[allow(dead_code)]
+        updated_ms: u64,
+        not_before_ms: u64,
+        not_after_ms: u64,
+    }
+
+    impl Entry<'_> {
+        pub fn to_hash_entry(&self) -> HashEntry {
+            HashEntry {
+                mxid: self.mxid.to_owned(),
+                not_before_ms: self.not_before_ms,
+                not_after_ms: self.not_after_ms,
+            }
+        }
+    }
+
+    /// The first element of the entries list (the effective one); the rest are read
+    /// past without being kept.
+    pub struct First<'a>(pub Option<Entry<'a>>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for First<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(std::marker::PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = First<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a list of binding entries")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<'a>, A::Error> {
+                    let first = seq.next_element::<Entry<'a>>()?;
+                    while seq.next_element::<Entry<'a>>()?.is_some() {}
+                    Ok(First(first))
+                }
+            }
+            d.deserialize_seq(V(std::marker::PhantomData))
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct Record<'a> {
+        #[allow(dead_code)]
+        #[serde(borrow)]
+        threepid: Option<ThreePid<'a>>,
+        #[serde(borrow)]
+        pub first: First<'a>,
+    }
+}
+
 /// Who asserted a binding. The order of the variants is the priority: an operator's
 /// command beats a user's bind, which beats a sync source; sync sources rank by name
 /// until sources carry a configured priority.
@@ -144,14 +223,6 @@ pub(crate) fn hash_key(generation: u32, digest: &[u8; 32]) -> [u8; 36] {
     key
 }
 
-fn hash_entry(e: &BindingEntry) -> HashEntry {
-    HashEntry {
-        mxid: e.mxid.clone(),
-        not_before_ms: e.not_before_ms,
-        not_after_ms: e.not_after_ms,
-    }
-}
-
 impl Store {
     /// The current pepper (kept in memory; the store holds the durable copy).
     pub fn pepper(&self) -> PepperState {
@@ -210,9 +281,13 @@ impl Store {
         generation: u32,
         digest: &[u8; 32],
     ) -> Result<Option<HashEntry>, StoreError> {
-        Ok(self
-            .get::<ThreePidRecord>(BINDING, &hash_key(generation, digest))?
-            .and_then(|r| r.effective().map(hash_entry)))
+        let mut found: Result<Option<HashEntry>, StoreError> = Ok(None);
+        self.kv
+            .get_with(BINDING, &hash_key(generation, digest), &mut |bytes| {
+                found = super::codec::decode_view::<ThreePidRecord, view::Record<'_>>(bytes)
+                    .map(|r| r.first.0.map(|e| e.to_hash_entry()));
+            })?;
+        found
     }
 
     /// Applies origin changes atomically and durably. Returns, for each change, the

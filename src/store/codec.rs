@@ -53,6 +53,37 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// Decodes a borrowed view `V` of a record of type `T` (same layout, with `&str` for
+/// strings), so hot reads allocate nothing.
+pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<V, StoreError> {
+    match bytes.split_first() {
+        Some((&v, rest)) if v == T::VERSION => {
+            let (value, used) = bincode::serde::borrow_decode_from_slice(rest, config())
+                .map_err(|e| {
+                    StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME))
+                })?;
+            if used != rest.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "a stored {} has {} trailing bytes",
+                    T::NAME,
+                    rest.len() - used
+                )));
+            }
+            Ok(value)
+        }
+        // Wrong version or empty: the owned decoder says which.
+        _ => match decode::<T>(bytes) {
+            Err(e) => Err(e),
+            Ok(_) => Err(StoreError::Corrupt(format!(
+                "a stored {} could not be read",
+                T::NAME
+            ))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

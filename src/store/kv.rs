@@ -48,6 +48,17 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 pub trait Kv: Send + Sync + 'static {
     fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
+    /// Calls `f` with the value of `key`, without copying it out; returns whether there
+    /// was one. For hot reads (lookups).
+    fn get_with(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        Ok(self.get(tree, key)?.map(|v| f(&v)).is_some())
+    }
+
     /// Entries whose key starts with `prefix`, in key order.
     fn scan_prefix<'a>(
         &'a self,

@@ -28,6 +28,22 @@ impl Kv for MemKv {
         Ok(self.read().get(tree).and_then(|t| t.get(key)).cloned())
     }
 
+    fn get_with(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        let trees = self.read();
+        match trees.get(tree).and_then(|t| t.get(key)) {
+            Some(v) => {
+                f(v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn scan_prefix<'a>(
         &'a self,
         tree: &'static str,

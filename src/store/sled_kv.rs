@@ -64,6 +64,32 @@ impl Kv for SledKv {
             .map(|v| v.to_vec()))
     }
 
+    fn get_with(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, StoreError> {
+        // Lookup keys are short: build the full key on the stack.
+        let mut buf = [0u8; 64];
+        let len = tree.len() + 1 + key.len();
+        let found = if len <= buf.len() {
+            buf[..tree.len()].copy_from_slice(tree.as_bytes());
+            buf[tree.len() + 1..len].copy_from_slice(key);
+            self.db.get(&buf[..len])
+        } else {
+            self.db.get(full_key(tree, key))
+        }
+        .map_err(backend)?;
+        match found {
+            Some(v) => {
+                f(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn scan_prefix<'a>(
         &'a self,
         tree: &'static str,
