@@ -137,6 +137,7 @@ pub async fn run(
         listeners.public,
         tls,
         server::public_routes(state.clone()),
+        Some(state.clone()),
         stop_rx.clone(),
         drain,
     ));
@@ -149,6 +150,7 @@ pub async fn run(
             admin,
             None,
             server::admin_routes(state.clone()),
+            None,
             stop_rx.clone(),
             drain,
         ));

@@ -4,6 +4,7 @@
 //! path, status, time; never the query string, which may hold an access token), and
 //! serves them with graceful shutdown.
 
+pub mod fast;
 pub mod listen;
 
 use crate::api::{self, account, admin, discovery, lookup, pubkey, session, terms};
@@ -379,7 +380,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(api::error_response(&error))
 }
 
-fn with_cors(mut response: Response) -> Response {
+pub(crate) fn with_cors(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,

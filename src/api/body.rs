@@ -16,7 +16,9 @@ pub fn limited(
 ) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-length")
         .and(warp::body::stream())
-        .then(move |declared: Option<String>, stream| read(declared, stream, limit))
+        .then(move |declared: Option<String>, stream| async move {
+            read(declared.as_deref(), stream, limit).await
+        })
 }
 
 /// Oversized bodies up to this size are read and dropped before the 413 goes out, so
@@ -24,9 +26,9 @@ pub fn limited(
 pub const DRAIN_MAX: u64 = 8 << 20;
 
 /// Reads and discards a body, at most [`DRAIN_MAX`] bytes and 10 seconds.
-pub async fn drain<S, B>(stream: S)
+pub async fn drain<S, B, E>(stream: S)
 where
-    S: Stream<Item = Result<B, warp::Error>>,
+    S: Stream<Item = Result<B, E>>,
     B: Buf,
 {
     let mut stream = std::pin::pin!(stream);
@@ -42,9 +44,10 @@ where
     .await;
 }
 
-async fn read<S, B>(declared: Option<String>, stream: S, limit: u64) -> Result<Bytes, Error>
+/// Reads a body of at most `limit` bytes (`declared`: its Content-Length, if any).
+pub async fn read<S, B, E>(declared: Option<&str>, stream: S, limit: u64) -> Result<Bytes, Error>
 where
-    S: Stream<Item = Result<B, warp::Error>>,
+    S: Stream<Item = Result<B, E>>,
     B: Buf,
 {
     let too_large = || Error::too_large(format!("Request body is larger than {limit} bytes"));

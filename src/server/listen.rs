@@ -57,6 +57,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
+    fast: Option<crate::state::AppState>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -83,15 +84,16 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let routes = routes.clone();
+        let fast = fast.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(stream, peer, routes, watcher).await,
+                None => serve_connection(stream, peer, routes, fast, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, peer, routes, watcher).await
+                            serve_connection(tls_stream, peer, routes, fast, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -125,6 +127,7 @@ async fn serve_connection<S>(
     stream: S,
     peer: std::net::SocketAddr,
     routes: BoxedFilter<(Response,)>,
+    fast: Option<crate::state::AppState>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -132,9 +135,13 @@ async fn serve_connection<S>(
     let filtered = warp::service(routes);
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            use futures_util::future::Either;
+            if let Some(state) = fast.as_ref().filter(|_| super::fast::is_lookup(&request)) {
+                return Either::Left(super::fast::lookup(state.clone(), request));
+            }
             request.extensions_mut().insert(PeerAddr(peer));
             let mut filtered = filtered.clone();
-            tower_service::Service::call(&mut filtered, request)
+            Either::Right(tower_service::Service::call(&mut filtered, request))
         });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -1,0 +1,54 @@
+//! A direct route for the hottest request, `POST /_matrix/identity/v2/lookup`: it skips
+//! warp's filter tree (which every lookup would otherwise walk through body guard,
+//! preflight and prefix matching) and reads headers in place. Everything else about
+//! the request is as on the warp route: the same handler, the same body limit and
+//! errors, CORS headers and the request log line. Any other request goes to warp.
+
+use crate::api;
+use crate::state::AppState;
+use http::{header, Method, Request};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::time::Instant;
+use warp::reply::Response;
+
+pub const LOOKUP_PATH: &str = "/_matrix/identity/v2/lookup";
+
+/// Whether `request` takes the direct route.
+pub fn is_lookup<B>(request: &Request<B>) -> bool {
+    request.method() == Method::POST && request.uri().path() == LOOKUP_PATH
+}
+
+/// Serves a lookup request.
+pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Response, Infallible> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let header_text = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let query_token = parts.uri.query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let token = crate::service::auth::extract_token(
+        header_text(header::AUTHORIZATION),
+        query_token.as_deref(),
+    );
+    let limit = state.config.server.max_body_size;
+    let stream = http_body_util::BodyDataStream::new(body);
+    let bytes = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit)
+        .await
+        .and_then(|b| {
+            api::body::check_content_type(header_text(header::CONTENT_TYPE)).map(|()| b)
+        });
+    let response = super::with_cors(api::lookup::lookup(token, bytes, state).await?);
+    tracing::info!(
+        target: "mxisd::http",
+        listener = "public",
+        method = "POST",
+        path = LOOKUP_PATH,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}
