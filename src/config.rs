@@ -252,9 +252,12 @@ pub fn load_str(
     let root = ctx.root(&value);
     let config = build(&root);
     root.finish(TOP_LEVEL_HINTS);
-    let problems = ctx.into_problems();
+    let (problems, warnings) = ctx.into_parts();
     match config {
-        Some(config) if problems.is_empty() => Ok(config),
+        Some(mut config) if problems.is_empty() => {
+            config.warnings = warnings;
+            Ok(config)
+        }
         _ => Err(fail(if problems.is_empty() {
             vec!["invalid configuration".into()]
         } else {

@@ -79,7 +79,7 @@ fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
     let submit_get = warp::path!("validate" / String / "submitToken")
         .and(get())
         .and(api::query())
-        .and(ip)
+        .and(ip.clone())
         .and(st.clone())
         .and_then(session::submit_token_get);
     let validated = warp::path!("3pid" / "getValidated3pid")
@@ -109,6 +109,7 @@ fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
                 .unify(),
         )
         .and(api::json_body(limit))
+        .and(ip)
         .and(st)
         .and_then(session::unbind);
     routes!(

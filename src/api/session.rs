@@ -205,6 +205,7 @@ pub async fn unbind(
     query: Option<String>,
     authorization: Option<String>,
     body: Result<Map<String, Value>, Error>,
+    ip: Option<IpAddr>,
     state: AppState,
 ) -> Result<Response, Infallible> {
     let uri = match query.filter(|q| !q.is_empty()) {
@@ -212,6 +213,7 @@ pub async fn unbind(
         None => path.as_str().to_owned(),
     };
     let result = async {
+        state.limits.unbind(ip)?;
         let body = body?;
         bind::unbind(
             &state,

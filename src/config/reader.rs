@@ -131,6 +131,11 @@ impl<'a, 'v> Section<'a, 'v> {
         (self.ctx.env)(&name).map(|v| (name, v))
     }
 
+    /// A warning about `key` (printed by `check-config`, logged at start).
+    pub fn warning(&self, key: &str, message: impl std::fmt::Display) {
+        self.ctx.warning(&self.key_path(key), message);
+    }
+
     /// A key of ma1sd's that is accepted but has no effect here: a warning, not an error.
     pub fn ignored(&self, key: &str, why: &str) {
         if self.raw(key).is_some() {

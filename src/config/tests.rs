@@ -257,3 +257,17 @@ fn delivery_mistakes_are_reported() {
         .join("\n")
         .contains("threepid.medium.email.identity.from"));
 }
+
+#[test]
+fn compatibility_keys_give_warnings_not_errors() {
+    let c = load(&format!(
+        "{MINIMAL}hashing:\n  hashStorageType: sql\nthreepid:\n  medium:\n    msisdn:\n      connectors:\n        twilio:\n          account_sid: AC1\n          auth_token: t\n          number: \"+15550001111\"\n          baseUrl: http://127.0.0.1:9\n"
+    ))
+    .unwrap();
+    let all = c.warnings.join("\n");
+    assert!(all.contains("hashing.hashStorageType"), "{all}");
+    assert!(
+        all.contains("threepid.medium.msisdn.connectors.twilio.baseUrl"),
+        "{all}"
+    );
+}

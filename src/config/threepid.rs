@@ -99,6 +99,10 @@ pub struct SessionConfig {
     pub unbind_notifications: bool,
     /// `session.policy.bind.onlyLocalDomain`: bind only Matrix IDs of `matrix.domain`.
     pub bind_only_local: bool,
+    /// `session.policy.bind.v1`: accept the unauthenticated v1 `/3pid/bind`, which
+    /// cannot check that the Matrix ID is the caller's (Sydent's
+    /// `enable_v1_associations`).
+    pub bind_v1: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -124,6 +128,7 @@ pub struct RateLimitConfig {
     pub request_token_per_address: Limit,
     pub submit_token_per_session: Limit,
     pub submit_token_per_ip: Limit,
+    pub unbind_per_ip: Limit,
     pub lookup_per_token: Limit,
 }
 
@@ -321,6 +326,12 @@ fn read_msisdn(s: &Section<'_, '_>) -> Option<MsisdnConfig> {
                     );
                     return None;
                 }
+                if base_url.starts_with("http://") {
+                    s.warning(
+                        "connectors.twilio.baseUrl",
+                        "is plain http: the auth token travels in clear (use https outside tests)",
+                    );
+                }
                 let digits = number.trim_start_matches('+');
                 if !number.starts_with('+')
                     || digits.is_empty()
@@ -378,6 +389,7 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
     unbind.finish(&[]);
     let bind = policy.section("bind");
     let bind_only_local = bind.bool("onlyLocalDomain").unwrap_or(false);
+    let bind_v1 = bind.bool("v1").unwrap_or(false);
     bind.finish(&[]);
     policy.finish(&[]);
     s.finish(&[]);
@@ -397,6 +409,7 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
         unbind_enabled,
         unbind_notifications,
         bind_only_local,
+        bind_v1,
     })
 }
 
@@ -474,8 +487,8 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         s,
         "requestTokenPerIp",
         Limit {
-            burst: 20,
-            interval: secs(6),
+            burst: 10,
+            interval: secs(30),
         },
     );
     let request_token_per_address = read_limit(
@@ -483,7 +496,7 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         "requestTokenPerAddress",
         Limit {
             burst: 5,
-            interval: secs(60),
+            interval: secs(600),
         },
     );
     let submit_token_per_session = read_limit(
@@ -500,6 +513,14 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         Limit {
             burst: 50,
             interval: secs(1),
+        },
+    );
+    let unbind_per_ip = read_limit(
+        s,
+        "unbindPerIp",
+        Limit {
+            burst: 20,
+            interval: secs(6),
         },
     );
     let lookup_per_token = read_limit(
@@ -521,6 +542,7 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         request_token_per_address: request_token_per_address?,
         submit_token_per_session: submit_token_per_session?,
         submit_token_per_ip: submit_token_per_ip?,
+        unbind_per_ip: unbind_per_ip?,
         lookup_per_token: lookup_per_token?,
     })
 }

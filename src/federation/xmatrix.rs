@@ -94,9 +94,16 @@ fn split_params(text: &str) -> Vec<&str> {
     out
 }
 
-/// Verified keys of other servers: (server, key id) → key and until when we trust it.
+/// Verified keys of other servers: (server, key id) → key and until when we trust it;
+/// and failed fetches, remembered for a minute so a stream of requests naming an
+/// unreachable or bogus key does not become a stream of outbound calls.
 #[derive(Debug, Default)]
-pub struct KeyCache(std::sync::Mutex<HashMap<(String, String), (VerifyingKey, Instant)>>);
+pub struct KeyCache {
+    keys: std::sync::Mutex<HashMap<(String, String), (VerifyingKey, Instant)>>,
+    failures: std::sync::Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
 const KEY_CACHE_MAX: usize = 1_000;
 const KEY_CACHE_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -105,14 +112,36 @@ const KEY_RESPONSE_MAX: usize = 50 * 1024;
 
 impl KeyCache {
     fn get(&self, origin: &str, key_id: &str) -> Option<VerifyingKey> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(origin.to_owned(), key_id.to_owned()))
             .filter(|(_, until)| *until > Instant::now())
             .map(|(k, _)| *k)
     }
 
+    fn recent_failure(&self, origin: &str, key_id: &str) -> Option<String> {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(origin.to_owned(), key_id.to_owned()))
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(why, _)| why.clone())
+    }
+
+    fn fail(&self, origin: &str, key_id: &str, why: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if map.len() >= KEY_CACHE_MAX {
+            map.retain(|_, (_, until)| *until > now);
+            if map.len() >= KEY_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(
+            (origin.to_owned(), key_id.to_owned()),
+            (why.to_owned(), now + FAILURE_MEMORY),
+        );
+    }
+
     fn put(&self, origin: &str, key_id: &str, key: VerifyingKey, ttl: Duration) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= KEY_CACHE_MAX {
             let now = Instant::now();
             map.retain(|_, (_, until)| *until > now);
@@ -138,77 +167,98 @@ impl Federation {
             key: key_id.to_owned(),
             why,
         };
+        if let Some(why) = self.keys.recent_failure(origin, key_id) {
+            return Err(fail(why));
+        }
+        match self.fetch_key(origin, key_id).await {
+            Ok((key, ttl)) => {
+                self.keys.put(origin, key_id, key, ttl);
+                Ok(key)
+            }
+            Err(why) => {
+                self.keys.fail(origin, key_id, &why);
+                Err(fail(why))
+            }
+        }
+    }
+
+    /// Fetches `/_matrix/key/v2/server` of `origin` and checks it: the key, how long
+    /// to trust it, or why not.
+    async fn fetch_key(
+        &self,
+        origin: &str,
+        key_id: &str,
+    ) -> Result<(VerifyingKey, Duration), String> {
         let (status, body) = self
             .get_json(origin, "/_matrix/key/v2/server", KEY_RESPONSE_MAX)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         if status != 200 {
-            return Err(fail(format!("the key server answered HTTP {status}")));
+            return Err(format!("the key server answered HTTP {status}"));
         }
         if body.get("server_name").and_then(Value::as_str) != Some(origin) {
-            return Err(fail("the answer is for another server".into()));
+            return Err("the answer is for another server".into());
         }
         let encoded = body
             .get("verify_keys")
             .and_then(|k| k.get(key_id))
             .and_then(|k| k.get("key"))
             .and_then(Value::as_str)
-            .ok_or_else(|| fail("no such key".into()))?;
+            .ok_or("no such key")?;
         let bytes: [u8; 32] = crate::crypto::b64_decode(encoded)
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| fail("the key is not 32 bytes of base64".into()))?;
-        let key =
-            VerifyingKey::from_bytes(&bytes).map_err(|_| fail("not an ed25519 key".into()))?;
+            .ok_or("the key is not 32 bytes of base64")?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| "not an ed25519 key")?;
         // The answer must be signed by the key it publishes.
         verify_json(&body, origin, key_id, &key)
-            .map_err(|_| fail("the key answer is not signed by that key".into()))?;
+            .map_err(|_| "the key answer is not signed by that key")?;
         let valid_until = body
             .get("valid_until_ts")
             .and_then(Value::as_u64)
             .unwrap_or(0);
         let ttl = Duration::from_millis(valid_until.saturating_sub(crate::store::now_ms()));
         if ttl.is_zero() {
-            return Err(fail("the key has expired (valid_until_ts)".into()));
+            return Err("the key has expired (valid_until_ts)".into());
         }
-        self.keys.put(origin, key_id, key, ttl);
-        Ok(key)
+        Ok((key, ttl))
     }
 
-    /// Checks an X-Matrix request to us (`our_name`): returns the verified origin.
+    /// Checks an X-Matrix request to us (known as any of `our_names`; the first is the
+    /// signing name): returns the verified origin.
     pub async fn verify_request(
         &self,
         header: &XMatrix,
-        our_name: &str,
+        our_names: &[&str],
         method: &str,
         uri: &str,
         content: &Value,
     ) -> Result<String, XMatrixError> {
-        if let Some(d) = &header.destination {
-            if !d.eq_ignore_ascii_case(our_name) {
-                return Err(XMatrixError::WrongDestination(d.clone()));
-            }
-        }
+        let candidates: Vec<&str> = match &header.destination {
+            Some(d) => match our_names.iter().find(|n| n.eq_ignore_ascii_case(d)) {
+                Some(n) => vec![*n],
+                None => return Err(XMatrixError::WrongDestination(d.clone())),
+            },
+            None => our_names.to_vec(),
+        };
         if !crate::config::is_server_name(&header.origin) {
             return Err(XMatrixError::BadOrigin(header.origin.clone()));
         }
         let origin = header.origin.to_ascii_lowercase();
         let key = self.server_key(&origin, &header.key).await?;
-        let mut signed = json!({
-            "method": method,
-            "uri": uri,
-            "origin": header.origin,
-            "destination_is": our_name,
-            "content": content,
-        });
-        if let Some(map) = signed.as_object_mut() {
-            map.insert(
-                "signatures".into(),
-                json!({ header.origin.clone(): { header.key.clone(): header.sig } }),
-            );
+        for destination in candidates {
+            let signed = json!({
+                "method": method,
+                "uri": uri,
+                "origin": header.origin,
+                "destination_is": destination,
+                "content": content,
+                "signatures": { header.origin.clone(): { header.key.clone(): header.sig } },
+            });
+            if verify_json(&signed, &header.origin, &header.key, &key).is_ok() {
+                return Ok(origin);
+            }
         }
-        verify_json(&signed, &header.origin, &header.key, &key)
-            .map_err(|_| XMatrixError::BadSignature)?;
-        Ok(origin)
+        Err(XMatrixError::BadSignature)
     }
 }
 

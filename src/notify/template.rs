@@ -27,6 +27,12 @@ impl Vars {
         self
     }
 
+    /// Sets a user-supplied value cut to `max` characters (with `…`), as Sydent does for
+    /// names that end up in subjects and bodies.
+    pub fn set_truncated(&mut self, name: &'static str, value: &str, max: usize) -> &mut Self {
+        self.set(name, truncate(value, max))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
@@ -35,6 +41,19 @@ impl Vars {
     }
 }
 
+/// `value` cut to at most `max` characters, `…` marking the cut.
+pub fn truncate(value: &str, max: usize) -> String {
+    if value.chars().count() <= max {
+        return value.to_owned();
+    }
+    let mut out: String = value.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Longest subject we send (characters), whatever the template and values make of it.
+const MAX_SUBJECT: usize = 200;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Escape {
     Text,
@@ -42,12 +61,14 @@ enum Escape {
     Header,
 }
 
+/// Values are single lines everywhere: a line break in a value could end a header, or
+/// start a MIME boundary line inside a body, so control characters become spaces.
 fn escape_into(out: &mut String, value: &str, escape: Escape) {
+    let clean = value.chars().map(|c| if c.is_control() { ' ' } else { c });
     match escape {
-        Escape::Text => out.push_str(value),
-        Escape::Header => out.extend(value.chars().map(|c| if c.is_control() { ' ' } else { c })),
+        Escape::Text | Escape::Header => out.extend(clean),
         Escape::Html => {
-            for c in value.chars() {
+            for c in clean {
                 match c {
                     '&' => out.push_str("&amp;"),
                     '<' => out.push_str("&lt;"),
@@ -252,7 +273,12 @@ fn render_entity(
     let plain = text.is_ascii() && text.lines().all(|l| l.len() <= 998);
     let encoded = if plain {
         headers.push(("Content-Transfer-Encoding".into(), "7bit".into()));
-        let mut out = text.lines().collect::<Vec<_>>().join("\r\n");
+        // No bare CR may reach the SMTP dialogue (smuggling): lines end in CRLF only.
+        let mut out = text
+            .lines()
+            .map(|l| l.replace('\r', ""))
+            .collect::<Vec<_>>()
+            .join("\r\n");
         out.push_str("\r\n");
         out
     } else {
@@ -296,7 +322,7 @@ pub fn render_email(
         *value = if structured {
             rendered
         } else {
-            encode_header_value(rendered.trim())
+            encode_header_value(&truncate(rendered.trim(), MAX_SUBJECT))
         };
     }
     let (headers, body) = render_entity(headers, body, vars)?;
@@ -340,9 +366,13 @@ mod tests {
 
     #[test]
     fn multipart_escapes_html_and_encodes_non_ascii() {
-        let t = "Subject: Hello %NAME%\nFrom: evil@x\nContent-Type: multipart/alternative; boundary=\"b1\"\n\n--b1\nContent-Type: text/plain; charset=UTF-8\n\nHi %NAME% %LINK%\n--b1\nContent-Type: text/html; charset=UTF-8\n\n<a href=\"%LINK%\">%NAME%</a>\n--b1--\n";
+        let t = "Subject: Hello %NAME%\nX-Note: %INJECT%\nFrom: evil@x\nContent-Type: multipart/alternative; boundary=\"b1\"\n\n--b1\nContent-Type: text/plain; charset=UTF-8\n\nHi %NAME% %LINK% %INJECT%\n--b1\nContent-Type: text/html; charset=UTF-8\n\n<a href=\"%LINK%\">%NAME%</a>\n--b1--\n";
         let mut v = Vars::new();
-        v.set("NAME", "<b>Zoé</b>\r\nBcc: victim@x")
+        v.set("NAME", "<b>Zoé</b>")
+            .set(
+                "INJECT",
+                "x\r\nBcc: victim@x\n--b1\nContent-Type: text/html\n\n<evil>",
+            )
             .set("LINK", "https://x/?a=1&b=2");
         let out = String::from_utf8(render_email(t, &v, &env()).unwrap()).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();
@@ -350,6 +380,9 @@ mod tests {
         assert_eq!(head.matches("From:").count(), 1);
         assert!(!head.contains("evil@x"));
         assert!(!head.lines().any(|l| l.starts_with("Bcc")));
+        assert!(head.contains("X-Note: x  Bcc: victim@x --b1 Content-Type: text/html  <evil>"));
+        // The injected boundary stayed inside its line: still exactly two parts.
+        assert_eq!(body.matches("--b1\r\n").count(), 2);
         assert!(head.contains("Subject: =?UTF-8?B?"));
         // Parts: the text one has non-ASCII → base64; the HTML one is escaped.
         let parts: Vec<&str> = body.split("--b1").collect();
@@ -393,6 +426,19 @@ mod tests {
             render_email("Subject: x\nContent-Type: multipart/mixed\n\nx", &v, &env()),
             Err(TemplateError::NoBoundary)
         );
+    }
+
+    #[test]
+    fn names_are_truncated_and_subjects_capped() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("a very long room name indeed", 10), "a very lo…");
+        let mut v = Vars::new();
+        v.set_truncated("N", &"é".repeat(50), 20);
+        assert_eq!(v.get("N").unwrap().chars().count(), 20);
+        v.set("LONG", "x".repeat(5000));
+        let t = "Subject: %LONG%\nContent-Type: text/plain\n\nb\n";
+        let out = String::from_utf8(render_email(t, &v, &env()).unwrap()).unwrap();
+        assert!(out.lines().all(|l| l.len() < 998));
     }
 
     #[test]

@@ -37,9 +37,7 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
     let stream = http_body_util::BodyDataStream::new(body);
     let bytes = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit)
         .await
-        .and_then(|b| {
-            api::body::check_content_type(header_text(header::CONTENT_TYPE)).map(|()| b)
-        });
+        .and_then(|b| api::body::check_content_type(header_text(header::CONTENT_TYPE)).map(|()| b));
     let response = super::with_cors(api::lookup::lookup(token, bytes, state).await?);
     tracing::info!(
         target: "mxisd::http",

@@ -53,14 +53,22 @@ pub async fn bind(
     let mxid_text = params::string(body, "mxid")?;
     let mxid = Mxid::parse(mxid_text)
         .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
-    if let Binder::Account(user) = binder {
-        if user != mxid.as_str() {
+    match binder {
+        Binder::Account(user) if user != mxid.as_str() => {
             return Err(Error::new(
                 StatusCode::FORBIDDEN,
                 "M_UNAUTHORIZED",
                 "You can only bind 3PIDs to your own Matrix ID",
             ));
         }
+        Binder::Account(_) => {}
+        // Without an account nothing ties the Matrix ID to the caller.
+        Binder::Anonymous if !state.config.session.bind_v1 => {
+            return Err(forbidden(
+                "The v1 bind is disabled on this server; use /_matrix/identity/v2/3pid/bind",
+            ));
+        }
+        Binder::Anonymous => {}
     }
     if state.config.session.bind_only_local && mxid.server() != state.config.matrix.domain {
         return Err(forbidden(format!(
@@ -96,7 +104,21 @@ pub async fn bind(
     for observer in &state.bind_observers {
         observer.bound(state, &session.threepid, mxid.as_str());
     }
-    super::lookup::signed_association(state, &session.threepid, &entry)
+    // Sign what is stored (a re-bind keeps its first `ts`), so v1 /lookup agrees.
+    let stored = state
+        .store
+        .binding(&session.threepid)?
+        .and_then(|r| r.entries.into_iter().find(|e| e.origin == Origin::Bind))
+        .unwrap_or(entry);
+    super::lookup::signed_association(state, &session.threepid, &stored)
+}
+
+/// `host[:port]` of a base URL (homeservers may name us by the public URL's host).
+fn public_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    rest.split('/').next().filter(|h| !h.is_empty())
 }
 
 /// How an unbind request proves its right.
@@ -149,11 +171,24 @@ pub async fn unbind(
                 forbidden("Unbinding needs a validated session or a homeserver signature")
             })?;
             let header = xmatrix::parse_header(header).map_err(|e| forbidden(e.to_string()))?;
+            // Only the mxid's own homeserver may: refuse others before fetching any key.
+            if !header.origin.eq_ignore_ascii_case(mxid.server()) {
+                return Err(forbidden(format!(
+                    "{} cannot unbind a user of {}",
+                    header.origin,
+                    mxid.server()
+                )));
+            }
+            let public_host = public_host(&state.config.server.public_url);
+            let mut names = vec![state.config.server.name.as_str()];
+            if let Some(h) = public_host.filter(|h| !h.eq_ignore_ascii_case(names[0])) {
+                names.push(h);
+            }
             let origin = state
                 .federation
                 .verify_request(
                     &header,
-                    &state.config.server.name,
+                    &names,
                     auth.method,
                     auth.uri,
                     &Value::Object(body.clone()),

@@ -48,15 +48,19 @@ pub fn require_all(body: &Map<String, Value>, names: &[&'static str]) -> Result<
     }
 }
 
+/// The spec's grammar of session ids (and client secrets): `[0-9a-zA-Z.=_-]{1,255}`.
+pub fn is_session_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 255
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'=' | b'_' | b'-'))
+}
+
 /// The spec's `client_secret` grammar: `[0-9a-zA-Z.=_-]{1,255}`.
 pub fn client_secret(body: &Map<String, Value>) -> Result<&str, Error> {
     let secret = string(body, "client_secret")?;
-    let ok = !secret.is_empty()
-        && secret.len() <= 255
-        && secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'=' | b'_' | b'-'));
-    if ok {
+    if is_session_id(secret) {
         Ok(secret)
     } else {
         Err(Error::invalid_param(

@@ -29,6 +29,7 @@ pub struct Limiters {
     request_token_address: Keyed<String>,
     submit_token_session: Keyed<String>,
     submit_token_ip: Keyed<IpAddr>,
+    unbind_ip: Keyed<IpAddr>,
     /// Keyed by a hash of the token: no copy of it per request, none kept in memory.
     lookup_token: Keyed<u64>,
 }
@@ -51,6 +52,21 @@ fn limited(wait: std::time::Duration) -> Error {
     .with("retry_after_ms", ms)
 }
 
+/// The key of a client address: IPv6 clients usually hold a whole /64, so they count as
+/// one.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 impl Limiters {
     pub fn new(config: &RateLimitConfig) -> Self {
         Self {
@@ -60,6 +76,7 @@ impl Limiters {
             request_token_address: keyed(config.request_token_per_address),
             submit_token_session: keyed(config.submit_token_per_session),
             submit_token_ip: keyed(config.submit_token_per_ip),
+            unbind_ip: keyed(config.unbind_per_ip),
             lookup_token: keyed(config.lookup_per_token),
         }
     }
@@ -76,17 +93,30 @@ impl Limiters {
     /// `requestToken` from `ip` to `destination` (a normalised address).
     pub fn request_token(&self, ip: Option<IpAddr>, destination: &str) -> Result<(), Error> {
         if let Some(ip) = ip {
-            self.check(&self.request_token_ip, &ip)?;
+            self.check(&self.request_token_ip, &client_key(ip))?;
         }
         self.check(&self.request_token_address, &destination.to_owned())
     }
 
-    /// `submitToken` (and the GET link) from `ip` for session `sid`.
-    pub fn submit_token(&self, ip: Option<IpAddr>, sid: &str) -> Result<(), Error> {
-        if let Some(ip) = ip {
-            self.check(&self.submit_token_ip, &ip)?;
+    /// `submitToken` (and the GET link) from `ip`.
+    pub fn submit_token_ip(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        match ip {
+            Some(ip) => self.check(&self.submit_token_ip, &client_key(ip)),
+            None => Ok(()),
         }
+    }
+
+    /// `submitToken` for an existing session `sid` (only real sessions get a bucket).
+    pub fn submit_token_session(&self, sid: &str) -> Result<(), Error> {
         self.check(&self.submit_token_session, &sid.to_owned())
+    }
+
+    /// `/3pid/unbind` from `ip` (each may make us fetch a homeserver's keys).
+    pub fn unbind(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        match ip {
+            Some(ip) => self.check(&self.unbind_ip, &client_key(ip)),
+            None => Ok(()),
+        }
     }
 
     /// A lookup by the holder of `token`.
@@ -107,6 +137,7 @@ impl Limiters {
         self.request_token_address.retain_recent();
         self.submit_token_session.retain_recent();
         self.submit_token_ip.retain_recent();
+        self.unbind_ip.retain_recent();
         self.lookup_token.retain_recent();
         self.request_token_address.shrink_to_fit();
         self.lookup_token.shrink_to_fit();
@@ -130,6 +161,7 @@ mod tests {
             request_token_per_address: Limit { burst: 3, ..l },
             submit_token_per_session: l,
             submit_token_per_ip: l,
+            unbind_per_ip: l,
             lookup_per_token: l,
         }
     }
@@ -152,6 +184,15 @@ mod tests {
         assert!(limits.lookup("t").is_ok());
         assert!(limits.lookup("t").is_err());
         assert!(limits.lookup("u").is_ok());
+        // One IPv6 /64 is one client.
+        let a = Some("2001:db8::1".parse().unwrap());
+        let b = Some("2001:db8::ffff:2".parse().unwrap());
+        assert!(limits.unbind(a).is_ok());
+        assert!(limits.unbind(b).is_ok());
+        assert!(limits.unbind(a).is_err());
+        assert!(limits
+            .unbind(Some("2001:db8:0:1::1".parse().unwrap()))
+            .is_ok());
         limits.forget_idle();
     }
 
@@ -159,7 +200,8 @@ mod tests {
     fn disabled_limits_never_refuse() {
         let limits = Limiters::new(&config(false));
         for _ in 0..10 {
-            assert!(limits.submit_token(None, "s").is_ok());
+            assert!(limits.submit_token_session("s").is_ok());
+            assert!(limits.unbind(Some("::1".parse().unwrap())).is_ok());
             assert!(limits.lookup("t").is_ok());
         }
     }

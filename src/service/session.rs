@@ -290,6 +290,9 @@ pub async fn request_token(
 /// The session `sid` if `client_secret` is its secret; unknown sid and wrong secret are
 /// the same answer.
 fn find(state: &AppState, sid: &str, client_secret: &str) -> Result<SessionRecord, Error> {
+    if !params::is_session_id(sid) {
+        return Err(no_valid_session());
+    }
     match state.store.session(sid)? {
         Some(s) if ct_eq(&s.client_secret, client_secret) && !dead(state, &s) => Ok(s),
         _ => Err(no_valid_session()),
@@ -323,9 +326,13 @@ pub async fn submit_token(
     if token.is_empty() || token.chars().count() > 255 {
         return Err(Error::invalid_param("token must be 1-255 characters"));
     }
-    state.limits.submit_token(client_ip, sid)?;
+    if !params::is_session_id(sid) {
+        return Err(no_valid_session());
+    }
+    state.limits.submit_token_ip(client_ip)?;
     let _guard = state.store.sessions_guard().await;
     let mut session = find(state, sid, client_secret)?;
+    state.limits.submit_token_session(sid)?;
     if session.threepid.medium() != medium {
         return Err(no_valid_session());
     }

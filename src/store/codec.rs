@@ -60,8 +60,8 @@ pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
 ) -> Result<V, StoreError> {
     match bytes.split_first() {
         Some((&v, rest)) if v == T::VERSION => {
-            let (value, used) = bincode::serde::borrow_decode_from_slice(rest, config())
-                .map_err(|e| {
+            let (value, used) =
+                bincode::serde::borrow_decode_from_slice(rest, config()).map_err(|e| {
                     StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME))
                 })?;
             if used != rest.len() {

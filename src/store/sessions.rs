@@ -113,10 +113,13 @@ impl Store {
             };
             match super::codec::decode::<SessionRecord>(&value) {
                 Ok(s) if s.updated_ms >= cutoff_ms => continue,
-                Ok(s) => batch.delete(
-                    SESSION_KEY,
-                    session_key(&s.threepid, &s.client_secret).to_vec(),
-                ),
+                Ok(s) => {
+                    // The index may point at a newer session of the same triple by now.
+                    let index = session_key(&s.threepid, &s.client_secret);
+                    if self.kv.get(SESSION_KEY, &index)?.as_deref() == Some(s.sid.as_bytes()) {
+                        batch.delete(SESSION_KEY, index.to_vec());
+                    }
+                }
                 // An unreadable record helps nobody: drop it with the rest.
                 Err(_) => {}
             }
@@ -162,5 +165,12 @@ mod tests {
         assert!(store.session("s1").unwrap().is_none());
         assert!(store.session_for(&tp, "c1").unwrap().is_none());
         assert!(store.session("s2").unwrap().is_some());
+        // An old session replaced by a newer one of the same triple: purging the old
+        // one leaves the newer one findable.
+        store.put_session(&record("old", "c9", 100)).await.unwrap();
+        store.put_session(&record("new", "c9", 900)).await.unwrap();
+        // (s2, last changed at 200, goes too.)
+        assert_eq!(store.purge_sessions(500).await.unwrap(), 2);
+        assert_eq!(store.session_for(&tp, "c9").unwrap().unwrap().sid, "new");
     }
 }

@@ -1006,3 +1006,88 @@ async fn custom_templates_terms_gate_and_v2_links_without_v1() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_bind_is_off_unless_configured() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    for (extra, expected) in [
+        ("", 403),
+        ("session:\n  policy:\n    bind:\n      v1: true\n", 200),
+    ] {
+        let s = server(&sink, &hs, extra).await;
+        let r = s
+            .post_json(
+                &format!("{V1}/validate/email/requestToken"),
+                &json!({"client_secret": "s1", "email": "a@example.org", "send_attempt": 1}),
+                None,
+            )
+            .await;
+        let sid = r.body["sid"].as_str().unwrap().to_owned();
+        let (token, _) = link_params(&sink.next().await);
+        let r = s
+            .post_json(
+                &format!("{V1}/validate/email/submitToken"),
+                &json!({"sid": sid, "client_secret": "s1", "token": token}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = s
+            .post_json(
+                &format!("{V1}/3pid/bind"),
+                &json!({"sid": sid, "client_secret": "s1", "mxid": "@anyone:example.org"}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, expected, "{extra}: {}", r.body);
+        if expected == 403 {
+            assert_eq!(r.body["errcode"], "M_FORBIDDEN");
+        } else {
+            assert_eq!(r.body["mxid"], "@anyone:example.org");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_matrix_from_an_impostor_key_or_to_our_public_host() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    // Claims to be example.org, but signs with a key example.org never published.
+    let impostor = FakeHomeserver::start_named("example.org", vec![]).await;
+    let s = server(
+        &sink,
+        &hs,
+        "server:\n  name: id.example.org\n  publicUrl: https://matrix-id.example.org\nsession:\n  policy:\n    unbind:\n      notifications: false\nrateLimit:\n  unbindPerIp:\n    burst: 4\n    interval: 1h\n",
+    )
+    .await;
+    let alice = s.register("example.org", "alice").await;
+    validate_and_bind(&s, &sink, &alice, "a@example.org").await;
+    let path = format!("{V2}/3pid/unbind");
+    let body = json!({"mxid": "@alice:example.org",
+        "threepid": {"medium": "email", "address": "a@example.org"}});
+    let post = |auth: String| {
+        s.send(
+            s.client
+                .post(format!("{}{path}", s.base))
+                .header("authorization", auth)
+                .json(&body),
+        )
+    };
+    let forged = impostor.x_matrix("id.example.org", "POST", &path, &body);
+    assert_error(&post(forged).await, 403, "M_FORBIDDEN");
+    assert_eq!(
+        lookup(&s, &alice, "a@example.org").await,
+        "@alice:example.org"
+    );
+    // Homeservers may name us by the public URL's host.
+    let by_host = hs.x_matrix("matrix-id.example.org", "POST", &path, &body);
+    let r = post(by_host.clone()).await;
+    assert_eq!((r.status, r.body.clone()), (200, json!({})));
+    assert_eq!(lookup(&s, &alice, "a@example.org").await, Value::Null);
+    // Unbind requests are limited per client address.
+    // (Four so far, counting the forged one: the burst.)
+    assert_eq!(post(by_host.clone()).await.status, 200);
+    assert_eq!(post(by_host.clone()).await.status, 200);
+    assert_error(&post(by_host).await, 429, "M_LIMIT_EXCEEDED");
+}
