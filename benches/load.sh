@@ -23,8 +23,9 @@ CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
 CACHE="${CACHE:-32MiB}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
-# The allocator setting packaging/mxisd.service ships (set MALLOC_ARENA_MAX= to drop it).
+# The allocator settings packaging/mxisd.service ships (set them empty to drop them).
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk" >&2
@@ -130,7 +131,7 @@ with open('$DIR/bindings.tsv', 'w') as f:
     for i in range($N):
         f.write(f'email\tuser{i}@example.org\t@user{i}:localhost\n')
 "
-  echo "== $N bindings ($(nproc) cores, $CONNS connections, $DURATION per run, cache $CACHE, MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-unset})"
+  echo "== $N bindings ($(nproc) cores, $CONNS connections, $DURATION per run, cache $CACHE, MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-unset}, MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-unset})"
   echo "  seed: $(cli bindings import "$DIR/bindings.tsv")"
   echo "  RSS right after the import: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status") (sled's write path; a restart returns it)"
 

@@ -6,6 +6,7 @@ pub mod account;
 pub mod admin;
 pub mod body;
 pub mod discovery;
+pub mod invite;
 pub mod lookup;
 pub mod pubkey;
 pub mod session;

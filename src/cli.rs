@@ -28,6 +28,66 @@ pub enum Command {
     Status(StatusArgs),
     Bindings(BindingsArgs),
     Hashing(HashingArgs),
+    Invites(InvitesArgs),
+    Outbox(OutboxArgs),
+}
+
+/// Pending 3PID room invites, on a running server.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "invites")]
+pub struct InvitesArgs {
+    #[argh(subcommand)]
+    pub command: InvitesCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum InvitesCommand {
+    List(InvitesListArgs),
+    Show(InvitesTokenArgs),
+    Remove(InvitesRemoveArgs),
+}
+
+/// List every pending invite.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct InvitesListArgs {
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Show one pending invite.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+pub struct InvitesTokenArgs {
+    /// the invite's token
+    #[argh(positional)]
+    pub token: String,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Drop one pending invite (it will not be delivered).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+pub struct InvitesRemoveArgs {
+    /// the invite's token
+    #[argh(positional)]
+    pub token: String,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Onbind deliveries to homeservers: pending (with their last error) and failed.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "outbox")]
+pub struct OutboxArgs {
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// Operator bindings (3PID → Matrix ID), on a running server.
@@ -512,6 +572,41 @@ async fn import(args: &BindingsImportArgs) -> ExitCode {
         }
         other => print_result(other),
     }
+}
+
+/// `mxisd invites ...`
+pub async fn invites(args: &InvitesArgs) -> ExitCode {
+    use reqwest::Method;
+    let (config, method, path, body) = match &args.command {
+        InvitesCommand::List(a) => (&a.config, Method::GET, "invites".to_owned(), None),
+        InvitesCommand::Show(a) => {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", &a.token)
+                .finish();
+            (&a.config, Method::GET, format!("invites?{query}"), None)
+        }
+        InvitesCommand::Remove(a) => (
+            &a.config,
+            Method::POST,
+            "invites/remove".to_owned(),
+            Some(serde_json::json!({ "token": a.token }).to_string().into()),
+        ),
+    };
+    print_result(admin_call(config.as_deref(), method, &path, body, 30).await)
+}
+
+/// `mxisd outbox`
+pub async fn outbox(args: &OutboxArgs) -> ExitCode {
+    print_result(
+        admin_call(
+            args.config.as_deref(),
+            reqwest::Method::GET,
+            "outbox",
+            None,
+            30,
+        )
+        .await,
+    )
 }
 
 /// `mxisd hashing rotate`

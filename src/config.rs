@@ -35,6 +35,7 @@ pub struct Config {
     pub session: threepid::SessionConfig,
     pub view: threepid::ViewConfig,
     pub rate_limit: threepid::RateLimitConfig,
+    pub invite: threepid::InviteConfig,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,
 }
@@ -187,7 +188,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("auth", "authentication (check_credentials) is not supported by this version of mxisd yet"),
     ("directory", "directory search is not supported by this version of mxisd yet"),
     ("register", "registration policy is not supported by this version of mxisd yet"),
-    ("invite", "3PID invites are not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
     ("internal", "ma1sd's internal endpoints do not exist in mxisd; operator commands use the admin listener (server.admin)"),
@@ -289,6 +289,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let session = threepid::read_session(&root.section("session"));
     let view = threepid::read_view(&root.section("view"));
     let rate_limit = threepid::read_rate_limit(&root.section("rateLimit"));
+    let invite = threepid::read_invite(&root.section("invite"));
     Some(Config {
         source: None,
         matrix: matrix?,
@@ -305,6 +306,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
         session: session?,
         view: view?,
         rate_limit: rate_limit?,
+        invite: invite?,
         warnings: Vec::new(),
     })
 }

@@ -116,7 +116,7 @@ pub async fn run(
         federation,
         notifier,
         limits,
-        bind_observers: Vec::new(),
+        outbox_wake: tokio::sync::Notify::new(),
         started,
     });
 
@@ -169,6 +169,10 @@ pub async fn run(
     }
 
     tasks.spawn(service::session::purge_task(state.clone(), stop_rx.clone()));
+    tasks.spawn(service::invite::delivery_task(
+        state.clone(),
+        stop_rx.clone(),
+    ));
 
     shutdown.await;
     tracing::info!("shutting down");

@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Command::Status(a) => block_on(cli::status(&a)),
         Command::Bindings(a) => block_on(cli::bindings(&a)),
         Command::Hashing(a) => block_on(cli::hashing(&a)),
+        Command::Invites(a) => block_on(cli::invites(&a)),
+        Command::Outbox(a) => block_on(cli::outbox(&a)),
     }
 }
 

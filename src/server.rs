@@ -7,7 +7,7 @@
 pub mod fast;
 pub mod listen;
 
-use crate::api::{self, account, admin, discovery, lookup, pubkey, session, terms};
+use crate::api::{self, account, admin, discovery, invite, lookup, pubkey, session, terms};
 use crate::error::Error;
 use crate::state::AppState;
 use std::convert::Infallible;
@@ -38,11 +38,16 @@ fn shared_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(api::query())
         .and(st.clone())
         .and_then(pubkey::is_valid);
+    let ephemeral_isvalid = warp::path!("pubkey" / "ephemeral" / "isvalid")
+        .and(get())
+        .and(api::query())
+        .and(st.clone())
+        .and_then(invite::ephemeral_is_valid);
     let pubkey_get = warp::path!("pubkey" / String)
         .and(get())
         .and(st)
         .and_then(pubkey::get_pubkey);
-    routes!(ping, pubkey_isvalid, pubkey_get).boxed()
+    routes!(ping, pubkey_isvalid, ephemeral_isvalid, pubkey_get).boxed()
 }
 
 /// Sessions, bind and unbind, under v2 (`v2: true`, access token and terms) or v1 (no
@@ -50,6 +55,7 @@ fn shared_routes(state: &AppState) -> BoxedFilter<(Response,)> {
 fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let st = api::with_state(state.clone());
+    let st_sign = st.clone();
     let ip = api::client_ip(std::sync::Arc::new(
         state.config.rate_limit.trusted_proxies.clone(),
     ));
@@ -112,13 +118,27 @@ fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
         .and(ip)
         .and(st)
         .and_then(session::unbind);
+    let sign = warp::path!("sign-ed25519")
+        .and(warp::post())
+        .and(api::token())
+        .and(warp::any().map(move || v2))
+        .and(api::query())
+        .and(api::body::limited(limit))
+        .and(
+            warp::header::optional::<String>("content-type")
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(st_sign)
+        .and_then(invite::sign_ed25519);
     routes!(
         request_token,
         submit_post,
         submit_get,
         validated,
         bind,
-        unbind
+        unbind,
+        sign
     )
     .boxed()
 }
@@ -165,6 +185,12 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(api::json_body(limit))
         .and(st.clone())
         .and_then(terms::post_terms);
+    let store_invite = warp::path!("store-invite")
+        .and(warp::post())
+        .and(api::token())
+        .and(api::params_body(limit))
+        .and(st.clone())
+        .and_then(invite::store_invite);
     let v2 = warp::path!("_matrix" / "identity" / "v2" / ..)
         .and(routes!(
             lookup_v2,
@@ -176,6 +202,7 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
             terms_get,
             terms_post,
             session_routes(&state, true),
+            store_invite,
         ))
         .boxed();
 
@@ -273,6 +300,26 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::body::stream())
         .and(st.clone())
         .and_then(admin::bindings_import);
+    let invites = base
+        .clone()
+        .and(warp::path!("invites"))
+        .and(get())
+        .and(api::query())
+        .and(st.clone())
+        .and_then(admin::invites);
+    let invites_remove = base
+        .clone()
+        .and(warp::path!("invites" / "remove"))
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(admin::invites_remove);
+    let outbox = base
+        .clone()
+        .and(warp::path!("outbox"))
+        .and(get())
+        .and(st.clone())
+        .and_then(admin::outbox);
     let rotate = base
         .and(warp::path!("hashing" / "rotate"))
         .and(warp::post())
@@ -291,9 +338,20 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
                 _ => Err(warp::reject::not_found()),
             }
         });
-    let routes = routes!(host_guard, import, status, add, show, remove, rotate)
-        .recover(recover)
-        .unify();
+    let routes = routes!(
+        host_guard,
+        import,
+        status,
+        add,
+        show,
+        remove,
+        invites,
+        invites_remove,
+        outbox,
+        rotate
+    )
+    .recover(recover)
+    .unify();
     logged(routes.boxed(), "admin")
 }
 

@@ -7,6 +7,7 @@ pub mod bind;
 pub mod bindings;
 pub mod hashing;
 pub mod health;
+pub mod invite;
 pub mod keys;
 pub mod lookup;
 pub mod params;

@@ -18,8 +18,8 @@ pub struct Shared {
     pub federation: Federation,
     pub notifier: crate::notify::Notifier,
     pub limits: crate::service::ratelimit::Limiters,
-    /// Told about user binds (pending invites hook in here).
-    pub bind_observers: Vec<Arc<dyn crate::service::bind::BindObserver>>,
+    /// Wakes the outbox delivery task when something was queued.
+    pub outbox_wake: tokio::sync::Notify,
     pub started: Instant,
 }
 

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod bindings;
 pub mod codec;
 pub mod flush;
+pub mod invites;
 pub mod kv;
 pub mod mem_kv;
 pub mod migrations;
@@ -76,6 +77,7 @@ pub struct Store {
     /// Serialises read-modify-write of account records.
     accounts_lock: tokio::sync::Mutex<()>,
     sessions_lock: tokio::sync::Mutex<()>,
+    invites_lock: tokio::sync::Mutex<()>,
     /// The current lookup pepper (durable copy in `meta`).
     pepper: std::sync::RwLock<bindings::PepperState>,
     /// Its generation, readable without taking the lock.
@@ -129,6 +131,7 @@ impl Store {
             bindings_lock: Arc::new(tokio::sync::Mutex::new(())),
             accounts_lock: tokio::sync::Mutex::new(()),
             sessions_lock: tokio::sync::Mutex::new(()),
+            invites_lock: tokio::sync::Mutex::new(()),
             pepper_generation: std::sync::atomic::AtomicU32::new(pepper.generation),
             pepper: std::sync::RwLock::new(pepper),
             token_cache: Default::default(),

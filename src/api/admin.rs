@@ -3,7 +3,7 @@
 
 use super::respond;
 use crate::error::Error;
-use crate::service::{bindings, hashing, health};
+use crate::service::{bindings, hashing, health, invite};
 use crate::state::AppState;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt as _};
@@ -125,4 +125,37 @@ pub async fn rotate_pepper(state: AppState) -> Result<Response, Infallible> {
             .await
             .map(|p| json!({ "generation": p.generation, "since_ms": p.since_ms })),
     )
+}
+
+/// `GET /_mxisd/admin/v1/invites[?token=]`: every pending invite, or one.
+pub async fn invites(
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    respond(match query.get("token") {
+        Some(token) => invite::show(&state, token),
+        None => invite::list(&state),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenBody {
+    pub token: String,
+}
+
+/// `POST /_mxisd/admin/v1/invites/remove` `{token}`
+pub async fn invites_remove(
+    body: Result<TokenBody, Error>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = match body {
+        Ok(b) => invite::remove(&state, &b.token).await,
+        Err(e) => Err(e),
+    };
+    respond(result)
+}
+
+/// `GET /_mxisd/admin/v1/outbox`: onbind deliveries pending and failed.
+pub async fn outbox(state: AppState) -> Result<Response, Infallible> {
+    respond(invite::outbox(&state))
 }

@@ -83,6 +83,8 @@ pub struct Templates {
     pub validation: Option<PathBuf>,
     pub invite: Option<PathBuf>,
     pub unbind_notification: Option<PathBuf>,
+    /// `generators.template.placeholder.REGISTER_URL` (ma1sd): what `%REGISTER_URL%` is.
+    pub register_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +131,7 @@ pub struct RateLimitConfig {
     pub submit_token_per_session: Limit,
     pub submit_token_per_ip: Limit,
     pub unbind_per_ip: Limit,
+    pub store_invite_per_sender: Limit,
     pub lookup_per_token: Limit,
 }
 
@@ -163,10 +166,7 @@ fn read_templates(medium: &Section<'_, '_>) -> Templates {
         "ignored: Matrix-ID invites belong to the application service, not supported",
     );
     let placeholder = template.section("placeholder");
-    placeholder.ignored(
-        "REGISTER_URL",
-        "ignored: %REGISTER_URL% is https://<matrix.domain> in this version",
-    );
+    let register_url = placeholder.string("REGISTER_URL");
     placeholder.finish(&[]);
     template.finish(&[]);
     generators.finish(&[]);
@@ -174,6 +174,7 @@ fn read_templates(medium: &Section<'_, '_>) -> Templates {
         validation,
         invite,
         unbind_notification,
+        register_url,
     }
 }
 
@@ -523,6 +524,14 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
             interval: secs(6),
         },
     );
+    let store_invite_per_sender = read_limit(
+        s,
+        "storeInvitePerSender",
+        Limit {
+            burst: 50,
+            interval: secs(10),
+        },
+    );
     let lookup_per_token = read_limit(
         s,
         "lookupPerToken",
@@ -543,6 +552,95 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         submit_token_per_session: submit_token_per_session?,
         submit_token_per_ip: submit_token_per_ip?,
         unbind_per_ip: unbind_per_ip?,
+        store_invite_per_sender: store_invite_per_sender?,
         lookup_per_token: lookup_per_token?,
+    })
+}
+
+/// `invite.*`: 3PID room invites.
+#[derive(Debug, Clone)]
+pub struct InviteConfig {
+    /// `invite.expiration.enabled` / `.after`: drop pending invites this old.
+    pub expire_after: Option<Duration>,
+    /// `invite.fullDisplayName`: show the whole address in the room (else redacted).
+    pub full_display_name: bool,
+    /// `invite.webClientUrl`: the web client invite e-mails link to (Element's URL
+    /// scheme), unless the homeserver sends `org.matrix.web_client_location`.
+    pub web_client_url: String,
+    /// `invite.delivery.maxAttempts`: onbind deliveries tried this often, then failed.
+    pub max_attempts: u32,
+    /// `invite.delivery.minDelay` / `.maxDelay`: the wait after the first failure,
+    /// doubling after each further one up to the longest.
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+}
+
+pub fn read_invite(s: &Section<'_, '_>) -> Option<InviteConfig> {
+    let expiration = s.section("expiration");
+    let enabled = expiration.bool("enabled").unwrap_or(true);
+    // ma1sd writes a number of minutes; a duration string works too.
+    let after = match expiration.scalar("after") {
+        None => Some(Duration::from_secs(10_080 * 60)),
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(minutes) => Some(Duration::from_secs(minutes.saturating_mul(60))),
+            Err(_) => expiration.duration("after"),
+        },
+    };
+    expiration.ignored(
+        "resolveTo",
+        "ignored: expired invites are dropped, not published to a placeholder user",
+    );
+    expiration.finish(&[]);
+    let full_display_name = s.bool("fullDisplayName").unwrap_or(false);
+    let web_client_url = s
+        .string("webClientUrl")
+        .unwrap_or_else(|| "https://app.element.io".into())
+        .trim_end_matches('/')
+        .to_owned();
+    let delivery = s.section("delivery");
+    let max_attempts = delivery.u64("maxAttempts").unwrap_or(15);
+    let min_delay = delivery
+        .duration("minDelay")
+        .unwrap_or(Duration::from_secs(2));
+    let max_delay = delivery
+        .duration("maxDelay")
+        .unwrap_or(Duration::from_secs(3600));
+    delivery.finish(&[]);
+    s.ignored(
+        "resolution",
+        "ignored: invites are delivered when their address is bound (and retried from a durable outbox)",
+    );
+    s.finish(&[(
+        "policy",
+        "invite policies by role need the application service, which mxisd does not have yet",
+    )]);
+    let mut ok = true;
+    if !(web_client_url.starts_with("https://") || web_client_url.starts_with("http://")) {
+        s.problem("webClientUrl", "must be an http(s) URL");
+        ok = false;
+    }
+    if !(1..=100).contains(&max_attempts) {
+        delivery.problem("maxAttempts", "must be between 1 and 100");
+        ok = false;
+    }
+    if min_delay < Duration::from_millis(10) || max_delay < min_delay {
+        delivery.problem(
+            "maxDelay",
+            "minDelay must be at least 10ms and maxDelay at least minDelay",
+        );
+        ok = false;
+    }
+    let after = after?;
+    if after < Duration::from_secs(60) {
+        expiration.problem("after", "must be at least 1 minute");
+        ok = false;
+    }
+    ok.then_some(InviteConfig {
+        expire_after: enabled.then_some(after),
+        full_display_name,
+        web_client_url,
+        max_attempts: u32::try_from(max_attempts).unwrap_or(15),
+        min_delay,
+        max_delay,
     })
 }

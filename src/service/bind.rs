@@ -6,9 +6,9 @@
 //! by an `X-Matrix` signature. It removes the user's own bind, never an operator's or a
 //! directory's entry, and succeeds when there is nothing to remove.
 //!
-//! Code that must act when a 3PID gets bound (pending room invites) registers a
-//! [`BindObserver`]; observers run after the binding is durable and never delay the
-//! answer.
+//! Once a bind is stored, the address's pending room invites are queued for delivery to
+//! the Matrix ID's homeserver ([`super::invite::on_bind`]); the answer never waits for
+//! that delivery.
 
 use super::params;
 use super::session;
@@ -24,11 +24,6 @@ use serde_json::{json, Map, Value};
 
 /// How long a user's bind is valid (Sydent: 100 years).
 const BIND_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
-
-/// Told about every new or changed user bind, after it is stored.
-pub trait BindObserver: Send + Sync + std::fmt::Debug {
-    fn bound(&self, state: &AppState, threepid: &ThreePid, mxid: &str);
-}
 
 fn forbidden(message: impl Into<String>) -> Error {
     Error::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
@@ -101,16 +96,26 @@ pub async fn bind(
         address = %crate::logging::redact_address(session.threepid.address()),
         "3PID bound"
     );
-    for observer in &state.bind_observers {
-        observer.bound(state, &session.threepid, mxid.as_str());
-    }
     // Sign what is stored (a re-bind keeps its first `ts`), so v1 /lookup agrees.
     let stored = state
         .store
         .binding(&session.threepid)?
         .and_then(|r| r.entries.into_iter().find(|e| e.origin == Origin::Bind))
         .unwrap_or(entry);
-    super::lookup::signed_association(state, &session.threepid, &stored)
+    let invites = super::invite::on_bind(state, &session.threepid, &stored).await?;
+    let mut association = super::lookup::signed_association(state, &session.threepid, &stored)?;
+    if !invites.is_empty() {
+        // The answer carries the invites too, signed with the rest (as Sydent's does).
+        if let Some(map) = association.as_object_mut() {
+            map.remove("signatures");
+            map.insert("invites".into(), Value::Array(invites));
+        }
+        state
+            .keys
+            .sign(&mut association)
+            .map_err(|e| Error::internal("signing an association", e))?;
+    }
+    Ok(association)
 }
 
 /// `host[:port]` of a base URL (homeservers may name us by the public URL's host).

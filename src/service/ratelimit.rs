@@ -30,6 +30,7 @@ pub struct Limiters {
     submit_token_session: Keyed<String>,
     submit_token_ip: Keyed<IpAddr>,
     unbind_ip: Keyed<IpAddr>,
+    store_invite_sender: Keyed<String>,
     /// Keyed by a hash of the token: no copy of it per request, none kept in memory.
     lookup_token: Keyed<u64>,
 }
@@ -77,6 +78,7 @@ impl Limiters {
             submit_token_session: keyed(config.submit_token_per_session),
             submit_token_ip: keyed(config.submit_token_per_ip),
             unbind_ip: keyed(config.unbind_per_ip),
+            store_invite_sender: keyed(config.store_invite_per_sender),
             lookup_token: keyed(config.lookup_per_token),
         }
     }
@@ -119,6 +121,11 @@ impl Limiters {
         }
     }
 
+    /// `store-invite` by `sender` (each sends a mail to an address of their choosing).
+    pub fn store_invite(&self, sender: &str) -> Result<(), Error> {
+        self.check(&self.store_invite_sender, &sender.to_owned())
+    }
+
     /// A lookup by the holder of `token`.
     pub fn lookup(&self, token: &str) -> Result<(), Error> {
         if !self.enabled {
@@ -138,6 +145,7 @@ impl Limiters {
         self.submit_token_session.retain_recent();
         self.submit_token_ip.retain_recent();
         self.unbind_ip.retain_recent();
+        self.store_invite_sender.retain_recent();
         self.lookup_token.retain_recent();
         self.request_token_address.shrink_to_fit();
         self.lookup_token.shrink_to_fit();
@@ -162,6 +170,7 @@ mod tests {
             submit_token_per_session: l,
             submit_token_per_ip: l,
             unbind_per_ip: l,
+            store_invite_per_sender: l,
             lookup_per_token: l,
         }
     }

@@ -18,7 +18,7 @@ fn mxisd(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -27,9 +27,9 @@ fn text(o: &Output) -> (String, String) {
 
 /// A running `mxisd run` child on ports it picked itself (port 0), read back from its
 /// start-up log; killed on drop if still alive.
-struct Running {
+pub(crate) struct Running {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     admin: u16,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
@@ -49,7 +49,7 @@ fn logged_port(line: &str) -> Option<u16> {
 }
 
 impl Running {
-    fn start(dir: &Path, args: &[&str]) -> Self {
+    pub(crate) fn start(dir: &Path, args: &[&str]) -> Self {
         Self::start_env(dir, args, &[])
     }
 
@@ -111,7 +111,7 @@ impl Running {
     }
 
     /// Sends `signal`, then returns the exit status and everything logged.
-    fn stop_with(mut self, signal: &str) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop_with(mut self, signal: &str) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
         let ok = Command::new("kill")
             .args([signal, &child.id().to_string()])
@@ -139,7 +139,7 @@ impl Running {
     }
 
     /// CLI verbs pointed at this server's admin listener.
-    fn cli(&self, dir: &Path, args: &[&str]) -> Output {
+    pub(crate) fn cli(&self, dir: &Path, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .current_dir(dir)

@@ -211,6 +211,11 @@ pub struct FakeHomeserver {
     /// The server name it signs as (`/_matrix/key/v2/server`, X-Matrix).
     pub name: String,
     pub signer: std::sync::Arc<mxisd::crypto::sign::Signer>,
+    /// Bodies of the onbind callbacks it accepted.
+    pub onbinds: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    /// Onbind callbacks it answers with 500 before accepting (and counts them).
+    pub fail_onbinds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub failed_onbinds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -239,6 +244,35 @@ impl FakeHomeserver {
         ));
         let key_signer = signer.clone();
         let key_name = name.to_owned();
+        let onbinds = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail_onbinds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed_onbinds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (ob, fo, fd) = (
+            onbinds.clone(),
+            fail_onbinds.clone(),
+            failed_onbinds.clone(),
+        );
+        let onbind = warp::path!("_matrix" / "federation" / "v1" / "3pid" / "onbind")
+            .and(warp::post())
+            .and(warp::body::json::<Value>())
+            .map(move |body: Value| {
+                use std::sync::atomic::Ordering;
+                let failing = fo
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if failing {
+                    fd.fetch_add(1, Ordering::SeqCst);
+                    return warp::http::Response::builder()
+                        .status(500)
+                        .body("{}".to_owned())
+                        .unwrap();
+                }
+                ob.lock().unwrap().push(body);
+                warp::http::Response::builder()
+                    .status(200)
+                    .body("{}".to_owned())
+                    .unwrap()
+            });
         let keys = warp::path!("_matrix" / "key" / "v2" / "server")
             .and(warp::get())
             .map(move || {
@@ -300,13 +334,19 @@ impl FakeHomeserver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
-            warp::serve(route.or(keys)).incoming(listener).run().await;
+            warp::serve(route.or(keys).or(onbind))
+                .incoming(listener)
+                .run()
+                .await;
         });
         Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
             name: name.to_owned(),
             signer,
+            onbinds,
+            fail_onbinds,
+            failed_onbinds,
             hits,
             task,
         }

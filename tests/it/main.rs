@@ -9,6 +9,7 @@ mod accounts;
 mod bindings;
 mod cli;
 mod http;
+mod invites;
 mod lookup;
 mod sessions;
 mod terms;
