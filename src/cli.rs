@@ -85,6 +85,9 @@ pub struct InvitesRemoveArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "outbox")]
 pub struct OutboxArgs {
+    /// put failed deliveries back in line (from the start of their backoff)
+    #[argh(switch)]
+    pub retry: bool,
     /// configuration file (YAML); the embedded default when absent
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
@@ -597,16 +600,12 @@ pub async fn invites(args: &InvitesArgs) -> ExitCode {
 
 /// `mxisd outbox`
 pub async fn outbox(args: &OutboxArgs) -> ExitCode {
-    print_result(
-        admin_call(
-            args.config.as_deref(),
-            reqwest::Method::GET,
-            "outbox",
-            None,
-            30,
-        )
-        .await,
-    )
+    let (method, path) = if args.retry {
+        (reqwest::Method::POST, "outbox/retry")
+    } else {
+        (reqwest::Method::GET, "outbox")
+    };
+    print_result(admin_call(args.config.as_deref(), method, path, None, 30).await)
 }
 
 /// `mxisd hashing rotate`

@@ -35,6 +35,9 @@ pub enum OutboundError {
     TooLarge(String),
     #[error("{0} did not answer JSON")]
     NotJson(String),
+    /// Internal: an answer with this status was not JSON (callers decide what it means).
+    #[error("the answer (HTTP {0}) was not JSON")]
+    NotJsonStatus(u16),
 }
 
 /// Where a server name is served, as resolved.
@@ -395,9 +398,14 @@ impl Federation {
             max_bytes,
         )
         .await
+        .map_err(|e| match e {
+            OutboundError::NotJsonStatus(_) => OutboundError::NotJson(server_name.to_owned()),
+            other => other,
+        })
     }
 
-    /// `POST <destination><path>` with a JSON body.
+    /// `POST <destination><path>` with a JSON body. An answer that is not JSON reads as
+    /// `null` (callers of a POST care about its status).
     pub async fn post_json(
         &self,
         server_name: &str,
@@ -414,6 +422,10 @@ impl Federation {
             max_bytes,
         )
         .await
+        .or_else(|e| match e {
+            OutboundError::NotJsonStatus(status) => Ok((status, Value::Null)),
+            other => Err(other),
+        })
     }
 
     async fn send_json(
@@ -458,7 +470,7 @@ impl Federation {
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|_| OutboundError::NotJson(shown.clone()))?
+            serde_json::from_slice(&bytes).map_err(|_| OutboundError::NotJsonStatus(status))?
         };
         Ok((status, value))
     }

@@ -320,6 +320,12 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(get())
         .and(st.clone())
         .and_then(admin::outbox);
+    let outbox_retry = base
+        .clone()
+        .and(warp::path!("outbox" / "retry"))
+        .and(warp::post())
+        .and(st.clone())
+        .and_then(admin::outbox_retry);
     let rotate = base
         .and(warp::path!("hashing" / "rotate"))
         .and(warp::post())
@@ -348,6 +354,7 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         invites,
         invites_remove,
         outbox,
+        outbox_retry,
         rotate
     )
     .recover(recover)

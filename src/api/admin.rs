@@ -108,7 +108,7 @@ where
         let line = String::from_utf8_lossy(&carry).into_owned();
         import.feed(state, &line).await?;
     }
-    import.flush(state).await?;
+    import.finish(state).await?;
     tracing::info!(
         lines = import.line,
         imported = import.imported,
@@ -153,6 +153,11 @@ pub async fn invites_remove(
         Err(e) => Err(e),
     };
     respond(result)
+}
+
+/// `POST /_mxisd/admin/v1/outbox/retry`: failed deliveries back in line.
+pub async fn outbox_retry(state: AppState) -> Result<Response, Infallible> {
+    respond(invite::retry_failed(&state).await)
 }
 
 /// `GET /_mxisd/admin/v1/outbox`: onbind deliveries pending and failed.

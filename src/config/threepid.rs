@@ -132,6 +132,7 @@ pub struct RateLimitConfig {
     pub submit_token_per_ip: Limit,
     pub unbind_per_ip: Limit,
     pub store_invite_per_sender: Limit,
+    pub store_invite_per_address: Limit,
     pub lookup_per_token: Limit,
 }
 
@@ -532,6 +533,14 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
             interval: secs(10),
         },
     );
+    let store_invite_per_address = read_limit(
+        s,
+        "storeInvitePerAddress",
+        Limit {
+            burst: 10,
+            interval: secs(600),
+        },
+    );
     let lookup_per_token = read_limit(
         s,
         "lookupPerToken",
@@ -553,6 +562,7 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         submit_token_per_ip: submit_token_per_ip?,
         unbind_per_ip: unbind_per_ip?,
         store_invite_per_sender: store_invite_per_sender?,
+        store_invite_per_address: store_invite_per_address?,
         lookup_per_token: lookup_per_token?,
     })
 }
@@ -631,8 +641,8 @@ pub fn read_invite(s: &Section<'_, '_>) -> Option<InviteConfig> {
         ok = false;
     }
     let after = after?;
-    if after < Duration::from_secs(60) {
-        expiration.problem("after", "must be at least 1 minute");
+    if after < Duration::from_secs(1) {
+        expiration.problem("after", "must be at least 1s");
         ok = false;
     }
     ok.then_some(InviteConfig {

@@ -77,7 +77,9 @@ pub async fn register(state: &AppState, openid: OpenIdToken) -> Result<Value, Er
                 OutboundError::Unreachable(_) | OutboundError::Status { .. } => {
                     bad_gateway(format!("Could not reach the homeserver {server}"))
                 }
-                OutboundError::TooLarge(_) | OutboundError::NotJson(_) => {
+                OutboundError::TooLarge(_)
+                | OutboundError::NotJson(_)
+                | OutboundError::NotJsonStatus(_) => {
                     bad_gateway(format!("The homeserver {server} sent an invalid answer"))
                 }
             }

@@ -52,10 +52,14 @@ pub async fn add(
     let Some(mxid) = mxid else {
         return Err(Error::missing_params(&["mxid"]));
     };
-    state
+    let effective = state
         .store
         .change_bindings(vec![set(threepid.clone(), &mxid, now_ms())])
         .await?;
+    // Pending room invites of the address go out now, as on a user's bind.
+    if let Some(Some(entry)) = effective.into_iter().next() {
+        super::invite::on_bind(state, &threepid, &entry).await?;
+    }
     show_threepid(state, &threepid)
 }
 
@@ -182,6 +186,13 @@ impl Import {
         let n = batch.len() as u64;
         state.store.change_bindings(batch).await?;
         self.imported += n;
+        Ok(())
+    }
+
+    /// After the last batch: invites of the addresses imported go out.
+    pub async fn finish(&mut self, state: &AppState) -> Result<(), Error> {
+        self.flush(state).await?;
+        super::invite::reconcile(state).await?;
         Ok(())
     }
 

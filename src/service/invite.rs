@@ -75,6 +75,16 @@ fn prefix(state: &AppState) -> &'static str {
     }
 }
 
+/// The binding lookups would answer for `threepid` now.
+fn live_binding(state: &AppState, threepid: &ThreePid) -> Result<Option<BindingEntry>, Error> {
+    let now = now_ms();
+    Ok(state
+        .store
+        .binding(threepid)?
+        .and_then(|r| r.effective().cloned())
+        .filter(|e| e.not_before_ms <= now && now < e.not_after_ms))
+}
+
 /// `POST /v2/store-invite` by `caller` (the access token's user).
 pub async fn store_invite(
     state: &AppState,
@@ -115,14 +125,9 @@ pub async fn store_invite(
     if room_id.is_empty() || room_id.len() > 255 {
         return Err(Error::invalid_param("room_id must be 1-255 characters"));
     }
-    state.limits.store_invite(sender)?;
+    state.limits.store_invite(sender, threepid.address())?;
     let now = now_ms();
-    if let Some(entry) = state
-        .store
-        .binding(&threepid)?
-        .and_then(|r| r.effective().cloned())
-        .filter(|e| e.not_before_ms <= now && now < e.not_after_ms)
-    {
+    if let Some(entry) = live_binding(state, &threepid)? {
         return Err(Error::new(
             StatusCode::BAD_REQUEST,
             "M_THREEPID_IN_USE",
@@ -171,6 +176,11 @@ pub async fn store_invite(
         address = %crate::logging::redact_address(invite.threepid.address()),
         "3PID invite stored"
     );
+    // Bound while the mail was on its way: deliver now rather than wait for a bind
+    // that already happened.
+    if let Some(entry) = live_binding(state, &invite.threepid)? {
+        on_bind(state, &invite.threepid, &entry).await?;
+    }
 
     let base = &state.config.server.public_url;
     let long_term = state
@@ -213,10 +223,9 @@ fn invite_vars(state: &AppState, invite: &InviteRecord, private_key: &str) -> Va
         percent(&invite.token),
         percent(private_key)
     );
-    let web = match detail("org.matrix.web_client_location") {
-        w if w.starts_with("https://") || w.starts_with("http://") => w.trim_end_matches('/'),
-        _ => state.config.invite.web_client_url.as_str(),
-    };
+    // Always the configured client: a link in a mail from us must not point wherever a
+    // caller asks (`org.matrix.web_client_location` is not trusted).
+    let web = state.config.invite.web_client_url.as_str();
     let room_ref = if room_alias.is_empty() {
         invite.room_id.as_str()
     } else {
@@ -275,6 +284,14 @@ fn invite_vars(state: &AppState, invite: &InviteRecord, private_key: &str) -> Va
         .set("ROOM_TYPE", detail("room_type"))
         .set("INVITE_MEDIUM", invite.threepid.medium().as_str())
         .set("INVITE_ADDRESS", invite.threepid.address())
+        .set(
+            "INVITE_ADDRESS_URL_ENCODED",
+            percent(invite.threepid.address()),
+        )
+        .set(
+            "INVITE_MEDIUM_URL_ENCODED",
+            invite.threepid.medium().as_str(),
+        )
         .set("INVITE_TOKEN", invite.token.clone())
         .set("EPHEMERAL_PRIVATE_KEY", private_key)
         .set("SIGN_URL", sign_url)
@@ -320,7 +337,10 @@ pub fn sign_ed25519(state: &AppState, body: &Map<String, Value>) -> Result<Value
 /// `GET /pubkey/ephemeral/isvalid?public_key=`
 pub fn ephemeral_is_valid(state: &AppState, public_key: &str) -> Result<Value, Error> {
     let valid = match normalise_key(public_key) {
-        Some(k) => state.store.ephemeral_key_known(&k)?,
+        Some(k) => state
+            .store
+            .ephemeral_key(&k)?
+            .is_some_and(|key| !expired(state, key.created_ms)),
         None => false,
     };
     Ok(json!({ "valid": valid }))
@@ -344,16 +364,22 @@ pub async fn on_bind(
         return Ok(Vec::new());
     };
     let mut built: Vec<Value> = Vec::new();
+    let mut dropped = 0;
     let taken = state
         .store
         .take_invites(threepid, |invites| {
+            let sign_error =
+                |e| crate::store::StoreError::Corrupt(format!("cannot sign an invite: {e}"));
             let mut list = Vec::with_capacity(invites.len());
-            for invite in invites.iter().filter(|i| !expired(state, i.created_ms)) {
+            let mut tokens = Vec::with_capacity(invites.len());
+            for invite in invites {
+                if expired(state, invite.created_ms) {
+                    dropped += 1;
+                    continue;
+                }
                 let mut signed =
                     json!({ "mxid": entry.mxid, "sender": invite.sender, "token": invite.token });
-                state.keys.sign(&mut signed).map_err(|e| {
-                    crate::store::StoreError::Corrupt(format!("cannot sign an invite: {e}"))
-                })?;
+                state.keys.sign(&mut signed).map_err(sign_error)?;
                 list.push(json!({
                     "medium": threepid.medium().as_str(),
                     "address": threepid.address(),
@@ -363,6 +389,10 @@ pub async fn on_bind(
                     "token": invite.token,
                     "signed": signed,
                 }));
+                tokens.push(invite.token.clone());
+            }
+            if list.is_empty() {
+                return Ok(None);
             }
             let mut body = json!({
                 "medium": threepid.medium().as_str(),
@@ -373,32 +403,50 @@ pub async fn on_bind(
                 "not_after": entry.not_after_ms,
                 "invites": list,
             });
-            state.keys.sign(&mut body).map_err(|e| {
-                crate::store::StoreError::Corrupt(format!("cannot sign an association: {e}"))
-            })?;
+            state.keys.sign(&mut body).map_err(sign_error)?;
             built = list;
             let now = now_ms();
-            Ok(OutboxItem {
+            Ok(Some(OutboxItem {
                 destination: mxid.server().to_owned(),
                 body: body.to_string(),
-                invites: invites.iter().map(|i| i.token.clone()).collect(),
+                invites: tokens,
                 created_ms: now,
                 attempts: 0,
                 next_attempt_ms: now,
                 last_error: None,
                 failed: false,
-            })
+            }))
         })
         .await?;
-    if let Some((_, invites)) = taken {
+    if dropped > 0 {
+        tracing::info!(invites = dropped, "expired invites dropped at bind");
+    }
+    if !built.is_empty() {
         tracing::info!(
-            invites = invites.len(),
+            invites = built.len(),
+            of = taken.len(),
             destination = mxid.server(),
             "pending invites queued for delivery"
         );
         state.outbox_wake.notify_one();
     }
     Ok(built)
+}
+
+/// Queues the invites of every address that is bound by now (binds that happened while
+/// an invite was being stored, before a crash, or by an operator or a sync job).
+pub async fn reconcile(state: &AppState) -> Result<usize, Error> {
+    let mut seen = std::collections::HashSet::new();
+    let mut queued = 0;
+    for invite in state.store.all_invites()? {
+        if !seen.insert(invite.threepid.clone()) {
+            continue;
+        }
+        if let Some(entry) = live_binding(state, &invite.threepid)? {
+            queued += on_bind(state, &invite.threepid, &entry).await?.len();
+        }
+    }
+    Ok(queued)
 }
 
 /// How long to wait after the `attempts`-th failure: doubling from
@@ -411,66 +459,101 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
     cfg.min_delay.saturating_mul(factor).min(cfg.max_delay)
 }
 
-/// Tries every due outbox item once. Returns when the next one is due, if any.
-async fn deliver_due(state: &AppState) -> Result<Option<u64>, Error> {
-    let mut next: Option<u64> = None;
-    for (id, mut item) in state.store.outbox()? {
-        if item.failed {
-            continue;
-        }
-        let now = now_ms();
-        if item.next_attempt_ms > now {
-            next = Some(next.map_or(item.next_attempt_ms, |n| n.min(item.next_attempt_ms)));
-            continue;
-        }
-        let body: Value = serde_json::from_str(&item.body)
-            .map_err(|e| Error::internal("reading an outbox item", e))?;
-        let outcome = state
+/// Destinations delivered to at once; one slow homeserver holds up only its own items.
+const PARALLEL_DESTINATIONS: usize = 8;
+
+/// Tries one outbox item once and records the outcome.
+async fn deliver(state: &AppState, id: &[u8], mut item: OutboxItem) -> Result<(), Error> {
+    let outcome = match serde_json::from_str::<Value>(&item.body) {
+        Ok(body) => match state
             .federation
             .post_json(&item.destination, ONBIND_PATH, &body, ONBIND_ANSWER_MAX)
-            .await;
-        let error = match outcome {
+            .await
+        {
             Ok((status, _)) if (200..300).contains(&status) => None,
             Ok((status, _)) => Some(format!("{} answered HTTP {status}", item.destination)),
             Err(e) => Some(e.to_string()),
-        };
-        match error {
-            None => {
-                state.store.delete_outbox(&id).await?;
-                tracing::info!(
-                    destination = %item.destination,
-                    invites = item.invites.len(),
-                    attempts = item.attempts + 1,
-                    "invites delivered"
-                );
-            }
-            Some(why) => {
-                item.attempts += 1;
-                item.last_error = Some(why.clone());
-                if item.attempts >= state.config.invite.max_attempts {
-                    item.failed = true;
-                    tracing::warn!(destination = %item.destination, attempts = item.attempts, error = %why,
-                        "invite delivery failed for good; see `mxisd outbox`");
-                } else {
-                    let wait = backoff(state, item.attempts);
-                    item.next_attempt_ms = now_ms()
-                        .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-                    next = Some(next.map_or(item.next_attempt_ms, |n| n.min(item.next_attempt_ms)));
-                    tracing::info!(destination = %item.destination, attempts = item.attempts, error = %why,
-                        retry_in_ms = wait.as_millis() as u64, "invite delivery failed; will retry");
-                }
-                state.store.update_outbox(&id, &item).await?;
-            }
+        },
+        // Cannot happen short of corruption; never retried.
+        Err(e) => {
+            item.attempts = state.config.invite.max_attempts;
+            Some(format!("unreadable body: {e}"))
+        }
+    };
+    let Some(why) = outcome else {
+        state.store.delete_outbox(id).await?;
+        tracing::info!(
+            destination = %item.destination,
+            invites = item.invites.len(),
+            attempts = item.attempts + 1,
+            "invites delivered"
+        );
+        return Ok(());
+    };
+    item.attempts = item.attempts.saturating_add(1);
+    item.last_error = Some(why.clone());
+    if item.attempts >= state.config.invite.max_attempts {
+        item.failed = true;
+        tracing::warn!(destination = %item.destination, attempts = item.attempts, error = %why,
+            "invite delivery failed for good; see `mxisd outbox` (and `mxisd outbox --retry`)");
+    } else {
+        let wait = backoff(state, item.attempts);
+        item.next_attempt_ms =
+            now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        tracing::info!(destination = %item.destination, attempts = item.attempts, error = %why,
+            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "invite delivery failed; will retry");
+    }
+    state.store.update_outbox(id, &item).await?;
+    Ok(())
+}
+
+/// Tries every due outbox item once, a few destinations at a time (each destination's
+/// items in order). Returns when the next pending one is due, if any.
+async fn deliver_due(state: &AppState) -> Result<Option<u64>, Error> {
+    use futures_util::StreamExt as _;
+    let now = now_ms();
+    let mut by_destination: BTreeMap<String, Vec<(Vec<u8>, OutboxItem)>> = BTreeMap::new();
+    for (id, item) in state.store.outbox()? {
+        if !item.failed && item.next_attempt_ms <= now {
+            by_destination
+                .entry(item.destination.clone())
+                .or_default()
+                .push((id, item));
         }
     }
-    Ok(next)
+    futures_util::stream::iter(by_destination.into_values())
+        .for_each_concurrent(PARALLEL_DESTINATIONS, |items| async move {
+            for (id, item) in items {
+                if let Err(e) = deliver(state, &id, item).await {
+                    tracing::warn!(error = %e.message, "recording an outbox delivery failed");
+                }
+            }
+        })
+        .await;
+    Ok(state
+        .store
+        .outbox()?
+        .iter()
+        .filter(|(_, i)| !i.failed)
+        .map(|(_, i)| i.next_attempt_ms)
+        .min())
 }
 
 /// Delivers the outbox until shutdown: at start (what a previous run left), when woken
-/// by a new item, and when a retry is due. Also drops expired invites every 10 minutes.
+/// by a new item, and when a retry is due. At start and every 10 minutes it also drops
+/// expired invites and queues those whose address got bound meanwhile.
 pub async fn delivery_task(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut last_expiry = std::time::Instant::now();
+    let mut housekeeping: Option<std::time::Instant> = None;
     loop {
+        if housekeeping.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+            housekeeping = Some(std::time::Instant::now());
+            expire(&state).await;
+            match reconcile(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(invites = n, "invites of addresses bound meanwhile queued"),
+                Err(e) => tracing::warn!(error = %e.message, "checking pending invites failed"),
+            }
+        }
         let next = match deliver_due(&state).await {
             Ok(next) => next,
             Err(e) => {
@@ -478,10 +561,6 @@ pub async fn delivery_task(state: AppState, mut shutdown: tokio::sync::watch::Re
                 Some(now_ms() + 10_000)
             }
         };
-        if last_expiry.elapsed() >= Duration::from_secs(600) {
-            last_expiry = std::time::Instant::now();
-            expire(&state).await;
-        }
         let wait = next
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
             .unwrap_or(Duration::from_secs(60))
@@ -549,9 +628,13 @@ pub fn outbox(state: &AppState) -> Result<Value, Error> {
     let mut pending = Vec::new();
     let mut failed = Vec::new();
     for (id, item) in state.store.outbox()? {
+        let mxid = serde_json::from_str::<Value>(&item.body)
+            .ok()
+            .and_then(|b| b.get("mxid").cloned())
+            .unwrap_or(Value::Null);
         let entry = json!({
             "id": id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "destination": item.destination, "invites": item.invites.len(),
+            "destination": item.destination, "mxid": mxid, "invites": item.invites,
             "attempts": item.attempts, "next_attempt_ms": item.next_attempt_ms,
             "last_error": item.last_error, "created_ms": item.created_ms,
         });
@@ -562,6 +645,13 @@ pub fn outbox(state: &AppState) -> Result<Value, Error> {
         }
     }
     Ok(json!({ "pending": pending, "failed": failed }))
+}
+
+/// Operators: try failed deliveries again (from the start of their backoff).
+pub async fn retry_failed(state: &AppState) -> Result<Value, Error> {
+    let n = state.store.retry_failed_outbox().await?;
+    state.outbox_wake.notify_one();
+    Ok(json!({ "retried": n }))
 }
 
 #[cfg(test)]

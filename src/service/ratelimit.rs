@@ -31,6 +31,7 @@ pub struct Limiters {
     submit_token_ip: Keyed<IpAddr>,
     unbind_ip: Keyed<IpAddr>,
     store_invite_sender: Keyed<String>,
+    store_invite_address: Keyed<String>,
     /// Keyed by a hash of the token: no copy of it per request, none kept in memory.
     lookup_token: Keyed<u64>,
 }
@@ -79,6 +80,7 @@ impl Limiters {
             submit_token_ip: keyed(config.submit_token_per_ip),
             unbind_ip: keyed(config.unbind_per_ip),
             store_invite_sender: keyed(config.store_invite_per_sender),
+            store_invite_address: keyed(config.store_invite_per_address),
             lookup_token: keyed(config.lookup_per_token),
         }
     }
@@ -121,9 +123,11 @@ impl Limiters {
         }
     }
 
-    /// `store-invite` by `sender` (each sends a mail to an address of their choosing).
-    pub fn store_invite(&self, sender: &str) -> Result<(), Error> {
-        self.check(&self.store_invite_sender, &sender.to_owned())
+    /// `store-invite` by `sender` to `address` (each sends a mail): per sender, and per
+    /// address (senders are cheap to make on a homeserver of one's own).
+    pub fn store_invite(&self, sender: &str, address: &str) -> Result<(), Error> {
+        self.check(&self.store_invite_sender, &sender.to_owned())?;
+        self.check(&self.store_invite_address, &address.to_owned())
     }
 
     /// A lookup by the holder of `token`.
@@ -146,6 +150,7 @@ impl Limiters {
         self.submit_token_ip.retain_recent();
         self.unbind_ip.retain_recent();
         self.store_invite_sender.retain_recent();
+        self.store_invite_address.retain_recent();
         self.lookup_token.retain_recent();
         self.request_token_address.shrink_to_fit();
         self.lookup_token.shrink_to_fit();
@@ -171,6 +176,7 @@ mod tests {
             submit_token_per_ip: l,
             unbind_per_ip: l,
             store_invite_per_sender: l,
+            store_invite_per_address: l,
             lookup_per_token: l,
         }
     }

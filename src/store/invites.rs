@@ -143,48 +143,75 @@ impl Store {
         let mut batch = Batch::new();
         batch.delete(INVITE, token.as_bytes().to_vec());
         batch.delete(INVITE_ADDR, index_key(&invite.threepid, token));
+        // A removed invite's key must not keep vouching for signatures.
+        batch.delete(EPHEMERAL, invite.ephemeral_public_key.as_bytes().to_vec());
         self.commit(batch).await?;
         Ok(true)
     }
 
-    pub fn ephemeral_key_known(&self, public_key: &str) -> Result<bool, StoreError> {
-        Ok(self.kv.get(EPHEMERAL, public_key.as_bytes())?.is_some())
+    /// The ephemeral key with this public part, if we made it and still keep it.
+    pub fn ephemeral_key(&self, public_key: &str) -> Result<Option<EphemeralKey>, StoreError> {
+        self.get(EPHEMERAL, public_key.as_bytes())
     }
 
-    /// Moves the pending invites of `threepid` into one outbox item made by `build`
-    /// (which gets them all), atomically and durably. Returns the item's id and the
-    /// invites, or nothing when there were none.
+    /// Takes the pending invites of `threepid` out, atomically and durably, replacing
+    /// them with the outbox item `build` makes of them (none: they are only dropped).
+    /// Returns the invites taken (empty when there were none).
     pub async fn take_invites<F>(
         &self,
         threepid: &ThreePid,
         build: F,
-    ) -> Result<Option<(Vec<u8>, Vec<InviteRecord>)>, StoreError>
+    ) -> Result<Vec<InviteRecord>, StoreError>
     where
-        F: FnOnce(&[InviteRecord]) -> Result<OutboxItem, StoreError>,
+        F: FnOnce(&[InviteRecord]) -> Result<Option<OutboxItem>, StoreError>,
     {
         let _guard = self.invites_lock.lock().await;
         let invites = self.invites_for(threepid)?;
         if invites.is_empty() {
-            return Ok(None);
+            return Ok(invites);
         }
         let item = build(&invites)?;
-        let id = outbox_id(item.created_ms)?;
         let mut batch = Batch::new();
         for invite in &invites {
             batch.delete(INVITE, invite.token.as_bytes().to_vec());
             batch.delete(INVITE_ADDR, index_key(threepid, &invite.token));
         }
-        batch.put(OUTBOX, id.clone(), encode(&item)?);
+        if let Some(item) = item {
+            batch.put(OUTBOX, outbox_id(item.created_ms)?, encode(&item)?);
+        }
         self.commit(batch).await?;
-        Ok(Some((id, invites)))
+        Ok(invites)
     }
 
-    /// Every outbox item, oldest first.
+    /// Every outbox item, oldest first. An unreadable one is reported and skipped, so
+    /// it cannot hold up the others.
     pub fn outbox(&self) -> Result<Vec<(Vec<u8>, OutboxItem)>, StoreError> {
-        self.kv
-            .scan_prefix(OUTBOX, b"")
-            .map(|entry| entry.and_then(|(k, v)| decode(&v).map(|item| (k, item))))
-            .collect()
+        let mut out = Vec::new();
+        for entry in self.kv.scan_prefix(OUTBOX, b"") {
+            let (key, value) = entry?;
+            match decode(&value) {
+                Ok(item) => out.push((key, item)),
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable outbox item"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts every failed outbox item back in line. Returns how many.
+    pub async fn retry_failed_outbox(&self) -> Result<usize, StoreError> {
+        let mut batch = Batch::new();
+        let now = super::now_ms();
+        for (id, mut item) in self.outbox()? {
+            if item.failed {
+                item.failed = false;
+                item.attempts = 0;
+                item.next_attempt_ms = now;
+                batch.put(OUTBOX, id, encode(&item)?);
+            }
+        }
+        let n = batch.len();
+        self.commit(batch).await?;
+        Ok(n)
     }
 
     pub async fn update_outbox(&self, id: &[u8], item: &OutboxItem) -> Result<(), StoreError> {
@@ -280,39 +307,43 @@ mod tests {
             .unwrap();
         let a = ThreePid::new(Medium::Email, "a@x.org").unwrap();
         assert_eq!(store.invites_for(&a).unwrap().len(), 2);
-        assert!(store.ephemeral_key_known("key-t1").unwrap());
+        assert!(store.ephemeral_key("key-t1").unwrap().is_some());
 
-        let (id, taken) = store
+        let taken = store
             .take_invites(&a, |invites| {
                 assert_eq!(invites.len(), 2);
-                Ok(item(500))
+                Ok(Some(item(500)))
             })
             .await
-            .unwrap()
             .unwrap();
         assert_eq!(taken.len(), 2);
         assert!(store.invites_for(&a).unwrap().is_empty());
         assert!(store.invite("t1").unwrap().is_none());
-        assert!(store
-            .take_invites(&a, |_| Ok(item(1)))
-            .await
-            .unwrap()
-            .is_none());
+        let none = store.take_invites(&a, |_| Ok(Some(item(1)))).await.unwrap();
+        assert!(none.is_empty());
         let outbox = store.outbox().unwrap();
         assert_eq!(outbox.len(), 1);
-        assert_eq!(outbox[0].0, id);
-        store.delete_outbox(&id).await.unwrap();
+        let mut failed = outbox[0].1.clone();
+        failed.failed = true;
+        failed.attempts = 9;
+        store.update_outbox(&outbox[0].0, &failed).await.unwrap();
+        assert_eq!(store.retry_failed_outbox().await.unwrap(), 1);
+        let again = store.outbox().unwrap();
+        assert!(!again[0].1.failed && again[0].1.attempts == 0);
+        store.delete_outbox(&outbox[0].0).await.unwrap();
         assert!(store.outbox().unwrap().is_empty());
 
+        assert!(store.ephemeral_key("key-t3").unwrap().is_some());
         assert!(store.remove_invite("t3").await.unwrap());
         assert!(!store.remove_invite("t3").await.unwrap());
+        assert!(store.ephemeral_key("key-t3").unwrap().is_none());
         store
             .put_invite(&invite("t4", "c@x.org", 1000))
             .await
             .unwrap();
         assert_eq!(store.expire_invites(500).await.unwrap(), 0);
-        assert!(!store.ephemeral_key_known("key-t1").unwrap());
-        assert!(store.ephemeral_key_known("key-t4").unwrap());
+        assert!(store.ephemeral_key("key-t1").unwrap().is_none());
+        assert!(store.ephemeral_key("key-t4").unwrap().is_some());
         assert_eq!(store.expire_invites(2000).await.unwrap(), 1);
         assert!(store.all_invites().unwrap().is_empty());
     }

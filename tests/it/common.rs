@@ -216,6 +216,8 @@ pub struct FakeHomeserver {
     /// Onbind callbacks it answers with 500 before accepting (and counts them).
     pub fail_onbinds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub failed_onbinds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// How long it waits before answering an onbind (a homeserver that hangs).
+    pub onbind_delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
@@ -247,6 +249,8 @@ impl FakeHomeserver {
         let onbinds = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let fail_onbinds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let failed_onbinds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let onbind_delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = onbind_delay_ms.clone();
         let (ob, fo, fd) = (
             onbinds.clone(),
             fail_onbinds.clone(),
@@ -255,6 +259,13 @@ impl FakeHomeserver {
         let onbind = warp::path!("_matrix" / "federation" / "v1" / "3pid" / "onbind")
             .and(warp::post())
             .and(warp::body::json::<Value>())
+            .and_then(move |body: Value| {
+                let delay = delay.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                    Ok::<_, std::convert::Infallible>(body)
+                }
+            })
             .map(move |body: Value| {
                 use std::sync::atomic::Ordering;
                 let failing = fo
@@ -347,6 +358,7 @@ impl FakeHomeserver {
             onbinds,
             fail_onbinds,
             failed_onbinds,
+            onbind_delay_ms,
             hits,
             task,
         }

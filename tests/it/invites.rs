@@ -319,6 +319,100 @@ async fn deliveries_retry_then_succeed_or_fail_for_good() {
         hs.failed_onbinds.load(std::sync::atomic::Ordering::SeqCst),
         2 + 4
     );
+    // The operator puts it back in line once the homeserver is fixed.
+    hs.fail_onbinds
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let r = s
+        .admin_post("/_mxisd/admin/v1/outbox/retry", &json!({}))
+        .await;
+    assert_eq!(r.body, json!({"retried": 1}));
+    let onbinds = hs.onbinds.clone();
+    wait_for("the retried delivery", || {
+        onbinds.lock().unwrap().len() == 2
+    })
+    .await;
+    wait_outbox_empty(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_homeserver_that_never_answers_times_out() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    let s = TestServer::start_with(&config(
+        &sink,
+        &hs,
+        "    maxAttempts: 2\noutbound:\n  timeout: 300ms\n",
+    ))
+    .await;
+    hs.onbind_delay_ms
+        .store(5_000, std::sync::atomic::Ordering::SeqCst);
+    let alice = s.register("example.org", "alice").await;
+    let r = store_invite(&s, &alice, invite_body("d@example.org")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    sink.next().await;
+    // An operator binding delivers pending invites too.
+    let r = s
+        .admin_post(
+            "/_mxisd/admin/v1/bindings",
+            &json!({"medium": "email", "address": "d@example.org", "mxid": "@dan:example.org"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut failed = Value::Null;
+    for _ in 0..100 {
+        let ob = outbox(&s).await;
+        if !ob["failed"].as_array().unwrap().is_empty() {
+            failed = ob["failed"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed["mxid"], "@dan:example.org", "{failed}");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("in time"),
+        "{failed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_invites_neither_sign_nor_deliver() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    let s = TestServer::start_with(&config(&sink, &hs, "  expiration:\n    after: 1s\n")).await;
+    let alice = s.register("example.org", "alice").await;
+    let r = store_invite(&s, &alice, invite_body("e@example.org")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    let ephemeral = r.body["public_keys"][1]["public_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sign_url = url_param(&sink.next().await.text(), "signurl");
+    let private_key = url_param(&sign_url, "private_key");
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let r = s
+        .post_json(
+            &format!("{V2}/sign-ed25519"),
+            &json!({"mxid": "@e:example.org", "token": token, "private_key": private_key}),
+            None,
+        )
+        .await;
+    assert_error(&r, 404, "M_UNRECOGNIZED");
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("public_key", &ephemeral)
+        .finish();
+    let r = s.get(&format!("{V2}/pubkey/ephemeral/isvalid?{q}")).await;
+    assert_eq!(r.body, json!({"valid": false}));
+    let r = s
+        .admin_post(
+            "/_mxisd/admin/v1/bindings",
+            &json!({"medium": "email", "address": "e@example.org", "mxid": "@e:example.org"}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hs.onbinds.lock().unwrap().is_empty());
+    assert_eq!(outbox(&s).await, json!({"pending": [], "failed": []}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +667,21 @@ async fn a_crash_during_failing_delivery_loses_nothing() {
     .await;
     assert_eq!(status, 200);
     sink.next().await;
+    // `mxisd invites list` shows it.
+    let (server, listed) = tokio::task::spawn_blocking({
+        let d = d.clone();
+        move || {
+            let o = server.cli(&d, &["invites", "list", "-c", "mxisd.yaml"]);
+            (server, o)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        text(&listed).0.contains("bob@example.org"),
+        "{:?}",
+        text(&listed)
+    );
     let (_, r) = post(
         format!("{V2}/validate/email/requestToken"),
         json!({"client_secret": "sec", "email": "bob@example.org", "send_attempt": 1}),
