@@ -21,7 +21,7 @@ SIZES="${SIZES:-100000 1000000}"
 DURATION="${DURATION:-10s}"
 CONNS="${CONNS:-64}"
 THREADS="${THREADS:-2}"
-CACHE="${CACHE:-32MiB}"
+CACHE="${CACHE:-8MiB}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
 # The allocator settings packaging/mxisd.service ships (set them empty to drop them).
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"

@@ -478,7 +478,7 @@ fn read_key(s: &Section<'_, '_>, storage: Option<&StorageConfig>) -> Option<KeyC
 
 fn read_storage(s: &Section<'_, '_>) -> Option<StorageConfig> {
     let path = s.path("path");
-    let cache_size = s.size("cacheSize").unwrap_or(32 << 20);
+    let cache_size = s.size("cacheSize").unwrap_or(8 << 20);
     s.finish(STORAGE_HINTS);
     let mut ok = true;
     if cache_size < (1 << 20) {

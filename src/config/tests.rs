@@ -24,7 +24,7 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(c.server.admin.port, 8091);
     assert_eq!(c.server.max_body_size, 512 * 1024);
     assert_eq!(c.key.path, PathBuf::from("/var/lib/mxisd/keys"));
-    assert_eq!(c.storage.cache_size, 32 << 20);
+    assert_eq!(c.storage.cache_size, 8 << 20);
     assert!(c.server.tls.is_none());
 }
 
