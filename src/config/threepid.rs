@@ -51,6 +51,9 @@ pub struct SmtpConfig {
     pub password: Option<Secret>,
     /// Connect, dialogue and delivery, each step.
     pub timeout: Duration,
+    /// `caFile`: PEM certificates to trust for the SMTP server besides the system's
+    /// (a private CA, or a self-signed server).
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +240,7 @@ fn read_email(s: &Section<'_, '_>, domain: Option<&str>) -> Option<EmailConfig> 
     let login = smtp.string("login").filter(|l| !l.is_empty());
     let password = smtp.secret("password").filter(|p| !p.expose().is_empty());
     let timeout = smtp.duration("timeout").unwrap_or(Duration::from_secs(30));
+    let ca_file = smtp.path("caFile");
     smtp.finish(&[]);
     connectors.finish(&[]);
     let templates = read_templates(s);
@@ -253,6 +257,7 @@ fn read_email(s: &Section<'_, '_>, domain: Option<&str>) -> Option<EmailConfig> 
                 login,
                 password,
                 timeout,
+                ca_file,
             })
         }
         (Some("smtp"), _) => {

@@ -6,7 +6,7 @@ use super::template::{self, Vars};
 use super::NotifyError;
 use crate::config::threepid::{EmailConfig, EmailConnector, SmtpTls};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 pub struct Mailer {
@@ -36,8 +36,24 @@ impl Mailer {
         let transport = match &config.connector {
             EmailConnector::None => None,
             EmailConnector::Smtp(smtp) => {
+                let extra_roots = match &smtp.ca_file {
+                    None => Vec::new(),
+                    Some(path) => {
+                        let pem = std::fs::read(path).map_err(|e| {
+                            format!("connectors.smtp.caFile {}: {e}", path.display())
+                        })?;
+                        vec![Certificate::from_pem(&pem).map_err(|e| {
+                            format!("connectors.smtp.caFile {}: {e}", path.display())
+                        })?]
+                    }
+                };
                 let tls_params = || {
-                    TlsParameters::new_rustls(smtp.host.clone())
+                    let mut builder = TlsParameters::builder(smtp.host.clone());
+                    for cert in &extra_roots {
+                        builder = builder.add_root_certificate(cert.clone());
+                    }
+                    builder
+                        .build_rustls()
                         .map_err(|e| format!("SMTP TLS settings for {}: {e}", smtp.host))
                 };
                 let tls = match smtp.tls {

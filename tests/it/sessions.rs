@@ -1091,3 +1091,56 @@ async fn x_matrix_from_an_impostor_key_or_to_our_public_host() {
     assert_eq!(post(by_host.clone()).await.status, 200);
     assert_error(&post(by_host).await, 429, "M_LIMIT_EXCEEDED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_over_starttls_and_implicit_tls_with_a_private_ca() {
+    use crate::common::smtp::Tls;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("smtp.pem"), dir.path().join("smtp.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let acceptor = mxisd::server::listen::tls_acceptor(&cert_path, &key_path).unwrap();
+    let hs = homeserver().await;
+    for (tls, mode) in [
+        (Tls::Starttls(acceptor.clone()), 2),
+        (Tls::Implicit(acceptor.clone()), 3),
+        (Tls::Starttls(acceptor.clone()), 1),
+    ] {
+        let sink = SmtpSink::start_tls(Some(("mailer", "pw")), tls).await;
+        let smtp = sink.config("").replace(
+            "          tls: 0\n",
+            &format!(
+                "          tls: {mode}\n          caFile: {}\n          login: mailer\n          password: pw\n",
+                cert_path.display()
+            ),
+        );
+        let s = TestServer::start_with(&format!(
+            "{smtp}{}",
+            federation_override("example.org", &hs)
+        ))
+        .await;
+        let alice = s.register("example.org", "alice").await;
+        let r = request_email(&s, &alice, "a@example.org", "s1", 1).await;
+        assert_eq!(r.status, 200, "tls {mode}: {}", r.body);
+        let mail = sink.next().await;
+        assert!(mail.tls, "tls {mode}: the message came in clear");
+        assert_eq!(mail.login.as_deref(), Some("mailer"));
+    }
+    // Without the CA the server's certificate is not trusted: nothing is sent.
+    let sink = SmtpSink::start_tls(None, Tls::Implicit(acceptor)).await;
+    let smtp = sink
+        .config("")
+        .replace("          tls: 0\n", "          tls: 3\n");
+    let s = TestServer::start_with(&format!(
+        "{smtp}{}",
+        federation_override("example.org", &hs)
+    ))
+    .await;
+    let alice = s.register("example.org", "alice").await;
+    assert_error(
+        &request_email(&s, &alice, "a@example.org", "s1", 1).await,
+        400,
+        "M_EMAIL_SEND_ERROR",
+    );
+}

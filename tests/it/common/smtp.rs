@@ -1,11 +1,12 @@
-//! An SMTP sink on 127.0.0.1 that speaks real SMTP (EHLO, AUTH PLAIN/LOGIN, MAIL, RCPT,
-//! DATA with dot-unstuffing, RSET, QUIT) and hands every accepted message to the test.
-//! It can refuse recipients or data, to test delivery failures.
+//! An SMTP sink on 127.0.0.1 that speaks real SMTP (EHLO, STARTTLS or TLS from the first
+//! byte, AUTH PLAIN, MAIL, RCPT, DATA with dot-unstuffing, RSET, QUIT) and hands every
+//! accepted message to the test. It can refuse recipients or data, to test delivery
+//! failures.
 
 use base64::Engine as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -19,6 +20,19 @@ pub enum Mode {
     RejectData,
 }
 
+/// How the sink offers TLS.
+#[derive(Clone)]
+pub enum Tls {
+    None,
+    /// Advertises STARTTLS and upgrades when asked.
+    Starttls(tokio_rustls::TlsAcceptor),
+    /// TLS from the first byte (SMTPS).
+    Implicit(tokio_rustls::TlsAcceptor),
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 #[derive(Debug, Clone)]
 pub struct Mail {
     pub from: String,
@@ -27,6 +41,8 @@ pub struct Mail {
     pub data: String,
     /// The `user` of a successful AUTH, if any.
     pub login: Option<String>,
+    /// Whether the message came over TLS.
+    pub tls: bool,
 }
 
 impl Mail {
@@ -86,6 +102,11 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Starts a sink; with `credentials`, it advertises AUTH and requires exactly them.
     pub async fn start(credentials: Option<(&str, &str)>) -> Self {
+        Self::start_tls(credentials, Tls::None).await
+    }
+
+    /// A sink offering TLS as `tls` says.
+    pub async fn start_tls(credentials: Option<(&str, &str)>, tls: Tls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -100,8 +121,9 @@ impl SmtpSink {
                 let tx = tx.clone();
                 let mode = *shared_mode.lock().unwrap();
                 let creds = creds.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = session(stream, tx, mode, creds).await;
+                    let _ = session(stream, tx, mode, creds, tls).await;
                 });
             }
         });
@@ -151,10 +173,17 @@ async fn session(
     tx: mpsc::UnboundedSender<Mail>,
     mode: Mode,
     creds: Option<(String, String)>,
+    tls: Tls,
 ) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    write.write_all(b"220 sink.test ESMTP ready\r\n").await?;
+    let (io, mut encrypted): (Box<dyn Io>, bool) = match &tls {
+        Tls::Implicit(acceptor) => (Box::new(acceptor.accept(stream).await?), true),
+        _ => (Box::new(stream), false),
+    };
+    let mut lines = BufReader::new(io);
+    lines
+        .get_mut()
+        .write_all(b"220 sink.test ESMTP ready\r\n")
+        .await?;
     let mut from = String::new();
     let mut to = Vec::new();
     let mut login: Option<String> = None;
@@ -173,7 +202,27 @@ async fn session(
             } else {
                 ""
             };
-            format!("250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{auth}250 OK\r\n")
+            let starttls = if matches!(tls, Tls::Starttls(_)) && !encrypted {
+                "250-STARTTLS\r\n"
+            } else {
+                ""
+            };
+            format!("250-sink.test\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n{starttls}{auth}250 OK\r\n")
+        } else if upper == "STARTTLS" {
+            match (&tls, encrypted) {
+                (Tls::Starttls(acceptor), false) => {
+                    lines.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
+                    let plain = lines.into_inner();
+                    let upgraded: Box<dyn Io> = Box::new(acceptor.accept(plain).await?);
+                    lines = BufReader::new(upgraded);
+                    encrypted = true;
+                    from.clear();
+                    to.clear();
+                    login = None;
+                    continue;
+                }
+                _ => "454 4.7.0 TLS not available\r\n".into(),
+            }
         } else if upper.starts_with("HELO") {
             "250 sink.test\r\n".into()
         } else if upper.starts_with("AUTH PLAIN") {
@@ -209,7 +258,7 @@ async fn session(
                 "250 OK\r\n".into()
             }
         } else if upper == "DATA" {
-            write.write_all(b"354 go ahead\r\n").await?;
+            lines.get_mut().write_all(b"354 go ahead\r\n").await?;
             let mut data = String::new();
             let mut l = String::new();
             loop {
@@ -231,6 +280,7 @@ async fn session(
                     to: std::mem::take(&mut to),
                     data,
                     login: login.clone(),
+                    tls: encrypted,
                 });
                 "250 2.0.0 queued\r\n".into()
             }
@@ -241,12 +291,12 @@ async fn session(
         } else if upper == "NOOP" {
             "250 OK\r\n".into()
         } else if upper == "QUIT" {
-            write.write_all(b"221 bye\r\n").await?;
+            lines.get_mut().write_all(b"221 bye\r\n").await?;
             return Ok(());
         } else {
             "502 5.5.2 command not implemented\r\n".into()
         };
-        write.write_all(reply.as_bytes()).await?;
+        lines.get_mut().write_all(reply.as_bytes()).await?;
     }
     Ok(())
 }
