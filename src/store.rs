@@ -199,6 +199,19 @@ impl Store {
 }
 
 /// Milliseconds since the Unix epoch.
+/// `sha256(medium ‖ 0 ‖ address ‖ 0 ‖ extra)`: fixed-size keys for per-3PID indexes
+/// (the address itself is not a key, so it does not show in key scans).
+pub(crate) fn threepid_digest(threepid: &crate::model::ThreePid, extra: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(threepid.medium().as_str().as_bytes());
+    h.update([0]);
+    h.update(threepid.address().as_bytes());
+    h.update([0]);
+    h.update(extra);
+    h.finalize().into()
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -489,71 +489,19 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
             }
         }
     }
+    // Key, then the default: `burst` at once, then one more every `interval` seconds
+    // (lookups: milliseconds).
+    let limit =
+        |key: &str, burst: u32, interval: Duration| read_limit(s, key, Limit { burst, interval });
     let secs = Duration::from_secs;
-    let request_token_per_ip = read_limit(
-        s,
-        "requestTokenPerIp",
-        Limit {
-            burst: 10,
-            interval: secs(30),
-        },
-    );
-    let request_token_per_address = read_limit(
-        s,
-        "requestTokenPerAddress",
-        Limit {
-            burst: 5,
-            interval: secs(600),
-        },
-    );
-    let submit_token_per_session = read_limit(
-        s,
-        "submitTokenPerSession",
-        Limit {
-            burst: 10,
-            interval: secs(10),
-        },
-    );
-    let submit_token_per_ip = read_limit(
-        s,
-        "submitTokenPerIp",
-        Limit {
-            burst: 50,
-            interval: secs(1),
-        },
-    );
-    let unbind_per_ip = read_limit(
-        s,
-        "unbindPerIp",
-        Limit {
-            burst: 20,
-            interval: secs(6),
-        },
-    );
-    let store_invite_per_sender = read_limit(
-        s,
-        "storeInvitePerSender",
-        Limit {
-            burst: 50,
-            interval: secs(10),
-        },
-    );
-    let store_invite_per_address = read_limit(
-        s,
-        "storeInvitePerAddress",
-        Limit {
-            burst: 10,
-            interval: secs(600),
-        },
-    );
-    let lookup_per_token = read_limit(
-        s,
-        "lookupPerToken",
-        Limit {
-            burst: 600,
-            interval: Duration::from_millis(20),
-        },
-    );
+    let request_token_per_ip = limit("requestTokenPerIp", 10, secs(30));
+    let request_token_per_address = limit("requestTokenPerAddress", 5, secs(600));
+    let submit_token_per_session = limit("submitTokenPerSession", 10, secs(10));
+    let submit_token_per_ip = limit("submitTokenPerIp", 50, secs(1));
+    let unbind_per_ip = limit("unbindPerIp", 20, secs(6));
+    let store_invite_per_sender = limit("storeInvitePerSender", 50, secs(10));
+    let store_invite_per_address = limit("storeInvitePerAddress", 10, secs(600));
+    let lookup_per_token = limit("lookupPerToken", 600, Duration::from_millis(20));
     s.finish(&[]);
     if !ok {
         return None;

@@ -27,20 +27,26 @@ pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
+    let rest = payload::<T>(bytes)?;
+    finish::<T, _>(rest, bincode::serde::decode_from_slice(rest, config()))
+}
+
+/// Decodes a borrowed view `V` of a record of type `T` (same layout, with `&str` for
+/// strings), so hot reads allocate nothing.
+pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<V, StoreError> {
+    let rest = payload::<T>(bytes)?;
+    finish::<T, _>(
+        rest,
+        bincode::serde::borrow_decode_from_slice(rest, config()),
+    )
+}
+
+/// The bytes after a version byte that must be `T`'s.
+fn payload<T: Record>(bytes: &[u8]) -> Result<&[u8], StoreError> {
     match bytes.split_first() {
-        Some((&v, rest)) if v == T::VERSION => {
-            let (value, used) = bincode::serde::decode_from_slice(rest, config()).map_err(|e| {
-                StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME))
-            })?;
-            if used != rest.len() {
-                return Err(StoreError::Corrupt(format!(
-                    "a stored {} has {} trailing bytes",
-                    T::NAME,
-                    rest.len() - used
-                )));
-            }
-            Ok(value)
-        }
+        Some((&v, rest)) if v == T::VERSION => Ok(rest),
         Some((&v, _)) => Err(StoreError::Corrupt(format!(
             "a stored {} has layout version {v}, this binary reads version {}",
             T::NAME,
@@ -53,35 +59,21 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
-/// Decodes a borrowed view `V` of a record of type `T` (same layout, with `&str` for
-/// strings), so hot reads allocate nothing.
-pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
-    bytes: &'a [u8],
+/// A decoded value, if it used up every byte.
+fn finish<T: Record, V>(
+    rest: &[u8],
+    decoded: Result<(V, usize), bincode::error::DecodeError>,
 ) -> Result<V, StoreError> {
-    match bytes.split_first() {
-        Some((&v, rest)) if v == T::VERSION => {
-            let (value, used) =
-                bincode::serde::borrow_decode_from_slice(rest, config()).map_err(|e| {
-                    StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME))
-                })?;
-            if used != rest.len() {
-                return Err(StoreError::Corrupt(format!(
-                    "a stored {} has {} trailing bytes",
-                    T::NAME,
-                    rest.len() - used
-                )));
-            }
-            Ok(value)
-        }
-        // Wrong version or empty: the owned decoder says which.
-        _ => match decode::<T>(bytes) {
-            Err(e) => Err(e),
-            Ok(_) => Err(StoreError::Corrupt(format!(
-                "a stored {} could not be read",
-                T::NAME
-            ))),
-        },
+    let (value, used) = decoded
+        .map_err(|e| StoreError::Corrupt(format!("a stored {} is unreadable: {e}", T::NAME)))?;
+    if used != rest.len() {
+        return Err(StoreError::Corrupt(format!(
+            "a stored {} has {} trailing bytes",
+            T::NAME,
+            rest.len() - used
+        )));
     }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use super::kv::Batch;
 use super::{Store, StoreError};
 use crate::model::ThreePid;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 pub(crate) const INVITE: &str = "invite";
@@ -75,11 +74,7 @@ impl Record for OutboxItem {
 }
 
 fn address_key(threepid: &ThreePid) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(threepid.medium().as_str().as_bytes());
-    h.update([0]);
-    h.update(threepid.address().as_bytes());
-    h.finalize().into()
+    super::threepid_digest(threepid, b"")
 }
 
 fn index_key(threepid: &ThreePid, token: &str) -> Vec<u8> {

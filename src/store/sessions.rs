@@ -11,7 +11,6 @@ use super::kv::Batch;
 use super::{Store, StoreError};
 use crate::model::ThreePid;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 pub(crate) const SESSION: &str = "session";
 pub(crate) const SESSION_KEY: &str = "session_key";
@@ -42,13 +41,7 @@ impl Record for SessionRecord {
 }
 
 fn session_key(threepid: &ThreePid, client_secret: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(threepid.medium().as_str().as_bytes());
-    h.update([0]);
-    h.update(threepid.address().as_bytes());
-    h.update([0]);
-    h.update(client_secret.as_bytes());
-    h.finalize().into()
+    super::threepid_digest(threepid, client_secret.as_bytes())
 }
 
 impl Store {

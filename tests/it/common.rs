@@ -392,6 +392,16 @@ impl Drop for FakeHomeserver {
     }
 }
 
+/// A homeserver for `example.org` whose OpenID tokens `alice` and `bob` belong to
+/// `@alice:example.org` and `@bob:example.org`.
+pub async fn alice_and_bob() -> FakeHomeserver {
+    FakeHomeserver::start(vec![
+        ("alice", Userinfo::Sub("@alice:example.org".into())),
+        ("bob", Userinfo::Sub("@bob:example.org".into())),
+    ])
+    .await
+}
+
 /// Config lines that send federation for `name` to the fake homeserver.
 pub fn federation_override(name: &str, hs: &FakeHomeserver) -> String {
     format!(
@@ -435,6 +445,45 @@ impl TestServer {
             .await;
         assert_eq!(r.status, 200, "register failed: {}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Validates `address` by e-mail (the token read from the mail `sink` receives) for
+    /// the holder of `token`, then binds it to `mxid`. Returns the session id and the
+    /// bind answer.
+    pub async fn validate_and_bind(
+        &self,
+        sink: &smtp::SmtpSink,
+        token: &str,
+        address: &str,
+        mxid: &str,
+    ) -> (String, Resp) {
+        let v2 = "/_matrix/identity/v2";
+        let r = self
+            .post_json(
+                &format!("{v2}/validate/email/requestToken"),
+                &serde_json::json!({"client_secret": "sec", "email": address, "send_attempt": 1}),
+                Some(token),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let sid = r.body["sid"].as_str().unwrap().to_owned();
+        let code = sink.next().await.link_param("token");
+        let r = self
+            .post_json(
+                &format!("{v2}/validate/email/submitToken"),
+                &serde_json::json!({"sid": sid, "client_secret": "sec", "token": code}),
+                Some(token),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = self
+            .post_json(
+                &format!("{v2}/3pid/bind"),
+                &serde_json::json!({"sid": sid, "client_secret": "sec", "mxid": mxid}),
+                Some(token),
+            )
+            .await;
+        (sid, r)
     }
 
     /// Adds an operator binding through the admin API.

@@ -5,20 +5,13 @@
 
 use crate::common::smtp::{Mail, SmtpSink};
 use crate::common::{
-    assert_error, federation_override, FakeHomeserver, Resp, TestServer, Userinfo,
+    alice_and_bob as homeserver, assert_error, federation_override, FakeHomeserver, Resp,
+    TestServer,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const V2: &str = "/_matrix/identity/v2";
-
-async fn homeserver() -> FakeHomeserver {
-    FakeHomeserver::start(vec![
-        ("alice", Userinfo::Sub("@alice:example.org".into())),
-        ("bob", Userinfo::Sub("@bob:example.org".into())),
-    ])
-    .await
-}
 
 fn config(sink: &SmtpSink, hs: &FakeHomeserver, extra: &str) -> String {
     format!(
@@ -60,8 +53,7 @@ fn verify_with(object: &Value, entity: &str, key_id: &str, public_key_b64: &str)
     mxisd::crypto::sign::verify_json(object, entity, key_id, &key).unwrap();
 }
 
-/// Validates `address` for the holder of `token` and binds it to `mxid`; returns the
-/// bind answer.
+/// Validates `address` for the holder of `token` and binds it to `mxid`.
 async fn validate_and_bind(
     s: &TestServer,
     sink: &SmtpSink,
@@ -69,31 +61,7 @@ async fn validate_and_bind(
     address: &str,
     mxid: &str,
 ) -> Resp {
-    let r = s
-        .post_json(
-            &format!("{V2}/validate/email/requestToken"),
-            &json!({"client_secret": "sec", "email": address, "send_attempt": 1}),
-            Some(token),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let sid = r.body["sid"].as_str().unwrap().to_owned();
-    let mail = sink.next().await;
-    let code = url_param(&mail.text(), "token");
-    let r = s
-        .post_json(
-            &format!("{V2}/validate/email/submitToken"),
-            &json!({"sid": sid, "client_secret": "sec", "token": code}),
-            Some(token),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    s.post_json(
-        &format!("{V2}/3pid/bind"),
-        &json!({"sid": sid, "client_secret": "sec", "mxid": mxid}),
-        Some(token),
-    )
-    .await
+    s.validate_and_bind(sink, token, address, mxid).await.1
 }
 
 async fn wait_for<F: Fn() -> bool>(what: &str, ok: F) {
@@ -114,6 +82,18 @@ async fn wait_outbox_empty(s: &TestServer) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the outbox did not empty: {}", outbox(s).await);
+}
+
+/// The outbox once something in it has failed for good (waits up to 5 s).
+async fn wait_failed(s: &TestServer) -> Value {
+    for _ in 0..100 {
+        let ob = outbox(s).await;
+        if !ob["failed"].as_array().unwrap().is_empty() {
+            return ob;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing failed in the outbox: {}", outbox(s).await);
 }
 
 async fn outbox(s: &TestServer) -> Value {
@@ -297,15 +277,7 @@ async fn deliveries_retry_then_succeed_or_fail_for_good() {
     sink.next().await;
     let r = validate_and_bind(&s, &sink, &bob, "bob2@example.org", "@bob:example.org").await;
     assert_eq!(r.status, 200);
-    let mut failed = Value::Null;
-    for _ in 0..100 {
-        let ob = outbox(&s).await;
-        if !ob["failed"].as_array().unwrap().is_empty() {
-            failed = ob;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failed = wait_failed(&s).await;
     assert_eq!(failed["pending"], json!([]), "{failed}");
     let item = &failed["failed"][0];
     assert_eq!(item["attempts"], 4);
@@ -358,15 +330,7 @@ async fn a_homeserver_that_never_answers_times_out() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut failed = Value::Null;
-    for _ in 0..100 {
-        let ob = outbox(&s).await;
-        if !ob["failed"].as_array().unwrap().is_empty() {
-            failed = ob["failed"][0].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failed = wait_failed(&s).await["failed"][0].clone();
     assert_eq!(failed["mxid"], "@dan:example.org", "{failed}");
     assert!(
         failed["last_error"].as_str().unwrap().contains("in time"),
@@ -459,15 +423,7 @@ async fn delivery_to_a_refused_address_is_recorded_not_sent() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut failed = Value::Null;
-    for _ in 0..100 {
-        let ob = outbox(&s).await;
-        if !ob["failed"].as_array().unwrap().is_empty() {
-            failed = ob["failed"][0].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failed = wait_failed(&s).await["failed"][0].clone();
     assert_eq!(failed["destination"], "127.0.0.2:9");
     let why = failed["last_error"].as_str().unwrap();
     assert!(

@@ -6,20 +6,13 @@
 use crate::common::smtp::{Mail, Mode, SmtpSink};
 use crate::common::twilio::FakeTwilio;
 use crate::common::{
-    assert_error, client_hash, federation_override, FakeHomeserver, Resp, TestServer, Userinfo,
+    alice_and_bob as homeserver, assert_error, client_hash, federation_override, FakeHomeserver,
+    Resp, TestServer,
 };
 use serde_json::{json, Value};
 
 const V2: &str = "/_matrix/identity/v2";
 const V1: &str = "/_matrix/identity/api/v1";
-
-async fn homeserver() -> FakeHomeserver {
-    FakeHomeserver::start(vec![
-        ("alice", Userinfo::Sub("@alice:example.org".into())),
-        ("bob", Userinfo::Sub("@bob:example.org".into())),
-    ])
-    .await
-}
 
 /// A server mailing through `sink`, with federation to `hs` and `extra` config.
 async fn server(sink: &SmtpSink, hs: &FakeHomeserver, extra: &str) -> TestServer {
@@ -549,25 +542,10 @@ async fn smtp_login_is_used_when_configured() {
     assert_eq!(sink.next().await.login.as_deref(), Some("mailer"));
 }
 
-/// Validates `address` for alice and binds it; returns (sid, secret).
+/// Validates `address` for alice and binds it; returns the session id.
 async fn validate_and_bind(s: &TestServer, sink: &SmtpSink, token: &str, address: &str) -> String {
-    let r = request_email(s, token, address, "sec", 1).await;
-    let sid = r.body["sid"].as_str().unwrap().to_owned();
-    let (code, _) = link_params(&sink.next().await);
-    let r = s
-        .post_json(
-            &format!("{V2}/validate/email/submitToken"),
-            &json!({"sid": sid, "client_secret": "sec", "token": code}),
-            Some(token),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = s
-        .post_json(
-            &format!("{V2}/3pid/bind"),
-            &json!({"sid": sid, "client_secret": "sec", "mxid": "@alice:example.org"}),
-            Some(token),
-        )
+    let (sid, r) = s
+        .validate_and_bind(sink, token, address, "@alice:example.org")
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     sid

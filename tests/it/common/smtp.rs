@@ -67,6 +67,19 @@ impl Mail {
         value
     }
 
+    /// The query parameter `name` of the first link in the text that has it, decoded.
+    pub fn link_param(&self, name: &str) -> String {
+        let text = self.text();
+        let start = text.find(&format!("{name}=")).expect(name) + name.len() + 1;
+        let raw: String = text[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, '&' | '"' | '<'))
+            .collect();
+        percent_encoding::percent_decode_str(&raw)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
     /// Every text part, decoded from base64 where it was sent so.
     pub fn text(&self) -> String {
         let mut out = String::new();
