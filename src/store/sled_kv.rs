@@ -31,19 +31,32 @@ impl SledKv {
                 what: format!("cannot create {}", path.display()),
                 detail: e.to_string(),
             })?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(path.to_owned())
+        // sled releases its file lock when its last background thread lets go of the
+        // database, a moment after a close in this process (a restart in place): wait
+        // for it briefly before calling the store taken.
+        let mut attempts = 0;
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("lock") => {
+                    attempts += 1;
+                    if attempts >= 40 {
+                        return Err(StoreError::Locked(path.to_owned()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                other => StoreError::Io {
-                    what: format!("cannot open the store in {}", path.display()),
-                    detail: other.to_string(),
-                },
-            })?;
+                Err(other) => {
+                    return Err(StoreError::Io {
+                        what: format!("cannot open the store in {}", path.display()),
+                        detail: other.to_string(),
+                    })
+                }
+            }
+        };
         Ok(Self { db })
     }
 }
