@@ -892,9 +892,14 @@ async fn every_session_endpoint_refuses_malformed_bodies() {
         "validate/msisdn/submitToken",
         "3pid/bind",
         "3pid/unbind",
+        "sign-ed25519",
+        "store-invite",
     ];
     for prefix in [V2, V1] {
         for endpoint in endpoints {
+            if prefix == V1 && endpoint == "store-invite" {
+                continue; // v2 only
+            }
             let url = format!("{}{prefix}/{endpoint}", s.base);
             let send = |body: String| {
                 s.send(
