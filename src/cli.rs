@@ -30,6 +30,23 @@ pub enum Command {
     Hashing(HashingArgs),
     Invites(InvitesArgs),
     Outbox(OutboxArgs),
+    Sync(SyncArgs),
+}
+
+/// Identity-source sync on a running server: `mxisd sync` runs every source now (or
+/// one with --source); `mxisd sync status` shows how each last ran.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "sync")]
+pub struct SyncArgs {
+    /// status: show how each source last ran, instead of running them
+    #[argh(positional)]
+    pub what: Option<String>,
+    /// only this source (e.g. file, memory)
+    #[argh(option)]
+    pub source: Option<String>,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// Pending 3PID room invites, on a running server.
@@ -596,6 +613,47 @@ pub async fn invites(args: &InvitesArgs) -> ExitCode {
         ),
     };
     print_result(admin_call(config.as_deref(), method, &path, body, 30).await)
+}
+
+/// `mxisd sync [status] [--source NAME]`
+pub async fn sync(args: &SyncArgs) -> ExitCode {
+    let call = match args.what.as_deref() {
+        Some("status") => admin_call(
+            args.config.as_deref(),
+            reqwest::Method::GET,
+            "sync",
+            None,
+            30,
+        ),
+        None => admin_call(
+            args.config.as_deref(),
+            reqwest::Method::POST,
+            "sync",
+            Some(
+                serde_json::json!({ "source": args.source })
+                    .to_string()
+                    .into(),
+            ),
+            3600,
+        ),
+        Some(other) => {
+            eprintln!(
+                "error: unknown `mxisd sync {other}`; use `mxisd sync` or `mxisd sync status`"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = call.await;
+    // A source that failed makes the command fail too (for scripts and cron).
+    let failed = matches!(&result, Ok((200, body)) if body["sources"]
+        .as_array()
+        .is_some_and(|list| args.what.is_none() && list.iter().any(|s| !s["last_error"].is_null())));
+    let code = print_result(result);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        code
+    }
 }
 
 /// `mxisd outbox`

@@ -36,6 +36,8 @@ pub struct Config {
     pub view: threepid::ViewConfig,
     pub rate_limit: threepid::RateLimitConfig,
     pub invite: threepid::InviteConfig,
+    /// Identity sources synced into the store (`memory`, `file`).
+    pub sync: Vec<crate::sync::SourceConfig>,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,
 }
@@ -180,7 +182,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("sql", "identity stores (sql) are not supported by this version of mxisd yet"),
     ("synapseSql", "identity stores (synapseSql) are not supported by this version of mxisd yet"),
     ("rest", "identity stores (rest) are not supported by this version of mxisd yet"),
-    ("memory", "the memory identity store is not supported by this version of mxisd yet"),
     ("exec", "the exec identity store is not supported by mxisd; use the rest store or a file source"),
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
@@ -290,6 +291,11 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let view = threepid::read_view(&root.section("view"));
     let rate_limit = threepid::read_rate_limit(&root.section("rateLimit"));
     let invite = threepid::read_invite(&root.section("invite"));
+    let mut sync = Vec::new();
+    let memory = read_memory(&root.section("memory"));
+    let file = read_file_source(&root.section("file"));
+    sync.extend(memory.clone().flatten());
+    sync.extend(file.clone().flatten());
     Some(Config {
         source: None,
         matrix: matrix?,
@@ -307,6 +313,11 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
         view: view?,
         rate_limit: rate_limit?,
         invite: invite?,
+        sync: {
+            memory?;
+            file?;
+            sync
+        },
         warnings: Vec::new(),
     })
 }
@@ -772,6 +783,89 @@ fn read_lookup(s: &Section<'_, '_>) -> Option<LookupConfig> {
         max_addresses: usize::try_from(max_addresses).unwrap_or(10_000),
         bulk_enabled,
     })
+}
+
+/// ma1sd's `memory` store: users listed in the config, synced at start.
+/// `Some(None)`: not enabled; `None`: a problem was reported.
+fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>> {
+    let enabled = s.bool("enabled").unwrap_or(false);
+    let mut users = Vec::new();
+    let mut ok = true;
+    for (i, u) in s.list_of_sections("identities").iter().enumerate() {
+        let username = u.string("username");
+        let display_name = u.string("displayName");
+        let roles = u.string_list("roles").unwrap_or_default();
+        u.ignored(
+            "password",
+            "ignored: mxisd does not check passwords against the memory store",
+        );
+        let mut threepids = Vec::new();
+        for t in u.list_of_sections("threepids") {
+            match (t.string("medium"), t.string("address")) {
+                (Some(medium), Some(address)) => {
+                    threepids.push(crate::sync::ThreePidSpec { medium, address })
+                }
+                _ => {
+                    t.problem("medium", "each 3PID needs a medium and an address");
+                    ok = false;
+                }
+            }
+            t.finish(&[]);
+        }
+        u.finish(&[]);
+        match username {
+            Some(username) => users.push(crate::sync::UserSpec {
+                username,
+                display_name,
+                threepids,
+                roles,
+                password: None,
+            }),
+            None => {
+                s.problem(&format!("identities[{i}].username"), "required");
+                ok = false;
+            }
+        }
+    }
+    s.ignored("hashEnabled", "ignored: every binding is in the hash index");
+    s.finish(&[]);
+    ok.then_some(enabled.then(|| crate::sync::SourceConfig {
+        name: "memory".into(),
+        kind: crate::sync::SourceKind::Memory(users),
+        interval: None,
+    }))
+}
+
+/// `file`: users in a YAML or JSON file (the `memory.identities` shape), re-read every
+/// `file.sync.interval`.
+fn read_file_source(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>> {
+    let enabled = s.bool("enabled").unwrap_or(false);
+    let path = s.path("path");
+    let sync = s.section("sync");
+    let interval = sync
+        .duration("interval")
+        .unwrap_or(Duration::from_secs(300));
+    sync.finish(&[]);
+    s.finish(&[]);
+    if !enabled {
+        return Some(None);
+    }
+    let Some(path) = path else {
+        s.problem(
+            "path",
+            "required when file.enabled is true: the file listing the users",
+        );
+        return None;
+    };
+    if interval < Duration::from_secs(1) {
+        sync.problem("interval", "must be at least 1s");
+        return None;
+    }
+    Some(Some(crate::sync::SourceConfig {
+        name: "file".into(),
+        kind: crate::sync::SourceKind::File(path),
+        interval: Some(interval),
+    }))
 }
 
 /// Server-name grammar of the spec appendix: hostname, IPv4 or `[IPv6]`, optional port.

@@ -21,6 +21,7 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod sync;
 
 use config::Config;
 use std::future::Future;
@@ -116,6 +117,7 @@ pub async fn run(
         federation,
         notifier,
         limits,
+        sync: sync::Syncer::new(config.sync.clone()),
         outbox_wake: tokio::sync::Notify::new(),
         started,
     });
@@ -173,6 +175,14 @@ pub async fn run(
         state.clone(),
         stop_rx.clone(),
     ));
+    for source in &config.sync {
+        tasks.spawn(sync::sync_task(
+            state.clone(),
+            source.name.clone(),
+            source.interval,
+            stop_rx.clone(),
+        ));
+    }
 
     shutdown.await;
     tracing::info!("shutting down");

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Hashing(a) => block_on(cli::hashing(&a)),
         Command::Invites(a) => block_on(cli::invites(&a)),
         Command::Outbox(a) => block_on(cli::outbox(&a)),
+        Command::Sync(a) => block_on(cli::sync(&a)),
     }
 }
 

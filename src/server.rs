@@ -326,6 +326,19 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(st.clone())
         .and_then(admin::outbox_retry);
+    let sync_status = base
+        .clone()
+        .and(warp::path!("sync"))
+        .and(get())
+        .and(st.clone())
+        .and_then(admin::sync_status);
+    let sync_run = base
+        .clone()
+        .and(warp::path!("sync"))
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(st.clone())
+        .and_then(admin::sync_run);
     let rotate = base
         .and(warp::path!("hashing" / "rotate"))
         .and(warp::post())
@@ -355,6 +368,8 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         invites_remove,
         outbox,
         outbox_retry,
+        sync_status,
+        sync_run,
         rotate
     )
     .recover(recover)

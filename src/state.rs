@@ -18,6 +18,8 @@ pub struct Shared {
     pub federation: Federation,
     pub notifier: crate::notify::Notifier,
     pub limits: crate::service::ratelimit::Limiters,
+    /// The identity sources synced into the store.
+    pub sync: crate::sync::Syncer,
     /// Wakes the outbox delivery task when something was queued.
     pub outbox_wake: tokio::sync::Notify,
     pub started: Instant,

@@ -17,6 +17,7 @@ pub mod mem_kv;
 pub mod migrations;
 pub mod sessions;
 pub mod sled_kv;
+pub mod sync;
 
 use codec::Record;
 use kv::{Batch, Kv};

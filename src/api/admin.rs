@@ -164,3 +164,26 @@ pub async fn outbox_retry(state: AppState) -> Result<Response, Infallible> {
 pub async fn outbox(state: AppState) -> Result<Response, Infallible> {
     respond(invite::outbox(&state))
 }
+
+/// `GET /_mxisd/admin/v1/sync`: every sync source's status.
+pub async fn sync_status(state: AppState) -> Result<Response, Infallible> {
+    respond(crate::sync::statuses(&state))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SyncBody {
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+/// `POST /_mxisd/admin/v1/sync` `{source?}`: run one source, or all, now.
+pub async fn sync_run(
+    body: Result<SyncBody, Error>,
+    state: AppState,
+) -> Result<Response, Infallible> {
+    let result = match body {
+        Ok(b) => crate::sync::run_now(&state, b.source.as_deref()).await,
+        Err(e) => Err(e),
+    };
+    respond(result)
+}

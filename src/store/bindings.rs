@@ -301,44 +301,56 @@ impl Store {
         }
         let outcome = {
             let _guard = self.bindings_lock.lock().await;
-            let pepper = self.pepper();
-            let mut pending: HashMap<ThreePid, ThreePidRecord> = HashMap::new();
-            let mut order = Vec::with_capacity(changes.len());
-            let now = now_ms();
-            for change in changes {
-                let threepid = match &change {
-                    BindingChange::Set { threepid, .. }
-                    | BindingChange::Remove { threepid, .. }
-                    | BindingChange::RemoveIfMxid { threepid, .. } => threepid.clone(),
-                };
-                if !pending.contains_key(&threepid) {
-                    let mut record: ThreePidRecord = self
-                        .get(BINDING, &record_key(&pepper, &threepid))?
-                        .unwrap_or_default();
-                    record.threepid = Some(threepid.clone());
-                    pending.insert(threepid.clone(), record);
-                }
-                let record = pending.entry(threepid.clone()).or_default();
-                apply_change(record, change, now);
-                order.push(threepid);
-            }
             let mut batch = Batch::new();
-            for (threepid, record) in &pending {
-                let key = record_key(&pepper, threepid).to_vec();
-                if record.entries.is_empty() {
-                    batch.delete(BINDING, key);
-                } else {
-                    batch.put(BINDING, key, encode(record)?);
-                }
-            }
+            let outcome = self.stage_binding_changes(changes, &mut batch)?;
             self.apply(batch)?;
-            order
-                .iter()
-                .map(|t| pending.get(t).and_then(|r| r.effective().cloned()))
-                .collect()
+            outcome
         };
         self.flusher.flush().await?;
         Ok(outcome)
+    }
+
+    /// Adds what `changes` do to the binding records to `batch` (the caller holds the
+    /// bindings lock and applies the batch). Returns, for each change, the effective
+    /// binding of its 3PID afterwards.
+    pub(crate) fn stage_binding_changes(
+        &self,
+        changes: Vec<BindingChange>,
+        batch: &mut Batch,
+    ) -> Result<Vec<Option<BindingEntry>>, StoreError> {
+        let pepper = self.pepper();
+        let mut pending: HashMap<ThreePid, ThreePidRecord> = HashMap::new();
+        let mut order = Vec::with_capacity(changes.len());
+        let now = now_ms();
+        for change in changes {
+            let threepid = match &change {
+                BindingChange::Set { threepid, .. }
+                | BindingChange::Remove { threepid, .. }
+                | BindingChange::RemoveIfMxid { threepid, .. } => threepid.clone(),
+            };
+            if !pending.contains_key(&threepid) {
+                let mut record: ThreePidRecord = self
+                    .get(BINDING, &record_key(&pepper, &threepid))?
+                    .unwrap_or_default();
+                record.threepid = Some(threepid.clone());
+                pending.insert(threepid.clone(), record);
+            }
+            let record = pending.entry(threepid.clone()).or_default();
+            apply_change(record, change, now);
+            order.push(threepid);
+        }
+        for (threepid, record) in &pending {
+            let key = record_key(&pepper, threepid).to_vec();
+            if record.entries.is_empty() {
+                batch.delete(BINDING, key);
+            } else {
+                batch.put(BINDING, key, encode(record)?);
+            }
+        }
+        Ok(order
+            .iter()
+            .map(|t| pending.get(t).and_then(|r| r.effective().cloned()))
+            .collect())
     }
 
     /// Replaces the pepper and rebuilds the hash index for it. Lookups keep using the

@@ -12,5 +12,6 @@ mod http;
 mod invites;
 mod lookup;
 mod sessions;
+mod sync;
 mod terms;
 mod tls;

@@ -1,0 +1,233 @@
+//! What each sync source last contributed, and how its runs went.
+//!
+//! Trees:
+//! - `sync_entry`: source name ‖ 0 ‖ `threepid_digest` → [`SyncedBinding`] (the
+//!   source's last applied snapshot, to diff the next fetch against)
+//! - `sync_status`: source name → [`SyncStatus`]
+//!
+//! A run's bindings, snapshot and status change in one atomic batch: a sync is applied
+//! whole or not at all.
+
+use super::bindings::{BindingChange, BindingEntry, Origin};
+use super::codec::{decode, encode, Record};
+use super::kv::Batch;
+use super::{threepid_digest, Store, StoreError};
+use crate::model::ThreePid;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub(crate) const SYNC_ENTRY: &str = "sync_entry";
+pub(crate) const SYNC_STATUS: &str = "sync_status";
+
+/// Validity of a synced binding: as long as the source keeps it.
+const SYNC_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedBinding {
+    pub threepid: ThreePid,
+    pub mxid: String,
+}
+
+impl Record for SyncedBinding {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "synced binding";
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub last_success_ms: Option<u64>,
+    pub last_attempt_ms: Option<u64>,
+    /// Why the last run failed (cleared by a success).
+    pub last_error: Option<String>,
+    /// Users and bindings the source gave at its last success.
+    pub users: u64,
+    pub bindings: u64,
+    /// Entries skipped at the last success, and the first few reasons.
+    pub skipped: u64,
+    pub problems: Vec<String>,
+    pub duration_ms: u64,
+    /// What the last success changed.
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+}
+
+impl Record for SyncStatus {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "sync status";
+}
+
+/// What one applied run changed: the bindings now effective for added or changed
+/// 3PIDs (for invites waiting on them), and counts.
+#[derive(Debug, Default)]
+pub struct SyncDiff {
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub now_bound: Vec<(ThreePid, BindingEntry)>,
+}
+
+fn entry_key(source: &str, threepid: &ThreePid) -> Vec<u8> {
+    let mut key = source.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&threepid_digest(threepid, b""));
+    key
+}
+
+impl Store {
+    /// The last applied snapshot of `source`.
+    pub fn synced(&self, source: &str) -> Result<Vec<SyncedBinding>, StoreError> {
+        let mut prefix = source.as_bytes().to_vec();
+        prefix.push(0);
+        self.kv
+            .scan_prefix(SYNC_ENTRY, &prefix)
+            .map(|e| e.and_then(|(_, v)| decode(&v)))
+            .collect()
+    }
+
+    /// Makes `source`'s bindings exactly `wanted` (3PID → Matrix ID) and records
+    /// `status`, atomically and durably.
+    pub async fn apply_sync(
+        &self,
+        source: &str,
+        wanted: &BTreeMap<ThreePid, String>,
+        mut status: SyncStatus,
+    ) -> Result<SyncDiff, StoreError> {
+        let origin = Origin::Sync(source.to_owned());
+        let mut diff = SyncDiff::default();
+        {
+            let _guard = self.bindings_lock.lock().await;
+            let previous: BTreeMap<ThreePid, String> = self
+                .synced(source)?
+                .into_iter()
+                .map(|b| (b.threepid, b.mxid))
+                .collect();
+            let now = super::now_ms();
+            let mut changes = Vec::new();
+            let mut batch = Batch::new();
+            let mut touched = Vec::new();
+            for (threepid, mxid) in wanted {
+                match previous.get(threepid) {
+                    Some(old) if old == mxid => continue,
+                    Some(_) => diff.changed += 1,
+                    None => diff.added += 1,
+                }
+                changes.push(BindingChange::Set {
+                    threepid: threepid.clone(),
+                    origin: origin.clone(),
+                    mxid: mxid.clone(),
+                    not_before_ms: now,
+                    not_after_ms: now.saturating_add(SYNC_VALIDITY_MS),
+                });
+                touched.push(threepid.clone());
+                batch.put(
+                    SYNC_ENTRY,
+                    entry_key(source, threepid),
+                    encode(&SyncedBinding {
+                        threepid: threepid.clone(),
+                        mxid: mxid.clone(),
+                    })?,
+                );
+            }
+            let set_count = changes.len();
+            for threepid in previous.keys().filter(|t| !wanted.contains_key(*t)) {
+                diff.removed += 1;
+                changes.push(BindingChange::Remove {
+                    threepid: threepid.clone(),
+                    origin: origin.clone(),
+                });
+                batch.delete(SYNC_ENTRY, entry_key(source, threepid));
+            }
+            let effective = self.stage_binding_changes(changes, &mut batch)?;
+            diff.now_bound = touched
+                .into_iter()
+                .zip(effective.into_iter().take(set_count))
+                .filter_map(|(t, e)| e.map(|e| (t, e)))
+                .collect();
+            status.added = diff.added;
+            status.changed = diff.changed;
+            status.removed = diff.removed;
+            batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+            self.apply(batch)?;
+        }
+        self.flusher.flush().await?;
+        Ok(diff)
+    }
+
+    /// Records a failed run (the source's bindings stay as they were).
+    pub async fn sync_failed(
+        &self,
+        source: &str,
+        error: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut status = self.sync_status(source)?.unwrap_or_default();
+        status.last_attempt_ms = Some(at_ms);
+        status.last_error = Some(error.to_owned());
+        let mut batch = Batch::new();
+        batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+        self.commit(batch).await
+    }
+
+    pub fn sync_status(&self, source: &str) -> Result<Option<SyncStatus>, StoreError> {
+        self.get(SYNC_STATUS, source.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Medium;
+
+    fn tp(a: &str) -> ThreePid {
+        ThreePid::new(Medium::Email, a).unwrap()
+    }
+
+    #[tokio::test]
+    async fn runs_apply_the_difference_and_leave_other_origins_alone() {
+        let store = Store::in_memory().unwrap();
+        let mut wanted = BTreeMap::new();
+        wanted.insert(tp("a@x.org"), "@a:x.org".to_owned());
+        wanted.insert(tp("b@x.org"), "@b:x.org".to_owned());
+        let d = store
+            .apply_sync("ldap", &wanted, SyncStatus::default())
+            .await
+            .unwrap();
+        assert_eq!((d.added, d.changed, d.removed), (2, 0, 0));
+        assert_eq!(d.now_bound.len(), 2);
+        // An operator binding for b outranks the source.
+        store
+            .change_bindings(vec![BindingChange::Set {
+                threepid: tp("b@x.org"),
+                origin: Origin::Admin,
+                mxid: "@boss:x.org".into(),
+                not_before_ms: 0,
+                not_after_ms: u64::MAX,
+            }])
+            .await
+            .unwrap();
+        wanted.remove(&tp("a@x.org"));
+        wanted.insert(tp("b@x.org"), "@b2:x.org".to_owned());
+        wanted.insert(tp("c@x.org"), "@c:x.org".to_owned());
+        let d = store
+            .apply_sync("ldap", &wanted, SyncStatus::default())
+            .await
+            .unwrap();
+        assert_eq!((d.added, d.changed, d.removed), (1, 1, 1));
+        assert!(store.binding(&tp("a@x.org")).unwrap().is_none());
+        let b = store.binding(&tp("b@x.org")).unwrap().unwrap();
+        assert_eq!(b.effective().unwrap().mxid, "@boss:x.org");
+        assert_eq!(b.entries.len(), 2);
+        // Nothing changed: nothing written but the status.
+        let d = store
+            .apply_sync("ldap", &wanted, SyncStatus::default())
+            .await
+            .unwrap();
+        assert_eq!((d.added, d.changed, d.removed), (0, 0, 0));
+        assert_eq!(store.synced("ldap").unwrap().len(), 2);
+        assert!(store.synced("sql").unwrap().is_empty());
+        store.sync_failed("ldap", "down", 5).await.unwrap();
+        let st = store.sync_status("ldap").unwrap().unwrap();
+        assert_eq!(st.last_error.as_deref(), Some("down"));
+    }
+}

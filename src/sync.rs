@@ -1,0 +1,340 @@
+//! Sync jobs: each configured identity source yields its users with their 3PIDs; one
+//! driver turns that into the source's bindings (origin `sync:<name>`), diffed against
+//! what the source gave last time and applied in one atomic batch, and records how the
+//! run went. A failed fetch changes nothing, so lookups keep answering from the last
+//! good state when a source is down.
+//!
+//! Sources here: `memory` (ma1sd's `memory.identities`, inline in the config) and
+//! `file` (the same list in a YAML or JSON file, re-read at every run).
+
+use crate::error::Error;
+use crate::model::{Medium, Mxid, ThreePid};
+use crate::state::AppState;
+use crate::store::now_ms;
+use crate::store::sync::SyncStatus;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// One user as sources describe them (ma1sd's `memory.identities` shape).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserSpec {
+    /// A localpart (made a Matrix ID with `matrix.domain`) or a full Matrix ID.
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub threepids: Vec<ThreePidSpec>,
+    /// Accepted for ma1sd compatibility (no effect on lookups).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Accepted for ma1sd compatibility (mxisd never checks passwords here).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreePidSpec {
+    pub medium: String,
+    pub address: String,
+}
+
+/// Where a source's users come from.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Memory(Vec<UserSpec>),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+    /// How often it runs after the run at start (`None`: only at start and on demand).
+    pub interval: Option<Duration>,
+}
+
+/// Most problems (skipped users, conflicts) kept in a status.
+const MAX_PROBLEMS: usize = 20;
+
+/// The configured sources, each with a lock so runs of one source never overlap.
+#[derive(Debug, Default)]
+pub struct Syncer {
+    sources: Vec<(SourceConfig, tokio::sync::Mutex<()>)>,
+}
+
+impl Syncer {
+    pub fn new(sources: Vec<SourceConfig>) -> Self {
+        Self {
+            sources: sources
+                .into_iter()
+                .map(|s| (s, tokio::sync::Mutex::new(())))
+                .collect(),
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.sources.iter().map(|(s, _)| s.name.clone()).collect()
+    }
+}
+
+async fn fetch(kind: &SourceKind) -> Result<Vec<UserSpec>, String> {
+    match kind {
+        SourceKind::Memory(users) => Ok(users.clone()),
+        SourceKind::File(path) => {
+            let text = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text)
+                .map_err(|e| format!("{} is not a list of users: {e}", path.display()))
+        }
+    }
+}
+
+/// The Matrix ID of a source's `username`.
+fn mxid_of(username: &str, domain: &str) -> Option<String> {
+    let username = username.trim();
+    let candidate = if username.starts_with('@') {
+        username.to_owned()
+    } else {
+        format!("@{}:{domain}", username.to_lowercase())
+    };
+    Mxid::parse(&candidate).map(|m| m.as_str().to_owned())
+}
+
+/// Normalises what a source gave into 3PID → Matrix ID, with the problems found.
+fn resolve(users: &[UserSpec], domain: &str) -> (BTreeMap<ThreePid, String>, Vec<String>, u64) {
+    let mut wanted: BTreeMap<ThreePid, String> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut skipped = 0u64;
+    let mut note = |problems: &mut Vec<String>, p: String| {
+        skipped += 1;
+        if problems.len() < MAX_PROBLEMS {
+            problems.push(p);
+        }
+    };
+    for user in users {
+        let Some(mxid) = mxid_of(&user.username, domain) else {
+            note(
+                &mut problems,
+                format!(
+                    "user {:?}: not a valid localpart or Matrix ID",
+                    user.username
+                ),
+            );
+            continue;
+        };
+        for tp in &user.threepids {
+            let parsed = Medium::parse(&tp.medium.to_lowercase())
+                .ok_or_else(|| format!("unknown medium {:?}", tp.medium))
+                .and_then(|m| ThreePid::new(m, &tp.address).map_err(|e| e.to_string()));
+            let threepid = match parsed {
+                Ok(t) => t,
+                Err(why) => {
+                    note(&mut problems, format!("user {mxid}: {why}"));
+                    continue;
+                }
+            };
+            match wanted.get(&threepid) {
+                // Two users claim one 3PID: the first Matrix ID in order keeps it,
+                // whatever order the source listed them in.
+                Some(other) if *other != mxid => {
+                    let (keep, drop) = if *other < mxid {
+                        (other.clone(), mxid.clone())
+                    } else {
+                        (mxid.clone(), other.clone())
+                    };
+                    note(
+                        &mut problems,
+                        format!(
+                            "{} {} is claimed by {keep} and {drop}: {keep} keeps it",
+                            threepid.medium(),
+                            crate::logging::redact_address(threepid.address())
+                        ),
+                    );
+                    wanted.insert(threepid, keep);
+                }
+                _ => {
+                    wanted.insert(threepid, mxid.clone());
+                }
+            }
+        }
+    }
+    (wanted, problems, skipped)
+}
+
+/// Runs one source now. Its status (success or failure) is recorded either way.
+pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
+    let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
+        return Err(Error::not_found(format!(
+            "No sync source is named {name:?}"
+        )));
+    };
+    let _running = lock.lock().await;
+    let started = Instant::now();
+    let at = now_ms();
+    let users = match fetch(&source.kind).await {
+        Ok(users) => users,
+        Err(why) => {
+            tracing::warn!(source = name, error = %why, "sync failed; keeping the last good state");
+            state.store.sync_failed(name, &why, at).await?;
+            return Err(Error::new(
+                http::StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                format!("sync of {name} failed: {why}"),
+            ));
+        }
+    };
+    let (wanted, problems, skipped) = resolve(&users, &state.config.matrix.domain);
+    let status = SyncStatus {
+        last_success_ms: Some(at),
+        last_attempt_ms: Some(at),
+        last_error: None,
+        users: users.len() as u64,
+        bindings: wanted.len() as u64,
+        skipped,
+        problems,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        ..SyncStatus::default()
+    };
+    let diff = state.store.apply_sync(name, &wanted, status).await?;
+    for problem in state
+        .store
+        .sync_status(name)?
+        .map(|s| s.problems)
+        .unwrap_or_default()
+    {
+        tracing::warn!(source = name, "{problem}");
+    }
+    tracing::info!(
+        source = name,
+        users = users.len(),
+        bindings = wanted.len(),
+        added = diff.added,
+        changed = diff.changed,
+        removed = diff.removed,
+        skipped,
+        ms = started.elapsed().as_millis() as u64,
+        "sync done"
+    );
+    // Pending room invites of addresses that just became bound go out.
+    for (threepid, entry) in &diff.now_bound {
+        crate::service::invite::on_bind(state, threepid, entry).await?;
+    }
+    Ok(state.store.sync_status(name)?.unwrap_or_default())
+}
+
+/// Runs `source` at start and then every interval, until shutdown.
+pub async fn sync_task(
+    state: AppState,
+    name: String,
+    interval: Option<Duration>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        // Failures are recorded in the status and logged by `run`.
+        let _ = run(&state, &name).await;
+        let Some(every) = interval else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn describe(name: &str, status: Option<SyncStatus>) -> Value {
+    match status {
+        None => json!({ "source": name, "runs": 0 }),
+        Some(s) => json!({
+            "source": name,
+            "last_success_ms": s.last_success_ms,
+            "last_attempt_ms": s.last_attempt_ms,
+            "last_error": s.last_error,
+            "users": s.users, "bindings": s.bindings,
+            "added": s.added, "changed": s.changed, "removed": s.removed,
+            "skipped": s.skipped, "problems": s.problems,
+            "duration_ms": s.duration_ms,
+        }),
+    }
+}
+
+/// Operators: every source's status.
+pub fn statuses(state: &AppState) -> Result<Value, Error> {
+    let mut out = Vec::new();
+    for name in state.sync.names() {
+        let status = state.store.sync_status(&name)?;
+        out.push(describe(&name, status));
+    }
+    Ok(json!({ "sources": out }))
+}
+
+/// Operators: run one source, or all of them.
+pub async fn run_now(state: &AppState, only: Option<&str>) -> Result<Value, Error> {
+    let names = match only {
+        Some(n) => vec![n.to_owned()],
+        None => state.sync.names(),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        match run(state, &name).await {
+            Ok(status) => out.push(describe(&name, Some(status))),
+            Err(e) if e.status == http::StatusCode::NOT_FOUND => return Err(e),
+            Err(_) => out.push(describe(&name, state.store.sync_status(&name)?)),
+        }
+    }
+    Ok(json!({ "sources": out }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, addrs: &[(&str, &str)]) -> UserSpec {
+        UserSpec {
+            username: name.into(),
+            display_name: None,
+            threepids: addrs
+                .iter()
+                .map(|(m, a)| ThreePidSpec {
+                    medium: (*m).into(),
+                    address: (*a).into(),
+                })
+                .collect(),
+            roles: vec![],
+            password: None,
+        }
+    }
+
+    #[test]
+    fn users_resolve_to_normalised_bindings_with_problems_reported() {
+        let users = vec![
+            user(
+                "Zed",
+                &[
+                    ("email", "Shared@Example.org"),
+                    ("msisdn", "+1 202 555 0100"),
+                ],
+            ),
+            user("@amy:other.org", &[("email", "shared@example.org")]),
+            user("bad name!", &[("email", "x@example.org")]),
+            user("bob", &[("fax", "1"), ("email", "not-an-address")]),
+        ];
+        let (wanted, problems, skipped) = resolve(&users, "example.org");
+        let shared = ThreePid::new(Medium::Email, "shared@example.org").unwrap();
+        assert_eq!(wanted[&shared], "@amy:other.org");
+        let phone = ThreePid::new(Medium::Msisdn, "12025550100").unwrap();
+        assert_eq!(wanted[&phone], "@zed:example.org");
+        assert_eq!(wanted.len(), 2);
+        assert_eq!(skipped, 4);
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("claimed by @amy:other.org and @zed:example.org")));
+        assert!(problems.iter().all(|p| !p.contains("shared@example.org")));
+    }
+}

@@ -1,0 +1,291 @@
+//! Sync of identity sources into lookups: the `file` source (a YAML list of users) and
+//! the `memory` source (users in the config). Initial sync, changes, a broken source
+//! keeping the last good state, restarts, conflicts, invites delivered when a synced
+//! address appears, and the operator verbs.
+
+use crate::common::smtp::SmtpSink;
+use crate::common::{alice_and_bob, federation_override, TestServer};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const V1_LOOKUP: &str = "/_matrix/identity/api/v1/lookup";
+
+async fn lookup(s: &TestServer, medium: &str, address: &str) -> Value {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("medium", medium)
+        .append_pair("address", address)
+        .finish();
+    let r = s.get(&format!("{V1_LOOKUP}?{q}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body.get("mxid").cloned().unwrap_or(Value::Null)
+}
+
+fn file_config(dir: &Path) -> String {
+    format!(
+        "file:\n  enabled: true\n  path: {}\n  sync:\n    interval: 1h\n",
+        dir.join("users.yaml").display()
+    )
+}
+
+async fn status(s: &TestServer) -> Value {
+    let r = s.admin_get("/_mxisd/admin/v1/sync").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["sources"][0].clone()
+}
+
+async fn wait_first_sync(s: &TestServer) -> Value {
+    for _ in 0..200 {
+        let st = status(s).await;
+        if !st["last_attempt_ms"].is_null() {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "the first sync did not run: {}",
+        s.admin_get("/_mxisd/admin/v1/sync").await.body
+    );
+}
+
+async fn sync_now(s: &TestServer) -> Value {
+    let r = s
+        .admin_post("/_mxisd/admin/v1/sync", &json!({"source": "file"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["sources"][0].clone()
+}
+
+const USERS: &str = r#"
+- username: alice
+  displayName: Alice
+  threepids:
+    - medium: email
+      address: Alice@Example.org
+    - medium: msisdn
+      address: "+1 202 555 0100"
+- username: bob
+  threepids:
+    - medium: email
+      address: bob@example.org
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_source_follows_changes_and_survives_breakage_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.yaml"), USERS).unwrap();
+    let config = file_config(dir.path());
+    let s = TestServer::start_in(dir, &config).await;
+    let st = wait_first_sync(&s).await;
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(
+        (st["users"].clone(), st["bindings"].clone()),
+        (json!(2), json!(3))
+    );
+    assert_eq!(
+        lookup(&s, "email", "alice@example.org").await,
+        "@alice:example.org"
+    );
+    assert_eq!(
+        lookup(&s, "msisdn", "12025550100").await,
+        "@alice:example.org"
+    );
+    assert_eq!(
+        lookup(&s, "email", "bob@example.org").await,
+        "@bob:example.org"
+    );
+
+    // alice changes address, bob leaves, carol arrives.
+    let users = s.dir.path().join("users.yaml");
+    std::fs::write(
+        &users,
+        "- username: alice\n  threepids:\n    - {medium: email, address: alice2@example.org}\n- username: carol\n  threepids:\n    - {medium: email, address: carol@example.org}\n",
+    )
+    .unwrap();
+    let st = sync_now(&s).await;
+    assert_eq!(
+        (st["added"].clone(), st["removed"].clone()),
+        (json!(2), json!(3)),
+        "{st}"
+    );
+    assert_eq!(lookup(&s, "email", "alice@example.org").await, Value::Null);
+    assert_eq!(
+        lookup(&s, "email", "alice2@example.org").await,
+        "@alice:example.org"
+    );
+    assert_eq!(lookup(&s, "email", "bob@example.org").await, Value::Null);
+    assert_eq!(
+        lookup(&s, "email", "carol@example.org").await,
+        "@carol:example.org"
+    );
+
+    // A broken source changes nothing; the status says why.
+    std::fs::write(&users, "{{ not yaml").unwrap();
+    let st = sync_now(&s).await;
+    assert!(
+        st["last_error"].as_str().unwrap().contains("users.yaml"),
+        "{st}"
+    );
+    assert!(!st["last_success_ms"].is_null());
+    assert_eq!(
+        lookup(&s, "email", "carol@example.org").await,
+        "@carol:example.org"
+    );
+
+    // Restart with the source still broken: lookups answer from the last good state.
+    let dir = s.stop().await;
+    let s = TestServer::start_in(dir, &config).await;
+    wait_first_sync(&s).await;
+    assert_eq!(
+        lookup(&s, "email", "alice2@example.org").await,
+        "@alice:example.org"
+    );
+    // Repaired: in sync again.
+    std::fs::write(s.dir.path().join("users.yaml"), USERS).unwrap();
+    let st = sync_now(&s).await;
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(
+        lookup(&s, "email", "alice@example.org").await,
+        "@alice:example.org"
+    );
+    assert_eq!(lookup(&s, "email", "carol@example.org").await, Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_bad_entries_and_operator_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        "- username: zed\n  threepids:\n    - {medium: email, address: shared@example.org}\n- username: amy\n  threepids:\n    - {medium: email, address: Shared@example.org}\n    - {medium: email, address: not-an-address}\n- username: 'no good'\n  threepids: []\n- username: '@ext:other.org'\n  threepids:\n    - {medium: msisdn, address: '+44 7400 123456'}\n",
+    )
+    .unwrap();
+    let config = file_config(dir.path());
+    let s = TestServer::start_in(dir, &config).await;
+    let st = wait_first_sync(&s).await;
+    assert_eq!(st["skipped"], 3, "{st}");
+    let problems = st["problems"].to_string();
+    assert!(
+        problems.contains("claimed by @amy:example.org and @zed:example.org"),
+        "{problems}"
+    );
+    assert!(
+        !problems.contains("shared@example.org"),
+        "addresses are not shown in full"
+    );
+    assert_eq!(
+        lookup(&s, "email", "shared@example.org").await,
+        "@amy:example.org"
+    );
+    assert_eq!(lookup(&s, "msisdn", "447400123456").await, "@ext:other.org");
+    // An operator's binding outranks the source, and the source's comes back after it.
+    s.bind("email", "shared@example.org", "@boss:example.org")
+        .await;
+    sync_now(&s).await;
+    assert_eq!(
+        lookup(&s, "email", "shared@example.org").await,
+        "@boss:example.org"
+    );
+    let r = s
+        .admin_post(
+            "/_mxisd/admin/v1/bindings/remove",
+            &json!({"medium": "email", "address": "shared@example.org"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        lookup(&s, "email", "shared@example.org").await,
+        "@amy:example.org"
+    );
+    // Unknown source.
+    let r = s
+        .admin_post("/_mxisd/admin/v1/sync", &json!({"source": "ldap"}))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_source_and_invites_delivered_when_a_synced_address_appears() {
+    let sink = SmtpSink::start(None).await;
+    let hs = alice_and_bob().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.yaml"), "[]\n").unwrap();
+    let config = format!(
+        "{}{}{}memory:\n  enabled: true\n  identities:\n    - username: mem\n      displayName: Mem\n      password: ignored\n      threepids:\n        - medium: email\n          address: mem@example.org\n",
+        sink.config(""),
+        federation_override("example.org", &hs),
+        file_config(dir.path())
+    );
+    let s = TestServer::start_in(dir, &config).await;
+    for _ in 0..200 {
+        if lookup(&s, "email", "mem@example.org").await == "@mem:example.org" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        lookup(&s, "email", "mem@example.org").await,
+        "@mem:example.org"
+    );
+
+    // An invite waits for dora, who is not in the directory yet.
+    let alice = s.register("example.org", "alice").await;
+    let r = s
+        .post_json(
+            "/_matrix/identity/v2/store-invite",
+            &json!({"medium": "email", "address": "dora@example.org", "room_id": "!r:example.org",
+                "sender": "@alice:example.org"}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    sink.next().await;
+    std::fs::write(
+        s.dir.path().join("users.yaml"),
+        "- username: dora\n  threepids:\n    - {medium: email, address: dora@example.org}\n",
+    )
+    .unwrap();
+    sync_now(&s).await;
+    let onbinds = hs.onbinds.clone();
+    for _ in 0..200 {
+        if !onbinds.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let body = hs.onbinds.lock().unwrap()[0].clone();
+    assert_eq!(body["mxid"], "@dora:example.org");
+    assert_eq!(body["invites"][0]["room_id"], "!r:example.org");
+}
+
+#[test]
+fn sync_verbs_of_the_cli() {
+    use crate::cli::{text, Running};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("users.yaml"), USERS).unwrap();
+    std::fs::write(
+        d.join("mxisd.yaml"),
+        format!(
+            "matrix:\n  domain: example.org\nstorage:\n  path: state\n{}",
+            file_config(d)
+        ),
+    )
+    .unwrap();
+    let server = Running::start(d, &["run", "-c", "mxisd.yaml"]);
+    let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("\"bindings\": 3"), "{:?}", text(&o));
+    let o = server.cli(d, &["sync", "status", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("\"source\": \"file\""),
+        "{:?}",
+        text(&o)
+    );
+    std::fs::write(d.join("users.yaml"), "nope: [").unwrap();
+    let o = server.cli(d, &["sync", "-c", "mxisd.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let o = server.cli(d, &["sync", "--source", "ldap", "-c", "mxisd.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("No sync source"), "{:?}", text(&o));
+}
