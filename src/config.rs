@@ -181,7 +181,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("netiq", "identity stores (netiq) are not supported by this version of mxisd yet"),
     ("sql", "identity stores (sql) are not supported by this version of mxisd yet"),
     ("synapseSql", "identity stores (synapseSql) are not supported by this version of mxisd yet"),
-    ("rest", "identity stores (rest) are not supported by this version of mxisd yet"),
     ("exec", "the exec identity store is not supported by mxisd; use the rest store or a file source"),
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
@@ -294,8 +293,10 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let mut sync = Vec::new();
     let memory = read_memory(&root.section("memory"));
     let file = read_file_source(&root.section("file"));
+    let rest = read_rest_source(&root.section("rest"));
     sync.extend(memory.clone().flatten());
     sync.extend(file.clone().flatten());
+    sync.extend(rest.clone().flatten());
     Some(Config {
         source: None,
         matrix: matrix?,
@@ -316,6 +317,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
         sync: {
             memory?;
             file?;
+            rest?;
             sync
         },
         warnings: Vec::new(),
@@ -864,6 +866,75 @@ fn read_file_source(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceCon
     Some(Some(crate::sync::SourceConfig {
         name: "file".into(),
         kind: crate::sync::SourceKind::File(path),
+        interval: Some(interval),
+    }))
+}
+
+const REST_HINTS: &[(&str, &str)] = &[
+    ("host", "ma1sd's REST backend (one call per lookup) is not supported: mxisd pulls pages of users from rest.sync.url (see README, Identity sources)"),
+    ("endpoints", "ma1sd's REST backend (one call per lookup) is not supported: mxisd pulls pages of users from rest.sync.url (see README, Identity sources)"),
+];
+
+/// `rest`: an organisation's web service listing its users, pulled every
+/// `rest.sync.interval`.
+fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>> {
+    let enabled = s.bool("enabled").unwrap_or(false);
+    let sync = s.section("sync");
+    let url = sync.string("url");
+    let interval = sync
+        .duration("interval")
+        .unwrap_or(Duration::from_secs(900));
+    let timeout = sync.duration("timeout").unwrap_or(Duration::from_secs(60));
+    let max_page = sync.size("maxPageSize").unwrap_or(64 << 20);
+    let token = sync.secret("token");
+    let username = sync.string("username");
+    let password = sync.secret("password");
+    sync.finish(&[]);
+    s.finish(REST_HINTS);
+    if !enabled {
+        return Some(None);
+    }
+    let url = match url {
+        Some(u) if u.starts_with("https://") || u.starts_with("http://") => u,
+        Some(u) => {
+            sync.problem("url", format!("{u:?} must be an http(s) URL"));
+            return None;
+        }
+        None => {
+            sync.problem(
+                "url",
+                "required when rest.enabled is true: where to fetch the users",
+            );
+            return None;
+        }
+    };
+    let auth = match (token, username, password) {
+        (None, None, None) => crate::sync::RestAuth::None,
+        (Some(t), None, None) => crate::sync::RestAuth::Bearer(t),
+        (None, Some(u), Some(p)) => crate::sync::RestAuth::Basic(u, p),
+        _ => {
+            sync.problem(
+                "token",
+                "set either token, or username and password, not a mix",
+            );
+            return None;
+        }
+    };
+    if interval < Duration::from_secs(1) || timeout.is_zero() {
+        sync.problem(
+            "interval",
+            "interval must be at least 1s and timeout more than 0s",
+        );
+        return None;
+    }
+    Some(Some(crate::sync::SourceConfig {
+        name: "rest".into(),
+        kind: crate::sync::SourceKind::Rest(crate::sync::RestSource {
+            url,
+            auth,
+            timeout,
+            max_page: usize::try_from(max_page).unwrap_or(usize::MAX),
+        }),
         interval: Some(interval),
     }))
 }

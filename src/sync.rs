@@ -4,8 +4,9 @@
 //! run went. A failed fetch changes nothing, so lookups keep answering from the last
 //! good state when a source is down.
 //!
-//! Sources here: `memory` (ma1sd's `memory.identities`, inline in the config) and
-//! `file` (the same list in a YAML or JSON file, re-read at every run).
+//! Sources here: `memory` (ma1sd's `memory.identities`, inline in the config), `file`
+//! (the same list in a YAML or JSON file, re-read at every run) and `rest` (pages of
+//! users from a web service).
 
 use crate::error::Error;
 use crate::model::{Medium, Mxid, ThreePid};
@@ -48,6 +49,130 @@ pub struct ThreePidSpec {
 pub enum SourceKind {
     Memory(Vec<UserSpec>),
     File(PathBuf),
+    Rest(RestSource),
+}
+
+/// An organisation's web service listing its users (see README, "Identity sources").
+#[derive(Debug, Clone)]
+pub struct RestSource {
+    pub url: String,
+    pub auth: RestAuth,
+    pub timeout: Duration,
+    /// Largest page read (bytes); a bigger one fails the run.
+    pub max_page: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum RestAuth {
+    None,
+    Bearer(crate::config::reader::Secret),
+    Basic(String, crate::config::reader::Secret),
+}
+
+/// One page of the REST contract: `{"users": [...], "next": <URL or null>}`.
+#[derive(Debug, Deserialize)]
+struct RestPage {
+    users: Vec<RestUser>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// A user as a web service sends it: the file shape, other fields ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestUser {
+    username: String,
+    #[serde(default, alias = "display_name")]
+    display_name: Option<String>,
+    #[serde(default)]
+    threepids: Vec<RestThreePid>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RestThreePid {
+    medium: String,
+    address: String,
+}
+
+/// Most pages followed in one run.
+const REST_MAX_PAGES: usize = 10_000;
+
+async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(source.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let mut users = Vec::new();
+    let mut next = Some(source.url.clone());
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        if pages > REST_MAX_PAGES {
+            return Err(format!(
+                "more than {REST_MAX_PAGES} pages; is `next` looping?"
+            ));
+        }
+        let url = reqwest::Url::parse(&source.url)
+            .and_then(|base| base.join(&url))
+            .map_err(|e| format!("bad page URL {url:?}: {e}"))?;
+        // Name the host and path in errors, never a query that might hold a secret.
+        let shown = format!("{}{}", url.host_str().unwrap_or_default(), url.path());
+        let mut request = client.get(url);
+        request = match &source.auth {
+            RestAuth::None => request,
+            RestAuth::Bearer(token) => request.bearer_auth(token.expose()),
+            RestAuth::Basic(user, password) => request.basic_auth(user, Some(password.expose())),
+        };
+        let mut response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!("{shown} did not answer in time")
+            } else {
+                format!("cannot reach {shown}")
+            }
+        })?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "{shown} answered HTTP {}",
+                response.status().as_u16()
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| format!("{shown}: the answer broke off"))?
+        {
+            if body.len() + chunk.len() > source.max_page {
+                return Err(format!(
+                    "{shown}: a page is larger than rest.sync.maxPageSize ({} bytes)",
+                    source.max_page
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let page: RestPage = serde_json::from_slice(&body)
+            .map_err(|e| format!("{shown} did not answer a page of users: {e}"))?;
+        users.extend(page.users.into_iter().map(|u| {
+            UserSpec {
+                username: u.username,
+                display_name: u.display_name,
+                threepids: u
+                    .threepids
+                    .into_iter()
+                    .map(|t| ThreePidSpec {
+                        medium: t.medium,
+                        address: t.address,
+                    })
+                    .collect(),
+                roles: Vec::new(),
+                password: None,
+            }
+        }));
+        next = page.next.filter(|n| !n.is_empty());
+    }
+    Ok(users)
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +217,7 @@ async fn fetch(kind: &SourceKind) -> Result<Vec<UserSpec>, String> {
             serde_yaml_ng::from_str::<Vec<UserSpec>>(&text)
                 .map_err(|e| format!("{} is not a list of users: {e}", path.display()))
         }
+        SourceKind::Rest(rest) => fetch_rest(rest).await,
     }
 }
 

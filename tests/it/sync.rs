@@ -289,3 +289,126 @@ fn sync_verbs_of_the_cli() {
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("No sync source"), "{:?}", text(&o));
 }
+
+/// A web service listing users in two pages, behind a bearer token; it can also answer
+/// garbage, an endless body, or nothing in time.
+struct FakeDirectory {
+    url: String,
+    /// 0 ok, 1 garbage, 2 huge, 3 slow.
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDirectory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One answer of the fake directory: `mode` 0 ok, 1 garbage, 2 huge, 3 slow.
+async fn directory_page(
+    mode: u8,
+    second_page: bool,
+    authorized: bool,
+) -> warp::http::Response<Vec<u8>> {
+    let reply = |status: u16, body: Vec<u8>| {
+        warp::http::Response::builder()
+            .status(status)
+            .body(body)
+            .unwrap()
+    };
+    if !authorized {
+        return reply(401, b"{}".to_vec());
+    }
+    let body = match (mode, second_page) {
+        (1, _) => b"<html>".to_vec(),
+        (2, _) => vec![b' '; 3 << 20],
+        (3, _) => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            b"{}".to_vec()
+        }
+        (_, false) => json!({"users": [{"username": "rita", "display_name": "Rita", "dept": "ops",
+            "threepids": [{"medium": "email", "address": "rita@example.org"}]}],
+            "next": "/users?page=2"})
+        .to_string()
+        .into_bytes(),
+        (_, true) => json!({"users": [{"username": "sam",
+            "threepids": [{"medium": "email", "address": "sam@example.org"}]}],
+            "next": null})
+        .to_string()
+        .into_bytes(),
+    };
+    reply(200, body)
+}
+
+async fn fake_directory() -> FakeDirectory {
+    use warp::Filter;
+    let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let m = mode.clone();
+    let route = warp::path!("users")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .then(
+            move |auth: Option<String>, q: std::collections::HashMap<String, String>| {
+                let code = m.load(std::sync::atomic::Ordering::SeqCst);
+                directory_page(
+                    code,
+                    q.contains_key("page"),
+                    auth.as_deref() == Some("Bearer dir-token"),
+                )
+            },
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        warp::serve(route).incoming(listener).run().await;
+    });
+    FakeDirectory {
+        url: format!("http://127.0.0.1:{port}/users"),
+        mode,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_source_pages_and_failures() {
+    let directory = fake_directory().await;
+    let s = TestServer::start_with(&format!(
+        "rest:\n  enabled: true\n  sync:\n    url: {}\n    token: dir-token\n    interval: 1h\n    timeout: 500ms\n    maxPageSize: 1MiB\n",
+        directory.url
+    ))
+    .await;
+    let st = wait_first_sync(&s).await;
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(
+        lookup(&s, "email", "rita@example.org").await,
+        "@rita:example.org"
+    );
+    assert_eq!(
+        lookup(&s, "email", "sam@example.org").await,
+        "@sam:example.org"
+    );
+    for (mode, expected) in [
+        (1, "did not answer a page of users"),
+        (2, "larger than rest.sync.maxPageSize"),
+        (3, "did not answer in time"),
+    ] {
+        directory
+            .mode
+            .store(mode, std::sync::atomic::Ordering::SeqCst);
+        let r = s
+            .admin_post("/_mxisd/admin/v1/sync", &json!({"source": "rest"}))
+            .await;
+        let err = r.body["sources"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(err.contains(expected), "{mode}: {}", r.body);
+        // Nothing half-applied: the last good state answers.
+        assert_eq!(
+            lookup(&s, "email", "sam@example.org").await,
+            "@sam:example.org"
+        );
+    }
+}
