@@ -328,6 +328,11 @@ pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
         ..SyncStatus::default()
     };
     let diff = state.store.apply_sync(name, &wanted, status).await?;
+    // The whole run (fetch, resolve, apply), for the status.
+    state
+        .store
+        .sync_duration(name, u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
+        .await?;
     for problem in state
         .store
         .sync_status(name)?

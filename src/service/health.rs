@@ -55,6 +55,8 @@ pub struct AdminStatus {
     /// Generation of the lookup pepper (bumped by every rotation).
     pub pepper_generation: u32,
     pub store: Result<StoreStatus, String>,
+    /// Each identity source's last run (`mxisd sync status` has the details).
+    pub sync: Vec<serde_json::Value>,
 }
 
 pub fn admin_status(state: &AppState) -> AdminStatus {
@@ -71,5 +73,17 @@ pub fn admin_status(state: &AppState) -> AdminStatus {
         storage_path: state.config.storage.path.display().to_string(),
         pepper_generation: state.store.pepper().generation,
         store,
+        sync: crate::sync::statuses(state)
+            .ok()
+            .and_then(|v| v.get("sources").and_then(|s| s.as_array()).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "source": s["source"], "last_success_ms": s["last_success_ms"],
+                    "last_error": s["last_error"], "bindings": s["bindings"],
+                })
+            })
+            .collect(),
     }
 }

@@ -169,6 +169,17 @@ impl Store {
         self.commit(batch).await
     }
 
+    /// Records how long the last run took, all steps included.
+    pub async fn sync_duration(&self, source: &str, duration_ms: u64) -> Result<(), StoreError> {
+        let Some(mut status) = self.sync_status(source)? else {
+            return Ok(());
+        };
+        status.duration_ms = duration_ms;
+        let mut batch = Batch::new();
+        batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+        self.commit(batch).await
+    }
+
     pub fn sync_status(&self, source: &str) -> Result<Option<SyncStatus>, StoreError> {
         self.get(SYNC_STATUS, source.as_bytes())
     }
