@@ -331,7 +331,10 @@ pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
     // The whole run (fetch, resolve, apply), for the status.
     state
         .store
-        .sync_duration(name, u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))
+        .sync_duration(
+            name,
+            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        )
         .await?;
     for problem in state
         .store

@@ -216,6 +216,9 @@ pub struct FakeHomeserver {
     /// Onbind callbacks it answers with 500 before accepting (and counts them).
     pub fail_onbinds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     pub failed_onbinds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Answer onbinds with a redirect to this URL instead (a homeserver pointing us at an
+    /// address we must not reach).
+    pub onbind_redirect: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     /// How long it waits before answering an onbind (a homeserver that hangs).
     pub onbind_delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -251,6 +254,8 @@ impl FakeHomeserver {
         let failed_onbinds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let onbind_delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let delay = onbind_delay_ms.clone();
+        let onbind_redirect = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let redirect = onbind_redirect.clone();
         let (ob, fo, fd) = (
             onbinds.clone(),
             fail_onbinds.clone(),
@@ -268,6 +273,14 @@ impl FakeHomeserver {
             })
             .map(move |body: Value| {
                 use std::sync::atomic::Ordering;
+                if let Some(to) = redirect.lock().unwrap().clone() {
+                    fd.fetch_add(1, Ordering::SeqCst);
+                    return warp::http::Response::builder()
+                        .status(307)
+                        .header("location", to)
+                        .body("{}".to_owned())
+                        .unwrap();
+                }
                 let failing = fo
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
@@ -359,6 +372,7 @@ impl FakeHomeserver {
             fail_onbinds,
             failed_onbinds,
             onbind_delay_ms,
+            onbind_redirect,
             hits,
             task,
         }

@@ -339,6 +339,43 @@ async fn a_homeserver_that_never_answers_times_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_refused_address_is_not_followed() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    // The redirect names a loopback address the guard does not allow. Followed, the
+    // delivery would fail differently (refused or unreachable); it must stop at the 307.
+    let decoy = homeserver().await;
+    *hs.onbind_redirect.lock().unwrap() = Some(format!(
+        "http://127.0.0.2:{}/_matrix/federation/v1/3pid/onbind",
+        decoy.port
+    ));
+    let s = TestServer::start_with(&config(&sink, &hs, "    maxAttempts: 2\n")).await;
+    let alice = s.register("example.org", "alice").await;
+    let r = store_invite(&s, &alice, invite_body("r@example.org")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    sink.next().await;
+    let r = s
+        .admin_post(
+            "/_mxisd/admin/v1/bindings",
+            &json!({"medium": "email", "address": "r@example.org", "mxid": "@r:example.org"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let failed = wait_failed(&s).await["failed"][0].clone();
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("307"),
+        "{failed}"
+    );
+    assert!(decoy.onbinds.lock().unwrap().is_empty());
+    assert_eq!(
+        decoy
+            .failed_onbinds
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_invites_neither_sign_nor_deliver() {
     let sink = SmtpSink::start(None).await;
     let hs = homeserver().await;
