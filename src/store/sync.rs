@@ -19,6 +19,9 @@ use std::collections::BTreeMap;
 pub(crate) const SYNC_ENTRY: &str = "sync_entry";
 pub(crate) const SYNC_STATUS: &str = "sync_status";
 
+/// Most binding changes applied in one batch (see [`Store::apply_sync`]).
+pub const SYNC_CHUNK: usize = 10_000;
+
 /// Validity of a synced binding: as long as the source keeps it.
 const SYNC_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
@@ -86,7 +89,14 @@ impl Store {
     }
 
     /// Makes `source`'s bindings exactly `wanted` (3PID → Matrix ID) and records
-    /// `status`, atomically and durably.
+    /// `status`, durably.
+    ///
+    /// A difference of up to [`SYNC_CHUNK`] changes is one atomic batch. A larger one
+    /// (a first sync of a big directory) goes in chunks of that size, each atomic
+    /// with its part of the snapshot, because sled keeps a whole batch in memory
+    /// (100k users in one batch peaked at 2.8 GB): a crash between chunks leaves some
+    /// users synced and the snapshot saying exactly which, so the next run finishes the
+    /// job. The status is written with the last chunk.
     pub async fn apply_sync(
         &self,
         source: &str,
@@ -95,62 +105,84 @@ impl Store {
     ) -> Result<SyncDiff, StoreError> {
         let origin = Origin::Sync(source.to_owned());
         let mut diff = SyncDiff::default();
-        {
-            let _guard = self.bindings_lock.lock().await;
-            let previous: BTreeMap<ThreePid, String> = self
-                .synced(source)?
-                .into_iter()
-                .map(|b| (b.threepid, b.mxid))
-                .collect();
-            let now = super::now_ms();
-            let mut changes = Vec::new();
-            let mut batch = Batch::new();
-            let mut touched = Vec::new();
-            for (threepid, mxid) in wanted {
-                match previous.get(threepid) {
-                    Some(old) if old == mxid => continue,
-                    Some(_) => diff.changed += 1,
-                    None => diff.added += 1,
-                }
-                changes.push(BindingChange::Set {
+        let previous: BTreeMap<ThreePid, String> = self
+            .synced(source)?
+            .into_iter()
+            .map(|b| (b.threepid, b.mxid))
+            .collect();
+        let now = super::now_ms();
+        // (change, snapshot entry to write; None: delete it)
+        let mut steps: Vec<(BindingChange, Option<SyncedBinding>)> = Vec::new();
+        for (threepid, mxid) in wanted {
+            match previous.get(threepid) {
+                Some(old) if old == mxid => continue,
+                Some(_) => diff.changed += 1,
+                None => diff.added += 1,
+            }
+            steps.push((
+                BindingChange::Set {
                     threepid: threepid.clone(),
                     origin: origin.clone(),
                     mxid: mxid.clone(),
                     not_before_ms: now,
                     not_after_ms: now.saturating_add(SYNC_VALIDITY_MS),
-                });
-                touched.push(threepid.clone());
-                batch.put(
-                    SYNC_ENTRY,
-                    entry_key(source, threepid),
-                    encode(&SyncedBinding {
-                        threepid: threepid.clone(),
-                        mxid: mxid.clone(),
-                    })?,
-                );
-            }
-            let set_count = changes.len();
-            for threepid in previous.keys().filter(|t| !wanted.contains_key(*t)) {
-                diff.removed += 1;
-                changes.push(BindingChange::Remove {
+                },
+                Some(SyncedBinding {
+                    threepid: threepid.clone(),
+                    mxid: mxid.clone(),
+                }),
+            ));
+        }
+        for threepid in previous.keys().filter(|t| !wanted.contains_key(*t)) {
+            diff.removed += 1;
+            steps.push((
+                BindingChange::Remove {
                     threepid: threepid.clone(),
                     origin: origin.clone(),
-                });
-                batch.delete(SYNC_ENTRY, entry_key(source, threepid));
-            }
-            let effective = self.stage_binding_changes(changes, &mut batch)?;
-            diff.now_bound = touched
-                .into_iter()
-                .zip(effective.into_iter().take(set_count))
-                .filter_map(|(t, e)| e.map(|e| (t, e)))
-                .collect();
-            status.added = diff.added;
-            status.changed = diff.changed;
-            status.removed = diff.removed;
-            batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
-            self.apply(batch)?;
+                },
+                None,
+            ));
         }
-        self.flusher.flush().await?;
+        drop(previous);
+        status.added = diff.added;
+        status.changed = diff.changed;
+        status.removed = diff.removed;
+        let chunks = steps.len().div_ceil(SYNC_CHUNK).max(1);
+        let mut steps = steps.into_iter();
+        for chunk in 0..chunks {
+            let part: Vec<_> = steps.by_ref().take(SYNC_CHUNK).collect();
+            let mut batch = Batch::new();
+            let mut changes = Vec::with_capacity(part.len());
+            let mut touched = Vec::new();
+            for (change, entry) in part {
+                match (&change, entry) {
+                    (BindingChange::Set { threepid, .. }, Some(entry)) => {
+                        touched.push(threepid.clone());
+                        batch.put(SYNC_ENTRY, entry_key(source, threepid), encode(&entry)?);
+                    }
+                    (BindingChange::Remove { threepid, .. }, _) => {
+                        batch.delete(SYNC_ENTRY, entry_key(source, threepid));
+                    }
+                    _ => {}
+                }
+                changes.push(change);
+            }
+            if chunk + 1 == chunks {
+                batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+            }
+            let _guard = self.bindings_lock.lock().await;
+            let effective = self.stage_binding_changes(changes, &mut batch)?;
+            // Sets come first in every chunk: they line up with `touched`.
+            diff.now_bound.extend(
+                touched
+                    .into_iter()
+                    .zip(effective)
+                    .filter_map(|(t, e)| e.map(|e| (t, e))),
+            );
+            self.apply(batch)?;
+            drop(_guard);
+            self.flusher.flush().await?;
+        }
         Ok(diff)
     }
 
@@ -240,5 +272,32 @@ mod tests {
         store.sync_failed("ldap", "down", 5).await.unwrap();
         let st = store.sync_status("ldap").unwrap().unwrap();
         assert_eq!(st.last_error.as_deref(), Some("down"));
+    }
+
+    #[tokio::test]
+    async fn big_differences_go_in_chunks_and_add_up() {
+        let store = Store::in_memory().unwrap();
+        let n = SYNC_CHUNK * 2 + 500;
+        let wanted: BTreeMap<ThreePid, String> = (0..n)
+            .map(|i| (tp(&format!("u{i}@x.org")), format!("@u{i}:x.org")))
+            .collect();
+        let d = store
+            .apply_sync("file", &wanted, SyncStatus::default())
+            .await
+            .unwrap();
+        assert_eq!(d.added as usize, n);
+        assert_eq!(d.now_bound.len(), n);
+        assert_eq!(store.synced("file").unwrap().len(), n);
+        assert_eq!(
+            store.sync_status("file").unwrap().unwrap().added as usize,
+            n
+        );
+        let d = store
+            .apply_sync("file", &BTreeMap::new(), SyncStatus::default())
+            .await
+            .unwrap();
+        assert_eq!(d.removed as usize, n);
+        assert!(store.synced("file").unwrap().is_empty());
+        assert!(store.binding(&tp("u7@x.org")).unwrap().is_none());
     }
 }
