@@ -35,10 +35,29 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
     );
     let limit = state.config.server.max_body_size;
     let stream = http_body_util::BodyDataStream::new(body);
+    // As on every other route: a declared oversized body is read and dropped (up to a
+    // point) so the client, still sending, gets the 413.
+    let declared = header_text(header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        if n <= api::body::DRAIN_MAX {
+            api::body::drain(stream).await;
+        }
+        let error =
+            crate::error::Error::too_large(format!("Request body is larger than {limit} bytes"));
+        return Ok(finish(
+            super::with_cors(api::error_response(&error)),
+            started,
+        ));
+    }
     let bytes = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit)
         .await
         .and_then(|b| api::body::check_content_type(header_text(header::CONTENT_TYPE)).map(|()| b));
     let response = super::with_cors(api::lookup::lookup(token, bytes, state).await?);
+    Ok(finish(response, started))
+}
+
+/// Logs the request as the warp routes do.
+fn finish(response: Response, started: Instant) -> Response {
     tracing::info!(
         target: "mxisd::http",
         listener = "public",
@@ -48,5 +67,5 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
     );
-    Ok(response)
+    response
 }

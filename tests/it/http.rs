@@ -157,6 +157,7 @@ async fn oversized_bodies_are_refused_before_routing() {
     for path in [
         "/_matrix/identity/v2",
         "/_matrix/identity/v2/pubkey/isvalid",
+        "/_matrix/identity/v2/lookup",
         "/nope",
     ] {
         let r = s
