@@ -107,6 +107,7 @@ async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
     let mut users = Vec::new();
     let mut next = Some(source.url.clone());
     let mut pages = 0;
+    let mut visited = std::collections::HashSet::new();
     while let Some(url) = next.take() {
         pages += 1;
         if pages > REST_MAX_PAGES {
@@ -114,9 +115,21 @@ async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
                 "more than {REST_MAX_PAGES} pages; is `next` looping?"
             ));
         }
-        let url = reqwest::Url::parse(&source.url)
-            .and_then(|base| base.join(&url))
-            .map_err(|e| format!("bad page URL {url:?}: {e}"))?;
+        let base =
+            reqwest::Url::parse(&source.url).map_err(|e| format!("bad rest.sync.url: {e}"))?;
+        let url = base
+            .join(&url)
+            .map_err(|_| "a `next` link is not a URL".to_owned())?;
+        // Credentials go only where the operator pointed them.
+        if url.origin() != base.origin() {
+            return Err(format!(
+                "a `next` link leaves {} (scheme, host and port must stay those of rest.sync.url)",
+                base.host_str().unwrap_or_default()
+            ));
+        }
+        if !visited.insert(url.to_string()) {
+            return Err("a `next` link points at a page already read".into());
+        }
         // Name the host and path in errors, never a query that might hold a secret.
         let shown = format!("{}{}", url.host_str().unwrap_or_default(), url.path());
         let mut request = client.get(url);
@@ -129,7 +142,16 @@ async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
             if e.is_timeout() {
                 format!("{shown} did not answer in time")
             } else {
-                format!("cannot reach {shown}")
+                // The reason (refused, TLS, DNS...) without the URL and its query.
+                let e = e.without_url();
+                let mut why = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    why.push_str(": ");
+                    why.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                format!("cannot reach {shown}: {why}")
             }
         })?;
         if !response.status().is_success() {
@@ -152,8 +174,14 @@ async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
             }
             body.extend_from_slice(&chunk);
         }
-        let page: RestPage = serde_json::from_slice(&body)
-            .map_err(|e| format!("{shown} did not answer a page of users: {e}"))?;
+        // Positions only: serde's messages can quote values (addresses).
+        let page: RestPage = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "{shown} did not answer a page of users (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
         users.extend(page.users.into_iter().map(|u| {
             UserSpec {
                 username: u.username,
@@ -214,8 +242,14 @@ async fn fetch(kind: &SourceKind) -> Result<Vec<UserSpec>, String> {
             let text = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text)
-                .map_err(|e| format!("{} is not a list of users: {e}", path.display()))
+            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text).map_err(|e| {
+                // Positions only: serde's messages can quote values (addresses).
+                let at = e
+                    .location()
+                    .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                    .unwrap_or_default();
+                format!("{} is not a list of users{at}", path.display())
+            })
         }
         SourceKind::Rest(rest) => fetch_rest(rest).await,
     }
@@ -224,8 +258,10 @@ async fn fetch(kind: &SourceKind) -> Result<Vec<UserSpec>, String> {
 /// The Matrix ID of a source's `username`.
 fn mxid_of(username: &str, domain: &str) -> Option<String> {
     let username = username.trim();
+    // Matrix IDs of synced users are lowercase (as Synapse makes them), whichever
+    // case the directory uses.
     let candidate = if username.starts_with('@') {
-        username.to_owned()
+        username.to_lowercase()
     } else {
         format!("@{}:{domain}", username.to_lowercase())
     };
@@ -315,7 +351,28 @@ pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
             ));
         }
     };
-    let (wanted, problems, skipped) = resolve(&users, &state.config.matrix.domain);
+    match apply(state, name, &users, started, at).await {
+        Ok(status) => Ok(status),
+        Err(e) => {
+            // Chunks applied before the failure are consistent with the snapshot; the
+            // next run finishes the job. Say so where operators look.
+            let why = format!("applying the sync failed: {}", e.message);
+            tracing::error!(source = name, error = %why, "sync failed");
+            state.store.sync_failed(name, &why, at).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Applies what a source gave, records it, and queues invites of new bindings.
+async fn apply(
+    state: &AppState,
+    name: &str,
+    users: &[UserSpec],
+    started: Instant,
+    at: u64,
+) -> Result<SyncStatus, Error> {
+    let (wanted, problems, skipped) = resolve(users, &state.config.matrix.domain);
     let status = SyncStatus {
         last_success_ms: Some(at),
         last_attempt_ms: Some(at),
@@ -370,8 +427,13 @@ pub async fn sync_task(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        // Failures are recorded in the status and logged by `run`.
-        let _ = run(&state, &name).await;
+        // Failures are recorded in the status and logged by `run`. Shutdown does not
+        // wait for a run: a fetch has applied nothing yet, and an apply stops between
+        // atomic chunks (the next run finishes it).
+        tokio::select! {
+            _ = run(&state, &name) => {}
+            _ = shutdown.changed() => return,
+        }
         let Some(every) = interval else {
             return;
         };
@@ -416,7 +478,13 @@ pub async fn run_now(state: &AppState, only: Option<&str>) -> Result<Value, Erro
     };
     let mut out = Vec::new();
     for name in names {
-        match run(state, &name).await {
+        // In a task of its own: a client that hangs up must not cut a run short.
+        let task_state = state.clone();
+        let task_name = name.clone();
+        let outcome = tokio::spawn(async move { run(&task_state, &task_name).await })
+            .await
+            .map_err(|e| Error::internal("running a sync", e))?;
+        match outcome {
             Ok(status) => out.push(describe(&name, Some(status))),
             Err(e) if e.status == http::StatusCode::NOT_FOUND => return Err(e),
             Err(_) => out.push(describe(&name, state.store.sync_status(&name)?)),

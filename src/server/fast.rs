@@ -49,9 +49,9 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
             started,
         ));
     }
-    let bytes = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit)
-        .await
-        .and_then(|b| api::body::check_content_type(header_text(header::CONTENT_TYPE)).map(|()| b));
+    let read = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit).await;
+    // The Content-Type verdict comes first, as on the warp routes.
+    let bytes = api::body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
     let response = super::with_cors(api::lookup::lookup(token, bytes, state).await?);
     Ok(finish(response, started))
 }

@@ -894,11 +894,12 @@ async fn every_session_endpoint_refuses_malformed_bodies() {
         "3pid/unbind",
         "sign-ed25519",
         "store-invite",
+        "lookup",
     ];
     for prefix in [V2, V1] {
         for endpoint in endpoints {
-            if prefix == V1 && endpoint == "store-invite" {
-                continue; // v2 only
+            if prefix == V1 && (endpoint == "store-invite" || endpoint == "lookup") {
+                continue; // v2 only (v1 lookup is a GET)
             }
             let url = format!("{}{prefix}/{endpoint}", s.base);
             let send = |body: String| {
@@ -930,6 +931,35 @@ async fn every_session_endpoint_refuses_malformed_bodies() {
             assert_error(&r, 400, "M_NOT_JSON");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_takes_the_token_from_the_query_too() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    let s = server(&sink, &hs, "").await;
+    let alice = s.register("example.org", "alice").await;
+    let pepper = s.get_auth(&format!("{V2}/hash_details"), &alice).await.body["lookup_pepper"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"algorithm": "sha256", "pepper": pepper, "addresses": []});
+    let r = s
+        .send(
+            s.client
+                .post(format!("{}{V2}/lookup?access_token={alice}", s.base))
+                .json(&body),
+        )
+        .await;
+    assert_eq!((r.status, r.body.clone()), (200, json!({"mappings": {}})));
+    let r = s
+        .send(
+            s.client
+                .post(format!("{}{V2}/lookup?access_token=wrong", s.base))
+                .json(&body),
+        )
+        .await;
+    assert_error(&r, 401, "M_UNAUTHORIZED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

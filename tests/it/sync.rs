@@ -133,9 +133,21 @@ async fn file_source_follows_changes_and_survives_breakage_and_restarts() {
     );
 
     // Restart with the source still broken: lookups answer from the last good state.
+    let before = st["last_attempt_ms"].as_u64().unwrap();
     let dir = s.stop().await;
     let s = TestServer::start_in(dir, &config).await;
-    wait_first_sync(&s).await;
+    for _ in 0..200 {
+        if status(&s).await["last_attempt_ms"].as_u64().unwrap() > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let st = status(&s).await;
+    assert!(
+        st["last_attempt_ms"].as_u64().unwrap() > before,
+        "no run at start: {st}"
+    );
+    assert!(!st["last_error"].is_null(), "{st}");
     assert_eq!(
         lookup(&s, "email", "alice2@example.org").await,
         "@alice:example.org"
@@ -305,7 +317,8 @@ impl Drop for FakeDirectory {
     }
 }
 
-/// One answer of the fake directory: `mode` 0 ok, 1 garbage, 2 huge, 3 slow.
+/// One answer of the fake directory: `mode` 0 ok, 1 garbage, 2 huge, 3 slow, 4 a
+/// `next` link to another host, 5 a `next` link back to the first page.
 async fn directory_page(
     mode: u8,
     second_page: bool,
@@ -327,6 +340,12 @@ async fn directory_page(
             tokio::time::sleep(Duration::from_secs(5)).await;
             b"{}".to_vec()
         }
+        (4, _) => json!({"users": [], "next": "http://127.0.0.2:9/users?page=2"})
+            .to_string()
+            .into_bytes(),
+        (5, _) => json!({"users": [], "next": "/users"})
+            .to_string()
+            .into_bytes(),
         (_, false) => json!({"users": [{"username": "rita", "display_name": "Rita", "dept": "ops",
             "threepids": [{"medium": "email", "address": "rita@example.org"}]}],
             "next": "/users?page=2"})
@@ -393,6 +412,8 @@ async fn rest_source_pages_and_failures() {
         (1, "did not answer a page of users"),
         (2, "larger than rest.sync.maxPageSize"),
         (3, "did not answer in time"),
+        (4, "leaves 127.0.0.1"),
+        (5, "already read"),
     ] {
         directory
             .mode
