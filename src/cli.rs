@@ -44,6 +44,9 @@ pub struct SyncArgs {
     /// only this source (e.g. file, memory)
     #[argh(option)]
     pub source: Option<String>,
+    /// apply even if the source would lose more than half of its bindings
+    #[argh(switch)]
+    pub force: bool,
     /// configuration file (YAML); the embedded default when absent
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,

@@ -329,8 +329,14 @@ fn resolve(users: &[UserSpec], domain: &str) -> (BTreeMap<ThreePid, String>, Vec
     (wanted, problems, skipped)
 }
 
-/// Runs one source now. Its status (success or failure) is recorded either way.
-pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
+/// A run that would shrink a source of at least this many bindings to less than half
+/// is refused unless forced: a directory that suddenly lists (almost) nobody is more
+/// likely broken than emptied.
+const SHRINK_GUARD_MIN: usize = 100;
+
+/// Runs one source now (`force`: even if it would remove most of its bindings). Its
+/// status (success or failure) is recorded either way.
+pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
         return Err(Error::not_found(format!(
             "No sync source is named {name:?}"
@@ -351,7 +357,31 @@ pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
             ));
         }
     };
-    match apply(state, name, &users, started, at).await {
+    let (wanted, problems, skipped) = resolve(&users, &state.config.matrix.domain);
+    let before = state.store.synced(name)?.len();
+    if !force && before >= SHRINK_GUARD_MIN && wanted.len() < before / 2 {
+        let why = format!(
+            "refused: the source now gives {} bindings instead of {before}; if that is right, run `mxisd sync --source {name} --force`",
+            wanted.len()
+        );
+        tracing::warn!(source = name, error = %why, "sync refused; keeping the last good state");
+        state.store.sync_failed(name, &why, at).await?;
+        return Err(Error::new(
+            http::StatusCode::CONFLICT,
+            "M_UNKNOWN",
+            format!("sync of {name} {why}"),
+        ));
+    }
+    match apply(
+        state,
+        name,
+        users.len(),
+        (wanted, problems, skipped),
+        started,
+        at,
+    )
+    .await
+    {
         Ok(status) => Ok(status),
         Err(e) => {
             // Chunks applied before the failure are consistent with the snapshot; the
@@ -368,16 +398,16 @@ pub async fn run(state: &AppState, name: &str) -> Result<SyncStatus, Error> {
 async fn apply(
     state: &AppState,
     name: &str,
-    users: &[UserSpec],
+    users: usize,
+    (wanted, problems, skipped): (BTreeMap<ThreePid, String>, Vec<String>, u64),
     started: Instant,
     at: u64,
 ) -> Result<SyncStatus, Error> {
-    let (wanted, problems, skipped) = resolve(users, &state.config.matrix.domain);
     let status = SyncStatus {
         last_success_ms: Some(at),
         last_attempt_ms: Some(at),
         last_error: None,
-        users: users.len() as u64,
+        users: users as u64,
         bindings: wanted.len() as u64,
         skipped,
         problems,
@@ -403,7 +433,7 @@ async fn apply(
     }
     tracing::info!(
         source = name,
-        users = users.len(),
+        users,
         bindings = wanted.len(),
         added = diff.added,
         changed = diff.changed,
@@ -431,7 +461,7 @@ pub async fn sync_task(
         // wait for a run: a fetch has applied nothing yet, and an apply stops between
         // atomic chunks (the next run finishes it).
         tokio::select! {
-            _ = run(&state, &name) => {}
+            _ = run(&state, &name, false) => {}
             _ = shutdown.changed() => return,
         }
         let Some(every) = interval else {
@@ -471,7 +501,7 @@ pub fn statuses(state: &AppState) -> Result<Value, Error> {
 }
 
 /// Operators: run one source, or all of them.
-pub async fn run_now(state: &AppState, only: Option<&str>) -> Result<Value, Error> {
+pub async fn run_now(state: &AppState, only: Option<&str>, force: bool) -> Result<Value, Error> {
     let names = match only {
         Some(n) => vec![n.to_owned()],
         None => state.sync.names(),
@@ -481,7 +511,7 @@ pub async fn run_now(state: &AppState, only: Option<&str>) -> Result<Value, Erro
         // In a task of its own: a client that hangs up must not cut a run short.
         let task_state = state.clone();
         let task_name = name.clone();
-        let outcome = tokio::spawn(async move { run(&task_state, &task_name).await })
+        let outcome = tokio::spawn(async move { run(&task_state, &task_name, force).await })
             .await
             .map_err(|e| Error::internal("running a sync", e))?;
         match outcome {

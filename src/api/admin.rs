@@ -174,6 +174,9 @@ pub async fn sync_status(state: AppState) -> Result<Response, Infallible> {
 pub struct SyncBody {
     #[serde(default)]
     pub source: Option<String>,
+    /// Apply even a run that would remove most of a source's bindings.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// `POST /_mxisd/admin/v1/sync` `{source?}`: run one source, or all, now.
@@ -182,7 +185,7 @@ pub async fn sync_run(
     state: AppState,
 ) -> Result<Response, Infallible> {
     let result = match body {
-        Ok(b) => crate::sync::run_now(&state, b.source.as_deref()).await,
+        Ok(b) => crate::sync::run_now(&state, b.source.as_deref(), b.force).await,
         Err(e) => Err(e),
     };
     respond(result)

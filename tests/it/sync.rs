@@ -433,3 +433,35 @@ async fn rest_source_pages_and_failures() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_suddenly_lists_nobody_is_not_believed_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let users: String = (0..150)
+        .map(|i| format!("- username: u{i}\n  threepids:\n    - {{medium: email, address: u{i}@example.org}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("users.yaml"), users).unwrap();
+    let config = file_config(dir.path());
+    let s = TestServer::start_in(dir, &config).await;
+    assert_eq!(wait_first_sync(&s).await["bindings"], 150);
+    std::fs::write(s.dir.path().join("users.yaml"), "[]\n").unwrap();
+    let st = sync_now(&s).await;
+    assert!(
+        st["last_error"].as_str().unwrap().contains("refused"),
+        "{st}"
+    );
+    assert_eq!(
+        lookup(&s, "email", "u7@example.org").await,
+        "@u7:example.org"
+    );
+    let r = s
+        .admin_post(
+            "/_mxisd/admin/v1/sync",
+            &json!({"source": "file", "force": true}),
+        )
+        .await;
+    let st = &r.body["sources"][0];
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(st["removed"], 150);
+    assert_eq!(lookup(&s, "email", "u7@example.org").await, Value::Null);
+}
