@@ -474,19 +474,35 @@ pub async fn sync_task(
     }
 }
 
-fn describe(name: &str, status: Option<SyncStatus>) -> Value {
+fn describe(state: &AppState, name: &str, status: Option<SyncStatus>) -> Value {
+    let interval = state
+        .sync
+        .sources
+        .iter()
+        .find(|(s, _)| s.name == name)
+        .and_then(|(s, _)| s.interval);
     match status {
         None => json!({ "source": name, "runs": 0 }),
-        Some(s) => json!({
-            "source": name,
-            "last_success_ms": s.last_success_ms,
-            "last_attempt_ms": s.last_attempt_ms,
-            "last_error": s.last_error,
-            "users": s.users, "bindings": s.bindings,
-            "added": s.added, "changed": s.changed, "removed": s.removed,
-            "skipped": s.skipped, "problems": s.problems,
-            "duration_ms": s.duration_ms,
-        }),
+        Some(s) => {
+            // The timer sleeps an interval after each run ends.
+            let next_run_ms = interval.and_then(|every| {
+                s.last_attempt_ms.map(|at| {
+                    at.saturating_add(s.duration_ms)
+                        .saturating_add(u64::try_from(every.as_millis()).unwrap_or(u64::MAX))
+                })
+            });
+            json!({
+                "source": name,
+                "last_success_ms": s.last_success_ms,
+                "last_attempt_ms": s.last_attempt_ms,
+                "next_run_ms": next_run_ms,
+                "last_error": s.last_error,
+                "users": s.users, "bindings": s.bindings,
+                "added": s.added, "changed": s.changed, "removed": s.removed,
+                "skipped": s.skipped, "problems": s.problems,
+                "duration_ms": s.duration_ms,
+            })
+        }
     }
 }
 
@@ -495,7 +511,7 @@ pub fn statuses(state: &AppState) -> Result<Value, Error> {
     let mut out = Vec::new();
     for name in state.sync.names() {
         let status = state.store.sync_status(&name)?;
-        out.push(describe(&name, status));
+        out.push(describe(state, &name, status));
     }
     Ok(json!({ "sources": out }))
 }
@@ -515,9 +531,9 @@ pub async fn run_now(state: &AppState, only: Option<&str>, force: bool) -> Resul
             .await
             .map_err(|e| Error::internal("running a sync", e))?;
         match outcome {
-            Ok(status) => out.push(describe(&name, Some(status))),
+            Ok(status) => out.push(describe(state, &name, Some(status))),
             Err(e) if e.status == http::StatusCode::NOT_FOUND => return Err(e),
-            Err(_) => out.push(describe(&name, state.store.sync_status(&name)?)),
+            Err(_) => out.push(describe(state, &name, state.store.sync_status(&name)?)),
         }
     }
     Ok(json!({ "sources": out }))

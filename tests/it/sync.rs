@@ -82,6 +82,12 @@ async fn file_source_follows_changes_and_survives_breakage_and_restarts() {
         (st["users"].clone(), st["bindings"].clone()),
         (json!(2), json!(3))
     );
+    // The next timed run is an hour (file.sync.interval) after this one.
+    let next = st["next_run_ms"].as_u64().unwrap();
+    assert!(
+        next >= st["last_attempt_ms"].as_u64().unwrap() + 3_600_000,
+        "{st}"
+    );
     assert_eq!(
         lookup(&s, "email", "alice@example.org").await,
         "@alice:example.org"
@@ -238,6 +244,24 @@ async fn memory_source_and_invites_delivered_when_a_synced_address_appears() {
         lookup(&s, "email", "mem@example.org").await,
         "@mem:example.org"
     );
+    // The hashed v2 lookup finds synced users as well.
+    let token = s.register("example.org", "bob").await;
+    let pepper = s
+        .get_auth("/_matrix/identity/v2/hash_details", &token)
+        .await
+        .body["lookup_pepper"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hash = crate::common::client_hash("mem@example.org", "email", &pepper);
+    let r = s
+        .post_json(
+            "/_matrix/identity/v2/lookup",
+            &json!({"algorithm": "sha256", "pepper": pepper, "addresses": [hash]}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(r.body["mappings"][&hash], "@mem:example.org", "{}", r.body);
 
     // An invite waits for dora, who is not in the directory yet.
     let alice = s.register("example.org", "alice").await;
