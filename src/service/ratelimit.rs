@@ -132,14 +132,9 @@ impl Limiters {
 
     /// A lookup by the holder of `token`.
     pub fn lookup(&self, token: &str) -> Result<(), Error> {
-        if !self.enabled {
-            return Ok(());
-        }
         let mut h = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(token, &mut h);
-        self.lookup_token
-            .check_key(&std::hash::Hasher::finish(&h))
-            .map_err(|not_until| limited(not_until.wait_time_from(self.clock.now())))
+        self.check(&self.lookup_token, &std::hash::Hasher::finish(&h))
     }
 
     /// Drops state of keys that are back to a full bucket.

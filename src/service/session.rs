@@ -326,9 +326,6 @@ pub async fn submit_token(
     if token.is_empty() || token.chars().count() > 255 {
         return Err(Error::invalid_param("token must be 1-255 characters"));
     }
-    if !params::is_session_id(sid) {
-        return Err(no_valid_session());
-    }
     state.limits.submit_token_ip(client_ip)?;
     let _guard = state.store.sessions_guard().await;
     let mut session = find(state, sid, client_secret)?;

@@ -186,7 +186,7 @@ impl Store {
             let (key, value) = entry?;
             match decode(&value) {
                 Ok(item) => out.push((key, item)),
-                Err(e) => tracing::error!(error = %e, "skipping an unreadable outbox item"),
+                Err(e) => tracing::error!(error = %e, "an unreadable outbox item is left out"),
             }
         }
         Ok(out)
