@@ -4,6 +4,7 @@
 //! or in the summary.
 
 pub mod reader;
+pub mod stores;
 pub mod threepid;
 pub mod units;
 
@@ -36,7 +37,8 @@ pub struct Config {
     pub view: threepid::ViewConfig,
     pub rate_limit: threepid::RateLimitConfig,
     pub invite: threepid::InviteConfig,
-    /// Identity sources synced into the store (`memory`, `file`).
+    /// Identity sources synced into the store (`memory`, `file`, `rest`, `ldap`, `sql`,
+    /// `synapseSql`).
     pub sync: Vec<crate::sync::SourceConfig>,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,
@@ -177,10 +179,7 @@ impl std::error::Error for ConfigErrors {}
 
 /// ma1sd top-level keys and what to do about them here.
 const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
-    ("ldap", "identity stores (ldap) are not supported by this version of mxisd yet"),
     ("netiq", "identity stores (netiq) are not supported by this version of mxisd yet"),
-    ("sql", "identity stores (sql) are not supported by this version of mxisd yet"),
-    ("synapseSql", "identity stores (synapseSql) are not supported by this version of mxisd yet"),
     ("exec", "the exec identity store is not supported by mxisd; use the rest store or a file source"),
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
@@ -294,9 +293,13 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let memory = read_memory(&root.section("memory"));
     let file = read_file_source(&root.section("file"));
     let rest = read_rest_source(&root.section("rest"));
-    sync.extend(memory.clone().flatten());
-    sync.extend(file.clone().flatten());
-    sync.extend(rest.clone().flatten());
+    let domain = matrix.as_ref().map(|m| m.domain.as_str());
+    let ldap = stores::read_ldap(&root.section("ldap"), domain);
+    let sql = stores::read_sql(&root.section("sql"), "sql", domain);
+    let synapse_sql = stores::read_sql(&root.section("synapseSql"), "synapseSql", domain);
+    for source in [&memory, &file, &rest, &ldap, &sql, &synapse_sql] {
+        sync.extend(source.clone().flatten());
+    }
     Some(Config {
         source: None,
         matrix: matrix?,
@@ -318,6 +321,9 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
             memory?;
             file?;
             rest?;
+            ldap?;
+            sql?;
+            synapse_sql?;
             sync
         },
         warnings: Vec::new(),
@@ -821,6 +827,7 @@ fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>>
                 display_name,
                 threepids,
                 roles,
+                attributes: Default::default(),
                 password: None,
             }),
             None => {

@@ -175,6 +175,7 @@ pub async fn run(
         state.clone(),
         stop_rx.clone(),
     ));
+    tasks.spawn(sync::forget_removed_sources(state.clone()));
     for source in &config.sync {
         tasks.spawn(sync::sync_task(
             state.clone(),

@@ -12,12 +12,15 @@ use crate::error::Error;
 use crate::model::{Medium, Mxid, ThreePid};
 use crate::state::AppState;
 use crate::store::now_ms;
-use crate::store::sync::SyncStatus;
+use crate::store::sync::{DirectoryUser, SyncStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+pub mod ldap;
+pub mod sql;
 
 /// One user as sources describe them (ma1sd's `memory.identities` shape).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -29,9 +32,12 @@ pub struct UserSpec {
     pub display_name: Option<String>,
     #[serde(default)]
     pub threepids: Vec<ThreePidSpec>,
-    /// Accepted for ma1sd compatibility (no effect on lookups).
+    /// Group or role membership (kept with the directory entry).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Extra attributes for the directory (department, title...).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Vec<String>>,
     /// Accepted for ma1sd compatibility (mxisd never checks passwords here).
     #[serde(default)]
     pub password: Option<String>,
@@ -50,6 +56,8 @@ pub enum SourceKind {
     Memory(Vec<UserSpec>),
     File(PathBuf),
     Rest(RestSource),
+    Ldap(ldap::LdapSource),
+    Sql(sql::SqlSource),
 }
 
 /// An organisation's web service listing its users (see README, "Identity sources").
@@ -195,6 +203,7 @@ async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
                     })
                     .collect(),
                 roles: Vec::new(),
+                attributes: BTreeMap::new(),
                 password: None,
             }
         }));
@@ -235,14 +244,31 @@ impl Syncer {
     }
 }
 
-async fn fetch(kind: &SourceKind) -> Result<Vec<UserSpec>, String> {
+/// What a fetch gave: the users, and entries it already had to skip (with reasons).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub users: Vec<UserSpec>,
+    pub problems: Vec<String>,
+    pub skipped: u64,
+}
+
+impl From<Vec<UserSpec>> for Fetched {
+    fn from(users: Vec<UserSpec>) -> Self {
+        Self {
+            users,
+            ..Self::default()
+        }
+    }
+}
+
+async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
     match kind {
-        SourceKind::Memory(users) => Ok(users.clone()),
+        SourceKind::Memory(users) => Ok(users.clone().into()),
         SourceKind::File(path) => {
             let text = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text).map_err(|e| {
+            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text).map(Fetched::from).map_err(|e| {
                 // Positions only: serde's messages can quote values (addresses).
                 let at = e
                     .location()
@@ -251,7 +277,9 @@ async fn fetch(kind: &SourceKind) -> Result<Vec<UserSpec>, String> {
                 format!("{} is not a list of users{at}", path.display())
             })
         }
-        SourceKind::Rest(rest) => fetch_rest(rest).await,
+        SourceKind::Rest(rest) => fetch_rest(rest).await.map(Fetched::from),
+        SourceKind::Ldap(source) => ldap::fetch(source).await,
+        SourceKind::Sql(source) => sql::fetch(source).await,
     }
 }
 
@@ -268,18 +296,32 @@ fn mxid_of(username: &str, domain: &str) -> Option<String> {
     Mxid::parse(&candidate).map(|m| m.as_str().to_owned())
 }
 
-/// Normalises what a source gave into 3PID → Matrix ID, with the problems found.
-fn resolve(users: &[UserSpec], domain: &str) -> (BTreeMap<ThreePid, String>, Vec<String>, u64) {
+/// What a source gave, normalised: 3PID → Matrix ID, the directory entries, and the
+/// problems found (the first few, and how many entries were skipped).
+struct Resolved {
+    wanted: BTreeMap<ThreePid, String>,
+    users: BTreeMap<String, DirectoryUser>,
+    problems: Vec<String>,
+    skipped: u64,
+}
+
+/// Normalises what a source gave.
+fn resolve(fetched: Fetched, domain: &str) -> Resolved {
+    let Fetched {
+        users,
+        mut problems,
+        mut skipped,
+    } = fetched;
+    problems.truncate(MAX_PROBLEMS);
     let mut wanted: BTreeMap<ThreePid, String> = BTreeMap::new();
-    let mut problems = Vec::new();
-    let mut skipped = 0u64;
+    let mut directory: BTreeMap<String, DirectoryUser> = BTreeMap::new();
     let mut note = |problems: &mut Vec<String>, p: String| {
         skipped += 1;
         if problems.len() < MAX_PROBLEMS {
             problems.push(p);
         }
     };
-    for user in users {
+    for user in &users {
         let Some(mxid) = mxid_of(&user.username, domain) else {
             note(
                 &mut problems,
@@ -290,6 +332,20 @@ fn resolve(users: &[UserSpec], domain: &str) -> (BTreeMap<ThreePid, String>, Vec
             );
             continue;
         };
+        let entry = directory.entry(mxid.clone()).or_default();
+        // A user listed twice (two base DNs, two rows) is one entry.
+        if entry.display_name.is_none() {
+            entry.display_name = user
+                .display_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned);
+        }
+        for (k, v) in &user.attributes {
+            entry.attributes.entry(k.clone()).or_default().extend(v.iter().cloned());
+        }
+        entry.roles.extend(user.roles.iter().cloned());
         for tp in &user.threepids {
             let parsed = Medium::parse(&tp.medium.to_lowercase())
                 .ok_or_else(|| format!("unknown medium {:?}", tp.medium))
@@ -301,6 +357,11 @@ fn resolve(users: &[UserSpec], domain: &str) -> (BTreeMap<ThreePid, String>, Vec
                     continue;
                 }
             };
+            if let Some(entry) = directory.get_mut(&mxid) {
+                if !entry.threepids.contains(&threepid) {
+                    entry.threepids.push(threepid.clone());
+                }
+            }
             match wanted.get(&threepid) {
                 // Two users claim one 3PID: the first Matrix ID in order keeps it,
                 // whatever order the source listed them in.
@@ -326,7 +387,19 @@ fn resolve(users: &[UserSpec], domain: &str) -> (BTreeMap<ThreePid, String>, Vec
             }
         }
     }
-    (wanted, problems, skipped)
+    for entry in directory.values_mut() {
+        entry.roles.sort();
+        entry.roles.dedup();
+        for values in entry.attributes.values_mut() {
+            values.dedup();
+        }
+    }
+    Resolved {
+        wanted,
+        users: directory,
+        problems,
+        skipped,
+    }
 }
 
 /// A run that would shrink a source of at least this many bindings to less than half
@@ -345,8 +418,8 @@ pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus
     let _running = lock.lock().await;
     let started = Instant::now();
     let at = now_ms();
-    let users = match fetch(&source.kind).await {
-        Ok(users) => users,
+    let fetched = match fetch(&source.kind).await {
+        Ok(fetched) => fetched,
         Err(why) => {
             tracing::warn!(source = name, error = %why, "sync failed; keeping the last good state");
             state.store.sync_failed(name, &why, at).await?;
@@ -357,12 +430,13 @@ pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus
             ));
         }
     };
-    let (wanted, problems, skipped) = resolve(&users, &state.config.matrix.domain);
+    let listed = fetched.users.len();
+    let resolved = resolve(fetched, &state.config.matrix.domain);
     let before = state.store.synced(name)?.len();
-    if !force && before >= SHRINK_GUARD_MIN && wanted.len() < before / 2 {
+    if !force && before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2 {
         let why = format!(
             "refused: the source now gives {} bindings instead of {before}; if that is right, run `mxisd sync --source {name} --force`",
-            wanted.len()
+            resolved.wanted.len()
         );
         tracing::warn!(source = name, error = %why, "sync refused; keeping the last good state");
         state.store.sync_failed(name, &why, at).await?;
@@ -372,15 +446,7 @@ pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus
             format!("sync of {name} {why}"),
         ));
     }
-    match apply(
-        state,
-        name,
-        users.len(),
-        (wanted, problems, skipped),
-        started,
-        at,
-    )
-    .await
+    match apply(state, name, listed, resolved, started, at).await
     {
         Ok(status) => Ok(status),
         Err(e) => {
@@ -398,23 +464,32 @@ pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus
 async fn apply(
     state: &AppState,
     name: &str,
-    users: usize,
-    (wanted, problems, skipped): (BTreeMap<ThreePid, String>, Vec<String>, u64),
+    listed: usize,
+    resolved: Resolved,
     started: Instant,
     at: u64,
 ) -> Result<SyncStatus, Error> {
+    let Resolved {
+        wanted,
+        users,
+        problems,
+        skipped,
+    } = resolved;
     let status = SyncStatus {
         last_success_ms: Some(at),
         last_attempt_ms: Some(at),
         last_error: None,
-        users: users as u64,
+        users: users.len() as u64,
         bindings: wanted.len() as u64,
         skipped,
         problems,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         ..SyncStatus::default()
     };
-    let diff = state.store.apply_sync(name, &wanted, status).await?;
+    let diff = state
+        .store
+        .apply_sync(name, &wanted, &users, status)
+        .await?;
     // The whole run (fetch, resolve, apply), for the status.
     state
         .store
@@ -433,7 +508,8 @@ async fn apply(
     }
     tracing::info!(
         source = name,
-        users,
+        listed,
+        users = users.len(),
         bindings = wanted.len(),
         added = diff.added,
         changed = diff.changed,
@@ -447,6 +523,29 @@ async fn apply(
         crate::service::invite::on_bind(state, threepid, entry).await?;
     }
     Ok(state.store.sync_status(name)?.unwrap_or_default())
+}
+
+/// At start: removes what sources that are no longer configured contributed, so a
+/// store taken out of the config stops answering lookups.
+pub async fn forget_removed_sources(state: AppState) {
+    let configured = state.sync.names();
+    let stored = match state.store.sync_sources() {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the synced sources");
+            return;
+        }
+    };
+    for name in stored.into_iter().filter(|n| !configured.contains(n)) {
+        match state.store.forget_source(&name).await {
+            Ok(diff) => tracing::warn!(
+                source = %name,
+                removed = diff.removed,
+                "source no longer configured: its bindings and directory entries were removed"
+            ),
+            Err(e) => tracing::error!(source = %name, error = %e, "removing an unconfigured source failed"),
+        }
+    }
 }
 
 /// Runs `source` at start and then every interval, until shutdown.
@@ -555,13 +654,14 @@ mod tests {
                 })
                 .collect(),
             roles: vec![],
+            attributes: BTreeMap::new(),
             password: None,
         }
     }
 
     #[test]
     fn users_resolve_to_normalised_bindings_with_problems_reported() {
-        let users = vec![
+        let mut users = vec![
             user(
                 "Zed",
                 &[
@@ -573,12 +673,28 @@ mod tests {
             user("bad name!", &[("email", "x@example.org")]),
             user("bob", &[("fax", "1"), ("email", "not-an-address")]),
         ];
-        let (wanted, problems, skipped) = resolve(&users, "example.org");
+        let mut twice = user("bob", &[("email", "bob@example.org")]);
+        twice.display_name = Some(" Bob ".into());
+        twice.roles = vec!["staff".into()];
+        users.push(twice);
+        let Resolved {
+            wanted,
+            users,
+            problems,
+            skipped,
+        } = resolve(users.into(), "example.org");
+        // Bob listed twice is one directory entry with everything he was listed with.
+        let bob = &users["@bob:example.org"];
+        assert_eq!(bob.display_name.as_deref(), Some("Bob"));
+        assert_eq!(bob.roles, vec!["staff".to_owned()]);
+        assert_eq!(bob.threepids.len(), 1);
+        assert_eq!(users["@zed:example.org"].threepids.len(), 2);
+        assert!(!users.contains_key("@bad name!:example.org"));
         let shared = ThreePid::new(Medium::Email, "shared@example.org").unwrap();
         assert_eq!(wanted[&shared], "@amy:other.org");
         let phone = ThreePid::new(Medium::Msisdn, "12025550100").unwrap();
         assert_eq!(wanted[&phone], "@zed:example.org");
-        assert_eq!(wanted.len(), 2);
+        assert_eq!(wanted.len(), 3);
         assert_eq!(skipped, 4);
         assert!(problems
             .iter()

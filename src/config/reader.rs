@@ -256,6 +256,21 @@ impl<'a, 'v> Section<'a, 'v> {
         }
     }
 
+    /// The keys of this mapping (for mappings whose keys the operator chooses, like
+    /// `ldap.attribute.threepid.<medium>`).
+    pub fn keys(&self) -> Vec<String> {
+        self.map
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| match k {
+                        Value::String(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// A nested mapping; absent or null gives an empty section.
     pub fn section(&self, key: &str) -> Section<'a, 'v> {
         let map = match self.raw(key) {
@@ -440,6 +455,10 @@ fn parse_bool(text: &str) -> Option<bool> {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

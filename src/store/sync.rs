@@ -3,10 +3,12 @@
 //! Trees:
 //! - `sync_entry`: source name ‖ 0 ‖ `threepid_digest` → [`SyncedBinding`] (the
 //!   source's last applied snapshot, to diff the next fetch against)
+//! - `sync_user`: source name ‖ 0 ‖ Matrix ID → [`DirectoryUser`] (who the source
+//!   lists, with display name, 3PIDs and extra attributes: the directory entries)
 //! - `sync_status`: source name → [`SyncStatus`]
 //!
-//! A run's bindings, snapshot and status change in one atomic batch: a sync is applied
-//! whole or not at all.
+//! A run's bindings, directory entries, snapshot and status change in one atomic batch:
+//! a sync is applied whole or not at all (see [`Store::apply_sync`] for big ones).
 
 use super::bindings::{BindingChange, BindingEntry, Origin};
 use super::codec::{decode, encode, Record};
@@ -18,6 +20,7 @@ use std::collections::BTreeMap;
 
 pub(crate) const SYNC_ENTRY: &str = "sync_entry";
 pub(crate) const SYNC_STATUS: &str = "sync_status";
+pub(crate) const SYNC_USER: &str = "sync_user";
 
 /// Most binding changes applied in one batch (see [`Store::apply_sync`]).
 pub const SYNC_CHUNK: usize = 10_000;
@@ -34,6 +37,23 @@ pub struct SyncedBinding {
 impl Record for SyncedBinding {
     const VERSION: u8 = 1;
     const NAME: &'static str = "synced binding";
+}
+
+/// A user as a source lists them: a directory entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    pub display_name: Option<String>,
+    /// Normalised 3PIDs, including any another user won in a conflict.
+    pub threepids: Vec<ThreePid>,
+    /// Extra attributes the source was asked for (department, title...).
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Group or role membership, where the source has it.
+    pub roles: Vec<String>,
+}
+
+impl Record for DirectoryUser {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "directory user";
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,37 +90,91 @@ pub struct SyncDiff {
     pub now_bound: Vec<(ThreePid, BindingEntry)>,
 }
 
-fn entry_key(source: &str, threepid: &ThreePid) -> Vec<u8> {
+fn source_prefix(source: &str) -> Vec<u8> {
     let mut key = source.as_bytes().to_vec();
     key.push(0);
+    key
+}
+
+fn entry_key(source: &str, threepid: &ThreePid) -> Vec<u8> {
+    let mut key = source_prefix(source);
     key.extend_from_slice(&threepid_digest(threepid, b""));
     key
+}
+
+fn user_key(source: &str, mxid: &str) -> Vec<u8> {
+    let mut key = source_prefix(source);
+    key.extend_from_slice(mxid.as_bytes());
+    key
+}
+
+/// One write of an applied run.
+enum Step {
+    Binding(BindingChange, Option<SyncedBinding>),
+    User(String, Option<DirectoryUser>),
 }
 
 impl Store {
     /// The last applied snapshot of `source`.
     pub fn synced(&self, source: &str) -> Result<Vec<SyncedBinding>, StoreError> {
-        let mut prefix = source.as_bytes().to_vec();
-        prefix.push(0);
         self.kv
-            .scan_prefix(SYNC_ENTRY, &prefix)
+            .scan_prefix(SYNC_ENTRY, &source_prefix(source))
             .map(|e| e.and_then(|(_, v)| decode(&v)))
             .collect()
     }
 
-    /// Makes `source`'s bindings exactly `wanted` (3PID → Matrix ID) and records
-    /// `status`, durably.
+    /// The users `source` listed at its last applied run, by Matrix ID.
+    pub fn directory_users(
+        &self,
+        source: &str,
+    ) -> Result<BTreeMap<String, DirectoryUser>, StoreError> {
+        let prefix = source_prefix(source);
+        self.kv
+            .scan_prefix(SYNC_USER, &prefix)
+            .map(|e| {
+                e.and_then(|(k, v)| {
+                    let mxid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                    Ok((mxid, decode(&v)?))
+                })
+            })
+            .collect()
+    }
+
+    /// Sources with a recorded status (configured or not any more).
+    pub fn sync_sources(&self) -> Result<Vec<String>, StoreError> {
+        self.kv
+            .scan_prefix(SYNC_STATUS, b"")
+            .map(|e| e.map(|(k, _)| String::from_utf8_lossy(&k).into_owned()))
+            .collect()
+    }
+
+    /// Removes everything `source` contributed (bindings, directory entries, status):
+    /// for a source that is no longer configured.
+    pub async fn forget_source(&self, source: &str) -> Result<SyncDiff, StoreError> {
+        let diff = self
+            .apply_sync(source, &BTreeMap::new(), &BTreeMap::new(), SyncStatus::default())
+            .await?;
+        let mut batch = Batch::new();
+        batch.delete(SYNC_STATUS, source.as_bytes().to_vec());
+        self.commit(batch).await?;
+        Ok(diff)
+    }
+
+    /// Makes `source`'s bindings exactly `wanted` (3PID → Matrix ID) and its
+    /// directory entries exactly `users`, and records `status`, durably.
     ///
     /// A difference of up to [`SYNC_CHUNK`] changes is one atomic batch. A larger one
     /// (a first sync of a big directory) goes in chunks of that size, each atomic
     /// with its part of the snapshot, because sled keeps a whole batch in memory
     /// (100k users in one batch peaked at 2.8 GB): a crash between chunks leaves some
     /// users synced and the snapshot saying exactly which, so the next run finishes the
-    /// job. The status is written with the last chunk.
+    /// job. The status is written with the last chunk. Between chunks the task yields,
+    /// so lookups are served while a big sync is applied.
     pub async fn apply_sync(
         &self,
         source: &str,
         wanted: &BTreeMap<ThreePid, String>,
+        users: &BTreeMap<String, DirectoryUser>,
         mut status: SyncStatus,
     ) -> Result<SyncDiff, StoreError> {
         let origin = Origin::Sync(source.to_owned());
@@ -111,15 +185,14 @@ impl Store {
             .map(|b| (b.threepid, b.mxid))
             .collect();
         let now = super::now_ms();
-        // (change, snapshot entry to write; None: delete it)
-        let mut steps: Vec<(BindingChange, Option<SyncedBinding>)> = Vec::new();
+        let mut steps: Vec<Step> = Vec::new();
         for (threepid, mxid) in wanted {
             match previous.get(threepid) {
                 Some(old) if old == mxid => continue,
                 Some(_) => diff.changed += 1,
                 None => diff.added += 1,
             }
-            steps.push((
+            steps.push(Step::Binding(
                 BindingChange::Set {
                     threepid: threepid.clone(),
                     origin: origin.clone(),
@@ -135,7 +208,7 @@ impl Store {
         }
         for threepid in previous.keys().filter(|t| !wanted.contains_key(*t)) {
             diff.removed += 1;
-            steps.push((
+            steps.push(Step::Binding(
                 BindingChange::Remove {
                     threepid: threepid.clone(),
                     origin: origin.clone(),
@@ -144,35 +217,67 @@ impl Store {
             ));
         }
         drop(previous);
+        let previous_users = self.directory_users(source)?;
+        for (mxid, user) in users {
+            if previous_users.get(mxid) != Some(user) {
+                steps.push(Step::User(mxid.clone(), Some(user.clone())));
+            }
+        }
+        for mxid in previous_users.keys().filter(|m| !users.contains_key(*m)) {
+            steps.push(Step::User(mxid.clone(), None));
+        }
+        drop(previous_users);
         status.added = diff.added;
         status.changed = diff.changed;
         status.removed = diff.removed;
         let chunks = steps.len().div_ceil(SYNC_CHUNK).max(1);
         let mut steps = steps.into_iter();
         for chunk in 0..chunks {
-            let part: Vec<_> = steps.by_ref().take(SYNC_CHUNK).collect();
             let mut batch = Batch::new();
-            let mut changes = Vec::with_capacity(part.len());
+            let mut changes = Vec::new();
             let mut touched = Vec::new();
-            for (change, entry) in part {
-                match (&change, entry) {
-                    (BindingChange::Set { threepid, .. }, Some(entry)) => {
-                        touched.push(threepid.clone());
-                        batch.put(SYNC_ENTRY, entry_key(source, threepid), encode(&entry)?);
+            for step in steps.by_ref().take(SYNC_CHUNK) {
+                match step {
+                    Step::Binding(change, entry) => {
+                        match (&change, entry) {
+                            (BindingChange::Set { threepid, .. }, Some(entry)) => {
+                                touched.push(threepid.clone());
+                                batch.put(
+                                    SYNC_ENTRY,
+                                    entry_key(source, threepid),
+                                    encode(&entry)?,
+                                );
+                            }
+                            (BindingChange::Remove { threepid, .. }, _) => {
+                                batch.delete(SYNC_ENTRY, entry_key(source, threepid));
+                            }
+                            _ => {}
+                        }
+                        changes.push(change);
                     }
-                    (BindingChange::Remove { threepid, .. }, _) => {
-                        batch.delete(SYNC_ENTRY, entry_key(source, threepid));
+                    Step::User(mxid, Some(user)) => {
+                        batch.put(SYNC_USER, user_key(source, &mxid), encode(&user)?);
                     }
-                    _ => {}
+                    Step::User(mxid, None) => batch.delete(SYNC_USER, user_key(source, &mxid)),
                 }
-                changes.push(change);
             }
             if chunk + 1 == chunks {
                 batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+            } else if chunk == 0 && self.sync_status(source)?.is_none() {
+                // A first sync interrupted between chunks still leaves a status, so
+                // the source is known (and purged if it leaves the config).
+                batch.put(
+                    SYNC_STATUS,
+                    source.as_bytes().to_vec(),
+                    encode(&SyncStatus {
+                        last_attempt_ms: status.last_attempt_ms,
+                        ..SyncStatus::default()
+                    })?,
+                );
             }
             let _guard = self.bindings_lock.lock().await;
             let effective = self.stage_binding_changes(changes, &mut batch)?;
-            // Sets come first in every chunk: they line up with `touched`.
+            // Sets come before removals: they line up with `touched`.
             diff.now_bound.extend(
                 touched
                     .into_iter()
@@ -182,6 +287,7 @@ impl Store {
             self.apply(batch)?;
             drop(_guard);
             self.flusher.flush().await?;
+            tokio::task::yield_now().await;
         }
         Ok(diff)
     }
@@ -233,7 +339,7 @@ mod tests {
         wanted.insert(tp("a@x.org"), "@a:x.org".to_owned());
         wanted.insert(tp("b@x.org"), "@b:x.org".to_owned());
         let d = store
-            .apply_sync("ldap", &wanted, SyncStatus::default())
+            .apply_sync("ldap", &wanted, &BTreeMap::new(), SyncStatus::default())
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (2, 0, 0));
@@ -253,7 +359,7 @@ mod tests {
         wanted.insert(tp("b@x.org"), "@b2:x.org".to_owned());
         wanted.insert(tp("c@x.org"), "@c:x.org".to_owned());
         let d = store
-            .apply_sync("ldap", &wanted, SyncStatus::default())
+            .apply_sync("ldap", &wanted, &BTreeMap::new(), SyncStatus::default())
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (1, 1, 1));
@@ -263,7 +369,7 @@ mod tests {
         assert_eq!(b.entries.len(), 2);
         // Nothing changed: nothing written but the status.
         let d = store
-            .apply_sync("ldap", &wanted, SyncStatus::default())
+            .apply_sync("ldap", &wanted, &BTreeMap::new(), SyncStatus::default())
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (0, 0, 0));
@@ -282,7 +388,7 @@ mod tests {
             .map(|i| (tp(&format!("u{i}@x.org")), format!("@u{i}:x.org")))
             .collect();
         let d = store
-            .apply_sync("file", &wanted, SyncStatus::default())
+            .apply_sync("file", &wanted, &BTreeMap::new(), SyncStatus::default())
             .await
             .unwrap();
         assert_eq!(d.added as usize, n);
@@ -293,7 +399,7 @@ mod tests {
             n
         );
         let d = store
-            .apply_sync("file", &BTreeMap::new(), SyncStatus::default())
+            .apply_sync("file", &BTreeMap::new(), &BTreeMap::new(), SyncStatus::default())
             .await
             .unwrap();
         assert_eq!(d.removed as usize, n);

@@ -1,0 +1,381 @@
+//! The LDAP / Active Directory source: one paged subtree search (RFC 2696) per base DN
+//! over one connection, reading the uid, name, 3PID and extra attributes of every
+//! entry the filter selects.
+//!
+//! Unlike ma1sd (a new connection per lookup, no paging, so directories above the
+//! server's size limit broke), a run is a single connection and a paged search, so
+//! 100k-entry directories sync whole. Nothing from requests is ever put in a filter:
+//! the filter is the operator's, checked at config time, and attribute names are
+//! checked against the LDAP grammar.
+
+use super::{Fetched, UserSpec};
+use crate::config::reader::Secret;
+use rustls::pki_types::pem::PemObject;
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the uid attribute becomes a Matrix ID (`ldap.attribute.uid.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidKind {
+    /// A localpart: `@<value>:<matrix.domain>`.
+    Localpart,
+    /// Already a Matrix ID.
+    Mxid,
+}
+
+#[derive(Debug, Clone)]
+pub struct LdapSource {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    pub starttls: bool,
+    /// PEM certificates to trust besides the system's (`connection.caFile`).
+    pub ca_file: Option<PathBuf>,
+    /// Simple bind; anonymous when absent.
+    pub bind: Option<(String, Secret)>,
+    pub base_dns: Vec<String>,
+    pub filter: String,
+    pub uid_attr: String,
+    pub uid_kind: UidKind,
+    pub name_attr: String,
+    /// Medium (`email`, `msisdn`) → attributes holding it.
+    pub threepid_attrs: Vec<(String, Vec<String>)>,
+    /// Extra attributes kept for the directory.
+    pub extra_attrs: Vec<String>,
+    /// The attribute listing group membership (`memberOf`), if any.
+    pub groups_attr: Option<String>,
+    /// Active Directory: the uid is a UPN `login@domain`; the default domain's logins
+    /// are plain localparts, others become `login/domain` (as in ma1sd).
+    pub active_directory: Option<String>,
+    /// `matrix.domain`, for localparts.
+    pub domain: String,
+    /// Connection, bind and per-page timeout.
+    pub timeout: Duration,
+    pub page_size: i32,
+}
+
+/// An attribute description as LDAP defines it: a name (letters, digits, hyphens,
+/// starting with a letter) or a numeric OID, with optional `;options`.
+pub fn is_attribute_name(name: &str) -> bool {
+    let mut parts = name.split(';');
+    let base = parts.next().unwrap_or_default();
+    let keystring = base.starts_with(|c: char| c.is_ascii_alphabetic())
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let oid = !base.is_empty()
+        && base
+            .split('.')
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    (keystring || oid)
+        && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+/// Whether `filter` is a filter ldap3 (and so the server) will accept.
+pub fn is_valid_filter(filter: &str) -> bool {
+    ldap3::parse_filter(filter).is_ok()
+}
+
+impl LdapSource {
+    fn attributes(&self) -> Vec<String> {
+        let mut attrs = vec![self.uid_attr.clone(), self.name_attr.clone()];
+        for (_, list) in &self.threepid_attrs {
+            attrs.extend(list.iter().cloned());
+        }
+        attrs.extend(self.extra_attrs.iter().cloned());
+        attrs.extend(self.groups_attr.iter().cloned());
+        let mut seen = HashSet::new();
+        attrs.retain(|a| seen.insert(a.to_ascii_lowercase()));
+        attrs
+    }
+
+    /// The Matrix ID (unchecked: `resolve` checks it) of an entry's uid value.
+    fn username(&self, uid: &str) -> String {
+        let uid = uid.trim();
+        let localpart = match (self.uid_kind, &self.active_directory) {
+            (UidKind::Mxid, _) => return uid.to_owned(),
+            (UidKind::Localpart, Some(default_domain)) => match uid.rsplit_once('@') {
+                Some((login, domain)) if domain.eq_ignore_ascii_case(default_domain) => {
+                    login.to_owned()
+                }
+                Some((login, domain)) => format!("{login}/{domain}"),
+                None => uid.to_owned(),
+            },
+            (UidKind::Localpart, None) => uid.to_owned(),
+        };
+        // Always a full ID, so a uid that looks like a Matrix ID stays a (refused)
+        // localpart rather than naming a user of another server.
+        format!("@{localpart}:{}", self.domain)
+    }
+
+    fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read connection.caFile {}: {e}", path.display()))?;
+        let mut found = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|_| {
+                format!("connection.caFile {} is not PEM certificates", path.display())
+            })?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("connection.caFile {}: {e}", path.display()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(format!(
+                "connection.caFile {} holds no certificate",
+                path.display()
+            ));
+        }
+        Ok(Some(Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )))
+    }
+}
+
+/// A reason for an LDAP failure, for the status and the log: what went wrong, never a
+/// password.
+fn describe(e: LdapError) -> String {
+    match e {
+        LdapError::LdapResult { result } => {
+            let what = match result.rc {
+                32 => "a base DN does not exist (noSuchObject)".to_owned(),
+                34 => "a DN is malformed (invalidDNSyntax)".to_owned(),
+                48 | 49 => {
+                    "the server refused the bind: check connection.bindDn and connection.bindPassword"
+                        .to_owned()
+                }
+                50 => "the bind DN may not read the directory (insufficientAccessRights)".to_owned(),
+                51 | 52 | 53 => format!("the server is not available (result code {})", result.rc),
+                rc => format!("the server answered result code {rc}"),
+            };
+            if result.text.is_empty() {
+                what
+            } else {
+                format!("{what}: {}", result.text)
+            }
+        }
+        LdapError::Timeout { .. } => "the server did not answer in time".to_owned(),
+        other => {
+            let mut why = other.to_string();
+            let mut cause = std::error::Error::source(&other);
+            while let Some(c) = cause {
+                why.push_str(": ");
+                why.push_str(&c.to_string());
+                cause = c.source();
+            }
+            why
+        }
+    }
+}
+
+fn first(entry: &SearchEntry, attr: &str) -> Option<String> {
+    values(entry, attr).first().map(|v| (*v).to_owned())
+}
+
+/// An attribute's values; attribute names are case-insensitive.
+fn values<'e>(entry: &'e SearchEntry, attr: &str) -> Vec<&'e str> {
+    entry
+        .attrs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .flat_map(|(_, v)| v.iter().map(String::as_str))
+        .collect()
+}
+
+/// Reads every user the filter selects.
+pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
+    let mut settings = LdapConnSettings::new()
+        .set_conn_timeout(source.timeout)
+        .set_starttls(source.starttls);
+    if let Some(config) = source.tls_config()? {
+        settings = settings.set_config(config);
+    }
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &source.url)
+        .await
+        .map_err(|e| format!("cannot connect: {}", describe(e)))?;
+    let driver = tokio::spawn(async move {
+        if let Err(e) = conn.drive().await {
+            tracing::debug!(error = %e, "LDAP connection ended");
+        }
+    });
+    let result = search_all(source, &mut ldap).await;
+    let _ = ldap.unbind().await;
+    driver.abort();
+    result
+}
+
+async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetched, String> {
+    if let Some((dn, password)) = &source.bind {
+        ldap.with_timeout(source.timeout)
+            .simple_bind(dn, password.expose())
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| format!("bind failed: {}", describe(e)))?;
+    }
+    let attrs = source.attributes();
+    let mut users = Vec::new();
+    let mut seen_dns = HashSet::new();
+    let mut missing_uid = 0u64;
+    for base in &source.base_dns {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(source.page_size)),
+        ];
+        let mut stream = ldap
+            .with_timeout(source.timeout)
+            .streaming_search_with(adapters, base, Scope::Subtree, &source.filter, attrs.clone())
+            .await
+            .map_err(|e| format!("search of {base:?} failed: {}", describe(e)))?;
+        loop {
+            let entry = match stream.next().await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(format!("search of {base:?} failed: {}", describe(e)));
+                }
+            };
+            // ldap3 panics on an entry it cannot parse; one bad entry from a
+            // misbehaving server must fail the run, not the process.
+            let entry = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                SearchEntry::construct(entry)
+            }))
+            .map_err(|_| format!("search of {base:?}: the server sent an unreadable entry"))?;
+            if !seen_dns.insert(entry.dn.to_ascii_lowercase()) {
+                continue;
+            }
+            let Some(uid) = first(&entry, &source.uid_attr) else {
+                missing_uid += 1;
+                continue;
+            };
+            users.push(to_user(source, &entry, &uid));
+        }
+        stream
+            .finish()
+            .await
+            .success()
+            .map_err(|e| format!("search of {base:?} failed: {}", describe(e)))?;
+    }
+    let mut fetched = Fetched {
+        users,
+        ..Fetched::default()
+    };
+    if missing_uid > 0 {
+        fetched.skipped = missing_uid;
+        fetched.problems.push(format!(
+            "{missing_uid} entries have no {} attribute (ldap.attribute.uid.value) and were skipped",
+            source.uid_attr
+        ));
+    }
+    Ok(fetched)
+}
+
+fn to_user(source: &LdapSource, entry: &SearchEntry, uid: &str) -> UserSpec {
+    let mut threepids = Vec::new();
+    for (medium, attrs) in &source.threepid_attrs {
+        for attr in attrs {
+            for value in values(entry, attr) {
+                threepids.push(super::ThreePidSpec {
+                    medium: medium.clone(),
+                    address: value.to_owned(),
+                });
+            }
+        }
+    }
+    let mut attributes = BTreeMap::new();
+    for attr in &source.extra_attrs {
+        let v: Vec<String> = values(entry, attr).into_iter().map(str::to_owned).collect();
+        if !v.is_empty() {
+            attributes.insert(attr.clone(), v);
+        }
+    }
+    let roles = source
+        .groups_attr
+        .as_deref()
+        .map(|a| values(entry, a).into_iter().map(str::to_owned).collect())
+        .unwrap_or_default();
+    UserSpec {
+        username: source.username(uid),
+        display_name: first(entry, &source.name_attr),
+        threepids,
+        roles,
+        attributes,
+        password: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> LdapSource {
+        LdapSource {
+            url: "ldap://127.0.0.1:1".into(),
+            starttls: false,
+            ca_file: None,
+            bind: None,
+            base_dns: vec![],
+            filter: "(objectClass=*)".into(),
+            uid_attr: "uid".into(),
+            uid_kind: UidKind::Localpart,
+            name_attr: "cn".into(),
+            threepid_attrs: vec![],
+            extra_attrs: vec!["UID".into(), "title".into()],
+            groups_attr: None,
+            active_directory: None,
+            domain: "example.org".into(),
+            timeout: Duration::from_secs(1),
+            page_size: 500,
+        }
+    }
+
+    #[test]
+    fn attribute_names_follow_the_ldap_grammar() {
+        for good in ["mail", "telephoneNumber", "x-custom", "2.5.4.3", "cn;lang-en"] {
+            assert!(is_attribute_name(good), "{good}");
+        }
+        for bad in ["", "1mail", "ma il", "mail)(uid=*", "cn;", "2..5", "*"] {
+            assert!(!is_attribute_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        assert!(is_valid_filter("(&(objectClass=person)(mail=*))"));
+        assert!(is_valid_filter("(cn=a\\2ab)"));
+        assert!(!is_valid_filter("objectClass=person)("));
+        assert!(!is_valid_filter("(&(objectClass=person)"));
+    }
+
+    #[test]
+    fn uids_become_usernames_with_active_directory_upns() {
+        let mut s = source();
+        assert_eq!(s.username(" jdoe "), "@jdoe:example.org");
+        assert_eq!(s.username("@x:evil.org"), "@@x:evil.org:example.org");
+        s.active_directory = Some("corp.example.org".into());
+        assert_eq!(s.username("jdoe@CORP.example.org"), "@jdoe:example.org");
+        assert_eq!(
+            s.username("jdoe@emea.example.org"),
+            "@jdoe/emea.example.org:example.org"
+        );
+        assert_eq!(s.username("jdoe"), "@jdoe:example.org");
+        s.uid_kind = UidKind::Mxid;
+        assert_eq!(s.username("@jdoe:example.org"), "@jdoe:example.org");
+    }
+
+    #[test]
+    fn requested_attributes_are_listed_once() {
+        let attrs = source().attributes();
+        assert_eq!(attrs, vec!["uid", "cn", "title"]);
+    }
+}

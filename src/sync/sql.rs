@@ -1,0 +1,310 @@
+//! SQL sources: a query over the organisation's database (`sql`), or Synapse's own
+//! database (`synapseSql`), so the 3PIDs users added in Synapse become lookups.
+//!
+//! The query returns one row per (user, 3PID), in any order:
+//! - `mxid` (a full Matrix ID) or `uid` / `localpart` (made one with `matrix.domain`);
+//! - optionally `display_name`;
+//! - `medium` and `address`, NULL for a user without 3PIDs.
+//!
+//! PostgreSQL, MySQL/MariaDB and SQLite go through sqlx's `Any` driver. A run opens
+//! one connection, streams the rows and closes it; SQLite files are opened read-only.
+
+use super::{Fetched, ThreePidSpec, UserSpec};
+use futures_util::TryStreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{Column, Connection, Row};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlSource {
+    pub dialect: Dialect,
+    /// sqlx connection URL (may hold a password: never logged).
+    pub url: crate::config::reader::Secret,
+    pub query: String,
+    /// `matrix.domain`, for localparts.
+    pub domain: String,
+    /// For the whole run (connect and read).
+    pub timeout: Duration,
+    /// Most rows read; more fails the run.
+    pub max_rows: u64,
+}
+
+/// The users query of the `synapseSql` preset: active, non-guest, non-appservice users
+/// with their display name and 3PIDs.
+pub fn synapse_query(dialect: Dialect) -> String {
+    // `profiles.user_id` is the localpart.
+    let localpart = match dialect {
+        Dialect::Postgres => "split_part(substr(u.name, 2), ':', 1)",
+        _ => "substr(u.name, 2, instr(u.name, ':') - 2)",
+    };
+    format!(
+        "SELECT u.name AS mxid, p.displayname AS display_name, t.medium AS medium, t.address AS address \
+         FROM users u \
+         LEFT JOIN profiles p ON p.user_id = {localpart} \
+         LEFT JOIN user_threepids t ON t.user_id = u.name \
+         WHERE COALESCE(u.deactivated, 0) = 0 AND COALESCE(u.is_guest, 0) = 0 AND u.appservice_id IS NULL"
+    )
+}
+
+/// ma1sd's `type` + `connection` (JDBC style: `//host/db?user=..&password=..`, or a
+/// SQLite file path) or a URL, as an sqlx URL.
+pub fn connection_url(
+    kind: &str,
+    connection: &str,
+    base_dir: &std::path::Path,
+) -> Result<(Dialect, String), String> {
+    let dialect = match kind {
+        "postgresql" | "postgres" => Dialect::Postgres,
+        "mysql" | "mariadb" => Dialect::MySql,
+        "sqlite" => Dialect::Sqlite,
+        other => {
+            return Err(format!(
+                "{other:?} is not a supported type: use postgresql, mysql, mariadb or sqlite"
+            ))
+        }
+    };
+    let scheme = match dialect {
+        Dialect::Postgres => "postgres",
+        Dialect::MySql => "mysql",
+        Dialect::Sqlite => "sqlite",
+    };
+    let connection = connection.trim();
+    if dialect == Dialect::Sqlite {
+        let path = connection
+            .strip_prefix("sqlite://")
+            .or_else(|| connection.strip_prefix("sqlite:"))
+            .unwrap_or(connection);
+        let (path, _) = path.split_once('?').unwrap_or((path, ""));
+        if path.is_empty() {
+            return Err("give the SQLite database file".into());
+        }
+        let path = base_dir.join(path);
+        // Read-only: a sync never writes to the source.
+        return Ok((dialect, format!("sqlite://{}?mode=ro", path.display())));
+    }
+    let rest = if let Some(rest) = connection.strip_prefix("//") {
+        rest.to_owned()
+    } else if let Some((given, rest)) = connection.split_once("://") {
+        let ok = match dialect {
+            Dialect::Postgres => given == "postgres" || given == "postgresql",
+            _ => given == "mysql" || given == "mariadb",
+        };
+        if !ok {
+            return Err(format!("a {scheme} connection cannot use {given}://"));
+        }
+        rest.to_owned()
+    } else {
+        return Err("give //host[:port]/database[?user=..&password=..] or a URL".into());
+    };
+    let mut url = url::Url::parse(&format!("{scheme}://{rest}"))
+        .map_err(|e| format!("not a valid connection: {e}"))?;
+    // JDBC puts credentials in the query; sqlx wants them in the URL.
+    let mut user = None;
+    let mut password = None;
+    let mut kept = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "user" => user = Some(v.into_owned()),
+            "password" => password = Some(v.into_owned()),
+            _ => kept.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    if user.is_some() || password.is_some() {
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        if let Some(u) = user {
+            url.set_username(&u)
+                .map_err(|_| "the connection has no host".to_owned())?;
+        }
+        if let Some(p) = password {
+            url.set_password(Some(&p))
+                .map_err(|_| "the connection has no host".to_owned())?;
+        }
+    }
+    Ok((dialect, url.to_string()))
+}
+
+fn describe(e: sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!("the database refused: {}", db.message()),
+        sqlx::Error::ColumnNotFound(c) => format!("the query returns no {c} column"),
+        sqlx::Error::PoolTimedOut => "the database did not answer in time".into(),
+        sqlx::Error::Io(io) => format!("cannot reach the database: {io}"),
+        sqlx::Error::Tls(t) => format!("TLS with the database failed: {t}"),
+        // Messages of other errors name columns and types, not values.
+        other => other.to_string(),
+    }
+}
+
+/// A text column, accepting integers (phone numbers are often stored as numbers).
+fn text(row: &AnyRow, column: &str) -> Result<Option<String>, String> {
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::ColumnNotFound(_)) => Err(format!("the query returns no {column} column")),
+        Err(_) => match row.try_get::<Option<i64>, _>(column) {
+            Ok(v) => Ok(v.map(|n| n.to_string())),
+            Err(_) => Err(format!("the {column} column is neither text nor an integer")),
+        },
+    }
+}
+
+/// Which columns name the user: `mxid`, else `uid` or `localpart`.
+fn id_column(row: &AnyRow) -> Result<(&'static str, bool), String> {
+    let names: Vec<String> = row
+        .columns()
+        .iter()
+        .map(|c| c.name().to_ascii_lowercase())
+        .collect();
+    let has = |n: &str| names.iter().any(|c| c == n);
+    if has("mxid") {
+        Ok(("mxid", true))
+    } else if has("uid") {
+        Ok(("uid", false))
+    } else if has("localpart") {
+        Ok(("localpart", false))
+    } else {
+        Err(format!(
+            "the query must return an mxid, uid or localpart column (it returns: {})",
+            names.join(", ")
+        ))
+    }
+}
+
+pub async fn fetch(source: &SqlSource) -> Result<Fetched, String> {
+    sqlx::any::install_default_drivers();
+    match tokio::time::timeout(source.timeout, read(source)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the database did not answer within {} s",
+            source.timeout.as_secs()
+        )),
+    }
+}
+
+async fn read(source: &SqlSource) -> Result<Fetched, String> {
+    let mut conn = sqlx::AnyConnection::connect(source.url.expose())
+        .await
+        .map_err(|e| format!("cannot connect: {}", describe(e)))?;
+    let mut users: BTreeMap<String, UserSpec> = BTreeMap::new();
+    let mut layout: Option<(&'static str, bool, bool, bool)> = None;
+    let mut rows = 0u64;
+    let mut fetched = Fetched::default();
+    {
+        let mut stream = sqlx::query(sqlx::AssertSqlSafe(source.query.clone())).fetch(&mut conn);
+        while let Some(row) = stream
+            .try_next()
+            .await
+            .map_err(|e| format!("the query failed: {}", describe(e)))?
+        {
+            rows += 1;
+            if rows > source.max_rows {
+                return Err(format!(
+                    "the query returns more than {} rows (sync.maxRows)",
+                    source.max_rows
+                ));
+            }
+            let (id_col, is_mxid, has_name, has_3pid) = match layout {
+                Some(l) => l,
+                None => {
+                    let (id_col, is_mxid) = id_column(&row)?;
+                    let cols: Vec<String> = row
+                        .columns()
+                        .iter()
+                        .map(|c| c.name().to_ascii_lowercase())
+                        .collect();
+                    let has = |n: &str| cols.iter().any(|c| c == n);
+                    if has("medium") != has("address") {
+                        return Err(
+                            "the query returns medium without address, or address without medium"
+                                .into(),
+                        );
+                    }
+                    let l = (id_col, is_mxid, has("display_name"), has("medium"));
+                    layout = Some(l);
+                    l
+                }
+            };
+            let Some(id) = text(&row, id_col)? else {
+                fetched.skipped += 1;
+                if fetched.problems.len() < super::MAX_PROBLEMS {
+                    fetched
+                        .problems
+                        .push(format!("row {rows}: the {id_col} column is NULL"));
+                }
+                continue;
+            };
+            let username = if is_mxid {
+                id.trim().to_owned()
+            } else {
+                format!("@{}:{}", id.trim(), source.domain)
+            };
+            let user = users.entry(username.clone()).or_insert_with(|| UserSpec {
+                username,
+                display_name: None,
+                threepids: Vec::new(),
+                roles: Vec::new(),
+                attributes: BTreeMap::new(),
+                password: None,
+            });
+            if has_name && user.display_name.is_none() {
+                user.display_name = text(&row, "display_name")?;
+            }
+            if has_3pid {
+                if let (Some(medium), Some(address)) =
+                    (text(&row, "medium")?, text(&row, "address")?)
+                {
+                    user.threepids.push(ThreePidSpec { medium, address });
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+    fetched.users = users.into_values().collect();
+    Ok(fetched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn ma1sd_connections_become_sqlx_urls() {
+        let dir = Path::new("/etc/mxisd");
+        let (d, u) = connection_url(
+            "postgresql",
+            "//db.example.org:5433/synapse?user=syn&password=p%40ss&sslmode=require",
+            dir,
+        )
+        .unwrap();
+        assert_eq!(d, Dialect::Postgres);
+        assert_eq!(
+            u,
+            "postgres://syn:p%40ss@db.example.org:5433/synapse?sslmode=require"
+        );
+        let (_, u) = connection_url("postgresql", "postgres://a@h/db", dir).unwrap();
+        assert_eq!(u, "postgres://a@h/db");
+        let (d, u) = connection_url("mariadb", "//h/db?user=u", dir).unwrap();
+        assert_eq!((d, u.as_str()), (Dialect::MySql, "mysql://u@h/db"));
+        let (d, u) = connection_url("sqlite", "synapse/homeserver.db", dir).unwrap();
+        assert_eq!(d, Dialect::Sqlite);
+        assert_eq!(u, "sqlite:///etc/mxisd/synapse/homeserver.db?mode=ro");
+        let (_, u) = connection_url("sqlite", "/var/lib/s.db", dir).unwrap();
+        assert_eq!(u, "sqlite:///var/lib/s.db?mode=ro");
+        assert!(connection_url("oracle", "//h/db", dir).is_err());
+        assert!(connection_url("postgresql", "h/db", dir).is_err());
+        assert!(connection_url("postgresql", "mysql://h/db", dir).is_err());
+        assert!(connection_url("sqlite", "", dir).is_err());
+    }
+}
