@@ -268,14 +268,16 @@ async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
             let text = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text).map(Fetched::from).map_err(|e| {
-                // Positions only: serde's messages can quote values (addresses).
-                let at = e
-                    .location()
-                    .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-                    .unwrap_or_default();
-                format!("{} is not a list of users{at}", path.display())
-            })
+            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text)
+                .map(Fetched::from)
+                .map_err(|e| {
+                    // Positions only: serde's messages can quote values (addresses).
+                    let at = e
+                        .location()
+                        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                        .unwrap_or_default();
+                    format!("{} is not a list of users{at}", path.display())
+                })
         }
         SourceKind::Rest(rest) => fetch_rest(rest).await.map(Fetched::from),
         SourceKind::Ldap(source) => ldap::fetch(source).await,
@@ -343,7 +345,11 @@ fn resolve(fetched: Fetched, domain: &str) -> Resolved {
                 .map(str::to_owned);
         }
         for (k, v) in &user.attributes {
-            entry.attributes.entry(k.clone()).or_default().extend(v.iter().cloned());
+            entry
+                .attributes
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
         }
         entry.roles.extend(user.roles.iter().cloned());
         for tp in &user.threepids {
@@ -446,8 +452,7 @@ pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus
             format!("sync of {name} {why}"),
         ));
     }
-    match apply(state, name, listed, resolved, started, at).await
-    {
+    match apply(state, name, listed, resolved, started, at).await {
         Ok(status) => Ok(status),
         Err(e) => {
             // Chunks applied before the failure are consistent with the snapshot; the
@@ -543,7 +548,9 @@ pub async fn forget_removed_sources(state: AppState) {
                 removed = diff.removed,
                 "source no longer configured: its bindings and directory entries were removed"
             ),
-            Err(e) => tracing::error!(source = %name, error = %e, "removing an unconfigured source failed"),
+            Err(e) => {
+                tracing::error!(source = %name, error = %e, "removing an unconfigured source failed")
+            }
         }
     }
 }

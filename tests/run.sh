@@ -2,8 +2,8 @@
 # Runs mxisd's whole test suite on a fresh Debian machine.
 #
 # Installs what the tests need through apt when it is missing (the test servers they
-# start themselves: today procps for `kill`; slapd, postgresql and others as the
-# identity-store tests arrive), then runs every unit and integration test.
+# start themselves: slapd and ldap-utils, postgresql, procps), then runs every unit
+# and integration test.
 # Needs a Rust toolchain (rustup) and a C compiler for ring; run it as root or with sudo
 # available so apt can install.
 #
@@ -12,18 +12,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use, as "command:package".
+# Debian packages the tests use, as "command:package" (the LDAP and SQL tests start
+# their own throwaway slapd and PostgreSQL; the system services are never used).
 NEEDED=(
   "kill:procps"
   "cc:gcc"
+  "slapd:slapd"
+  "slapadd:slapd"
+  "ldapsearch:ldap-utils"
+  "ldapmodify:ldap-utils"
+  "runuser:util-linux"
 )
 
 missing=()
 for entry in "${NEEDED[@]}"; do
   cmd=${entry%%:*}
   pkg=${entry#*:}
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
 done
+# PostgreSQL's server binaries are not on PATH.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=("postgresql")
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}" >&2
   SUDO=""

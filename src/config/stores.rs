@@ -126,12 +126,16 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
         "medium",
         "ignored: mxisd syncs the directory instead of querying it per lookup",
     );
-    identity.ignored("lookup", "ignored: every synced address is in the hash index");
+    identity.ignored(
+        "lookup",
+        "ignored: every synced address is in the hash index",
+    );
     identity.finish(&[]);
     let directory = s.section("directory");
     directory.ignored("filter", "ignored: search runs on the synced entries");
-    let extra_attrs = attribute_list(&directory.section("attribute"), "other", &[]);
-    directory.section("attribute").finish(&[]);
+    let directory_attrs = directory.section("attribute");
+    let extra_attrs = attribute_list(&directory_attrs, "other", &[]);
+    directory_attrs.finish(&[]);
     directory.finish(&[]);
     for flow in ["auth", "profile"] {
         s.ignored(
@@ -277,7 +281,10 @@ pub fn read_sql(
         );
     }
     if synapse {
-        s.ignored("legacyRoomNames", "ignored: room names are not read from Synapse");
+        s.ignored(
+            "legacyRoomNames",
+            "ignored: room names are not read from Synapse",
+        );
     }
     s.finish(&[]);
     if !enabled {

@@ -152,7 +152,12 @@ impl Store {
     /// for a source that is no longer configured.
     pub async fn forget_source(&self, source: &str) -> Result<SyncDiff, StoreError> {
         let diff = self
-            .apply_sync(source, &BTreeMap::new(), &BTreeMap::new(), SyncStatus::default())
+            .apply_sync(
+                source,
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                SyncStatus::default(),
+            )
             .await?;
         let mut batch = Batch::new();
         batch.delete(SYNC_STATUS, source.as_bytes().to_vec());
@@ -242,11 +247,7 @@ impl Store {
                         match (&change, entry) {
                             (BindingChange::Set { threepid, .. }, Some(entry)) => {
                                 touched.push(threepid.clone());
-                                batch.put(
-                                    SYNC_ENTRY,
-                                    entry_key(source, threepid),
-                                    encode(&entry)?,
-                                );
+                                batch.put(SYNC_ENTRY, entry_key(source, threepid), encode(&entry)?);
                             }
                             (BindingChange::Remove { threepid, .. }, _) => {
                                 batch.delete(SYNC_ENTRY, entry_key(source, threepid));
@@ -399,7 +400,12 @@ mod tests {
             n
         );
         let d = store
-            .apply_sync("file", &BTreeMap::new(), &BTreeMap::new(), SyncStatus::default())
+            .apply_sync(
+                "file",
+                &BTreeMap::new(),
+                &BTreeMap::new(),
+                SyncStatus::default(),
+            )
             .await
             .unwrap();
         assert_eq!(d.removed as usize, n);

@@ -10,9 +10,9 @@
 
 use super::{Fetched, UserSpec};
 use crate::config::reader::Secret;
-use rustls::pki_types::pem::PemObject;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use rustls::pki_types::pem::PemObject;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -122,7 +122,10 @@ impl LdapSource {
         let mut found = 0;
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|_| {
-                format!("connection.caFile {} is not PEM certificates", path.display())
+                format!(
+                    "connection.caFile {} is not PEM certificates",
+                    path.display()
+                )
             })?;
             roots
                 .add(cert)
@@ -234,7 +237,13 @@ async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetch
         ];
         let mut stream = ldap
             .with_timeout(source.timeout)
-            .streaming_search_with(adapters, base, Scope::Subtree, &source.filter, attrs.clone())
+            .streaming_search_with(
+                adapters,
+                base,
+                Scope::Subtree,
+                &source.filter,
+                attrs.clone(),
+            )
             .await
             .map_err(|e| format!("search of {base:?} failed: {}", describe(e)))?;
         loop {
@@ -341,7 +350,13 @@ mod tests {
 
     #[test]
     fn attribute_names_follow_the_ldap_grammar() {
-        for good in ["mail", "telephoneNumber", "x-custom", "2.5.4.3", "cn;lang-en"] {
+        for good in [
+            "mail",
+            "telephoneNumber",
+            "x-custom",
+            "2.5.4.3",
+            "cn;lang-en",
+        ] {
             assert!(is_attribute_name(good), "{good}");
         }
         for bad in ["", "1mail", "ma il", "mail)(uid=*", "cn;", "2..5", "*"] {

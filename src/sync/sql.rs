@@ -154,7 +154,9 @@ fn text(row: &AnyRow, column: &str) -> Result<Option<String>, String> {
         Err(sqlx::Error::ColumnNotFound(_)) => Err(format!("the query returns no {column} column")),
         Err(_) => match row.try_get::<Option<i64>, _>(column) {
             Ok(v) => Ok(v.map(|n| n.to_string())),
-            Err(_) => Err(format!("the {column} column is neither text nor an integer")),
+            Err(_) => Err(format!(
+                "the {column} column is neither text nor an integer"
+            )),
         },
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod ldap;
+pub mod pg;
 pub mod smtp;
 pub mod twilio;
 

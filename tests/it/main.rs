@@ -12,6 +12,7 @@ mod http;
 mod invites;
 mod lookup;
 mod sessions;
+mod stores;
 mod sync;
 mod terms;
 mod tls;
