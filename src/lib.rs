@@ -190,8 +190,15 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
 
-    // Handlers are gone; we should hold the last reference to the store now.
+    // Handlers are gone; we should hold the last reference to the store now. A sync run
+    // cancelled on its own thread lets go of it a moment later.
     drop(state);
+    for _ in 0..100 {
+        if Arc::strong_count(&store) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     match Arc::try_unwrap(store) {
         Ok(store) => tokio::task::spawn_blocking(move || store.close())
             .await

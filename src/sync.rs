@@ -221,21 +221,74 @@ pub struct SourceConfig {
 }
 
 /// Most problems (skipped users, conflicts) kept in a status.
-const MAX_PROBLEMS: usize = 20;
+const MAX_PROBLEMS: usize = crate::store::sync::MAX_PROBLEMS;
 
-/// The configured sources, each with a lock so runs of one source never overlap.
+/// The configured sources, each with a lock so runs of one source never overlap, and
+/// the runtime their runs execute on.
 #[derive(Debug, Default)]
 pub struct Syncer {
     sources: Vec<(SourceConfig, tokio::sync::Mutex<()>)>,
+    /// The sync thread's runtime (see [`SyncThread`]); `None`: runs go on the caller's.
+    thread: Option<SyncThread>,
+}
+
+/// Sync runs (fetch, diff, apply) execute on a thread of their own at the lowest CPU
+/// priority (nice 19): on a small server a run of a big directory would otherwise take
+/// a whole core from lookups for its duration. Idle, a run goes at full speed. The
+/// thread ends when the server's state is dropped.
+#[derive(Debug)]
+struct SyncThread {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SyncThread {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("mxisd-sync")
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("mxisd-sync".into())
+            .spawn(move || {
+                if let Err(e) = rustix::process::setpriority_process(
+                    Some(rustix::thread::gettid()),
+                    19,
+                ) {
+                    tracing::debug!(error = %e, "cannot lower the sync thread's priority");
+                }
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
 }
 
 impl Syncer {
     pub fn new(sources: Vec<SourceConfig>) -> Self {
+        let thread = if sources.is_empty() {
+            None
+        } else {
+            match SyncThread::start() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no thread of its own for sync runs; they share the server's");
+                    None
+                }
+            }
+        };
         Self {
             sources: sources
                 .into_iter()
                 .map(|s| (s, tokio::sync::Mutex::new(())))
                 .collect(),
+            thread,
         }
     }
 
@@ -413,9 +466,30 @@ fn resolve(fetched: Fetched, domain: &str) -> Resolved {
 /// likely broken than emptied.
 const SHRINK_GUARD_MIN: usize = 100;
 
-/// Runs one source now (`force`: even if it would remove most of its bindings). Its
-/// status (success or failure) is recorded either way.
+/// Runs one source now (`force`: even if it would remove most of its bindings), on the
+/// sync thread. Its status (success or failure) is recorded either way.
 pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
+    let Some(thread) = &state.sync.thread else {
+        return run_here(state, name, force).await;
+    };
+    let task_state = state.clone();
+    let task_name = name.to_owned();
+    let task = thread
+        .handle
+        .spawn(async move { run_here(&task_state, &task_name, force).await });
+    // Dropping this future (shutdown) stops the run too, between two atomic chunks.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _abort = AbortOnDrop(task.abort_handle());
+    task.await
+        .map_err(|e| Error::internal("running a sync", e))?
+}
+
+async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
         return Err(Error::not_found(format!(
             "No sync source is named {name:?}"
@@ -519,6 +593,7 @@ async fn apply(
         added = diff.added,
         changed = diff.changed,
         removed = diff.removed,
+        outranked = diff.overridden,
         skipped,
         ms = started.elapsed().as_millis() as u64,
         "sync done"

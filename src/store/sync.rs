@@ -23,7 +23,10 @@ pub(crate) const SYNC_STATUS: &str = "sync_status";
 pub(crate) const SYNC_USER: &str = "sync_user";
 
 /// Most binding changes applied in one batch (see [`Store::apply_sync`]).
-pub const SYNC_CHUNK: usize = 10_000;
+pub const SYNC_CHUNK: usize = 2_000;
+
+/// Most problems kept in a status.
+pub const MAX_PROBLEMS: usize = 20;
 
 /// Validity of a synced binding: as long as the source keeps it.
 const SYNC_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -84,6 +87,8 @@ impl Record for SyncStatus {
 /// 3PIDs (for invites waiting on them), and counts.
 #[derive(Debug, Default)]
 pub struct SyncDiff {
+    /// Added or changed bindings another origin outranks (reported in the status).
+    pub overridden: u64,
     pub added: u64,
     pub changed: u64,
     pub removed: u64,
@@ -262,9 +267,7 @@ impl Store {
                     Step::User(mxid, None) => batch.delete(SYNC_USER, user_key(source, &mxid)),
                 }
             }
-            if chunk + 1 == chunks {
-                batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
-            } else if chunk == 0 && self.sync_status(source)?.is_none() {
+            if chunk + 1 < chunks && chunk == 0 && self.sync_status(source)?.is_none() {
                 // A first sync interrupted between chunks still leaves a status, so
                 // the source is known (and purged if it leaves the config).
                 batch.put(
@@ -279,12 +282,30 @@ impl Store {
             let _guard = self.bindings_lock.lock().await;
             let effective = self.stage_binding_changes(changes, &mut batch)?;
             // Sets come before removals: they line up with `touched`.
-            diff.now_bound.extend(
-                touched
-                    .into_iter()
-                    .zip(effective)
-                    .filter_map(|(t, e)| e.map(|e| (t, e))),
-            );
+            for (threepid, entry) in touched.into_iter().zip(effective) {
+                let Some(entry) = entry else { continue };
+                // Another origin (an operator, a user's own bind, another source)
+                // outranks this source for the address: say so.
+                if entry.origin != origin {
+                    let ours = wanted.get(&threepid).map(String::as_str).unwrap_or_default();
+                    if entry.mxid != ours {
+                        diff.overridden += 1;
+                        if status.problems.len() < MAX_PROBLEMS {
+                            status.problems.push(format!(
+                                "{} {} is {ours} here but stays {} ({} outranks this source)",
+                                threepid.medium(),
+                                crate::logging::redact_address(threepid.address()),
+                                entry.mxid,
+                                entry.origin
+                            ));
+                        }
+                    }
+                }
+                diff.now_bound.push((threepid, entry));
+            }
+            if chunk + 1 == chunks {
+                batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+            }
             self.apply(batch)?;
             drop(_guard);
             self.flusher.flush().await?;
@@ -364,6 +385,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (1, 1, 1));
+        // The operator's binding of b outranks the source's change: reported.
+        assert_eq!(d.overridden, 1);
+        let problems = store.sync_status("ldap").unwrap().unwrap().problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("@b2:x.org here but stays @boss:x.org (admin outranks"));
+        assert!(!problems[0].contains("b@x.org"), "{problems:?}");
         assert!(store.binding(&tp("a@x.org")).unwrap().is_none());
         let b = store.binding(&tp("b@x.org")).unwrap().unwrap();
         assert_eq!(b.effective().unwrap().mxid, "@boss:x.org");
@@ -388,11 +415,25 @@ mod tests {
         let wanted: BTreeMap<ThreePid, String> = (0..n)
             .map(|i| (tp(&format!("u{i}@x.org")), format!("@u{i}:x.org")))
             .collect();
+        let users: BTreeMap<String, DirectoryUser> = (0..n)
+            .map(|i| {
+                (
+                    format!("@u{i}:x.org"),
+                    DirectoryUser {
+                        display_name: Some(format!("U {i}")),
+                        threepids: vec![tp(&format!("u{i}@x.org"))],
+                        ..DirectoryUser::default()
+                    },
+                )
+            })
+            .collect();
         let d = store
-            .apply_sync("file", &wanted, &BTreeMap::new(), SyncStatus::default())
+            .apply_sync("file", &wanted, &users, SyncStatus::default())
             .await
             .unwrap();
         assert_eq!(d.added as usize, n);
+        assert_eq!(store.directory_users("file").unwrap(), users);
+        assert!(store.directory_users("ldap").unwrap().is_empty());
         assert_eq!(d.now_bound.len(), n);
         assert_eq!(store.synced("file").unwrap().len(), n);
         assert_eq!(
@@ -410,6 +451,10 @@ mod tests {
             .unwrap();
         assert_eq!(d.removed as usize, n);
         assert!(store.synced("file").unwrap().is_empty());
+        assert!(store.directory_users("file").unwrap().is_empty());
         assert!(store.binding(&tp("u7@x.org")).unwrap().is_none());
+        assert_eq!(store.sync_sources().unwrap(), vec!["file".to_owned()]);
+        store.forget_source("file").await.unwrap();
+        assert!(store.sync_sources().unwrap().is_empty());
     }
 }
