@@ -811,6 +811,19 @@ fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>>
         for t in u.list_of_sections("threepids") {
             match (t.string("medium"), t.string("address")) {
                 (Some(medium), Some(address)) => {
+                    // Checked here so check-config finds what a sync would skip.
+                    match crate::model::Medium::parse(&medium.to_lowercase()) {
+                        None => {
+                            t.problem("medium", format!("{medium:?} must be email or msisdn"));
+                            ok = false;
+                        }
+                        Some(m) => {
+                            if let Err(e) = crate::model::ThreePid::new(m, &address) {
+                                t.problem("address", e);
+                                ok = false;
+                            }
+                        }
+                    }
                     threepids.push(crate::sync::ThreePidSpec { medium, address })
                 }
                 _ => {

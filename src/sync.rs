@@ -56,7 +56,7 @@ pub enum SourceKind {
     Memory(Vec<UserSpec>),
     File(PathBuf),
     Rest(RestSource),
-    Ldap(ldap::LdapSource),
+    Ldap(Box<ldap::LdapSource>),
     Sql(sql::SqlSource),
 }
 
@@ -253,10 +253,9 @@ impl SyncThread {
         std::thread::Builder::new()
             .name("mxisd-sync".into())
             .spawn(move || {
-                if let Err(e) = rustix::process::setpriority_process(
-                    Some(rustix::thread::gettid()),
-                    19,
-                ) {
+                if let Err(e) =
+                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
+                {
                     tracing::debug!(error = %e, "cannot lower the sync thread's priority");
                 }
                 runtime.block_on(async {

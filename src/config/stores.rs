@@ -233,7 +233,7 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
     let scheme = if tls { "ldaps" } else { "ldap" };
     Some(Some(SourceConfig {
         name: "ldap".into(),
-        kind: SourceKind::Ldap(LdapSource {
+        kind: SourceKind::Ldap(Box::new(LdapSource {
             url: format!("{scheme}://{host}:{port}"),
             starttls,
             ca_file,
@@ -250,7 +250,7 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
             domain: domain.unwrap_or_default().to_owned(),
             timeout,
             page_size: i32::try_from(page_size).unwrap_or(500),
-        }),
+        })),
         interval: Some(every),
     }))
 }

@@ -37,6 +37,12 @@ fn the_embedded_default_and_the_example_are_valid() {
         ("127.0.0.1", 8090)
     );
     assert!(c.storage.path.ends_with("mxisd-data"));
+    // With an example directory, so lookups answer out of the box.
+    assert_eq!(c.sync.len(), 1);
+    let crate::sync::SourceKind::Memory(users) = &c.sync[0].kind else {
+        panic!("the embedded default has no example directory")
+    };
+    assert_eq!(users.len(), 3);
     let c = load(EXAMPLE).unwrap();
     assert_eq!(c.matrix.domain, "example.org");
 }
@@ -84,7 +90,7 @@ fn every_problem_is_reported_at_once_with_its_key_path() {
         "storage.backend: mxisd keeps its state in an embedded store",
         "storage.provider: mxisd keeps its state",
         "storage.path: required",
-        "ldap: identity stores (ldap) are not supported",
+        "ldap.connection.host: required when ldap.enabled is true",
         "logging.requests: not supported",
         "logging.format: \"xml\" is not text or json",
     ] {
@@ -270,4 +276,56 @@ fn compatibility_keys_give_warnings_not_errors() {
         all.contains("threepid.medium.msisdn.connectors.twilio.baseUrl"),
         "{all}"
     );
+}
+
+#[test]
+fn identity_stores_are_read_with_ma1sd_keys() {
+    let c = load(&format!(
+        "{MINIMAL}memory:\n  enabled: true\n  identities:\n    - username: a\n      threepids:\n        - {{medium: email, address: a@example.org}}\n\
+         ldap:\n  enabled: true\n  activeDirectory: true\n  defaultDomain: corp.example.org\n  connection:\n    host: dc1.corp.example.org\n    tls: true\n    bindDn: 'CN=mxisd,DC=corp'\n    bindPassword: pw\n    baseDn: 'DC=corp'\n  attribute:\n    uid:\n      value: userPrincipalName\n    threepid:\n      email: [mail]\n      kmx.employee.id: [employeeId]\n  identity:\n    token: '%3pid'\n\
+         synapseSql:\n  enabled: true\n  type: postgresql\n  connection: '//db/synapse?user=u&password=p'\n"
+    ))
+    .unwrap();
+    let names: Vec<&str> = c.sync.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["memory", "ldap", "synapseSql"]);
+    let crate::sync::SourceKind::Ldap(l) = &c.sync[1].kind else {
+        panic!("not ldap")
+    };
+    assert_eq!(l.url, "ldaps://dc1.corp.example.org:636");
+    assert_eq!(l.base_dns, ["DC=corp"]);
+    assert_eq!(l.filter, "(userPrincipalName=*)");
+    assert_eq!(
+        l.threepid_attrs,
+        [("email".to_owned(), vec!["mail".to_owned()])]
+    );
+    assert_eq!(l.active_directory.as_deref(), Some("corp.example.org"));
+    // Custom media and per-lookup keys are accepted with a warning.
+    let w = c.warnings.join("\n");
+    assert!(w.contains("ldap.attribute.threepid.kmx.employee.id"), "{w}");
+    assert!(w.contains("ldap.identity.token"), "{w}");
+    let crate::sync::SourceKind::Sql(q) = &c.sync[2].kind else {
+        panic!("not sql")
+    };
+    assert!(q.query.contains("user_threepids"));
+    assert_eq!(q.url.expose(), "postgres://u:p@db/synapse");
+    // The secret stays out of Debug output.
+    assert!(!format!("{:?}", c.sync[2]).contains(":p@"));
+}
+
+#[test]
+fn memory_identities_with_bad_addresses_are_config_errors() {
+    let e = load(&format!(
+        "{MINIMAL}memory:\n  enabled: true\n  identities:\n    - username: a\n      threepids:\n        - {{medium: email, address: not-mail}}\n        - {{medium: fax, address: '1'}}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("memory.identities[0].threepids[0].address"),
+        "{e}"
+    );
+    assert!(
+        e.contains("memory.identities[0].threepids[1].medium"),
+        "{e}"
+    );
+    assert!(!e.contains("not-mail"), "{e}");
 }

@@ -72,7 +72,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Writes a byte count the way the config reads it.
 pub fn format_size(bytes: u64) -> String {
     for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }

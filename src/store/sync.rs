@@ -287,7 +287,10 @@ impl Store {
                 // Another origin (an operator, a user's own bind, another source)
                 // outranks this source for the address: say so.
                 if entry.origin != origin {
-                    let ours = wanted.get(&threepid).map(String::as_str).unwrap_or_default();
+                    let ours = wanted
+                        .get(&threepid)
+                        .map(String::as_str)
+                        .unwrap_or_default();
                     if entry.mxid != ours {
                         diff.overridden += 1;
                         if status.problems.len() < MAX_PROBLEMS {

@@ -159,7 +159,7 @@ fn describe(e: LdapError) -> String {
                         .to_owned()
                 }
                 50 => "the bind DN may not read the directory (insufficientAccessRights)".to_owned(),
-                51 | 52 | 53 => format!("the server is not available (result code {})", result.rc),
+                51..=53 => format!("the server is not available (result code {})", result.rc),
                 rc => format!("the server answered result code {rc}"),
             };
             if result.text.is_empty() {
