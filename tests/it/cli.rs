@@ -197,6 +197,20 @@ fn run_on_the_embedded_default_then_sigterm() {
     let (status, body) = http_get(server.port, "/_matrix/identity/v2");
     assert_eq!((status, body), (200, serde_json::json!({})));
     let (_, key) = http_get(server.port, "/_matrix/identity/v2/pubkey/ed25519:0");
+    // The example directory answers lookups out of the box (synced at start).
+    let mut found = serde_json::Value::Null;
+    for _ in 0..200 {
+        found = http_get(
+            server.port,
+            "/_matrix/identity/api/v1/lookup?medium=email&address=alice@example.org",
+        )
+        .1;
+        if !found["mxid"].is_null() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert_eq!(found["mxid"], "@alice:localhost", "{found}");
 
     // State and key live under ./mxisd-data, the key file private.
     let key_file = dir.path().join("mxisd-data/keys/regular/ed25519/0");
