@@ -102,6 +102,18 @@ struct RestThreePid {
     address: String,
 }
 
+/// An error with its causes, `outer: inner: ...` (the reason: refused, TLS, DNS...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        why.push_str(": ");
+        why.push_str(&c.to_string());
+        cause = c.source();
+    }
+    why
+}
+
 /// Most pages followed in one run.
 const REST_MAX_PAGES: usize = 10_000;
 
@@ -151,15 +163,7 @@ async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
                 format!("{shown} did not answer in time")
             } else {
                 // The reason (refused, TLS, DNS...) without the URL and its query.
-                let e = e.without_url();
-                let mut why = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    why.push_str(": ");
-                    why.push_str(&c.to_string());
-                    cause = c.source();
-                }
-                format!("cannot reach {shown}: {why}")
+                format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
             }
         })?;
         if !response.status().is_success() {

@@ -169,16 +169,7 @@ fn describe(e: LdapError) -> String {
             }
         }
         LdapError::Timeout { .. } => "the server did not answer in time".to_owned(),
-        other => {
-            let mut why = other.to_string();
-            let mut cause = std::error::Error::source(&other);
-            while let Some(c) = cause {
-                why.push_str(": ");
-                why.push_str(&c.to_string());
-                cause = c.source();
-            }
-            why
-        }
+        other => super::error_chain(&other),
     }
 }
 

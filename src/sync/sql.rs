@@ -161,25 +161,47 @@ fn text(row: &AnyRow, column: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// Which columns name the user: `mxid`, else `uid` or `localpart`.
-fn id_column(row: &AnyRow) -> Result<(&'static str, bool), String> {
-    let names: Vec<String> = row
-        .columns()
-        .iter()
-        .map(|c| c.name().to_ascii_lowercase())
-        .collect();
-    let has = |n: &str| names.iter().any(|c| c == n);
-    if has("mxid") {
-        Ok(("mxid", true))
-    } else if has("uid") {
-        Ok(("uid", false))
-    } else if has("localpart") {
-        Ok(("localpart", false))
-    } else {
-        Err(format!(
-            "the query must return an mxid, uid or localpart column (it returns: {})",
-            names.join(", ")
-        ))
+/// How the query's rows are laid out.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// The column naming the user, and whether it holds Matrix IDs.
+    id: &'static str,
+    is_mxid: bool,
+    has_name: bool,
+    has_3pid: bool,
+}
+
+impl Layout {
+    fn of(row: &AnyRow) -> Result<Self, String> {
+        let names: Vec<String> = row
+            .columns()
+            .iter()
+            .map(|c| c.name().to_ascii_lowercase())
+            .collect();
+        let has = |n: &str| names.iter().any(|c| c == n);
+        let (id, is_mxid) = if has("mxid") {
+            ("mxid", true)
+        } else if has("uid") {
+            ("uid", false)
+        } else if has("localpart") {
+            ("localpart", false)
+        } else {
+            return Err(format!(
+                "the query must return an mxid, uid or localpart column (it returns: {})",
+                names.join(", ")
+            ));
+        };
+        if has("medium") != has("address") {
+            return Err(
+                "the query returns medium without address, or address without medium".into(),
+            );
+        }
+        Ok(Self {
+            id,
+            is_mxid,
+            has_name: has("display_name"),
+            has_3pid: has("medium"),
+        })
     }
 }
 
@@ -199,7 +221,7 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
         .await
         .map_err(|e| format!("cannot connect: {}", describe(e)))?;
     let mut users: BTreeMap<String, UserSpec> = BTreeMap::new();
-    let mut layout: Option<(&'static str, bool, bool, bool)> = None;
+    let mut layout: Option<Layout> = None;
     let mut rows = 0u64;
     let mut fetched = Fetched::default();
     {
@@ -216,37 +238,20 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
                     source.max_rows
                 ));
             }
-            let (id_col, is_mxid, has_name, has_3pid) = match layout {
+            let layout = match layout {
                 Some(l) => l,
-                None => {
-                    let (id_col, is_mxid) = id_column(&row)?;
-                    let cols: Vec<String> = row
-                        .columns()
-                        .iter()
-                        .map(|c| c.name().to_ascii_lowercase())
-                        .collect();
-                    let has = |n: &str| cols.iter().any(|c| c == n);
-                    if has("medium") != has("address") {
-                        return Err(
-                            "the query returns medium without address, or address without medium"
-                                .into(),
-                        );
-                    }
-                    let l = (id_col, is_mxid, has("display_name"), has("medium"));
-                    layout = Some(l);
-                    l
-                }
+                None => *layout.insert(Layout::of(&row)?),
             };
-            let Some(id) = text(&row, id_col)? else {
+            let Some(id) = text(&row, layout.id)? else {
                 fetched.skipped += 1;
                 if fetched.problems.len() < super::MAX_PROBLEMS {
                     fetched
                         .problems
-                        .push(format!("row {rows}: the {id_col} column is NULL"));
+                        .push(format!("row {rows}: the {} column is NULL", layout.id));
                 }
                 continue;
             };
-            let username = if is_mxid {
+            let username = if layout.is_mxid {
                 id.trim().to_owned()
             } else {
                 format!("@{}:{}", id.trim(), source.domain)
@@ -259,10 +264,10 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
                 attributes: BTreeMap::new(),
                 password: None,
             });
-            if has_name && user.display_name.is_none() {
+            if layout.has_name && user.display_name.is_none() {
                 user.display_name = text(&row, "display_name")?;
             }
-            if has_3pid {
+            if layout.has_3pid {
                 if let (Some(medium), Some(address)) =
                     (text(&row, "medium")?, text(&row, "address")?)
                 {

@@ -196,6 +196,18 @@ pub fn assert_error(r: &Resp, status: u16, errcode: &str) {
     assert!(r.body["error"].is_string(), "no error message: {}", r.body);
 }
 
+/// Runs a command of a test harness; its output if it succeeded, else a panic with it.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A free loopback port (bound then released; fine for tests of the binary).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -2,6 +2,7 @@
 //! temp dir, loaded offline with slapadd, started on a free port and killed on drop.
 //! Optionally serves LDAPS and StartTLS with a certificate made for the test.
 
+use super::run_ok as run;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -264,14 +265,4 @@ impl Drop for Slapd {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
