@@ -501,10 +501,14 @@ fn apply_change(record: &mut ThreePidRecord, change: BindingChange, now: u64) {
             not_after_ms,
             ..
         } => {
+            // A new association starts when the caller said it does (its `not_before`,
+            // read from the same clock reading as the rest of its answer), never later
+            // than now.
+            let created = not_before_ms.min(now);
             match record.entries.iter_mut().find(|e| e.origin == origin) {
                 Some(e) => {
                     if e.mxid != mxid {
-                        e.created_ms = now;
+                        e.created_ms = created;
                     }
                     e.mxid = mxid;
                     e.updated_ms = now;
@@ -514,7 +518,7 @@ fn apply_change(record: &mut ThreePidRecord, change: BindingChange, now: u64) {
                 None => record.entries.push(BindingEntry {
                     origin,
                     mxid,
-                    created_ms: now,
+                    created_ms: created,
                     updated_ms: now,
                     not_before_ms,
                     not_after_ms,
