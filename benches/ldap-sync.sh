@@ -240,14 +240,37 @@ wrk -t1 -c"$CONNS" -d2s -s "$WORK/lookup.lua" "$URL" >/dev/null
 echo "  lookups, idle:         $(wrk_rps 10) req/s"
 
 # --- resyncs ---
+# CPU seconds used so far: "slapd sync-thread rest-of-mxisd".
+ticks() { awk '{print $14 + $15}' "$1" 2>/dev/null || echo 0; }
+cpu_now() {
+  local hz slapd sync=0 all t
+  hz=$(getconf CLK_TCK)
+  slapd=$(ticks "/proc/$(cat "$WORK/slapd.pid")/stat")
+  all=$(ticks "/proc/$PID/stat")
+  for t in /proc/"$PID"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = "mxisd-sync" ] && sync=$((sync + $(ticks "$t/stat")))
+  done
+  echo "$slapd $sync $all $hz"
+}
+cpu_used() { # before after
+  python3 -c "
+b, a = '$1'.split(), '$2'.split()
+hz = int(a[3])
+d = [(int(a[i]) - int(b[i])) / hz for i in range(3)]
+print(f'CPU: slapd {d[0]:.1f} s, sync thread {d[1]:.1f} s, rest of mxisd {d[2] - d[1]:.1f} s')"
+}
 ms_to_s() { python3 -c "import math; print(max(2, math.floor($1 / 1000)))"; }
 d=$(cli sync --source ldap | field duration_ms)
 echo "  resync, no change:     $d ms"
+c0=$(cpu_now)
+cli sync --source ldap >/dev/null
+echo "  no-change resync idle: $(cpu_used "$c0" "$(cpu_now)")"
+c0=$(cpu_now)
 cli sync --source ldap >"$WORK/sync.out" &
 SYNC=$!
 rps=$(wrk_rps "$(ms_to_s "$d")")
 wait $SYNC
-echo "  lookups during it:     $rps req/s (that resync: $(field duration_ms <"$WORK/sync.out") ms)"
+echo "  lookups during it:     $rps req/s (that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
 
 python3 - "$N" > "$WORK/change.ldif" <<'PY'
 import sys
@@ -261,13 +284,15 @@ echo "  resync, 1 % changed:   $(field duration_ms <"$WORK/sync.out") ms ($(fiel
 
 # Every user changed: the same people with new mail addresses (directory B), then A.
 stop_slapd; start_slapd b
+c0=$(cpu_now)
 cli sync --source ldap >"$WORK/sync.out"
 d=$(field duration_ms <"$WORK/sync.out")
-echo "  resync, all changed:   $d ms ($(field added <"$WORK/sync.out") added, $(field removed <"$WORK/sync.out") removed)"
+echo "  resync, all changed:   $d ms ($(field added <"$WORK/sync.out") added, $(field removed <"$WORK/sync.out") removed; $(cpu_used "$c0" "$(cpu_now)"))"
 stop_slapd; start_slapd a
+c0=$(cpu_now)
 cli sync --source ldap >"$WORK/sync.out" &
 SYNC=$!
 rps=$(wrk_rps "$(ms_to_s "$d")")
 wait $SYNC
-echo "  lookups during one:    $rps req/s (that resync: $(field duration_ms <"$WORK/sync.out") ms)"
+echo "  lookups during one:    $rps req/s (that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
 echo "  server RSS:            peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), now $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"

@@ -13,7 +13,7 @@ use crate::model::{Medium, Mxid, ThreePid};
 use crate::state::AppState;
 use crate::store::now_ms;
 use crate::store::sync::{DirectoryUser, SyncStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ pub mod ldap;
 pub mod sql;
 
 /// One user as sources describe them (ma1sd's `memory.identities` shape).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserSpec {
     /// A localpart (made a Matrix ID with `matrix.domain`) or a full Matrix ID.
@@ -43,7 +43,7 @@ pub struct UserSpec {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThreePidSpec {
     pub medium: String,
@@ -246,6 +246,23 @@ struct SyncThread {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU time no
+/// other thread wants, and yields the moment one does (nice 19 still takes its share
+/// and is not preempted at once).
+fn set_idle_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    ) {
+        tracing::debug!(error = ?e, "cannot lower the sync thread's priority");
+    }
+}
+
 impl SyncThread {
     fn start() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -257,11 +274,7 @@ impl SyncThread {
         std::thread::Builder::new()
             .name("mxisd-sync".into())
             .spawn(move || {
-                if let Err(e) =
-                    rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19)
-                {
-                    tracing::debug!(error = %e, "cannot lower the sync thread's priority");
-                }
+                set_idle_priority();
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
@@ -306,6 +319,34 @@ pub struct Fetched {
     pub users: Vec<UserSpec>,
     pub problems: Vec<String>,
     pub skipped: u64,
+}
+
+impl Fetched {
+    /// SHA-256 of everything resolving depends on: the users in the order given, what
+    /// was skipped, and the domain localparts are completed with.
+    fn digest(&self, domain: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(Sha256::new());
+        h.0.update(domain.as_bytes());
+        h.0.update([0]);
+        let config = bincode::config::standard();
+        // Writing into a hash cannot fail; a failure would only make the digest
+        // differ, which means a full diff.
+        let _ = bincode::serde::encode_into_std_write(&self.users, &mut h, config);
+        let _ = bincode::serde::encode_into_std_write(&self.problems, &mut h, config);
+        h.0.update(self.skipped.to_le_bytes());
+        h.0.finalize().into()
+    }
 }
 
 impl From<Vec<UserSpec>> for Fetched {
@@ -513,6 +554,19 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
             ));
         }
     };
+    // The same answer as at the last fully applied run: nothing to diff or write.
+    let digest = fetched.digest(&state.config.matrix.domain);
+    if !force && state.store.sync_digest(name)?.as_deref() == Some(&digest[..]) {
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let status = state.store.sync_unchanged(name, at, ms).await?;
+        tracing::info!(
+            source = name,
+            users = status.users,
+            ms,
+            "sync done: unchanged"
+        );
+        return Ok(status);
+    }
     let listed = fetched.users.len();
     let resolved = resolve(fetched, &state.config.matrix.domain);
     let before = state.store.synced(name)?.len();
@@ -529,8 +583,13 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
             format!("sync of {name} {why}"),
         ));
     }
+    // Until this apply is complete, no digest may claim the store matches a fetch.
+    state.store.set_sync_digest(name, None).await?;
     match apply(state, name, listed, resolved, started, at).await {
-        Ok(status) => Ok(status),
+        Ok(status) => {
+            state.store.set_sync_digest(name, Some(&digest)).await?;
+            Ok(status)
+        }
         Err(e) => {
             // Chunks applied before the failure are consistent with the snapshot; the
             // next run finishes the job. Say so where operators look.
@@ -742,6 +801,34 @@ mod tests {
             attributes: BTreeMap::new(),
             password: None,
         }
+    }
+
+    #[test]
+    fn a_fetch_digest_changes_with_anything_resolving_depends_on() {
+        let a = user("a", &[("email", "a@x.org")]);
+        let b = user("b", &[("email", "b@x.org")]);
+        let base = Fetched::from(vec![a.clone(), b.clone()]).digest("x.org");
+        assert_eq!(
+            base,
+            Fetched::from(vec![a.clone(), b.clone()]).digest("x.org")
+        );
+        assert_ne!(
+            base,
+            Fetched::from(vec![b.clone(), a.clone()]).digest("x.org")
+        );
+        assert_ne!(
+            base,
+            Fetched::from(vec![a.clone(), b.clone()]).digest("y.org")
+        );
+        let mut renamed = b.clone();
+        renamed.display_name = Some("B".into());
+        assert_ne!(
+            base,
+            Fetched::from(vec![a.clone(), renamed]).digest("x.org")
+        );
+        let mut skipped = Fetched::from(vec![a, b]);
+        skipped.skipped = 1;
+        assert_ne!(base, skipped.digest("x.org"));
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - `sync_user`: source name ‖ 0 ‖ Matrix ID → [`DirectoryUser`] (who the source
 //!   lists, with display name, 3PIDs and extra attributes: the directory entries)
 //! - `sync_status`: source name → [`SyncStatus`]
+//! - `sync_digest`: source name → SHA-256 of what the source gave at its last fully
+//!   applied run (a run that fetches the same skips the diff)
 //!
 //! A run's bindings, directory entries, snapshot and status change in one atomic batch:
 //! a sync is applied whole or not at all (see [`Store::apply_sync`] for big ones).
@@ -21,6 +23,7 @@ use std::collections::BTreeMap;
 pub(crate) const SYNC_ENTRY: &str = "sync_entry";
 pub(crate) const SYNC_STATUS: &str = "sync_status";
 pub(crate) const SYNC_USER: &str = "sync_user";
+pub(crate) const SYNC_DIGEST: &str = "sync_digest";
 
 /// Most binding changes applied in one batch (see [`Store::apply_sync`]).
 pub const SYNC_CHUNK: usize = 2_000;
@@ -166,6 +169,7 @@ impl Store {
             .await?;
         let mut batch = Batch::new();
         batch.delete(SYNC_STATUS, source.as_bytes().to_vec());
+        batch.delete(SYNC_DIGEST, source.as_bytes().to_vec());
         self.commit(batch).await?;
         Ok(diff)
     }
@@ -315,6 +319,48 @@ impl Store {
             tokio::task::yield_now().await;
         }
         Ok(diff)
+    }
+
+    /// The digest of what `source` gave at its last fully applied run.
+    pub fn sync_digest(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.kv.get(SYNC_DIGEST, source.as_bytes())
+    }
+
+    /// Records (or, with `None`, forgets) that digest. Forgotten when an apply fails,
+    /// so the next run diffs in full whatever it fetches.
+    pub async fn set_sync_digest(
+        &self,
+        source: &str,
+        digest: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        match digest {
+            Some(d) => batch.put(SYNC_DIGEST, source.as_bytes().to_vec(), d.to_vec()),
+            None => batch.delete(SYNC_DIGEST, source.as_bytes().to_vec()),
+        }
+        self.commit(batch).await
+    }
+
+    /// Records a run that fetched exactly what was last applied: a success that
+    /// changed nothing.
+    pub async fn sync_unchanged(
+        &self,
+        source: &str,
+        at_ms: u64,
+        duration_ms: u64,
+    ) -> Result<SyncStatus, StoreError> {
+        let mut status = self.sync_status(source)?.unwrap_or_default();
+        status.last_success_ms = Some(at_ms);
+        status.last_attempt_ms = Some(at_ms);
+        status.last_error = None;
+        status.duration_ms = duration_ms;
+        status.added = 0;
+        status.changed = 0;
+        status.removed = 0;
+        let mut batch = Batch::new();
+        batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+        self.commit(batch).await?;
+        Ok(status)
     }
 
     /// Records a failed run (the source's bindings stay as they were).
