@@ -6,8 +6,10 @@
 #   - the initial sync, a resync with no change, a resync with 1 % of the users changed
 #     (mail rewritten with ldapmodify), a resync with every user changed;
 #   - the server's peak RSS;
-#   - hashed lookups (wrk, 1 hash per request) idle, and while a no-change and an
-#     all-changed resync run (wrk runs for as long as the same resync took before).
+#   - hashed lookups (wrk, 1 hash per request) while a no-change and an all-changed
+#     resync run (wrk runs for as long as the same resync took before), each against an
+#     idle run of the same length just before it;
+#   - the CPU time slapd, the sync thread and the rest of mxisd used in each resync.
 #
 #   benches/ldap-sync.sh
 #   N=20000 benches/ldap-sync.sh
@@ -260,17 +262,22 @@ d = [(int(a[i]) - int(b[i])) / hz for i in range(3)]
 print(f'CPU: slapd {d[0]:.1f} s, sync thread {d[1]:.1f} s, rest of mxisd {d[2] - d[1]:.1f} s')"
 }
 ms_to_s() { python3 -c "import math; print(max(2, math.floor($1 / 1000)))"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 d=$(cli sync --source ldap | field duration_ms)
 echo "  resync, no change:     $d ms"
 c0=$(cpu_now)
 cli sync --source ldap >/dev/null
 echo "  no-change resync idle: $(cpu_used "$c0" "$(cpu_now)")"
+# The machine's speed drifts: each "during" figure is paired with an idle run of the
+# same length right before it.
+secs=$(ms_to_s "$d")
+idle=$(wrk_rps "$secs")
 c0=$(cpu_now)
 cli sync --source ldap >"$WORK/sync.out" &
 SYNC=$!
-rps=$(wrk_rps "$(ms_to_s "$d")")
+rps=$(wrk_rps "$secs")
 wait $SYNC
-echo "  lookups during it:     $rps req/s (that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
+echo "  lookups during it:     $rps req/s against $idle idle just before ($(ratio "$rps" "$idle")×; that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
 
 python3 - "$N" > "$WORK/change.ldif" <<'PY'
 import sys
@@ -289,10 +296,12 @@ cli sync --source ldap >"$WORK/sync.out"
 d=$(field duration_ms <"$WORK/sync.out")
 echo "  resync, all changed:   $d ms ($(field added <"$WORK/sync.out") added, $(field removed <"$WORK/sync.out") removed; $(cpu_used "$c0" "$(cpu_now)"))"
 stop_slapd; start_slapd a
+secs=$(ms_to_s "$d")
+idle=$(wrk_rps "$secs")
 c0=$(cpu_now)
 cli sync --source ldap >"$WORK/sync.out" &
 SYNC=$!
-rps=$(wrk_rps "$(ms_to_s "$d")")
+rps=$(wrk_rps "$secs")
 wait $SYNC
-echo "  lookups during one:    $rps req/s (that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
+echo "  lookups during one:    $rps req/s against $idle idle just before ($(ratio "$rps" "$idle")×; that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
 echo "  server RSS:            peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), now $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"

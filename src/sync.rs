@@ -236,10 +236,10 @@ pub struct Syncer {
     thread: Option<SyncThread>,
 }
 
-/// Sync runs (fetch, diff, apply) execute on a thread of their own at the lowest CPU
-/// priority (nice 19): on a small server a run of a big directory would otherwise take
-/// a whole core from lookups for its duration. Idle, a run goes at full speed. The
-/// thread ends when the server's state is dropped.
+/// Sync runs (fetch, diff, apply) execute on a thread of their own in the SCHED_IDLE
+/// class: on a small server a run of a big directory would otherwise take a whole core
+/// from lookups for its duration. Idle, a run goes at full speed. The thread ends when
+/// the server's state is dropped.
 #[derive(Debug)]
 struct SyncThread {
     handle: tokio::runtime::Handle,
