@@ -263,21 +263,25 @@ print(f'CPU: slapd {d[0]:.1f} s, sync thread {d[1]:.1f} s, rest of mxisd {d[2] -
 }
 ms_to_s() { python3 -c "import math; print(max(2, math.floor($1 / 1000)))"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+# Lookups while a resync runs, for about as long as one took before (ms): the machine's
+# speed drifts, so the figure is paired with an idle run of the same length just before.
+during_resync() { # label previous-duration-ms
+  local secs idle c0 rps sync
+  secs=$(ms_to_s "$2")
+  idle=$(wrk_rps "$secs")
+  c0=$(cpu_now)
+  cli sync --source ldap >"$WORK/sync.out" &
+  sync=$!
+  rps=$(wrk_rps "$secs")
+  wait $sync
+  echo "  $1 $rps req/s against $idle idle just before ($(ratio "$rps" "$idle")×; that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
+}
 d=$(cli sync --source ldap | field duration_ms)
 echo "  resync, no change:     $d ms"
 c0=$(cpu_now)
 cli sync --source ldap >/dev/null
 echo "  no-change resync idle: $(cpu_used "$c0" "$(cpu_now)")"
-# The machine's speed drifts: each "during" figure is paired with an idle run of the
-# same length right before it.
-secs=$(ms_to_s "$d")
-idle=$(wrk_rps "$secs")
-c0=$(cpu_now)
-cli sync --source ldap >"$WORK/sync.out" &
-SYNC=$!
-rps=$(wrk_rps "$secs")
-wait $SYNC
-echo "  lookups during it:     $rps req/s against $idle idle just before ($(ratio "$rps" "$idle")×; that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
+during_resync "lookups during it:    " "$d"
 
 python3 - "$N" > "$WORK/change.ldif" <<'PY'
 import sys
@@ -296,12 +300,5 @@ cli sync --source ldap >"$WORK/sync.out"
 d=$(field duration_ms <"$WORK/sync.out")
 echo "  resync, all changed:   $d ms ($(field added <"$WORK/sync.out") added, $(field removed <"$WORK/sync.out") removed; $(cpu_used "$c0" "$(cpu_now)"))"
 stop_slapd; start_slapd a
-secs=$(ms_to_s "$d")
-idle=$(wrk_rps "$secs")
-c0=$(cpu_now)
-cli sync --source ldap >"$WORK/sync.out" &
-SYNC=$!
-rps=$(wrk_rps "$secs")
-wait $SYNC
-echo "  lookups during one:    $rps req/s against $idle idle just before ($(ratio "$rps" "$idle")×; that resync: $(field duration_ms <"$WORK/sync.out") ms; $(cpu_used "$c0" "$(cpu_now)"))"
+during_resync "lookups during one:   " "$d"
 echo "  server RSS:            peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), now $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"
