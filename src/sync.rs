@@ -243,7 +243,10 @@ pub struct Syncer {
 #[derive(Debug)]
 struct SyncThread {
     handle: tokio::runtime::Handle,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// A second thread, at normal priority, for the parts of a run that hold the
+    /// bindings lock (see [`crate::store::Store::apply_sync`]).
+    writer: tokio::runtime::Handle,
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 /// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU time no
@@ -263,24 +266,40 @@ fn set_idle_priority() {
     }
 }
 
+/// A thread running a current-thread runtime until `stop` is dropped. Threads inherit
+/// their creator's scheduling class, so both sync threads are made by the caller
+/// (a normal-priority thread at start-up) and only one then lowers itself.
+fn runtime_thread(
+    name: &str,
+    idle: bool,
+    stop: &tokio::sync::watch::Sender<()>,
+) -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name(name)
+        .build()?;
+    let handle = runtime.handle().clone();
+    let mut stopped = stop.subscribe();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if idle {
+                set_idle_priority();
+            }
+            runtime.block_on(async {
+                // Err once the sender is dropped.
+                while stopped.changed().await.is_ok() {}
+            });
+        })?;
+    Ok(handle)
+}
+
 impl SyncThread {
     fn start() -> std::io::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .thread_name("mxisd-sync")
-            .build()?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("mxisd-sync".into())
-            .spawn(move || {
-                set_idle_priority();
-                runtime.block_on(async {
-                    let _ = stopped.await;
-                });
-            })?;
+        let (stop, _) = tokio::sync::watch::channel(());
         Ok(Self {
-            handle,
+            handle: runtime_thread("mxisd-sync", true, &stop)?,
+            writer: runtime_thread("mxisd-sync-write", false, &stop)?,
             _stop: stop,
         })
     }
@@ -310,6 +329,11 @@ impl Syncer {
 
     pub fn names(&self) -> Vec<String> {
         self.sources.iter().map(|(s, _)| s.name.clone()).collect()
+    }
+
+    /// Where the locked part of applying a run goes (normal priority).
+    fn writer(&self) -> Option<&tokio::runtime::Handle> {
+        self.thread.as_ref().map(|t| &t.writer)
     }
 }
 
@@ -629,7 +653,7 @@ async fn apply(
     };
     let diff = state
         .store
-        .apply_sync(name, &wanted, &users, status)
+        .apply_sync(name, &wanted, &users, status, state.sync.writer())
         .await?;
     // The whole run (fetch, resolve, apply), for the status.
     state
@@ -679,7 +703,8 @@ pub async fn forget_removed_sources(state: AppState) {
         }
     };
     for name in stored.into_iter().filter(|n| !configured.contains(n)) {
-        match state.store.forget_source(&name).await {
+        // On the server's runtime, at normal priority: no writer needed.
+        match state.store.forget_source(&name, None).await {
             Ok(diff) => tracing::warn!(
                 source = %name,
                 removed = diff.removed,

@@ -19,6 +19,7 @@ use super::{threepid_digest, Store, StoreError};
 use crate::model::ThreePid;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub(crate) const SYNC_ENTRY: &str = "sync_entry";
 pub(crate) const SYNC_STATUS: &str = "sync_status";
@@ -158,13 +159,18 @@ impl Store {
 
     /// Removes everything `source` contributed (bindings, directory entries, status):
     /// for a source that is no longer configured.
-    pub async fn forget_source(&self, source: &str) -> Result<SyncDiff, StoreError> {
+    pub async fn forget_source(
+        self: &Arc<Self>,
+        source: &str,
+        writer: Option<&tokio::runtime::Handle>,
+    ) -> Result<SyncDiff, StoreError> {
         let diff = self
             .apply_sync(
                 source,
                 &BTreeMap::new(),
                 &BTreeMap::new(),
                 SyncStatus::default(),
+                writer,
             )
             .await?;
         let mut batch = Batch::new();
@@ -182,14 +188,19 @@ impl Store {
     /// with its part of the snapshot, because sled keeps a whole batch in memory
     /// (100k users in one batch peaked at 2.8 GB): a crash between chunks leaves some
     /// users synced and the snapshot saying exactly which, so the next run finishes the
-    /// job. The status is written with the last chunk. Between chunks the task yields,
-    /// so lookups are served while a big sync is applied.
+    /// job. The status is written with the last chunk.
+    ///
+    /// The part of a chunk that holds the bindings lock (reading the records, writing
+    /// the batch) runs on `writer` when given: the sync driver computes at the lowest
+    /// CPU priority, and a user's bind must not wait on a lock held by a thread that
+    /// gets no CPU.
     pub async fn apply_sync(
-        &self,
+        self: &Arc<Self>,
         source: &str,
         wanted: &BTreeMap<ThreePid, String>,
         users: &BTreeMap<String, DirectoryUser>,
         mut status: SyncStatus,
+        writer: Option<&tokio::runtime::Handle>,
     ) -> Result<SyncDiff, StoreError> {
         let origin = Origin::Sync(source.to_owned());
         let mut diff = SyncDiff::default();
@@ -254,8 +265,8 @@ impl Store {
                 match step {
                     Step::Binding(change, entry) => {
                         match (&change, entry) {
-                            (BindingChange::Set { threepid, .. }, Some(entry)) => {
-                                touched.push(threepid.clone());
+                            (BindingChange::Set { threepid, mxid, .. }, Some(entry)) => {
+                                touched.push((threepid.clone(), mxid.clone()));
                                 batch.put(SYNC_ENTRY, entry_key(source, threepid), encode(&entry)?);
                             }
                             (BindingChange::Remove { threepid, .. }, _) => {
@@ -283,38 +294,31 @@ impl Store {
                     })?,
                 );
             }
-            let _guard = self.bindings_lock.lock().await;
-            let effective = self.stage_binding_changes(changes, &mut batch)?;
-            // Sets come before removals: they line up with `touched`.
-            for (threepid, entry) in touched.into_iter().zip(effective) {
-                let Some(entry) = entry else { continue };
-                // Another origin (an operator, a user's own bind, another source)
-                // outranks this source for the address: say so.
-                if entry.origin != origin {
-                    let ours = wanted
-                        .get(&threepid)
-                        .map(String::as_str)
-                        .unwrap_or_default();
-                    if entry.mxid != ours {
-                        diff.overridden += 1;
-                        if status.problems.len() < MAX_PROBLEMS {
-                            status.problems.push(format!(
-                                "{} {} is {ours} here but stays {} ({} outranks this source)",
-                                threepid.medium(),
-                                crate::logging::redact_address(threepid.address()),
-                                entry.mxid,
-                                entry.origin
-                            ));
-                        }
-                    }
+            let job = locked_chunk(
+                Arc::clone(self),
+                LockedChunk {
+                    origin: origin.clone(),
+                    changes,
+                    touched,
+                    batch,
+                    status: (chunk + 1 == chunks).then(|| status.clone()),
+                    source: source.to_owned(),
+                },
+            );
+            let done = match writer {
+                Some(handle) => handle.spawn(job).await.map_err(|e| StoreError::Io {
+                    what: "the sync writer".into(),
+                    detail: e.to_string(),
+                })??,
+                None => job.await?,
+            };
+            diff.overridden += done.overridden;
+            diff.now_bound.extend(done.now_bound);
+            for p in done.problems {
+                if status.problems.len() < MAX_PROBLEMS {
+                    status.problems.push(p);
                 }
-                diff.now_bound.push((threepid, entry));
             }
-            if chunk + 1 == chunks {
-                batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
-            }
-            self.apply(batch)?;
-            drop(_guard);
             self.flusher.flush().await?;
             tokio::task::yield_now().await;
         }
@@ -394,6 +398,69 @@ impl Store {
     }
 }
 
+/// What one chunk writes under the bindings lock.
+struct LockedChunk {
+    origin: Origin,
+    changes: Vec<BindingChange>,
+    /// The 3PIDs the chunk sets, with the Matrix ID this source gives each, in the
+    /// order of their changes (sets come before removals).
+    touched: Vec<(ThreePid, String)>,
+    batch: Batch,
+    /// The run's status, on the last chunk.
+    status: Option<SyncStatus>,
+    source: String,
+}
+
+struct ChunkDone {
+    now_bound: Vec<(ThreePid, BindingEntry)>,
+    problems: Vec<String>,
+    overridden: u64,
+}
+
+async fn locked_chunk(store: Arc<Store>, chunk: LockedChunk) -> Result<ChunkDone, StoreError> {
+    let LockedChunk {
+        origin,
+        changes,
+        touched,
+        mut batch,
+        status,
+        source,
+    } = chunk;
+    let _guard = Arc::clone(&store.bindings_lock).lock_owned().await;
+    let effective = store.stage_binding_changes(changes, &mut batch)?;
+    let mut done = ChunkDone {
+        now_bound: Vec::new(),
+        problems: Vec::new(),
+        overridden: 0,
+    };
+    for ((threepid, ours), entry) in touched.into_iter().zip(effective) {
+        let Some(entry) = entry else { continue };
+        // Another origin (an operator, a user's own bind, another source) outranks
+        // this source for the address: say so.
+        if entry.origin != origin && entry.mxid != ours {
+            done.overridden += 1;
+            done.problems.push(format!(
+                "{} {} is {ours} here but stays {} ({} outranks this source)",
+                threepid.medium(),
+                crate::logging::redact_address(threepid.address()),
+                entry.mxid,
+                entry.origin
+            ));
+        }
+        done.now_bound.push((threepid, entry));
+    }
+    if let Some(mut status) = status {
+        for p in &done.problems {
+            if status.problems.len() < MAX_PROBLEMS {
+                status.problems.push(p.clone());
+            }
+        }
+        batch.put(SYNC_STATUS, source.as_bytes().to_vec(), encode(&status)?);
+    }
+    store.apply(batch)?;
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,12 +472,18 @@ mod tests {
 
     #[tokio::test]
     async fn runs_apply_the_difference_and_leave_other_origins_alone() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let mut wanted = BTreeMap::new();
         wanted.insert(tp("a@x.org"), "@a:x.org".to_owned());
         wanted.insert(tp("b@x.org"), "@b:x.org".to_owned());
         let d = store
-            .apply_sync("ldap", &wanted, &BTreeMap::new(), SyncStatus::default())
+            .apply_sync(
+                "ldap",
+                &wanted,
+                &BTreeMap::new(),
+                SyncStatus::default(),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (2, 0, 0));
@@ -430,7 +503,13 @@ mod tests {
         wanted.insert(tp("b@x.org"), "@b2:x.org".to_owned());
         wanted.insert(tp("c@x.org"), "@c:x.org".to_owned());
         let d = store
-            .apply_sync("ldap", &wanted, &BTreeMap::new(), SyncStatus::default())
+            .apply_sync(
+                "ldap",
+                &wanted,
+                &BTreeMap::new(),
+                SyncStatus::default(),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (1, 1, 1));
@@ -446,7 +525,13 @@ mod tests {
         assert_eq!(b.entries.len(), 2);
         // Nothing changed: nothing written but the status.
         let d = store
-            .apply_sync("ldap", &wanted, &BTreeMap::new(), SyncStatus::default())
+            .apply_sync(
+                "ldap",
+                &wanted,
+                &BTreeMap::new(),
+                SyncStatus::default(),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (0, 0, 0));
@@ -459,7 +544,7 @@ mod tests {
 
     #[tokio::test]
     async fn big_differences_go_in_chunks_and_add_up() {
-        let store = Store::in_memory().unwrap();
+        let store = Arc::new(Store::in_memory().unwrap());
         let n = SYNC_CHUNK * 2 + 500;
         let wanted: BTreeMap<ThreePid, String> = (0..n)
             .map(|i| (tp(&format!("u{i}@x.org")), format!("@u{i}:x.org")))
@@ -477,7 +562,7 @@ mod tests {
             })
             .collect();
         let d = store
-            .apply_sync("file", &wanted, &users, SyncStatus::default())
+            .apply_sync("file", &wanted, &users, SyncStatus::default(), None)
             .await
             .unwrap();
         assert_eq!(d.added as usize, n);
@@ -495,6 +580,7 @@ mod tests {
                 &BTreeMap::new(),
                 &BTreeMap::new(),
                 SyncStatus::default(),
+                None,
             )
             .await
             .unwrap();
@@ -503,7 +589,7 @@ mod tests {
         assert!(store.directory_users("file").unwrap().is_empty());
         assert!(store.binding(&tp("u7@x.org")).unwrap().is_none());
         assert_eq!(store.sync_sources().unwrap(), vec!["file".to_owned()]);
-        store.forget_source("file").await.unwrap();
+        store.forget_source("file", None).await.unwrap();
         assert!(store.sync_sources().unwrap().is_empty());
     }
 }
