@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod federation;
+pub mod index;
 pub mod logging;
 pub mod model;
 pub mod notify;
