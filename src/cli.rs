@@ -633,7 +633,7 @@ pub async fn sync(args: &SyncArgs) -> ExitCode {
             reqwest::Method::POST,
             "sync",
             Some(
-                serde_json::json!({ "source": args.source })
+                serde_json::json!({ "source": args.source, "force": args.force })
                     .to_string()
                     .into(),
             ),

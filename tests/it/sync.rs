@@ -324,6 +324,28 @@ fn sync_verbs_of_the_cli() {
     let o = server.cli(d, &["sync", "--source", "ldap", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("No sync source"), "{:?}", text(&o));
+
+    // A directory that shrinks below half is refused until --force confirms it.
+    let many: String = (0..120)
+        .map(|i| {
+            format!(
+                "- username: u{i}\n  threepids: [{{medium: email, address: u{i}@example.org}}]\n"
+            )
+        })
+        .collect();
+    std::fs::write(d.join("users.yaml"), many).unwrap();
+    let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::write(d.join("users.yaml"), USERS).unwrap();
+    let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).0.contains("--force"), "{:?}", text(&o));
+    let o = server.cli(
+        d,
+        &["sync", "--source", "file", "--force", "-c", "mxisd.yaml"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("\"bindings\": 3"), "{:?}", text(&o));
 }
 
 /// A web service listing users in two pages, behind a bearer token; it can also answer
