@@ -31,6 +31,32 @@ pub enum Command {
     Invites(InvitesArgs),
     Outbox(OutboxArgs),
     Sync(SyncArgs),
+    Search(SearchArgs),
+    Reindex(ReindexArgs),
+}
+
+/// Search the directory index of a running server, as users' searches will.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "search")]
+pub struct SearchArgs {
+    /// words to look for (names, addresses, attributes)
+    #[argh(positional)]
+    pub term: String,
+    /// most results (default 10)
+    #[argh(option)]
+    pub limit: Option<usize>,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Rebuild the directory index of a running server from its store.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reindex")]
+pub struct ReindexArgs {
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// Identity-source sync on a running server: `mxisd sync` runs every source now (or
@@ -667,6 +693,38 @@ pub async fn outbox(args: &OutboxArgs) -> ExitCode {
         (reqwest::Method::GET, "outbox")
     };
     print_result(admin_call(args.config.as_deref(), method, path, None, 30).await)
+}
+
+/// `mxisd search TERM`
+pub async fn search(args: &SearchArgs) -> ExitCode {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("term", &args.term)
+        .append_pair("limit", &args.limit.unwrap_or(10).to_string())
+        .finish();
+    print_result(
+        admin_call(
+            args.config.as_deref(),
+            reqwest::Method::GET,
+            &format!("search?{query}"),
+            None,
+            30,
+        )
+        .await,
+    )
+}
+
+/// `mxisd reindex`
+pub async fn reindex(args: &ReindexArgs) -> ExitCode {
+    print_result(
+        admin_call(
+            args.config.as_deref(),
+            reqwest::Method::POST,
+            "reindex",
+            None,
+            3600,
+        )
+        .await,
+    )
 }
 
 /// `mxisd hashing rotate`

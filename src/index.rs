@@ -131,7 +131,19 @@ impl DirectoryIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let writer = index.writer_with_num_threads(1, WRITER_HEAP)?;
+        // The writer's lock can outlive a server that just stopped by a moment (an
+        // in-place restart): wait for it a little.
+        let mut tries = 0;
+        let writer = loop {
+            match index.writer_with_num_threads(1, WRITER_HEAP) {
+                Ok(w) => break w,
+                Err(tantivy::TantivyError::LockFailure(..)) if tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(Self {
             reader,
             writer: std::sync::Mutex::new(writer),

@@ -109,6 +109,9 @@ pub async fn run(
         }
     }
     let limits = service::ratelimit::Limiters::new(&config.rate_limit);
+    let index_dir = config.storage.path.join("index");
+    let (directory, index_created) =
+        index::DirectoryIndex::open(&index_dir).map_err(|e| StartError::Runtime(e.to_string()))?;
     let config = Arc::new(config);
     let store = Arc::new(store);
     let state = state::AppState::new(state::Shared {
@@ -119,6 +122,7 @@ pub async fn run(
         notifier,
         limits,
         sync: sync::Syncer::new(config.sync.clone()),
+        directory,
         outbox_wake: tokio::sync::Notify::new(),
         started,
     });
@@ -176,6 +180,13 @@ pub async fn run(
         state.clone(),
         stop_rx.clone(),
     ));
+    if index_created {
+        // New, or broken and recreated: rebuilt from the store, which is the truth.
+        match sync::reindex(&state) {
+            Ok(n) => tracing::info!(entries = n, "directory index built"),
+            Err(e) => tracing::error!(error = %e.message, "building the directory index failed"),
+        }
+    }
     tasks.spawn(sync::forget_removed_sources(state.clone()));
     for source in &config.sync {
         tasks.spawn(sync::sync_task(

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
         Command::Invites(a) => block_on(cli::invites(&a)),
         Command::Outbox(a) => block_on(cli::outbox(&a)),
         Command::Sync(a) => block_on(cli::sync(&a)),
+        Command::Search(a) => block_on(cli::search(&a)),
+        Command::Reindex(a) => block_on(cli::reindex(&a)),
     }
 }
 

@@ -326,6 +326,19 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(st.clone())
         .and_then(admin::outbox_retry);
+    let search = base
+        .clone()
+        .and(warp::path!("search"))
+        .and(get())
+        .and(warp::query::<admin::SearchQuery>())
+        .and(st.clone())
+        .and_then(admin::search);
+    let reindex = base
+        .clone()
+        .and(warp::path!("reindex"))
+        .and(warp::post())
+        .and(st.clone())
+        .and_then(admin::reindex);
     let sync_status = base
         .clone()
         .and(warp::path!("sync"))
@@ -369,6 +382,8 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         outbox,
         outbox_retry,
         sync_status,
+        search,
+        reindex,
         sync_run,
         rotate
     )

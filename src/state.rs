@@ -20,6 +20,8 @@ pub struct Shared {
     pub limits: crate::service::ratelimit::Limiters,
     /// The identity sources synced into the store.
     pub sync: crate::sync::Syncer,
+    /// The search index over the synced directory entries.
+    pub directory: crate::index::DirectoryIndex,
     /// Wakes the outbox delivery task when something was queued.
     pub outbox_wake: tokio::sync::Notify,
     pub started: Instant,

@@ -612,6 +612,11 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
     match apply(state, name, listed, resolved, started, at).await {
         Ok(status) => {
             state.store.set_sync_digest(name, Some(&digest)).await?;
+            // Search follows the store; a failure here leaves the last index (and is
+            // repaired by the next run or `mxisd reindex`).
+            if let Err(e) = reindex(state) {
+                tracing::error!(source = name, error = %e.message, "reindexing the directory failed");
+            }
             Ok(status)
         }
         Err(e) => {
@@ -691,6 +696,15 @@ async fn apply(
     Ok(state.store.sync_status(name)?.unwrap_or_default())
 }
 
+/// Rebuilds the search index from the store's directory entries; the number indexed.
+pub fn reindex(state: &AppState) -> Result<u64, Error> {
+    let entries = state.store.directory_entries()?;
+    state
+        .directory
+        .replace_all(entries.iter().map(|(m, u)| (m.as_str(), u)))
+        .map_err(|e| Error::internal("indexing the directory", e))
+}
+
 /// At start: removes what sources that are no longer configured contributed, so a
 /// store taken out of the config stops answering lookups.
 pub async fn forget_removed_sources(state: AppState) {
@@ -705,11 +719,16 @@ pub async fn forget_removed_sources(state: AppState) {
     for name in stored.into_iter().filter(|n| !configured.contains(n)) {
         // On the server's runtime, at normal priority: no writer needed.
         match state.store.forget_source(&name, None).await {
-            Ok(diff) => tracing::warn!(
-                source = %name,
-                removed = diff.removed,
-                "source no longer configured: its bindings and directory entries were removed"
-            ),
+            Ok(diff) => {
+                tracing::warn!(
+                    source = %name,
+                    removed = diff.removed,
+                    "source no longer configured: its bindings and directory entries were removed"
+                );
+                if let Err(e) = reindex(&state) {
+                    tracing::error!(error = %e.message, "reindexing the directory failed");
+                }
+            }
             Err(e) => {
                 tracing::error!(source = %name, error = %e, "removing an unconfigured source failed")
             }
@@ -772,6 +791,19 @@ fn describe(state: &AppState, name: &str, status: Option<SyncStatus>) -> Value {
             })
         }
     }
+}
+
+/// Operators: search the directory index (`GET /_mxisd/admin/v1/search`).
+pub fn search(state: &AppState, term: &str, limit: usize) -> Result<Value, Error> {
+    let (hits, limited) = state
+        .directory
+        .search(term, limit, true)
+        .map_err(|e| Error::internal("searching the directory", e))?;
+    let results: Vec<Value> = hits
+        .into_iter()
+        .map(|h| json!({ "user_id": h.user_id, "display_name": h.display_name }))
+        .collect();
+    Ok(json!({ "limited": limited, "results": results }))
 }
 
 /// Operators: every source's status.

@@ -165,6 +165,30 @@ pub async fn outbox(state: AppState) -> Result<Response, Infallible> {
     respond(invite::outbox(&state))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    pub term: String,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// `GET /_mxisd/admin/v1/search?term=&limit=`: the directory index, as users see it.
+pub async fn search(q: SearchQuery, state: AppState) -> Result<Response, Infallible> {
+    let limit = q.limit.unwrap_or(10).min(1000);
+    respond(crate::sync::search(&state, &q.term, limit))
+}
+
+/// `POST /_mxisd/admin/v1/reindex`: rebuild the directory index from the store.
+pub async fn reindex(state: AppState) -> Result<Response, Infallible> {
+    let task_state = state.clone();
+    let result = tokio::task::spawn_blocking(move || crate::sync::reindex(&task_state))
+        .await
+        .map_err(|e| Error::internal("reindexing", e))
+        .and_then(|r| r)
+        .map(|n| serde_json::json!({ "entries": n }));
+    respond(result)
+}
+
 /// `GET /_mxisd/admin/v1/sync`: every sync source's status.
 pub async fn sync_status(state: AppState) -> Result<Response, Infallible> {
     respond(crate::sync::statuses(&state))

@@ -149,6 +149,41 @@ impl Store {
             .collect()
     }
 
+    /// Every source's directory entries, merged by Matrix ID (what search indexes):
+    /// the first source's display name, everyone's 3PIDs, attributes and roles.
+    pub fn directory_entries(&self) -> Result<BTreeMap<String, DirectoryUser>, StoreError> {
+        let mut out: BTreeMap<String, DirectoryUser> = BTreeMap::new();
+        for e in self.kv.scan_prefix(SYNC_USER, b"") {
+            let (k, v) = e?;
+            let Some(at) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let mxid = String::from_utf8_lossy(&k[at + 1..]).into_owned();
+            let user: DirectoryUser = decode(&v)?;
+            match out.entry(mxid) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(user);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let merged = slot.get_mut();
+                    if merged.display_name.is_none() {
+                        merged.display_name = user.display_name;
+                    }
+                    for t in user.threepids {
+                        if !merged.threepids.contains(&t) {
+                            merged.threepids.push(t);
+                        }
+                    }
+                    for (k, v) in user.attributes {
+                        merged.attributes.entry(k).or_default().extend(v);
+                    }
+                    merged.roles.extend(user.roles);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Sources with a recorded status (configured or not any more).
     pub fn sync_sources(&self) -> Result<Vec<String>, StoreError> {
         self.kv

@@ -80,6 +80,23 @@ async fn sync_now(s: &TestServer, source: &str) -> Value {
     r.body["sources"][0].clone()
 }
 
+/// The operators' search of the directory index: the Matrix IDs found, and `limited`.
+async fn search(s: &TestServer, term: &str, limit: usize) -> (Vec<String>, bool) {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("term", term)
+        .append_pair("limit", &limit.to_string())
+        .finish();
+    let r = s.admin_get(&format!("/_mxisd/admin/v1/search?{q}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    (ids, r.body["limited"].as_bool().unwrap())
+}
+
 async fn server(hs: &FakeHomeserver, dir: tempfile::TempDir, source_yaml: &str) -> TestServer {
     let config = format!("{}{source_yaml}", federation_override("example.org", hs));
     TestServer::start_in(dir, &config).await
@@ -164,6 +181,30 @@ async fn ldap_sync_follows_the_directory_and_survives_an_outage() {
         Value::Null
     );
 
+    // The directory index (built right after the run's status is written): by name,
+    // partial name, typo, e-mail prefix; limit.
+    for _ in 0..200 {
+        if !search(&s, "alice", 10).await.0.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for term in ["alice", "Alice Lid", "Lidell", "alice@exa", "bob"] {
+        let (ids, _) = search(&s, term, 10).await;
+        let wanted = if term == "bob" {
+            "@bob:example.org"
+        } else {
+            "@alice:example.org"
+        };
+        assert_eq!(
+            ids.first().map(String::as_str),
+            Some(wanted),
+            "{term}: {ids:?}"
+        );
+    }
+    let (ids, limited) = search(&s, "filler", 5).await;
+    assert_eq!((ids.len(), limited), (5, true));
+
     // alice changes her mail, bob leaves, dave arrives.
     slapd.modify(&format!(
         "dn: uid=alice,{PEOPLE}\nchangetype: modify\nreplace: mail\nmail: alice@wonderland.example\n\n\
@@ -194,6 +235,11 @@ async fn ldap_sync_follows_the_directory_and_survives_an_outage() {
         look.find(&s, "msisdn", "12025550199").await,
         "@dave:example.org"
     );
+    assert!(!search(&s, "bob", 10)
+        .await
+        .0
+        .contains(&"@bob:example.org".to_owned()));
+    assert_eq!(search(&s, "dave", 10).await.0, vec!["@dave:example.org"]);
 
     // The directory goes down: the run fails, the status says so, lookups answer.
     slapd.stop();
@@ -206,8 +252,12 @@ async fn ldap_sync_follows_the_directory_and_survives_an_outage() {
         "@dave:example.org"
     );
 
-    // A restart while it is still down keeps the state.
+    assert_eq!(search(&s, "dave", 10).await.0, vec!["@dave:example.org"]);
+
+    // A restart while it is still down keeps the state; a lost index is rebuilt.
+    let before = search(&s, "filler 12", 50).await;
     let dir = s.stop().await;
+    std::fs::remove_dir_all(dir.path().join("state/index")).unwrap();
     let t0 = crate::common::now_ms();
     let s = server(&hs, dir, &yaml).await;
     let st = first_run(&s, "ldap", t0).await;
@@ -217,6 +267,11 @@ async fn ldap_sync_follows_the_directory_and_survives_an_outage() {
         look.find(&s, "email", "alice@wonderland.example").await,
         "@alice:example.org"
     );
+    assert_eq!(search(&s, "filler 12", 50).await, before);
+    // Reindexing from scratch gives the same answers.
+    let r = s.admin_post("/_mxisd/admin/v1/reindex", &json!({})).await;
+    assert_eq!(r.body["entries"], 603, "{}", r.body);
+    assert_eq!(search(&s, "filler 12", 50).await, before);
 
     // Back up: in sync again.
     slapd.restart();
