@@ -212,6 +212,9 @@ for _ in $(seq 1 1200); do
   sleep 0.1
 done
 echo "  initial sync:          $(cli sync status | field duration_ms) ms ($(cli sync status | field users) users, $(cli sync status | field bindings) bindings)"
+t=$(date +%s.%N)
+n=$(cli reindex | python3 -c "import json,sys; print(json.load(sys.stdin)['entries'])")
+echo "  reindex from the store: $(python3 -c "print(round($(date +%s.%N) - $t, 2))") s ($n entries; also done after every run that changed something)"
 echo "  server RSS after it:   peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), now $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"
 
 # --- lookups: one hash of a bound address per request ---
