@@ -5,6 +5,7 @@
 pub mod account;
 pub mod admin;
 pub mod body;
+pub mod directory;
 pub mod discovery;
 pub mod invite;
 pub mod lookup;

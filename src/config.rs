@@ -40,6 +40,7 @@ pub struct Config {
     /// Identity sources synced into the store (`memory`, `file`, `rest`, `ldap`, `sql`,
     /// `synapseSql`).
     pub sync: Vec<crate::sync::SourceConfig>,
+    pub directory: DirectoryConfig,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,
 }
@@ -49,6 +50,9 @@ pub struct Config {
 pub struct FederationConfig {
     /// `dns.overwrite.homeserver.federation`: server name → base URL, bypassing discovery.
     pub overrides: Vec<(String, String)>,
+    /// `dns.overwrite.homeserver.client`: host name → base URL of a homeserver's
+    /// client-server API (directory search and profiles are proxied there).
+    pub client_overrides: Vec<(String, String)>,
     /// `outbound.allowedCidr`: private ranges outbound calls may reach anyway.
     pub allowed_cidrs: Vec<ipnet::IpNet>,
     /// `outbound.timeout`: for each outbound request, connect to last byte.
@@ -99,6 +103,24 @@ pub struct MatrixConfig {
     pub domain: String,
     /// Serve `/_matrix/identity/api/v1`.
     pub v1: bool,
+    /// `matrix.homeserver.url`: the client-server API of our homeserver, as reached
+    /// from here (e.g. `http://localhost:8008`).
+    pub homeserver_url: Option<String>,
+}
+
+/// `directory`: the user directory search and profile proxy.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// `directory.exclude.homeserver`: answer from the local index only.
+    pub exclude_homeserver: bool,
+    /// `directory.exclude.threepid`: do not match on e-mail addresses and phone numbers.
+    pub exclude_threepid: bool,
+    /// `directory.profile.displayName`: fill a profile's missing display name from the
+    /// directory.
+    pub profile_display_name: bool,
+    /// `directory.profile.threepids`: add the directory's 3PIDs to profiles, for
+    /// authenticated users of `matrix.domain` only.
+    pub profile_threepids: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +207,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
     ("forward", "forwarding lookups is not supported by this version of mxisd yet"),
     ("auth", "authentication (check_credentials) is not supported by this version of mxisd yet"),
-    ("directory", "directory search is not supported by this version of mxisd yet"),
     ("register", "registration policy is not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
@@ -289,6 +310,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let view = threepid::read_view(&root.section("view"));
     let rate_limit = threepid::read_rate_limit(&root.section("rateLimit"));
     let invite = threepid::read_invite(&root.section("invite"));
+    let directory = read_directory(&root.section("directory"));
     let mut sync = Vec::new();
     let memory = read_memory(&root.section("memory"));
     let file = read_file_source(&root.section("file"));
@@ -326,6 +348,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
             synapse_sql?;
             sync
         },
+        directory: directory?,
         warnings: Vec::new(),
     })
 }
@@ -333,6 +356,21 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
 fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
     let domain = s.string("domain");
     let v1 = s.bool("v1").unwrap_or(true);
+    let hs = s.section("homeserver");
+    let homeserver_url = hs.string("url").map(|u| u.trim_end_matches('/').to_owned());
+    hs.finish(&[]);
+    let mut ok = true;
+    if let Some(url) = &homeserver_url {
+        if reqwest::Url::parse(url).is_err()
+            || !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            hs.problem(
+                "url",
+                format!("{url:?} must be a base URL such as http://localhost:8008"),
+            );
+            ok = false;
+        }
+    }
     if let Some(false) = s.bool("v2") {
         s.problem(
             "v2",
@@ -357,7 +395,11 @@ fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
             return None;
         }
     };
-    Some(MatrixConfig { domain, v1 })
+    ok.then_some(MatrixConfig {
+        domain,
+        v1,
+        homeserver_url,
+    })
 }
 
 fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<ServerConfig> {
@@ -551,42 +593,11 @@ fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
 fn read_federation(dns: &Section<'_, '_>, outbound: &Section<'_, '_>) -> Option<FederationConfig> {
     let overwrite = dns.section("overwrite");
     let homeserver = overwrite.section("homeserver");
-    let mut overrides = Vec::new();
-    let mut ok = true;
-    for entry in homeserver.list_of_sections("federation") {
-        let name = entry.string("name");
-        let value = entry.string("value");
-        entry.finish(&[]);
-        match (name, value) {
-            (Some(name), Some(value)) => {
-                let value = value.trim_end_matches('/').to_owned();
-                if !(value.starts_with("http://") || value.starts_with("https://")) {
-                    entry.problem(
-                        "value",
-                        format!(
-                            "{value:?} must be a base URL such as https://matrix.example.org:8448"
-                        ),
-                    );
-                    ok = false;
-                } else {
-                    // Server names are matched case-insensitively (requests lowercase them).
-                    overrides.push((name.to_ascii_lowercase(), value));
-                }
-            }
-            (None, _) => {
-                entry.problem("name", "required: the homeserver's server name");
-                ok = false;
-            }
-            (_, None) => {
-                entry.problem("value", "required: the base URL to reach it at");
-                ok = false;
-            }
-        }
-    }
-    homeserver.ignored(
-        "client",
-        "not used yet: mxisd does not proxy client-server requests in this version",
-    );
+    let (overrides, fed_ok) =
+        read_overrides(&homeserver, "federation", "https://matrix.example.org:8448");
+    let (client_overrides, client_ok) =
+        read_overrides(&homeserver, "client", "http://localhost:8008");
+    let mut ok = fed_ok && client_ok;
     homeserver.finish(&[]);
     overwrite.finish(&[]);
     dns.finish(&[]);
@@ -620,9 +631,69 @@ fn read_federation(dns: &Section<'_, '_>, outbound: &Section<'_, '_>) -> Option<
     }
     ok.then_some(FederationConfig {
         overrides,
+        client_overrides,
         allowed_cidrs,
         timeout,
         verify_tls,
+    })
+}
+
+/// A `[{name, value}]` list of `dns.overwrite.homeserver`: host name → base URL.
+fn read_overrides(
+    homeserver: &Section<'_, '_>,
+    key: &str,
+    example: &str,
+) -> (Vec<(String, String)>, bool) {
+    let mut overrides = Vec::new();
+    let mut ok = true;
+    for entry in homeserver.list_of_sections(key) {
+        let name = entry.string("name");
+        let value = entry.string("value");
+        entry.finish(&[]);
+        match (name, value) {
+            (Some(name), Some(value)) => {
+                let value = value.trim_end_matches('/').to_owned();
+                if !(value.starts_with("http://") || value.starts_with("https://"))
+                    || reqwest::Url::parse(&value).is_err()
+                {
+                    entry.problem(
+                        "value",
+                        format!("{value:?} must be a base URL such as {example}"),
+                    );
+                    ok = false;
+                } else {
+                    // Names are matched case-insensitively (requests lowercase them).
+                    overrides.push((name.to_ascii_lowercase(), value));
+                }
+            }
+            (None, _) => {
+                entry.problem("name", "required: the homeserver's name");
+                ok = false;
+            }
+            (_, None) => {
+                entry.problem("value", "required: the base URL to reach it at");
+                ok = false;
+            }
+        }
+    }
+    (overrides, ok)
+}
+
+fn read_directory(s: &Section<'_, '_>) -> Option<DirectoryConfig> {
+    let exclude = s.section("exclude");
+    let exclude_homeserver = exclude.bool("homeserver").unwrap_or(false);
+    let exclude_threepid = exclude.bool("threepid").unwrap_or(false);
+    exclude.finish(&[]);
+    let profile = s.section("profile");
+    let profile_display_name = profile.bool("displayName").unwrap_or(true);
+    let profile_threepids = profile.bool("threepids").unwrap_or(false);
+    profile.finish(&[]);
+    s.finish(&[]);
+    Some(DirectoryConfig {
+        exclude_homeserver,
+        exclude_threepid,
+        profile_display_name,
+        profile_threepids,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod federation;
+pub mod homeserver;
 pub mod index;
 pub mod logging;
 pub mod model;
@@ -122,6 +123,7 @@ pub async fn run(
         notifier,
         limits,
         sync: sync::Syncer::new(config.sync.clone()),
+        homeserver: homeserver::Homeserver::new(&config),
         directory,
         outbox_wake: tokio::sync::Notify::new(),
         started,

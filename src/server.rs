@@ -7,7 +7,9 @@
 pub mod fast;
 pub mod listen;
 
-use crate::api::{self, account, admin, discovery, invite, lookup, pubkey, session, terms};
+use crate::api::{
+    self, account, admin, directory, discovery, invite, lookup, pubkey, session, terms,
+};
 use crate::error::Error;
 use crate::state::AppState;
 use std::convert::Infallible;
@@ -217,6 +219,7 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .and(st.clone())
         .and_then(discovery::status);
 
+    let client = client_routes(&state);
     let all = if state.config.matrix.v1 {
         // v1: the shared routes plus the legacy single (signed) and bulk lookups,
         // unauthenticated.
@@ -238,9 +241,9 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
                 session_routes(&state, false)
             ))
             .boxed();
-        routes!(v2, v1, versions, version, status).boxed()
+        routes!(v2, v1, client, versions, version, status).boxed()
     } else {
-        routes!(v2, versions, version, status).boxed()
+        routes!(v2, client, versions, version, status).boxed()
     };
     let preflight = warp::method().and_then(|method: Method| async move {
         if method == Method::OPTIONS {
@@ -256,6 +259,99 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .unify()
         .map(with_cors);
     logged(routes.boxed(), "public")
+}
+
+/// The client-server endpoints a reverse proxy may route here: directory search and
+/// profiles (`r0` and `v3`).
+fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
+    let limit = state.config.server.max_body_size;
+    let st = api::with_state(state.clone());
+    let version = warp::path!("_matrix" / "client" / String / ..)
+        .and_then(|v: String| async move {
+            if v == "r0" || v == "v3" {
+                Ok(v)
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .boxed();
+    let host = || {
+        warp::header::optional::<String>("host")
+            .or(warp::any().map(|| None))
+            .unify()
+    };
+    let search = version
+        .clone()
+        .and(warp::path!("user_directory" / "search"))
+        .and(warp::post())
+        .and(api::token())
+        .and(host())
+        .and(api::json_body::<serde_json::Map<String, serde_json::Value>>(limit))
+        .and(st.clone())
+        .and_then(directory::search);
+    let profile = version
+        .and(warp::path("profile"))
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(
+            warp::header::optional::<String>("authorization")
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(api::token())
+        .and(
+            warp::header::optional::<String>("content-type")
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(host())
+        .and(api::body::limited(limit))
+        .map(
+            |_version: String,
+             tail: warp::path::Tail,
+             method: Method,
+             full: warp::path::FullPath,
+             query: String,
+             authorization: Option<String>,
+             token: Option<String>,
+             content_type: Option<String>,
+             host: Option<String>,
+             body: Result<bytes::Bytes, Error>| {
+                let tail: Vec<String> = tail
+                    .as_str()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        percent_encoding::percent_decode_str(s)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .collect();
+                if tail.is_empty() {
+                    return Err(Error::unrecognized_route());
+                }
+                let mut path_and_query = full.as_str().to_owned();
+                if !query.is_empty() {
+                    path_and_query.push('?');
+                    path_and_query.push_str(&query);
+                }
+                Ok(crate::service::directory::ProfileRequest {
+                    method,
+                    path_and_query,
+                    tail,
+                    authorization,
+                    token,
+                    content_type,
+                    host,
+                    body: body?,
+                })
+            },
+        )
+        .and(st)
+        .and_then(directory::profile);
+    routes!(search, profile).boxed()
 }
 
 /// The admin listener's routes: no CORS (browsers must not reach it) and only requests

@@ -5,6 +5,7 @@ pub mod account;
 pub mod auth;
 pub mod bind;
 pub mod bindings;
+pub mod directory;
 pub mod hashing;
 pub mod health;
 pub mod invite;

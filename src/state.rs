@@ -20,6 +20,8 @@ pub struct Shared {
     pub limits: crate::service::ratelimit::Limiters,
     /// The identity sources synced into the store.
     pub sync: crate::sync::Syncer,
+    /// Our homeserver's client-server API (directory search, profiles).
+    pub homeserver: crate::homeserver::Homeserver,
     /// The search index over the synced directory entries.
     pub directory: crate::index::DirectoryIndex,
     /// Wakes the outbox delivery task when something was queued.

@@ -99,6 +99,23 @@ pub struct SyncDiff {
     pub now_bound: Vec<(ThreePid, BindingEntry)>,
 }
 
+/// Adds another source's entry for the same user: the first display name, everyone's
+/// 3PIDs, attributes and roles.
+fn merge_into(merged: &mut DirectoryUser, user: DirectoryUser) {
+    if merged.display_name.is_none() {
+        merged.display_name = user.display_name;
+    }
+    for t in user.threepids {
+        if !merged.threepids.contains(&t) {
+            merged.threepids.push(t);
+        }
+    }
+    for (k, v) in user.attributes {
+        merged.attributes.entry(k).or_default().extend(v);
+    }
+    merged.roles.extend(user.roles);
+}
+
 fn source_prefix(source: &str) -> Vec<u8> {
     let mut key = source.as_bytes().to_vec();
     key.push(0);
@@ -165,23 +182,29 @@ impl Store {
                     slot.insert(user);
                 }
                 std::collections::btree_map::Entry::Occupied(mut slot) => {
-                    let merged = slot.get_mut();
-                    if merged.display_name.is_none() {
-                        merged.display_name = user.display_name;
-                    }
-                    for t in user.threepids {
-                        if !merged.threepids.contains(&t) {
-                            merged.threepids.push(t);
-                        }
-                    }
-                    for (k, v) in user.attributes {
-                        merged.attributes.entry(k).or_default().extend(v);
-                    }
-                    merged.roles.extend(user.roles);
+                    merge_into(slot.get_mut(), user);
                 }
             }
         }
         Ok(out)
+    }
+
+    /// One user's directory entry, merged across sources like [`Self::directory_entries`].
+    pub fn directory_entry(&self, mxid: &str) -> Result<Option<DirectoryUser>, StoreError> {
+        let mut merged: Option<DirectoryUser> = None;
+        for source in self.sync_sources()? {
+            let mut key = source_prefix(&source);
+            key.extend_from_slice(mxid.as_bytes());
+            let Some(raw) = self.kv.get(SYNC_USER, &key)? else {
+                continue;
+            };
+            let user: DirectoryUser = decode(&raw)?;
+            match &mut merged {
+                None => merged = Some(user),
+                Some(m) => merge_into(m, user),
+            }
+        }
+        Ok(merged)
     }
 
     /// Sources with a recorded status (configured or not any more).

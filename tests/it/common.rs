@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod clientapi;
 pub mod ldap;
 pub mod pg;
 pub mod smtp;

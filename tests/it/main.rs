@@ -8,6 +8,7 @@ mod common;
 mod accounts;
 mod bindings;
 mod cli;
+mod directory;
 mod http;
 mod invites;
 mod lookup;

@@ -47,7 +47,7 @@ impl Looker {
     }
 }
 
-async fn status(s: &TestServer, source: &str) -> Value {
+pub(crate) async fn status(s: &TestServer, source: &str) -> Value {
     let r = s.admin_get("/_mxisd/admin/v1/sync").await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["sources"]
@@ -60,7 +60,7 @@ async fn status(s: &TestServer, source: &str) -> Value {
 }
 
 /// The status after the run at start of a server started at `since` (ms).
-async fn first_run(s: &TestServer, source: &str, since: u64) -> Value {
+pub(crate) async fn first_run(s: &TestServer, source: &str, since: u64) -> Value {
     for _ in 0..600 {
         let st = status(s, source).await;
         if st["last_attempt_ms"].as_u64().is_some_and(|at| at >= since) {
@@ -72,7 +72,7 @@ async fn first_run(s: &TestServer, source: &str, since: u64) -> Value {
 }
 
 /// Runs `source` now; its status afterwards.
-async fn sync_now(s: &TestServer, source: &str) -> Value {
+pub(crate) async fn sync_now(s: &TestServer, source: &str) -> Value {
     let r = s
         .admin_post("/_mxisd/admin/v1/sync", &json!({"source": source}))
         .await;
@@ -102,7 +102,7 @@ async fn server(hs: &FakeHomeserver, dir: tempfile::TempDir, source_yaml: &str) 
     TestServer::start_in(dir, &config).await
 }
 
-fn ldap_yaml(url: &str, extra_connection: &str, password: &str) -> String {
+pub(crate) fn ldap_yaml(url: &str, extra_connection: &str, password: &str) -> String {
     format!(
         "ldap:\n  enabled: true\n  filter: '(objectClass=inetOrgPerson)'\n  connection:\n    host: 127.0.0.1\n    port: {port}\n    bindDn: {SYNC_DN}\n    bindPassword: {password}\n    baseDNs: ['{PEOPLE}']\n    timeout: 5s\n    pageSize: 100\n{extra_connection}  attribute:\n    uid:\n      type: uid\n      value: uid\n    name: displayName\n    threepid:\n      email: [mail]\n      msisdn: [telephoneNumber, mobile]\n  directory:\n    attribute:\n      other: [title]\n  sync:\n    interval: 1h\n",
         port = url.rsplit(':').next().unwrap()

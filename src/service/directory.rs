@@ -1,0 +1,464 @@
+//! The user directory as a client sees it, when the reverse proxy routes
+//! `/_matrix/client/*/user_directory/search` and `/_matrix/client/*/profile/*` to us:
+//! search answered from the local index (merged with the homeserver's own results),
+//! and profiles passed to the homeserver with the directory's display name filled in.
+//!
+//! Every caller is authenticated by the homeserver (whoami) before anything from the
+//! directory is shown. 3PIDs never appear in answers, except in profiles when the
+//! operator turned `directory.profile.threepids` on, and then only for local users.
+
+use crate::error::Error;
+use crate::federation::{RawRequest, RawResponse};
+use crate::homeserver::{Base, TokenOwner, USER_WAIT};
+use crate::state::AppState;
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Most results one search returns (Synapse's cap too).
+pub const MAX_LIMIT: usize = 50;
+const DEFAULT_LIMIT: usize = 10;
+/// Most bytes read from a homeserver's answer.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// A parsed `user_directory/search` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchRequest {
+    pub term: String,
+    pub limit: usize,
+}
+
+/// One result, as the client-server API has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    pub user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SearchResults {
+    pub limited: bool,
+    pub results: Vec<Found>,
+}
+
+fn missing_param(name: &str) -> Error {
+    Error::new(
+        StatusCode::BAD_REQUEST,
+        "M_MISSING_PARAM",
+        format!("Missing parameter: {name}"),
+    )
+}
+
+/// Reads the body: `search_term` (a string) and `limit` (an integer, default 10,
+/// clamped to 0..=50 as Synapse does).
+pub fn parse_search(body: &Map<String, Value>) -> Result<SearchRequest, Error> {
+    let term = match body.get("search_term") {
+        None | Some(Value::Null) => return Err(missing_param("search_term")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(Error::invalid_param("search_term must be a string")),
+    };
+    let limit = match body.get("limit") {
+        None | Some(Value::Null) => DEFAULT_LIMIT,
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (_, Some(u)) => usize::try_from(u).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+            (Some(_), None) => 0,
+            _ => return Err(Error::invalid_param("limit must be an integer")),
+        },
+        Some(_) => return Err(Error::invalid_param("limit must be an integer")),
+    };
+    Ok(SearchRequest { term, limit })
+}
+
+/// What the local index is asked: a full Matrix ID becomes its localpart, a leading
+/// `@` goes (clients send what the user typed).
+fn local_term(term: &str) -> &str {
+    let t = term.trim();
+    let t = t.strip_prefix('@').unwrap_or(t);
+    t.split_once(':').map_or(t, |(local, _)| local)
+}
+
+/// `POST /_matrix/client/{version}/user_directory/search`.
+pub async fn search(
+    state: &AppState,
+    token: Option<String>,
+    host: Option<String>,
+    version: &str,
+    body: Map<String, Value>,
+) -> Result<SearchResults, Error> {
+    let request = parse_search(&body)?;
+    let token = token.ok_or_else(missing_token)?;
+    let base = state
+        .homeserver
+        .base(&state.federation, host.as_deref())
+        .await;
+    let remote = async {
+        if state.config.directory.exclude_homeserver {
+            return None;
+        }
+        Some(remote_search(state, &base, &token, version, &body).await)
+    };
+    let (owner, remote) = tokio::join!(
+        state.homeserver.whoami(&state.federation, &base, &token),
+        remote
+    );
+    let owner = owner?;
+    let local = local_search(state, &request).await?;
+    let remote = match remote {
+        Some(Ok(found)) => Some(found),
+        Some(Err(why)) => {
+            tracing::warn!(user = %owner.user_id, homeserver = %base.url, reason = %why, "directory search: the homeserver's results are missing; answering from the directory alone");
+            None
+        }
+        None => None,
+    };
+    let mut merged = merge(local, remote, request.limit);
+    fill_display_names(state, &mut merged.results)?;
+    Ok(merged)
+}
+
+/// The local index's answer.
+async fn local_search(
+    state: &AppState,
+    request: &SearchRequest,
+) -> Result<(Vec<Found>, bool), Error> {
+    let term = local_term(&request.term).to_owned();
+    let limit = request.limit;
+    let threepids = !state.config.directory.exclude_threepid;
+    let searcher = state.clone();
+    let found =
+        tokio::task::spawn_blocking(move || searcher.directory.search(&term, limit, threepids))
+            .await
+            .map_err(|e| Error::internal("directory search task", e))?
+            .map_err(|e| Error::internal("directory search", e))?;
+    let (hits, limited) = found;
+    Ok((
+        hits.into_iter()
+            .map(|h| Found {
+                user_id: h.user_id,
+                display_name: h.display_name,
+                avatar_url: None,
+            })
+            .collect(),
+        limited,
+    ))
+}
+
+/// The homeserver's answer to the same search, or why there is none.
+async fn remote_search(
+    state: &AppState,
+    base: &Base,
+    token: &str,
+    version: &str,
+    body: &Map<String, Value>,
+) -> Result<(Vec<Found>, bool), String> {
+    let path = format!("/_matrix/client/{version}/user_directory/search");
+    let authorization = format!("Bearer {token}");
+    let json = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let answer = state
+        .homeserver
+        .send(
+            &state.federation,
+            base,
+            RawRequest {
+                method: reqwest::Method::POST,
+                path_and_query: &path,
+                authorization: Some(&authorization),
+                body: Some((Bytes::from(json), Some("application/json"))),
+                timeout: Some(USER_WAIT),
+            },
+            MAX_ANSWER,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status != 200 {
+        return Err(format!("it answered HTTP {}", answer.status));
+    }
+    let value: Value =
+        serde_json::from_slice(&answer.body).map_err(|_| "its answer is not JSON".to_owned())?;
+    let limited = value
+        .get("limited")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let results = value
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| "its answer has no results list".to_owned())?;
+    let text = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+    let found = results
+        .iter()
+        .filter_map(|r| {
+            let user_id = text(r, "user_id")?;
+            crate::model::Mxid::parse(&user_id)?;
+            Some(Found {
+                user_id,
+                display_name: text(r, "display_name"),
+                avatar_url: text(r, "avatar_url"),
+            })
+        })
+        .collect();
+    Ok((found, limited))
+}
+
+/// Both lists interleaved (directory first), each user once, at most `limit`. A user
+/// both know keeps the homeserver's display name and avatar (what they chose in
+/// Matrix) at the better of their two places.
+pub fn merge(
+    local: (Vec<Found>, bool),
+    remote: Option<(Vec<Found>, bool)>,
+    limit: usize,
+) -> SearchResults {
+    let (local, local_limited) = local;
+    let (remote, remote_limited) = remote.unwrap_or_default();
+    let mut results: Vec<Found> = Vec::with_capacity(local.len() + remote.len());
+    let mut local = local.into_iter();
+    let mut remote = remote.into_iter();
+    loop {
+        let next_local = local.next();
+        let next_remote = remote.next();
+        if next_local.is_none() && next_remote.is_none() {
+            break;
+        }
+        let pair = [(next_local, false), (next_remote, true)];
+        for (found, from_homeserver) in pair {
+            let Some(found) = found else { continue };
+            match results.iter_mut().find(|r| r.user_id == found.user_id) {
+                Some(known) if from_homeserver => {
+                    if found.display_name.is_some() {
+                        known.display_name = found.display_name;
+                    }
+                    if found.avatar_url.is_some() {
+                        known.avatar_url = found.avatar_url;
+                    }
+                }
+                Some(known) => {
+                    if known.display_name.is_none() {
+                        known.display_name = found.display_name;
+                    }
+                }
+                None => results.push(found),
+            }
+        }
+    }
+    let limited = local_limited || remote_limited || results.len() > limit;
+    results.truncate(limit);
+    SearchResults { limited, results }
+}
+
+/// Homeserver results without a display name get the directory's.
+fn fill_display_names(state: &AppState, results: &mut [Found]) -> Result<(), Error> {
+    for r in results.iter_mut().filter(|r| r.display_name.is_none()) {
+        if let Some(entry) = state.store.directory_entry(&r.user_id)? {
+            r.display_name = entry.display_name;
+        }
+    }
+    Ok(())
+}
+
+fn missing_token() -> Error {
+    Error::new(
+        StatusCode::UNAUTHORIZED,
+        "M_MISSING_TOKEN",
+        "Missing access token",
+    )
+}
+
+/// A request under `/_matrix/client/{version}/profile/`, to pass on.
+pub struct ProfileRequest {
+    pub method: http::Method,
+    /// Path and query as the client sent them.
+    pub path_and_query: String,
+    /// The part after `profile/`, percent-decoded: `{userId}` or `{userId}/{field}`.
+    pub tail: Vec<String>,
+    pub authorization: Option<String>,
+    pub token: Option<String>,
+    pub content_type: Option<String>,
+    pub host: Option<String>,
+    pub body: Bytes,
+}
+
+/// Passes a profile request to the homeserver. A `GET` of a whole profile or of
+/// `displayname` that comes back without a display name gets the directory's; with
+/// `directory.profile.threepids`, a whole profile asked for by an authenticated local
+/// user gets the directory's 3PIDs too.
+pub async fn profile(state: &AppState, request: ProfileRequest) -> Result<RawResponse, Error> {
+    let base = state
+        .homeserver
+        .base(&state.federation, request.host.as_deref())
+        .await;
+    let body =
+        (!request.body.is_empty()).then(|| (request.body.clone(), request.content_type.as_deref()));
+    let answer = state
+        .homeserver
+        .send(
+            &state.federation,
+            &base,
+            RawRequest {
+                method: request.method.clone(),
+                path_and_query: &request.path_and_query,
+                authorization: request.authorization.as_deref(),
+                body,
+                timeout: None,
+            },
+            MAX_ANSWER,
+        )
+        .await
+        .map_err(|e| {
+            tracing::warn!(homeserver = %base.url, error = %e, "profile request: cannot reach the homeserver");
+            Error::new(
+                StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                "The homeserver could not be reached; try again later",
+            )
+        })?;
+    let config = &state.config.directory;
+    let whole = request.tail.len() == 1;
+    let display = request.tail.len() == 2 && request.tail[1] == "displayname";
+    if request.method != http::Method::GET || answer.status != 200 || !(whole || display) {
+        return Ok(answer);
+    }
+    let Ok(Value::Object(mut profile)) = serde_json::from_slice::<Value>(&answer.body) else {
+        return Ok(answer);
+    };
+    let user_id = &request.tail[0];
+    let wants_threepids = whole && config.profile_threepids;
+    if !(config.profile_display_name || wants_threepids) {
+        return Ok(answer);
+    }
+    let Some(entry) = state.store.directory_entry(user_id)? else {
+        return Ok(answer);
+    };
+    let mut changed = false;
+    let has_name = profile
+        .get("displayname")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.trim().is_empty());
+    if config.profile_display_name && !has_name {
+        if let Some(name) = &entry.display_name {
+            profile.insert("displayname".into(), Value::from(name.clone()));
+            changed = true;
+        }
+    }
+    if wants_threepids && !entry.threepids.is_empty() {
+        let caller = match &request.token {
+            Some(token) => state
+                .homeserver
+                .whoami(&state.federation, &base, token)
+                .await
+                .ok(),
+            None => None,
+        };
+        if caller.is_some_and(|TokenOwner { user_id }| state.homeserver.is_local(&user_id)) {
+            let threepids: Vec<Value> = entry
+                .threepids
+                .iter()
+                .map(|t| serde_json::json!({ "medium": t.medium().as_str(), "address": t.address() }))
+                .collect();
+            profile.insert("threepids".into(), Value::from(threepids));
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(answer);
+    }
+    let body = serde_json::to_vec(&profile).map_err(|e| Error::internal("profile", e))?;
+    Ok(RawResponse {
+        status: 200,
+        content_type: Some("application/json".into()),
+        body: body.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn found(id: &str, name: Option<&str>, avatar: Option<&str>) -> Found {
+        Found {
+            user_id: id.into(),
+            display_name: name.map(str::to_owned),
+            avatar_url: avatar.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn search_bodies_are_checked_and_limits_clamped() {
+        let p = |v| parse_search(&obj(v));
+        assert_eq!(
+            p(json!({"search_term": "ali"})).unwrap(),
+            SearchRequest {
+                term: "ali".into(),
+                limit: 10
+            }
+        );
+        assert_eq!(p(json!({"search_term": "a", "limit": 3})).unwrap().limit, 3);
+        assert_eq!(
+            p(json!({"search_term": "a", "limit": -5})).unwrap().limit,
+            0
+        );
+        assert_eq!(
+            p(json!({"search_term": "a", "limit": 1e300}))
+                .map_err(|e| e.errcode)
+                .unwrap_err(),
+            "M_INVALID_PARAM"
+        );
+        assert_eq!(
+            p(json!({"search_term": "a", "limit": u64::MAX}))
+                .unwrap()
+                .limit,
+            MAX_LIMIT
+        );
+        assert_eq!(p(json!({})).unwrap_err().errcode, "M_MISSING_PARAM");
+        assert_eq!(
+            p(json!({"search_term": 5})).unwrap_err().errcode,
+            "M_INVALID_PARAM"
+        );
+        assert_eq!(
+            p(json!({"search_term": "a", "limit": "5"}))
+                .unwrap_err()
+                .errcode,
+            "M_INVALID_PARAM"
+        );
+        assert_eq!(local_term(" @alice:example.org "), "alice");
+        assert_eq!(local_term("@ali"), "ali");
+        assert_eq!(local_term("alice liddell"), "alice liddell");
+    }
+
+    #[test]
+    fn results_are_interleaved_without_duplicates() {
+        let local = vec![
+            found("@a:x", Some("A dir"), None),
+            found("@b:x", Some("B"), None),
+            found("@c:x", Some("C"), None),
+        ];
+        let remote = vec![
+            found("@b:x", Some("B hs"), Some("mxc://x/b")),
+            found("@z:x", None, None),
+        ];
+        let merged = merge((local.clone(), false), Some((remote.clone(), false)), 10);
+        let ids: Vec<&str> = merged.results.iter().map(|r| r.user_id.as_str()).collect();
+        assert_eq!(ids, ["@a:x", "@b:x", "@c:x", "@z:x"]);
+        assert_eq!(merged.results[1].display_name.as_deref(), Some("B hs"));
+        assert_eq!(merged.results[1].avatar_url.as_deref(), Some("mxc://x/b"));
+        assert!(!merged.limited);
+        let merged = merge((local.clone(), false), Some((remote, false)), 2);
+        assert_eq!(merged.results.len(), 2);
+        assert!(merged.limited);
+        let merged = merge((local, true), None, 10);
+        assert_eq!(merged.results.len(), 3);
+        assert!(merged.limited);
+        let merged = merge((vec![], false), Some((vec![], true)), 10);
+        assert!(merged.limited && merged.results.is_empty());
+    }
+}
