@@ -82,6 +82,68 @@ pub struct DirectoryIndex {
     reader: IndexReader,
     writer: std::sync::Mutex<IndexWriter>,
     fields: Fields,
+    /// A write started that did not end in a full rebuild's commit.
+    stale: std::sync::atomic::AtomicBool,
+}
+
+/// Holding the index's writer: upserts and deletes, then one commit. Dropped without
+/// a commit, what it wrote is rolled back and the index is marked stale.
+pub struct IndexWriting<'a> {
+    index: &'a DirectoryIndex,
+    writer: std::sync::MutexGuard<'a, IndexWriter>,
+    committed: bool,
+}
+
+impl IndexWriting<'_> {
+    /// Removes every document (a rebuild follows).
+    pub fn clear(&mut self) -> Result<(), IndexError> {
+        self.writer.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Replaces `mxid`'s document with `user`'s, or deletes it (`None`).
+    pub fn upsert(&mut self, mxid: &str, user: Option<&DirectoryUser>) -> Result<(), IndexError> {
+        let f = self.index.fields;
+        self.writer
+            .delete_term(Term::from_field_text(f.user_id, mxid));
+        if let Some(user) = user {
+            self.writer.add_document(self.index.document(mxid, user))?;
+        }
+        Ok(())
+    }
+
+    /// Makes what was written searchable. `full`: this commit ends a full rebuild, so
+    /// the index is no longer stale.
+    pub fn commit_as(mut self, full: bool) -> Result<(), IndexError> {
+        self.committed = true;
+        let done = self
+            .writer
+            .commit()
+            .map_err(IndexError::from)
+            .and_then(|_| self.index.reader.reload().map_err(IndexError::from));
+        match done {
+            Ok(()) if full => self.index.mark_stale(false),
+            Ok(()) => {}
+            Err(_) => self.index.mark_stale(true),
+        }
+        done
+    }
+
+    /// Commits a rebuild (see [`Self::commit_as`]).
+    pub fn commit(self) -> Result<(), IndexError> {
+        self.commit_as(true)
+    }
+}
+
+impl Drop for IndexWriting<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.index.mark_stale(true);
+            if let Err(e) = self.writer.rollback() {
+                tracing::warn!(error = %e, "rolling back an unfinished index write failed");
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for DirectoryIndex {
@@ -129,7 +191,9 @@ impl DirectoryIndex {
         index.tokenizers().register(TOKENIZER, analyzer());
         let reader = index
             .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
+            // Reloaded by hand after our commits (so a search right after an update
+            // sees it), and on the background merges' commits, which make it faster.
+            .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()?;
         // The writer's lock can outlive a server that just stopped by a moment (an
         // in-place restart): wait for it a little.
@@ -148,7 +212,12 @@ impl DirectoryIndex {
             reader,
             writer: std::sync::Mutex::new(writer),
             fields,
+            stale: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn mark_stale(&self, stale: bool) {
+        self.stale.store(stale, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Makes the index hold exactly `users` (Matrix ID → entry), in one commit.
@@ -156,19 +225,35 @@ impl DirectoryIndex {
         &self,
         users: impl IntoIterator<Item = (&'a str, &'a DirectoryUser)>,
     ) -> Result<u64, IndexError> {
-        let mut writer = self
-            .writer
-            .lock()
-            .map_err(|_| IndexError("the writer lock is poisoned".into()))?;
-        writer.delete_all_documents()?;
+        let mut writer = self.writer()?;
+        writer.clear()?;
         let mut n = 0;
         for (mxid, user) in users {
-            writer.add_document(self.document(mxid, user))?;
+            writer.upsert(mxid, Some(user))?;
             n += 1;
         }
         writer.commit()?;
-        self.reader.reload()?;
         Ok(n)
+    }
+
+    /// The index's one writer, held until the returned guard is dropped: what a caller
+    /// reads from the store while holding it cannot be overtaken by another writer.
+    /// Nothing written is searchable before [`IndexWriting::commit`].
+    pub fn writer(&self) -> Result<IndexWriting<'_>, IndexError> {
+        let writer = self
+            .writer
+            .lock()
+            .map_err(|_| IndexError("the writer lock is poisoned".into()))?;
+        Ok(IndexWriting {
+            index: self,
+            writer,
+            committed: false,
+        })
+    }
+
+    /// Whether a write failed since the last full rebuild (a rebuild is due).
+    pub fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn document(&self, mxid: &str, user: &DirectoryUser) -> TantivyDocument {
@@ -399,6 +484,46 @@ mod tests {
         let huge = "x".repeat(10_000);
         assert!(ids(&index, &huge).is_empty());
         assert!(index.search("bob", 0, true).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn upserts_replace_and_delete_and_an_unfinished_write_is_rolled_back() {
+        let index = directory();
+        let mut w = index.writer().unwrap();
+        w.upsert(
+            "@bob:example.org",
+            Some(&user("Robert Cratchit", &["rob@example.org"], "Scrivener")),
+        )
+        .unwrap();
+        w.upsert("@alicia:example.org", None).unwrap();
+        w.upsert(
+            "@new:example.org",
+            Some(&user("Newt Scamander", &[], "Zoologist")),
+        )
+        .unwrap();
+        w.commit_as(false).unwrap();
+        assert_eq!(index.len(), 4);
+        assert_eq!(ids(&index, "robert"), vec!["@bob:example.org"]);
+        assert!(ids(&index, "clerk").is_empty(), "the old document is gone");
+        assert!(ids(&index, "alicia").is_empty());
+        assert_eq!(ids(&index, "scamander"), vec!["@new:example.org"]);
+        assert!(!index.is_stale());
+        // Dropped without a commit: nothing of it shows, even after a later commit,
+        // and the index says a rebuild is due.
+        let mut w = index.writer().unwrap();
+        w.upsert("@ghost:example.org", Some(&user("Ghost", &[], "x")))
+            .unwrap();
+        drop(w);
+        assert!(index.is_stale());
+        let w = index.writer().unwrap();
+        w.commit_as(false).unwrap();
+        assert!(ids(&index, "ghost").is_empty());
+        assert!(index.is_stale());
+        index
+            .replace_all([("@ghost:example.org", &user("Ghost", &[], "x"))])
+            .unwrap();
+        assert!(!index.is_stale());
+        assert_eq!(ids(&index, "ghost"), vec!["@ghost:example.org"]);
     }
 
     #[test]

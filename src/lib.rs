@@ -182,9 +182,11 @@ pub async fn run(
         state.clone(),
         stop_rx.clone(),
     ));
-    if index_created {
-        // New, or broken and recreated: rebuilt from the store, which is the truth.
-        match sync::reindex(&state) {
+    let index_dirty = store.index_dirty().unwrap_or(true);
+    if index_created || index_dirty {
+        // New, broken and recreated, or maybe behind the store (we stopped while a
+        // change was applied): rebuilt from the store, which is the truth.
+        match sync::reindex(&state).await {
             Ok(n) => tracing::info!(entries = n, "directory index built"),
             Err(e) => tracing::error!(error = %e.message, "building the directory index failed"),
         }

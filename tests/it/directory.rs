@@ -223,6 +223,14 @@ async fn search_refuses_bad_input_and_bad_tokens() {
         .post_json(SEARCH, &json!({"search_term": "bob"}), None)
         .await;
     assert_error(&r, 401, "M_MISSING_TOKEN");
+    let r = s
+        .send(
+            s.client
+                .post(format!("{}{SEARCH}", s.base))
+                .body("{not json"),
+        )
+        .await;
+    assert_error(&r, 401, "M_MISSING_TOKEN");
     let r = search_as(&s, "nope", json!({"search_term": "bob"})).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
     let calls = hs.whoami_calls();
