@@ -10,7 +10,10 @@
 # of a search. Then wrk runs for DURATION on:
 #   - GET /_matrix/identity/v2 (the reference rate)
 #   - search with 1-, 2- and 3-word terms, from the index alone
-#     (directory.exclude.homeserver: true), each request a different term
+#     (directory.exclude.homeserver: true), cycling through 500 terms of each kind:
+#     with the result cache (directory.searchCache, default 10000: after the first
+#     round every term is a hit) and without it (searchCache: 0, every request a real
+#     search)
 #   - 2-word search merged with the stand-in homeserver's results (100k only; the
 #     stand-in is a one-thread Python server, so this line measures it too)
 # and prints requests/s, p50/p99 and the server's RSS.
@@ -141,8 +144,10 @@ for kind in (1, 2, 3):
         f.write("local bodies = {" + ",".join(json.dumps(b) for b in bodies) + "}\n")
         f.write("local i = 0\nrequest = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
 PY
-  for merged in false true; do
-    [ "$merged" = true ] && [ "$N" -gt 100000 ] && continue
+  for mode in cached uncached merged; do
+    [ "$mode" = merged ] && [ "$N" -gt 100000 ] && continue
+    merged=false; [ "$mode" = merged ] && merged=true
+    cache=10000; [ "$mode" = uncached ] && cache=0
     PORT=$(free_port); ADMIN=$(free_port)
     cat > "$DIR/mxisd.yaml" <<YAML
 matrix:
@@ -154,13 +159,14 @@ server:
   admin:
     port: $ADMIN
 storage:
-  path: state-$merged
+  path: state-$mode
 file:
   enabled: true
   path: users.yaml
   sync:
     interval: 24h
 directory:
+  searchCache: $cache
   exclude:
     homeserver: $([ "$merged" = true ] && echo false || echo true)
 YAML
@@ -180,15 +186,17 @@ YAML
       [ "$(cli search "$(head -c 200 "$DIR/users.yaml" | awk '/displayName/ {print $2; exit}')" 2>/dev/null | grep -c '@')" -gt 0 ] && break
       sleep 0.1
     done
-    if [ "$merged" = false ]; then
+    if [ "$mode" = cached ]; then
       echo "== $N people ($(nproc) cores, $CONNS connections, $DURATION per run)"
       echo "  sync + index: $(python3 -c "import time; print(f'{time.time() - $T0:.1f} s')")"
       R0=$(date +%s.%N); cli reindex >/dev/null; R1=$(date +%s.%N)
-      echo "  reindex: $(python3 -c "print(f'{$R1 - $R0:.2f} s')"), index on disk: $(du -sh "$DIR/state-$merged/index" | cut -f1)"
+      echo "  reindex: $(python3 -c "print(f'{$R1 - $R0:.2f} s')"), index on disk: $(du -sh "$DIR/state-$mode/index" | cut -f1)"
       run_wrk "GET /v2" "http://127.0.0.1:$PORT/_matrix/identity/v2"
       BASE=$LAST_RPS
+    fi
+    if [ "$mode" != merged ]; then
       for kind in 1 2 3; do
-        run_wrk "search, $kind-word terms" "http://127.0.0.1:$PORT/_matrix/client/v3/user_directory/search" "$DIR/search$kind.lua"
+        run_wrk "search, $kind-word terms, $mode" "http://127.0.0.1:$PORT/_matrix/client/v3/user_directory/search" "$DIR/search$kind.lua"
         echo "    = $(python3 -c "print(f'{$LAST_RPS / $BASE:.2f}')")x the GET /v2 rate"
       done
     else

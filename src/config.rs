@@ -121,6 +121,9 @@ pub struct DirectoryConfig {
     /// `directory.profile.threepids`: add the directory's 3PIDs to profiles, for
     /// authenticated users of `matrix.domain` only.
     pub profile_threepids: bool,
+    /// `directory.searchCache`: searches whose results are remembered until the index
+    /// changes (0: none).
+    pub search_cache: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -688,8 +691,16 @@ fn read_directory(s: &Section<'_, '_>) -> Option<DirectoryConfig> {
     let profile_display_name = profile.bool("displayName").unwrap_or(true);
     let profile_threepids = profile.bool("threepids").unwrap_or(false);
     profile.finish(&[]);
+    let search_cache = s
+        .u64("searchCache")
+        .unwrap_or(crate::index::DEFAULT_CACHE as u64);
     s.finish(&[]);
+    if search_cache > 1_000_000 {
+        s.problem("searchCache", "must be at most 1000000 (entries)");
+        return None;
+    }
     Some(DirectoryConfig {
+        search_cache: usize::try_from(search_cache).unwrap_or(crate::index::DEFAULT_CACHE),
         exclude_homeserver,
         exclude_threepid,
         profile_display_name,

@@ -190,7 +190,18 @@ impl Homeserver {
         base: &Base,
         token: &str,
     ) -> Result<TokenOwner, Error> {
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // A token that cannot even be sent in a header is nobody's.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(unknown_token());
+        }
+        // Keyed by where it was checked too: with several homeservers configured, a
+        // token one accepted says nothing about the others.
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(base.url.as_bytes())
+            .chain_update([0])
+            .chain_update(token.as_bytes())
+            .finalize()
+            .into();
         let cached = self.cached(&key);
         if let Some((user_id, age)) = &cached {
             if *age < TOKEN_FRESH {
@@ -229,10 +240,24 @@ impl Homeserver {
         };
         match answer {
             Ok(r) if r.status == 200 => {
-                let user_id = serde_json::from_slice::<serde_json::Value>(&r.body)
-                    .ok()
+                let answer = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+                let user_id = answer
+                    .as_ref()
                     .and_then(|v| v.get("user_id")?.as_str().map(str::to_owned))
                     .filter(|u| crate::model::Mxid::parse(u).is_some());
+                // Guests may not search the directory (Synapse refuses them too).
+                let guest = answer
+                    .as_ref()
+                    .and_then(|v| v.get("is_guest")?.as_bool())
+                    .unwrap_or(false);
+                if guest {
+                    self.forget(&key);
+                    return Err(Error::new(
+                        StatusCode::FORBIDDEN,
+                        "M_GUEST_ACCESS_FORBIDDEN",
+                        "Guest access is not allowed",
+                    ));
+                }
                 match user_id {
                     Some(user_id) => {
                         self.remember(key, &user_id);
@@ -246,11 +271,7 @@ impl Homeserver {
             }
             Ok(r) if r.status == 401 || r.status == 403 => {
                 self.forget(&key);
-                Err(Error::new(
-                    StatusCode::UNAUTHORIZED,
-                    "M_UNKNOWN_TOKEN",
-                    "The homeserver does not recognise this access token",
-                ))
+                Err(refusal(r.status, &r.body))
             }
             Ok(r) => {
                 tracing::warn!(homeserver = %base.url, status = r.status, "the homeserver's whoami failed");
@@ -316,6 +337,45 @@ impl Homeserver {
     }
 }
 
+fn unknown_token() -> Error {
+    Error::new(
+        StatusCode::UNAUTHORIZED,
+        "M_UNKNOWN_TOKEN",
+        "The homeserver does not recognise this access token",
+    )
+}
+
+/// The homeserver's refusal of a token, passed on: its status, its errcode when it is
+/// one clients act on, and `soft_logout` (a client that sees it keeps its keys).
+fn refusal(status: u16, body: &[u8]) -> Error {
+    let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let errcode = match answer.get("errcode").and_then(|e| e.as_str()) {
+        Some("M_UNKNOWN_TOKEN") => "M_UNKNOWN_TOKEN",
+        Some("M_MISSING_TOKEN") => "M_MISSING_TOKEN",
+        Some("M_USER_LOCKED") => "M_USER_LOCKED",
+        Some("M_USER_SUSPENDED") => "M_USER_SUSPENDED",
+        Some("M_USER_DEACTIVATED") => "M_USER_DEACTIVATED",
+        Some("M_GUEST_ACCESS_FORBIDDEN") => "M_GUEST_ACCESS_FORBIDDEN",
+        _ if status == 401 => "M_UNKNOWN_TOKEN",
+        _ => "M_FORBIDDEN",
+    };
+    let message = answer
+        .get("error")
+        .and_then(|e| e.as_str())
+        .map(|m| m.chars().take(200).collect::<String>())
+        .unwrap_or_else(|| "The homeserver refused this access token".into());
+    let status = if status == 401 {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let mut error = Error::new(status, errcode, message);
+    if let Some(soft) = answer.get("soft_logout").and_then(|s| s.as_bool()) {
+        error = error.with("soft_logout", soft);
+    }
+    error
+}
+
 fn unreachable_error() -> Error {
     Error::new(
         StatusCode::BAD_GATEWAY,
@@ -371,6 +431,85 @@ mod tests {
         assert_eq!(h.configured(Some("x")).as_deref(), Some("http://fixed"));
         assert!(h.is_local("@a:Example.org"));
         assert!(!h.is_local("@a:example.org.evil"));
+    }
+
+    /// A closed port on loopback: nobody there.
+    fn nobody() -> Base {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        Base {
+            url: format!("http://127.0.0.1:{port}"),
+            trusted: true,
+        }
+    }
+
+    fn key(base: &Base, token: &str) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(base.url.as_bytes())
+            .chain_update([0])
+            .chain_update(token.as_bytes())
+            .finalize()
+            .into()
+    }
+
+    #[tokio::test]
+    async fn a_homeserver_that_is_down_is_forgiven_only_recent_tokens() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let federation = Federation::new(&crate::config::FederationConfig {
+            overrides: vec![],
+            client_overrides: vec![],
+            allowed_cidrs: vec![],
+            timeout: Duration::from_secs(2),
+            verify_tls: true,
+        })
+        .unwrap();
+        let h = hs(None, &[]);
+        let base = nobody();
+        let at = |age: Duration, user: &str, token: &str| {
+            h.tokens().insert(
+                key(&base, token),
+                CachedUser {
+                    user_id: user.into(),
+                    checked: Instant::now() - age,
+                },
+            );
+        };
+        // Fresh: not asked at all. Older than a minute: asked, unreachable, forgiven.
+        at(Duration::from_secs(5), "@fresh:example.org", "t1");
+        at(Duration::from_secs(120), "@recent:example.org", "t2");
+        at(Duration::from_secs(20 * 60), "@old:example.org", "t3");
+        let who = |t: &'static str| h.whoami(&federation, &base, t);
+        assert_eq!(who("t1").await.unwrap().user_id, "@fresh:example.org");
+        assert_eq!(who("t2").await.unwrap().user_id, "@recent:example.org");
+        let e = who("t3").await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.errcode), (502, "M_UNKNOWN"));
+        let e = who("never-seen").await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.errcode), (502, "M_UNKNOWN"));
+        // The same token checked at another homeserver is not known there.
+        let other = nobody();
+        let e = h.whoami(&federation, &other, "t1").await.unwrap_err();
+        assert_eq!(e.status.as_u16(), 502);
+        // A token that cannot be a header value is refused without asking.
+        let e = who("bad\ntoken").await.unwrap_err();
+        assert_eq!((e.status.as_u16(), e.errcode), (401, "M_UNKNOWN_TOKEN"));
+    }
+
+    #[test]
+    fn refusals_keep_the_homeservers_errcode_and_soft_logout() {
+        let e = refusal(
+            401,
+            br#"{"errcode":"M_UNKNOWN_TOKEN","error":"expired","soft_logout":true}"#,
+        );
+        assert_eq!((e.status.as_u16(), e.errcode), (401, "M_UNKNOWN_TOKEN"));
+        assert_eq!(e.body()["soft_logout"], true);
+        assert_eq!(e.body()["error"], "expired");
+        let e = refusal(403, br#"{"errcode":"M_USER_LOCKED","error":"locked"}"#);
+        assert_eq!((e.status.as_u16(), e.errcode), (403, "M_USER_LOCKED"));
+        let e = refusal(401, b"<html>");
+        assert_eq!(e.errcode, "M_UNKNOWN_TOKEN");
+        let e = refusal(403, br#"{"errcode":"M_WHATEVER"}"#);
+        assert_eq!(e.errcode, "M_FORBIDDEN");
     }
 
     #[test]

@@ -22,6 +22,10 @@ const TOKENIZER: &str = "mxisd";
 const MAX_WORDS: usize = 8;
 /// Longest word searched (longer ones are cut).
 const MAX_WORD: usize = 64;
+/// Doc store blocks kept decompressed.
+const DOC_STORE_BLOCKS: usize = 1000;
+/// Default number of searches whose results are remembered until the next commit.
+pub const DEFAULT_CACHE: usize = 10_000;
 /// Writer memory budget (tantivy's minimum is 15 MB).
 const WRITER_HEAP: usize = 30 << 20;
 
@@ -84,7 +88,13 @@ pub struct DirectoryIndex {
     fields: Fields,
     /// A write started that did not end in a full rebuild's commit.
     stale: std::sync::atomic::AtomicBool,
+    /// Results of recent searches, dropped at every commit.
+    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, (Vec<Hit>, bool)>>,
+    cache_size: std::sync::atomic::AtomicUsize,
 }
+
+/// A search as the index sees it: the analysed words, the limit, 3PIDs or not.
+type CacheKey = (Vec<String>, usize, bool);
 
 /// Holding the index's writer: upserts and deletes, then one commit. Dropped without
 /// a commit, what it wrote is rolled back and the index is marked stale.
@@ -121,10 +131,11 @@ impl IndexWriting<'_> {
             .commit()
             .map_err(IndexError::from)
             .and_then(|_| self.index.reader.reload().map_err(IndexError::from));
+        self.index.clear_cache();
         match done {
-            Ok(()) if full => self.index.mark_stale(false),
+            Ok(()) if full => self.index.set_stale(false),
             Ok(()) => {}
-            Err(_) => self.index.mark_stale(true),
+            Err(_) => self.index.set_stale(true),
         }
         done
     }
@@ -138,7 +149,7 @@ impl IndexWriting<'_> {
 impl Drop for IndexWriting<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            self.index.mark_stale(true);
+            self.index.set_stale(true);
             if let Err(e) = self.writer.rollback() {
                 tracing::warn!(error = %e, "rolling back an unfinished index write failed");
             }
@@ -194,6 +205,9 @@ impl DirectoryIndex {
             // Reloaded by hand after our commits (so a search right after an update
             // sees it), and on the background merges' commits, which make it faster.
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
+            // Results are read from the doc store: keep its decompressed blocks (16 KiB
+            // each; 1000 hold 100k entries) rather than decompress one per hit.
+            .doc_store_cache_num_blocks(DOC_STORE_BLOCKS)
             .try_into()?;
         // The writer's lock can outlive a server that just stopped by a moment (an
         // in-place restart): wait for it a little.
@@ -213,10 +227,55 @@ impl DirectoryIndex {
             writer: std::sync::Mutex::new(writer),
             fields,
             stale: std::sync::atomic::AtomicBool::new(false),
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cache_size: std::sync::atomic::AtomicUsize::new(DEFAULT_CACHE),
         })
     }
 
-    fn mark_stale(&self, stale: bool) {
+    /// How many searches' results to remember (0: none). Type-ahead clients send the
+    /// same few prefixes over and over; the answers only change at a commit.
+    pub fn set_cache_size(&self, entries: usize) {
+        self.cache_size
+            .store(entries, std::sync::atomic::Ordering::Relaxed);
+        self.clear_cache();
+    }
+
+    fn clear_cache(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// A remembered answer to this search, if any (cheap: no index access).
+    pub fn cached(&self, term: &str, limit: usize, threepids: bool) -> Option<(Vec<Hit>, bool)> {
+        if self.cache_size.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let key = (words(term), limit, threepids);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
+    fn remember(&self, key: CacheKey, found: &(Vec<Hit>, bool)) {
+        let size = self.cache_size.load(std::sync::atomic::Ordering::Relaxed);
+        if size == 0 {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= size {
+            // Full: start again rather than track recency (a commit clears it anyway).
+            cache.clear();
+        }
+        cache.insert(key, found.clone());
+    }
+
+    /// Marks the index as missing something: the next update rebuilds it whole.
+    pub fn mark_stale(&self) {
+        self.set_stale(true);
+    }
+
+    fn set_stale(&self, stale: bool) {
         self.stale.store(stale, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -290,6 +349,32 @@ impl DirectoryIndex {
         if words.is_empty() || limit == 0 {
             return Ok((Vec::new(), false));
         }
+        let key = (words, limit, threepids);
+        if let Some(found) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        // Exact words and prefixes first; the typo-tolerant query (the costly part:
+        // an automaton per word and field) only when they do not overflow the page.
+        let mut found = self.run(&key.0, limit, threepids, false)?;
+        if !found.1 && key.0.iter().any(|w| w.chars().count() >= 4) {
+            found = self.run(&key.0, limit, threepids, true)?;
+        }
+        self.remember(key, &found);
+        Ok(found)
+    }
+
+    fn run(
+        &self,
+        words: &[String],
+        limit: usize,
+        threepids: bool,
+        typos: bool,
+    ) -> Result<(Vec<Hit>, bool), IndexError> {
         let f = self.fields;
         let mut fields = vec![f.name, f.extra];
         if threepids {
@@ -315,7 +400,7 @@ impl DirectoryIndex {
                             2.0,
                         )),
                     ));
-                    if w.chars().count() >= 4 {
+                    if typos && w.chars().count() >= 4 {
                         options.push((Occur::Should, Box::new(FuzzyTermQuery::new(t, 1, true))));
                     }
                 }
@@ -489,6 +574,10 @@ mod tests {
     #[test]
     fn upserts_replace_and_delete_and_an_unfinished_write_is_rolled_back() {
         let index = directory();
+        // Answers are remembered until the next commit.
+        assert!(ids(&index, "robert").is_empty());
+        assert_eq!(index.cached("Robert!", 10, true), Some((vec![], false)));
+        assert_eq!(index.cached("robert", 9, true), None);
         let mut w = index.writer().unwrap();
         w.upsert(
             "@bob:example.org",

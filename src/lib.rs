@@ -113,6 +113,7 @@ pub async fn run(
     let index_dir = config.storage.path.join("index");
     let (directory, index_created) =
         index::DirectoryIndex::open(&index_dir).map_err(|e| StartError::Runtime(e.to_string()))?;
+    directory.set_cache_size(config.directory.search_cache);
     let config = Arc::new(config);
     let store = Arc::new(store);
     let state = state::AppState::new(state::Shared {
@@ -186,7 +187,16 @@ pub async fn run(
     if index_created || index_dirty {
         // New, broken and recreated, or maybe behind the store (we stopped while a
         // change was applied): rebuilt from the store, which is the truth.
-        match sync::reindex(&state).await {
+        let built = match sync::reindex(&state).await {
+            // No run has started yet: every source's change is in now.
+            Ok(n) => store
+                .clear_index_dirty()
+                .await
+                .map(|()| n)
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        match built {
             Ok(n) => tracing::info!(entries = n, "directory index built"),
             Err(e) => tracing::error!(error = %e.message, "building the directory index failed"),
         }

@@ -293,7 +293,6 @@ fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(warp::path("profile"))
         .and(warp::path::tail())
         .and(warp::method())
-        .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(
             warp::header::optional::<String>("authorization")
@@ -309,30 +308,21 @@ fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
         .and(host())
         .and(api::body::limited(limit))
         .map(
-            |_version: String,
+            |version: String,
              tail: warp::path::Tail,
              method: Method,
-             full: warp::path::FullPath,
              query: String,
              authorization: Option<String>,
              token: Option<String>,
              content_type: Option<String>,
              host: Option<String>,
              body: Result<bytes::Bytes, Error>| {
-                let tail: Vec<String> = tail
-                    .as_str()
-                    .split('/')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| {
-                        percent_encoding::percent_decode_str(s)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    })
-                    .collect();
-                if tail.is_empty() {
-                    return Err(Error::unrecognized_route());
-                }
-                let mut path_and_query = full.as_str().to_owned();
+                let tail = crate::service::directory::profile_tail(tail.as_str())
+                    .ok_or_else(Error::unrecognized_route)?;
+                // The path passed on is rebuilt from the checked segments, never the
+                // client's: no `..`, backslash or encoded slash can lead elsewhere on
+                // the homeserver.
+                let mut path_and_query = crate::service::directory::profile_path(&version, &tail);
                 if !query.is_empty() {
                     path_and_query.push('?');
                     path_and_query.push_str(&query);

@@ -610,13 +610,13 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
     // Until this apply is complete, no digest may claim the store matches a fetch,
     // and the index may lag behind the store (rebuilt at start if we stop here).
     state.store.set_sync_digest(name, None).await?;
-    state.store.set_index_dirty(true).await?;
+    state.store.set_index_dirty(name, true).await?;
     match apply(state, name, listed, resolved, started, at).await {
         Ok((status, users_changed)) => {
             state.store.set_sync_digest(name, Some(&digest)).await?;
             // Search follows the store; a failure here leaves the index marked stale
             // (rebuilt whole by the next run, at start, or by `mxisd reindex`).
-            match index_changes(state, &users_changed).await {
+            match index_changes(state, name, &users_changed).await {
                 Ok(n) => tracing::debug!(source = name, entries = n, "directory index updated"),
                 Err(e) => {
                     tracing::error!(source = name, error = %e.message, "updating the directory index failed")
@@ -627,6 +627,9 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
         Err(e) => {
             // Chunks applied before the failure are consistent with the snapshot; the
             // next run finishes the job. Say so where operators look.
+            // Some chunks may be in the store and not in the index: the next update
+            // rebuilds it whole (and so does a restart, the mark being still set).
+            state.directory.mark_stale();
             let why = format!("applying the sync failed: {}", e.message);
             tracing::error!(source = name, error = %why, "sync failed");
             state.store.sync_failed(name, &why, at).await?;
@@ -709,19 +712,21 @@ fn index_error(e: crate::index::IndexError) -> Error {
 }
 
 /// Rebuilds the search index from the store's directory entries; the number indexed.
+/// (The sources' "not yet indexed" marks are left alone: a run being applied meanwhile
+/// clears its own when its update is in.)
 pub async fn reindex(state: &AppState) -> Result<u64, Error> {
     let task_state = state.clone();
-    let n = tokio::task::spawn_blocking(move || rebuild(&task_state))
-        .await
-        .map_err(|e| Error::internal("reindexing", e))??;
-    state.store.set_index_dirty(false).await?;
-    Ok(n)
+    tokio::task::spawn_blocking(move || {
+        let writer = task_state.directory.writer().map_err(index_error)?;
+        rebuild(&task_state, writer)
+    })
+    .await
+    .map_err(|e| Error::internal("reindexing", e))?
 }
 
 /// The rebuild itself, holding the index's writer while reading the store (so no
 /// other update can slip in between with older entries).
-fn rebuild(state: &AppState) -> Result<u64, Error> {
-    let mut writer = state.directory.writer().map_err(index_error)?;
+fn rebuild(state: &AppState, mut writer: crate::index::IndexWriting<'_>) -> Result<u64, Error> {
     let entries = state.store.directory_entries()?;
     writer.clear().map_err(index_error)?;
     for (mxid, user) in &entries {
@@ -735,24 +740,28 @@ fn rebuild(state: &AppState) -> Result<u64, Error> {
 /// document replaced by its entry merged across sources (or deleted), in one commit.
 /// A stale index, or a change to a quarter of it or more, is rebuilt whole instead
 /// (cheaper than that many deletes). Returns the documents written.
-pub async fn index_changes(state: &AppState, mxids: &[String]) -> Result<u64, Error> {
-    let index = &state.directory;
-    let n = if index.is_stale() || (mxids.len() as u64).saturating_mul(4) >= index.len() {
-        if mxids.is_empty() && !index.is_stale() {
-            0
-        } else {
-            rebuild(state)?
-        }
-    } else {
+pub async fn index_changes(state: &AppState, source: &str, mxids: &[String]) -> Result<u64, Error> {
+    let n = {
+        let index = &state.directory;
         let mut writer = index.writer().map_err(index_error)?;
-        for mxid in mxids {
-            let entry = state.store.directory_entry(mxid)?;
-            writer.upsert(mxid, entry.as_ref()).map_err(index_error)?;
+        // Decided holding the writer: no other write can fail in between unseen.
+        let stale = index.is_stale();
+        if stale || (mxids.len() as u64).saturating_mul(4) >= index.len() {
+            if mxids.is_empty() && !stale {
+                0
+            } else {
+                rebuild(state, writer)?
+            }
+        } else {
+            for mxid in mxids {
+                let entry = state.store.directory_entry(mxid)?;
+                writer.upsert(mxid, entry.as_ref()).map_err(index_error)?;
+            }
+            writer.commit_as(false).map_err(index_error)?;
+            mxids.len() as u64
         }
-        writer.commit_as(false).map_err(index_error)?;
-        mxids.len() as u64
     };
-    state.store.set_index_dirty(false).await?;
+    state.store.set_index_dirty(source, false).await?;
     Ok(n)
 }
 

@@ -127,13 +127,17 @@ async fn local_search(
     let term = local_term(&request.term).to_owned();
     let limit = request.limit;
     let threepids = !state.config.directory.exclude_threepid;
-    let searcher = state.clone();
-    let found =
-        tokio::task::spawn_blocking(move || searcher.directory.search(&term, limit, threepids))
-            .await
-            .map_err(|e| Error::internal("directory search task", e))?
-            .map_err(|e| Error::internal("directory search", e))?;
-    let (hits, limited) = found;
+    let (hits, limited) = match state.directory.cached(&term, limit, threepids) {
+        Some(found) => found,
+        None => {
+            // A real search can take milliseconds: off the request threads.
+            let searcher = state.clone();
+            tokio::task::spawn_blocking(move || searcher.directory.search(&term, limit, threepids))
+                .await
+                .map_err(|e| Error::internal("directory search task", e))?
+                .map_err(|e| Error::internal("directory search", e))?
+        }
+    };
     Ok((
         hits.into_iter()
             .map(|h| Found {
@@ -187,8 +191,10 @@ async fn remote_search(
         .and_then(Value::as_array)
         .ok_or_else(|| "its answer has no results list".to_owned())?;
     let text = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).map(str::to_owned);
+    // At most what a client may ask for: the merge is quadratic in its inputs.
     let found = results
         .iter()
+        .take(MAX_LIMIT)
         .filter_map(|r| {
             let user_id = text(r, "user_id")?;
             crate::model::Mxid::parse(&user_id)?;
@@ -264,6 +270,41 @@ pub fn missing_token() -> Error {
         "M_MISSING_TOKEN",
         "Missing access token",
     )
+}
+
+/// What may follow `profile/`: `{userId}` or `{userId}/{field}`, percent-decoded. A
+/// segment that is empty, `.` or `..`, or holds a control character, is refused.
+pub fn profile_tail(raw: &str) -> Option<Vec<String>> {
+    let segments: Vec<String> = raw
+        .split('/')
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|d| d.into_owned())
+        })
+        .collect::<Option<_>>()?;
+    let fine =
+        |s: &String| !s.is_empty() && s != "." && s != ".." && !s.chars().any(char::is_control);
+    ((1..=2).contains(&segments.len()) && segments.iter().all(fine)).then_some(segments)
+}
+
+/// Characters left as they are in a path segment passed on; everything else (`/`,
+/// `\`, `%`, `?`, `#`...) is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The homeserver path for a checked profile tail.
+pub fn profile_path(version: &str, tail: &[String]) -> String {
+    let mut path = format!("/_matrix/client/{version}/profile");
+    for segment in tail {
+        path.push('/');
+        path.extend(percent_encoding::utf8_percent_encode(segment, SEGMENT));
+    }
+    path
 }
 
 /// A request under `/_matrix/client/{version}/profile/`, to pass on.
@@ -433,6 +474,34 @@ mod tests {
         assert_eq!(local_term(" @alice:example.org "), "alice");
         assert_eq!(local_term("@ali"), "ali");
         assert_eq!(local_term("alice liddell"), "alice liddell");
+    }
+
+    #[test]
+    fn profile_paths_are_rebuilt_from_checked_segments() {
+        let tail = profile_tail("%40alice%3Aexample.org/displayname").unwrap();
+        assert_eq!(tail, ["@alice:example.org", "displayname"]);
+        assert_eq!(
+            profile_path("v3", &tail),
+            "/_matrix/client/v3/profile/%40alice%3Aexample.org/displayname"
+        );
+        // An old-style localpart with a slash stays one segment.
+        let tail = profile_tail("%40a%2Fb%3Ax").unwrap();
+        assert_eq!(
+            profile_path("r0", &tail),
+            "/_matrix/client/r0/profile/%40a%2Fb%3Ax"
+        );
+        let tail = profile_tail("..%5C..%5C_synapse").unwrap();
+        assert_eq!(
+            profile_path("v3", &tail),
+            "/_matrix/client/v3/profile/..%5C..%5C_synapse"
+        );
+        let tail = profile_tail("..\\..\\_synapse").unwrap();
+        assert!(profile_path("v3", &tail).ends_with("/profile/..%5C..%5C_synapse"));
+        for bad in [
+            "", "..", ".", "%2E%2E", "a/../b", "a/b/c", "a//b", "a/", "%ff", "a%0Ab",
+        ] {
+            assert_eq!(profile_tail(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub(crate) const SYNC_DIGEST: &str = "sync_digest";
 /// Most binding changes applied in one batch (see [`Store::apply_sync`]).
 pub const SYNC_CHUNK: usize = 2_000;
 
-/// Key in the meta tree: set while the index may not match the directory entries.
-const KEY_INDEX_DIRTY: &[u8] = b"index_dirty";
+/// Key prefix in the meta tree (+ source name): set while the index may not hold
+/// that source's last change.
+const KEY_INDEX_DIRTY: &[u8] = b"index_dirty:";
 
 /// Most problems kept in a status.
 pub const MAX_PROBLEMS: usize = 20;
@@ -391,18 +392,37 @@ impl Store {
     }
 
     /// The digest of what `source` gave at its last fully applied run.
-    /// Whether the search index may lag behind the directory entries (a change was
-    /// being applied when the process stopped): it is rebuilt at start.
+    /// Whether the search index may lag behind the directory entries: a source's
+    /// change was being applied, or its index update had not finished, when the
+    /// process stopped. The index is then rebuilt at start.
     pub fn index_dirty(&self) -> Result<bool, StoreError> {
-        Ok(self.kv.get(super::META, KEY_INDEX_DIRTY)?.is_some())
+        Ok(self
+            .kv
+            .scan_prefix(super::META, KEY_INDEX_DIRTY)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
-    pub async fn set_index_dirty(&self, dirty: bool) -> Result<(), StoreError> {
+    /// Marks (or clears) `source`'s change as not yet in the index. Each source has
+    /// its own mark, so one finishing cannot clear another's.
+    pub async fn set_index_dirty(&self, source: &str, dirty: bool) -> Result<(), StoreError> {
+        let mut key = KEY_INDEX_DIRTY.to_vec();
+        key.extend_from_slice(source.as_bytes());
         let mut batch = Batch::new();
         if dirty {
-            batch.put(super::META, KEY_INDEX_DIRTY.to_vec(), vec![1]);
+            batch.put(super::META, key, vec![1]);
         } else {
-            batch.delete(super::META, KEY_INDEX_DIRTY.to_vec());
+            batch.delete(super::META, key);
+        }
+        self.commit(batch).await
+    }
+
+    /// Clears every source's mark (after a full rebuild at start, before any run).
+    pub async fn clear_index_dirty(&self) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        for entry in self.kv.scan_prefix(super::META, KEY_INDEX_DIRTY) {
+            batch.delete(super::META, entry?.0);
         }
         self.commit(batch).await
     }

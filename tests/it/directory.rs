@@ -233,6 +233,14 @@ async fn search_refuses_bad_input_and_bad_tokens() {
     assert_error(&r, 401, "M_MISSING_TOKEN");
     let r = search_as(&s, "nope", json!({"search_term": "bob"})).await;
     assert_error(&r, 401, "M_UNKNOWN_TOKEN");
+    // The homeserver's refusal is passed on (a soft logout keeps the client's keys);
+    // guests may not search.
+    let r = search_as(&s, "soft-expired", json!({"search_term": "bob"})).await;
+    assert_error(&r, 401, "M_UNKNOWN_TOKEN");
+    assert_eq!(r.body["soft_logout"], true, "{}", r.body);
+    let r = search_as(&s, "guest-token", json!({"search_term": "bob"})).await;
+    assert_error(&r, 403, "M_GUEST_ACCESS_FORBIDDEN");
+    assert!(r.body.get("results").is_none());
     let calls = hs.whoami_calls();
     for _ in 0..3 {
         assert_eq!(found(&s, "bob", 10).await.0, vec!["@bob:example.org"]);
@@ -388,6 +396,26 @@ async fn search_can_leave_out_the_homeserver_and_threepids() {
     assert_eq!(found(&s, "carol", 10).await.0, vec!["@carol:example.org"]);
 }
 
+/// A GET with the path sent exactly as given: status and body.
+async fn raw_get(s: &TestServer, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
 fn profile_path(version: &str, user: &str, field: &str) -> String {
     let user: String =
         percent_encoding::utf8_percent_encode(user, percent_encoding::NON_ALPHANUMERIC).collect();
@@ -464,6 +492,34 @@ async fn profiles_are_proxied_with_the_directory_name_filled_in() {
         .await;
     assert_eq!(r.body, json!({"displayname": "Alice L."}));
 
+    // The path passed on is rebuilt from its checked segments: `..` and backslashes
+    // lead nowhere else on the homeserver (sent raw: HTTP clients would tidy them).
+    let before = hs.seen.profiles.lock().unwrap().len();
+    for path in [
+        "/_matrix/client/v3/profile/..\\..\\..\\_synapse/admin",
+        "/_matrix/client/v3/profile/../../../_synapse/admin/v2/users",
+        "/_matrix/client/v3/profile/%2E%2E/%2E%2E/x",
+        "/_matrix/client/v3/profile/@alice:example.org/a/b",
+    ] {
+        let (status, body) = raw_get(&s, path).await;
+        let passed = hs.seen.profiles.lock().unwrap().clone();
+        assert!(
+            passed[before..]
+                .iter()
+                .all(|p| !p.1.contains("..") || p.1.contains("%5C")),
+            "{path}: {passed:?}"
+        );
+        assert!(
+            status == 404 || passed.len() > before,
+            "{path}: {status} {body}"
+        );
+    }
+    let passed = hs.seen.profiles.lock().unwrap().clone();
+    for p in &passed[before..] {
+        assert!(!p.1.contains('/') || p.1.matches('/').count() == 1, "{p:?}");
+        assert!(!p.1.contains('\\'), "{p:?}");
+    }
+
     // Homeserver down: a clear error.
     hs.stop().await;
     let r = s.get(&profile_path("v3", "@alice:example.org", "")).await;
@@ -487,6 +543,9 @@ async fn profiles_are_proxied_with_the_directory_name_filled_in() {
         .body
         .get("threepids")
         .is_none());
+    // A guest (whose ID looks local) gets none either.
+    let r = s.get_auth(&path, "guest-token").await;
+    assert!(r.body.get("threepids").is_none(), "{}", r.body);
     let r = s.get_auth(&path, "tok-alice").await;
     assert_eq!(
         r.body["threepids"],

@@ -81,8 +81,23 @@ impl FakeClientApi {
             .and(warp::header::optional::<String>("authorization"))
             .map(move |_v: String, header: Option<String>| {
                 s.whoami.fetch_add(1, Ordering::SeqCst);
+                let token = header.as_deref().and_then(|h| h.strip_prefix("Bearer "));
+                // Two kinds of token every fake knows: a guest's, and an expired
+                // one the client may refresh.
+                match token {
+                    Some("guest-token") => {
+                        return reply(200, json!({"user_id": "@123:example.org", "is_guest": true}))
+                    }
+                    Some("soft-expired") => {
+                        return reply(
+                            401,
+                            json!({"errcode": "M_UNKNOWN_TOKEN", "error": "Token expired", "soft_logout": true}),
+                        )
+                    }
+                    _ => {}
+                }
                 match a(header) {
-                    Some(user) => reply(200, json!({"user_id": user})),
+                    Some(user) => reply(200, json!({"user_id": user, "is_guest": false})),
                     None => unknown(),
                 }
             });
