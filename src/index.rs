@@ -43,12 +43,11 @@ impl From<tantivy::TantivyError> for IndexError {
 struct Fields {
     user_id: Field,
     display_name: Field,
-    /// Display name and localpart.
-    name: Field,
-    /// E-mail addresses and phone numbers.
-    threepid: Field,
-    /// Extra attributes (department, title...).
-    extra: Field,
+    /// Display name, localpart and extra attributes (department, title...).
+    words: Field,
+    /// The same plus e-mail addresses and phone numbers. One field per kind of search,
+    /// not one per source of words: each searched field costs an automaton per word.
+    words_and_threepids: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -61,9 +60,8 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         user_id: b.add_text_field("user_id", STRING | STORED),
         display_name: b.add_text_field("display_name", STORED),
-        name: b.add_text_field("name", text.clone()),
-        threepid: b.add_text_field("threepid", text.clone()),
-        extra: b.add_text_field("extra", text),
+        words: b.add_text_field("words", text.clone()),
+        words_and_threepids: b.add_text_field("words_and_threepids", text),
     };
     (b.build(), fields)
 }
@@ -321,18 +319,25 @@ impl DirectoryIndex {
             .strip_prefix('@')
             .and_then(|m| m.split(':').next())
             .unwrap_or(mxid);
-        let mut d = doc!(f.user_id => mxid, f.name => localpart);
+        let mut d = doc!(f.user_id => mxid);
+        let mut both = |text: &str| {
+            d.add_text(f.words, text);
+            d.add_text(f.words_and_threepids, text);
+        };
+        both(localpart);
         if let Some(name) = &user.display_name {
-            d.add_text(f.display_name, name);
-            d.add_text(f.name, name);
-        }
-        for t in &user.threepids {
-            d.add_text(f.threepid, t.address());
+            both(name);
         }
         for values in user.attributes.values() {
             for v in values {
-                d.add_text(f.extra, v);
+                both(v);
             }
+        }
+        if let Some(name) = &user.display_name {
+            d.add_text(f.display_name, name);
+        }
+        for t in &user.threepids {
+            d.add_text(f.words_and_threepids, t.address());
         }
         d
     }
@@ -376,10 +381,11 @@ impl DirectoryIndex {
         typos: bool,
     ) -> Result<(Vec<Hit>, bool), IndexError> {
         let f = self.fields;
-        let mut fields = vec![f.name, f.extra];
-        if threepids {
-            fields.push(f.threepid);
-        }
+        let fields = [if threepids {
+            f.words_and_threepids
+        } else {
+            f.words
+        }];
         let per_word: Vec<(Occur, Box<dyn Query>)> = words
             .iter()
             .map(|w| {

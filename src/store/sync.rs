@@ -644,6 +644,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_source_clears_only_its_own_not_indexed_mark() {
+        let store = Store::in_memory().unwrap();
+        assert!(!store.index_dirty().unwrap());
+        store.set_index_dirty("ldap", true).await.unwrap();
+        store.set_index_dirty("sql", true).await.unwrap();
+        store.set_index_dirty("ldap", false).await.unwrap();
+        assert!(store.index_dirty().unwrap(), "sql's change is not in yet");
+        store.set_index_dirty("sql", false).await.unwrap();
+        assert!(!store.index_dirty().unwrap());
+        store.set_index_dirty("a", true).await.unwrap();
+        store.set_index_dirty("b", true).await.unwrap();
+        store.clear_index_dirty().await.unwrap();
+        assert!(!store.index_dirty().unwrap());
+        // The marks live beside the schema version, which they leave alone.
+        assert_eq!(
+            store.schema_version().unwrap(),
+            super::super::migrations::CURRENT
+        );
+    }
+
+    #[tokio::test]
     async fn big_differences_go_in_chunks_and_add_up() {
         let store = Arc::new(Store::in_memory().unwrap());
         let n = SYNC_CHUNK * 2 + 500;

@@ -1,0 +1,41 @@
+# Shared by the load scripts (sourced, not run): free loopback ports, waiting for a
+# listener, installing wrk, and one-line wrk summaries.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 1 400); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2; return 1
+}
+
+need_wrk() {
+  command -v wrk >/dev/null 2>&1 && return 0
+  echo "installing wrk" >&2
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }
+}
+
+# run_wrk NAME URL [LUA] [CONNECTIONS]: wrk for $DURATION with $THREADS threads and
+# $CONNS connections; prints requests/s, p50, p99 (and non-2xx answers) on one line
+# and leaves the rate in LAST_RPS.
+run_wrk() {
+  local name=$1 url=$2 script=${3:-} conns=${4:-$CONNS}
+  local threads=$THREADS out
+  [ "$conns" -ge "$threads" ] || threads=$conns
+  if [ -n "$script" ]; then
+    out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency -s "$script" "$url")
+  else
+    out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "$url")
+  fi
+  local rps p50 p99 errors
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '  %-32s %10s req/s   p50 %8s   p99 %8s%s\n' "$name" "$rps" "$p50" "$p99" "${errors:+   NON-2XX: $errors}"
+  LAST_RPS=$rps
+}
