@@ -33,24 +33,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "installing wrk" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 \
-    || { $SUDO apt-get update -q >/dev/null && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }
-fi
+. benches/lib.sh
+need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
 cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/mxisd"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 400); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on $1" >&2; return 1
-}
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -82,22 +69,6 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 PY
 PIDS+=($!)
 wait_port "$HS_PORT"
-
-run_wrk() { # name url [lua]
-  local name=$1 url=$2 script=${3:-} out
-  if [ -n "$script" ]; then
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$script" "$url")
-  else
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$url")
-  fi
-  local rps p50 p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '  %-30s %10s req/s   p50 %8s   p99 %8s%s\n' "$name" "$rps" "$p50" "$p99" "${errors:+   NON-2XX: $errors}"
-  LAST_RPS=$rps
-}
 
 for N in $SIZES; do
   DIR="$WORK/n$N"; mkdir -p "$DIR"
