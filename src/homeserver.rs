@@ -196,12 +196,7 @@ impl Homeserver {
         }
         // Keyed by where it was checked too: with several homeservers configured, a
         // token one accepted says nothing about the others.
-        let key: [u8; 32] = Sha256::new()
-            .chain_update(base.url.as_bytes())
-            .chain_update([0])
-            .chain_update(token.as_bytes())
-            .finalize()
-            .into();
+        let key = token_key(base, token);
         let cached = self.cached(&key);
         if let Some((user_id, age)) = &cached {
             if *age < TOKEN_FRESH {
@@ -211,33 +206,25 @@ impl Homeserver {
             }
         }
         let authorization = format!("Bearer {token}");
-        let mut answer = None;
-        for version in ["v3", "r0"] {
+        let ask = |version: &'static str| {
             let path = format!("/_matrix/client/{version}/account/whoami");
-            let result = self
-                .send(
-                    federation,
-                    base,
-                    RawRequest {
-                        method: reqwest::Method::GET,
-                        path_and_query: &path,
-                        authorization: Some(&authorization),
-                        body: None,
-                        timeout: Some(USER_WAIT),
-                    },
-                    SMALL_ANSWER,
-                )
-                .await;
-            // A homeserver without the v3 path (before Synapse 1.48) says so with a 404.
-            let retry = matches!(&result, Ok(r) if r.status == 404 && version == "v3");
-            answer = Some(result);
-            if !retry {
-                break;
+            let authorization = &authorization;
+            async move {
+                let request = RawRequest {
+                    method: reqwest::Method::GET,
+                    path_and_query: &path,
+                    authorization: Some(authorization),
+                    body: None,
+                    timeout: Some(USER_WAIT),
+                };
+                self.send(federation, base, request, SMALL_ANSWER).await
             }
-        }
-        let Some(answer) = answer else {
-            return Err(unreachable_error());
         };
+        let mut answer = ask("v3").await;
+        // A homeserver without the v3 path (before Synapse 1.48) says so with a 404.
+        if matches!(&answer, Ok(r) if r.status == 404) {
+            answer = ask("r0").await;
+        }
         match answer {
             Ok(r) if r.status == 200 => {
                 let answer = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
@@ -335,6 +322,17 @@ impl Homeserver {
             .split_once(':')
             .is_some_and(|(_, server)| server.eq_ignore_ascii_case(&self.domain))
     }
+}
+
+/// What a token is cached under: a digest of the homeserver that checked it and the
+/// token (never the token itself).
+fn token_key(base: &Base, token: &str) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(base.url.as_bytes())
+        .chain_update([0])
+        .chain_update(token.as_bytes())
+        .finalize()
+        .into()
 }
 
 fn unknown_token() -> Error {
@@ -444,15 +442,6 @@ mod tests {
         }
     }
 
-    fn key(base: &Base, token: &str) -> [u8; 32] {
-        Sha256::new()
-            .chain_update(base.url.as_bytes())
-            .chain_update([0])
-            .chain_update(token.as_bytes())
-            .finalize()
-            .into()
-    }
-
     #[tokio::test]
     async fn a_homeserver_that_is_down_is_forgiven_only_recent_tokens() {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -468,7 +457,7 @@ mod tests {
         let base = nobody();
         let at = |age: Duration, user: &str, token: &str| {
             h.tokens().insert(
-                key(&base, token),
+                token_key(&base, token),
                 CachedUser {
                     user_id: user.into(),
                     checked: Instant::now() - age,

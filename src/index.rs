@@ -103,10 +103,20 @@ pub struct IndexWriting<'a> {
 }
 
 impl IndexWriting<'_> {
-    /// Removes every document (a rebuild follows).
-    pub fn clear(&mut self) -> Result<(), IndexError> {
+    /// Makes the index hold exactly `users` (Matrix ID → entry) and commits: a full
+    /// rebuild, after which the index is no longer stale.
+    pub fn replace_all<'u>(
+        mut self,
+        users: impl IntoIterator<Item = (&'u str, &'u DirectoryUser)>,
+    ) -> Result<u64, IndexError> {
         self.writer.delete_all_documents()?;
-        Ok(())
+        let mut n = 0;
+        for (mxid, user) in users {
+            self.upsert(mxid, Some(user))?;
+            n += 1;
+        }
+        self.commit()?;
+        Ok(n)
     }
 
     /// Replaces `mxid`'s document with `user`'s, or deletes it (`None`).
@@ -247,11 +257,14 @@ impl DirectoryIndex {
         if self.cache_size.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             return None;
         }
-        let key = (words(term), limit, threepids);
+        self.lookup(&(words(term), limit, threepids))
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Option<(Vec<Hit>, bool)> {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(key)
             .cloned()
     }
 
@@ -282,15 +295,7 @@ impl DirectoryIndex {
         &self,
         users: impl IntoIterator<Item = (&'a str, &'a DirectoryUser)>,
     ) -> Result<u64, IndexError> {
-        let mut writer = self.writer()?;
-        writer.clear()?;
-        let mut n = 0;
-        for (mxid, user) in users {
-            writer.upsert(mxid, Some(user))?;
-            n += 1;
-        }
-        writer.commit()?;
-        Ok(n)
+        self.writer()?.replace_all(users)
     }
 
     /// The index's one writer, held until the returned guard is dropped: what a caller
@@ -355,13 +360,8 @@ impl DirectoryIndex {
             return Ok((Vec::new(), false));
         }
         let key = (words, limit, threepids);
-        if let Some(found) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(found.clone());
+        if let Some(found) = self.lookup(&key) {
+            return Ok(found);
         }
         // Exact words and prefixes first; the typo-tolerant query (the costly part:
         // an automaton per word and field) only when they do not overflow the page.

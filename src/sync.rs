@@ -726,14 +726,11 @@ pub async fn reindex(state: &AppState) -> Result<u64, Error> {
 
 /// The rebuild itself, holding the index's writer while reading the store (so no
 /// other update can slip in between with older entries).
-fn rebuild(state: &AppState, mut writer: crate::index::IndexWriting<'_>) -> Result<u64, Error> {
+fn rebuild(state: &AppState, writer: crate::index::IndexWriting<'_>) -> Result<u64, Error> {
     let entries = state.store.directory_entries()?;
-    writer.clear().map_err(index_error)?;
-    for (mxid, user) in &entries {
-        writer.upsert(mxid, Some(user)).map_err(index_error)?;
-    }
-    writer.commit().map_err(index_error)?;
-    Ok(entries.len() as u64)
+    writer
+        .replace_all(entries.iter().map(|(m, u)| (m.as_str(), u)))
+        .map_err(index_error)
 }
 
 /// Brings the index up to date after a run changed the entries of `mxids`: each one's
