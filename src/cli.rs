@@ -33,6 +33,40 @@ pub enum Command {
     Sync(SyncArgs),
     Search(SearchArgs),
     Reindex(ReindexArgs),
+    Backup(BackupArgs),
+    Restore(RestoreArgs),
+}
+
+/// Back up the store and signing key to one file: from a running server through its
+/// admin listener (it goes on serving), or from the store directly when it is stopped.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup")]
+pub struct BackupArgs {
+    /// file to write (must not exist; default mxisd-<time>.mxisd-backup here)
+    #[argh(option, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// read the store directly; the server must be stopped (default: only when the
+    /// admin listener does not answer)
+    #[argh(switch)]
+    pub offline: bool,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Restore a backup into storage.path and key.path; the server must be stopped.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "restore")]
+pub struct RestoreArgs {
+    /// the backup file
+    #[argh(positional)]
+    pub file: PathBuf,
+    /// replace an existing store (and a different signing key); both are kept beside
+    #[argh(switch)]
+    pub force: bool,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// Search the directory index of a running server, as users' searches will.
@@ -280,7 +314,9 @@ pub struct KeysShowArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Exit 0 if the server answers its status endpoint, 1 otherwise.
+/// Exit 0 if the server is up and its store works, 1 otherwise; prints what needs
+/// attention (a failing sync source, failed deliveries) without failing for it, unless
+/// --strict.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "healthcheck")]
 pub struct HealthcheckArgs {
@@ -293,6 +329,9 @@ pub struct HealthcheckArgs {
     /// seconds to wait for an answer (default 5)
     #[argh(option, default = "5")]
     pub timeout: u64,
+    /// also fail when something needs attention (status DEGRADED)
+    #[argh(switch)]
+    pub strict: bool,
 }
 
 /// Show the detailed status of a running server (through its admin listener).
@@ -402,11 +441,35 @@ pub async fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
     };
     match client.get(&url).send().await {
         Ok(resp) if resp.status().is_success() => {
-            println!("ok: {url} answered {}", resp.status().as_u16());
-            ExitCode::SUCCESS
+            let code = resp.status().as_u16();
+            let body = resp.json::<serde_json::Value>().await.unwrap_or_default();
+            let problems: Vec<&str> = body["problems"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if problems.is_empty() {
+                println!("ok: {url} answered {code}");
+                return ExitCode::SUCCESS;
+            }
+            println!("degraded: {url} answered {code}; needs attention:");
+            for p in &problems {
+                println!("  - {p}");
+            }
+            if args.strict {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Ok(resp) => {
-            eprintln!("unhealthy: {url} answered {}", resp.status());
+            let code = resp.status();
+            let body = resp.json::<serde_json::Value>().await.unwrap_or_default();
+            eprintln!("unhealthy: {url} answered {code}");
+            if let Some(problems) = body["problems"].as_array() {
+                for p in problems.iter().filter_map(|v| v.as_str()) {
+                    eprintln!("  - {p}");
+                }
+            }
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -740,5 +803,163 @@ pub async fn hashing(args: &HashingArgs) -> ExitCode {
             )
             .await,
         ),
+    }
+}
+
+/// `mxisd backup`
+pub async fn backup(args: &BackupArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            report_config_errors(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = args.output.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "mxisd-{}.mxisd-backup",
+            crate::store::now_ms() / 1000
+        ))
+    });
+    if out.exists() {
+        eprintln!("error: {} already exists", out.display());
+        return ExitCode::FAILURE;
+    }
+    let online = if args.offline {
+        None
+    } else {
+        config.admin_url()
+    };
+    let result = match online {
+        Some(admin) => match backup_online(&admin, &out).await {
+            Err(BackupFailure::Unreachable(why)) => {
+                eprintln!("the admin listener does not answer ({why}); reading the store directly");
+                // Nothing else runs on this runtime: blocking here is fine.
+                crate::service::backup::offline(&config, &out)
+            }
+            Err(BackupFailure::Other(why)) => Err(why),
+            Ok(s) => Ok(s),
+        },
+        None => crate::service::backup::offline(&config, &out),
+    };
+    match result {
+        Ok(s) => {
+            println!(
+                "backup written to {}: {} store entries, {} key files, {} bytes (checked)",
+                out.display(),
+                s.entries,
+                s.files,
+                s.bytes
+            );
+            println!("it holds the signing key: keep it as private as the key itself");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum BackupFailure {
+    /// Nothing listens: the server is probably stopped.
+    Unreachable(String),
+    Other(String),
+}
+
+/// Streams a backup from the admin listener into `out` (through a `.partial` file that
+/// is checked whole before it is renamed).
+async fn backup_online(
+    admin: &str,
+    out: &Path,
+) -> Result<crate::store::backup::Summary, BackupFailure> {
+    use std::io::Write as _;
+    let url = format!("{admin}_mxisd/admin/v1/backup");
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .read_timeout(std::time::Duration::from_secs(300))
+        .no_proxy()
+        .build()
+        .map_err(|e| BackupFailure::Other(format!("cannot build an HTTP client: {e}")))?;
+    let mut response = client.get(&url).send().await.map_err(|e| {
+        if e.is_connect() {
+            BackupFailure::Unreachable(e.to_string())
+        } else {
+            BackupFailure::Other(format!("{url}: {e}"))
+        }
+    })?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or_default();
+        return Err(BackupFailure::Other(format!(
+            "{url} answered {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        )));
+    }
+    let partial = crate::service::backup::partial_path(out);
+    let file = crate::service::backup::create_private(&partial).map_err(BackupFailure::Other)?;
+    let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let written = async {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("the backup stream broke off: {e}"))?
+        {
+            writer
+                .write_all(&chunk)
+                .map_err(|e| format!("{}: {e}", partial.display()))?;
+        }
+        writer
+            .into_inner()
+            .map_err(|e| format!("{}: {e}", partial.display()))?
+            .sync_all()
+            .map_err(|e| format!("{}: {e}", partial.display()))?;
+        Ok(crate::store::backup::Summary::default())
+    }
+    .await;
+    crate::service::backup::finish_file(&partial, out, written).map_err(BackupFailure::Other)
+}
+
+/// `mxisd restore`
+pub fn restore(args: &RestoreArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            report_config_errors(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::service::backup::restore(&config, &args.file, args.force) {
+        Ok(r) => {
+            println!(
+                "restored {} store entries and {} key files from a backup of {} made by mxisd {} (store schema {})",
+                r.summary.entries,
+                r.summary.files,
+                r.header.server_name,
+                r.header.version,
+                r.header.schema
+            );
+            if r.keys_written == 0 && r.summary.files > 0 {
+                println!(
+                    "the signing key in {} is the backup's already; left as it is",
+                    config.key.path.display()
+                );
+            }
+            if let Some(p) = r.previous_store {
+                println!("the store it replaced is kept in {}", p.display());
+            }
+            if let Some(p) = r.previous_keys {
+                println!("the key directory it replaced is kept in {}", p.display());
+            }
+            println!("start mxisd: the store is migrated if needed and the search index rebuilt");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

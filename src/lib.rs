@@ -17,6 +17,7 @@ pub mod federation;
 pub mod homeserver;
 pub mod index;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod server;
@@ -127,6 +128,7 @@ pub async fn run(
         homeserver: homeserver::Homeserver::new(&config),
         directory,
         outbox_wake: tokio::sync::Notify::new(),
+        metrics: metrics::Metrics::new(),
         started,
     });
 

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
         Command::Sync(a) => block_on(cli::sync(&a)),
         Command::Search(a) => block_on(cli::search(&a)),
         Command::Reindex(a) => block_on(cli::reindex(&a)),
+        Command::Backup(a) => block_on(cli::backup(&a)),
+        Command::Restore(a) => cli::restore(&a),
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Notifier {
     sms: sms::SmsSender,
     email_templates: TemplateSet,
     sms_templates: TemplateSet,
+    /// Messages handed over / refused: [email sent, email failed, sms sent, sms failed].
+    counts: [std::sync::atomic::AtomicU64; 4],
 }
 
 impl std::fmt::Debug for Notifier {
@@ -114,6 +116,7 @@ impl Notifier {
                 &config.threepid.msisdn.templates,
                 [SMS_VALIDATION, SMS_INVITE, SMS_UNBIND],
             )?,
+            counts: Default::default(),
         })
     }
 
@@ -141,16 +144,29 @@ impl Notifier {
             .set("RECIPIENT_MEDIUM_URL_ENCODED", to.medium().as_str())
             .set("RECIPIENT_ADDRESS", to.address())
             .set("RECIPIENT_ADDRESS_URL_ENCODED", enc(to.address()));
-        match to.medium() {
-            Medium::Email => {
+        let (result, slot) = match to.medium() {
+            Medium::Email => (
                 self.mailer
                     .send(to.address(), self.email_templates.get(flow), &vars)
-                    .await
-            }
+                    .await,
+                0,
+            ),
             Medium::Msisdn => {
                 let text = template::render_text(self.sms_templates.get(flow), &vars);
-                self.sms.send(to.address(), &text).await
+                (self.sms.send(to.address(), &text).await, 2)
             }
+        };
+        // Dropped messages (connector `none`) count as neither.
+        if self.delivers(to.medium()) {
+            let i = slot + usize::from(result.is_err());
+            self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        result
+    }
+
+    /// Messages sent and failed since start: `[(medium, sent, failed)]`.
+    pub fn counts(&self) -> [(Medium, u64, u64); 2] {
+        let n = |i: usize| self.counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        [(Medium::Email, n(0), n(1)), (Medium::Msisdn, n(2), n(3))]
     }
 }

@@ -258,7 +258,7 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
         .recover(recover)
         .unify()
         .map(with_cors);
-    logged(routes.boxed(), "public")
+    logged(routes.boxed(), "public", &state)
 }
 
 /// The client-server endpoints a reverse proxy may route here: directory search and
@@ -349,14 +349,26 @@ fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
 pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let check_host = !state.config.server.admin.allow_remote;
-    let st = api::with_state(state);
+    let st = api::with_state(state.clone());
     let base = warp::path!("_mxisd" / "admin" / "v1" / ..).boxed();
     let status = base
         .clone()
         .and(warp::path!("status"))
+        .or(warp::path!("status"))
+        .unify()
         .and(get())
         .and(st.clone())
         .and_then(admin::status);
+    let backup = base
+        .clone()
+        .and(warp::path!("backup"))
+        .and(get())
+        .and(st.clone())
+        .and_then(admin::backup);
+    let metrics = warp::path!("metrics")
+        .and(get())
+        .and(st.clone())
+        .and_then(admin::metrics);
     let add = base
         .clone()
         .and(warp::path!("bindings"))
@@ -456,10 +468,12 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
                 _ => Err(warp::reject::not_found()),
             }
         });
+    // Boxed in groups: one long chain of `or`s makes type checking very slow.
+    let operations = routes!(status, metrics, backup).boxed();
     let routes = routes!(
         host_guard,
         import,
-        status,
+        operations,
         add,
         show,
         remove,
@@ -475,7 +489,7 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
     )
     .recover(recover)
     .unify();
-    logged(routes.boxed(), "admin")
+    logged(routes.boxed(), "admin", &state)
 }
 
 /// True for `localhost`, loopback addresses and `*.localhost`, with or without a port.
@@ -524,9 +538,26 @@ fn body_guard(limit: u64) -> impl Filter<Extract = (Response,), Error = Rejectio
 }
 
 /// Adds the request log.
-fn logged(routes: BoxedFilter<(Response,)>, listener: &'static str) -> BoxedFilter<(Response,)> {
+fn logged(
+    routes: BoxedFilter<(Response,)>,
+    listener: &'static str,
+    state: &AppState,
+) -> BoxedFilter<(Response,)> {
+    let state = state.clone();
+    let which = if listener == "admin" {
+        crate::metrics::Listener::Admin
+    } else {
+        crate::metrics::Listener::Public
+    };
     routes
         .with(warp::log::custom(move |info| {
+            let metrics = &state.metrics;
+            metrics.request(
+                which,
+                metrics.route_id(info.path()),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
             tracing::info!(
                 target: "mxisd::http",
                 listener,

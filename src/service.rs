@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod backup;
 pub mod bind;
 pub mod bindings;
 pub mod directory;

@@ -26,6 +26,8 @@ pub struct Shared {
     pub directory: crate::index::DirectoryIndex,
     /// Wakes the outbox delivery task when something was queued.
     pub outbox_wake: tokio::sync::Notify,
+    /// Request, lookup, sync and delivery counters (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
     pub started: Instant,
 }
 

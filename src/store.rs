@@ -8,6 +8,7 @@
 //! returns, so an acknowledged write survives a crash.
 
 pub mod accounts;
+pub mod backup;
 pub mod bindings;
 pub mod codec;
 pub mod flush;
@@ -42,6 +43,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+    #[error("a backup is already running; wait for it to finish")]
+    BackupRunning,
 }
 
 /// The store's version as a whole.
@@ -85,6 +88,9 @@ pub struct Store {
     pepper_generation: std::sync::atomic::AtomicU32,
     /// Live access tokens seen recently.
     token_cache: accounts::TokenCache,
+    /// The running backup's snapshot, if any: every batch saves what it overwrites into
+    /// it first. Batches hold this for reading while they apply.
+    backup: Arc<std::sync::RwLock<Option<Arc<backup::Snapshot>>>>,
     /// Bumped by every revocation, so a lookup that read a token from the store just
     /// before it was revoked does not put it back into the cache.
     token_epoch: std::sync::atomic::AtomicU64,
@@ -136,6 +142,7 @@ impl Store {
             pepper_generation: std::sync::atomic::AtomicU32::new(pepper.generation),
             pepper: std::sync::RwLock::new(pepper),
             token_cache: Default::default(),
+            backup: Default::default(),
             token_epoch: std::sync::atomic::AtomicU64::new(0),
         };
         store.clean_stale_generations()?;
@@ -155,7 +162,50 @@ impl Store {
     /// (nothing written after a failed fsync may be served as if it were safe).
     pub(crate) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         self.flusher.check()?;
+        let backup = self.backup.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(snapshot) = backup.as_ref() {
+            snapshot.capture(self.kv.as_ref(), &batch.ops)?;
+        }
         self.kv.apply(batch)
+    }
+
+    /// Starts a backup: from now on the store as it is at this moment can be written
+    /// out with [`Store::write_backup`], while writes go on. One at a time.
+    pub fn start_backup(&self) -> Result<backup::Running, StoreError> {
+        let mut slot = self.backup.write().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return Err(StoreError::BackupRunning);
+        }
+        let snapshot = Arc::new(backup::Snapshot::default());
+        *slot = Some(Arc::clone(&snapshot));
+        Ok(backup::Running {
+            snapshot,
+            slot: Arc::clone(&self.backup),
+        })
+    }
+
+    /// Writes the store as it was when `running` started, and `key_files`, to `out`.
+    /// Blocking; run it off the async runtime.
+    pub fn write_backup(
+        &self,
+        running: &backup::Running,
+        server_name: &str,
+        key_files: &[(String, Vec<u8>)],
+        out: &mut dyn std::io::Write,
+    ) -> Result<backup::Summary, StoreError> {
+        let header = backup::Header {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            schema: self.schema_version()?,
+            created_ms: now_ms(),
+            server_name: server_name.to_owned(),
+        };
+        backup::write(
+            self.kv.as_ref(),
+            Some(&running.snapshot),
+            &header,
+            key_files,
+            out,
+        )
     }
 
     /// Reads and decodes one record.
@@ -174,6 +224,93 @@ impl Store {
         Ok(self
             .get::<SchemaVersion>(META, KEY_SCHEMA)?
             .map_or(0, |v| v.0))
+    }
+
+    /// Writes a backup of the store under `path` without opening it as a [`Store`] (no
+    /// migrations run): for a server that is stopped. Fails if the store is in use.
+    pub fn offline_backup(
+        path: &Path,
+        server_name: &str,
+        key_files: &[(String, Vec<u8>)],
+        out: &mut dyn std::io::Write,
+    ) -> Result<backup::Summary, StoreError> {
+        if !path.is_dir() {
+            return Err(StoreError::Io {
+                what: format!("no store in {}", path.display()),
+                detail: "the directory does not exist".into(),
+            });
+        }
+        let kv = sled_kv::SledKv::open(path, 8 << 20)?;
+        let schema = match kv.get(META, KEY_SCHEMA)? {
+            Some(bytes) => codec::decode::<SchemaVersion>(&bytes)?.0,
+            None => 0,
+        };
+        let header = backup::Header {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            schema,
+            created_ms: now_ms(),
+            server_name: server_name.to_owned(),
+        };
+        backup::write(&kv, None, &header, key_files, out)
+    }
+
+    /// Fills a new store under `path` (which must not exist) from a backup, refusing a
+    /// backup newer than this binary; nothing is left under `path` on an error. Returns
+    /// the header and what was read; the key files are handed to `file`.
+    pub fn restore_new(
+        path: &Path,
+        input: &mut dyn std::io::Read,
+        file: &mut dyn FnMut(String, Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<(backup::Header, backup::Summary), StoreError> {
+        if path.exists() {
+            return Err(StoreError::Io {
+                what: format!("cannot restore into {}", path.display()),
+                detail: "it already exists".into(),
+            });
+        }
+        let result = (|| {
+            let kv = sled_kv::SledKv::open(path, 8 << 20)?;
+            let mut filler = backup::Filler::new(&kv);
+            let supported = migrations::CURRENT;
+            let read = backup::read(
+                input,
+                &mut |h| {
+                    if h.schema > supported {
+                        Err(format!(
+                            "the backup has schema version {} (mxisd {}), newer than this mxisd supports ({supported}); restore it with mxisd {} or newer",
+                            h.schema, h.version, h.version
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                },
+                &mut |item| match item {
+                    backup::Item::Entry(tree, key, value) => filler.put(&tree, &key, value),
+                    backup::Item::File(name, content) => file(name, content),
+                },
+            )?;
+            filler.finish()?;
+            Ok(read)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(path);
+        }
+        result
+    }
+
+    /// Test support: sets the schema version of the (closed) store under `path`, to
+    /// rehearse what an older mxisd does with a newer store.
+    #[doc(hidden)]
+    pub fn stamp_schema_version(path: &Path, version: u32) -> Result<(), StoreError> {
+        let kv = sled_kv::SledKv::open(path, 8 << 20)?;
+        let mut batch = Batch::new();
+        batch.put(
+            META,
+            KEY_SCHEMA.to_vec(),
+            codec::encode(&SchemaVersion(version))?,
+        );
+        kv.apply(batch)?;
+        kv.flush()
     }
 
     /// Reads the metadata back: proves the store answers.
@@ -213,7 +350,7 @@ pub(crate) fn threepid_digest(threepid: &crate::model::ThreePid, extra: &[u8]) -
     h.finalize().into()
 }
 
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

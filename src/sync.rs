@@ -537,6 +537,18 @@ const SHRINK_GUARD_MIN: usize = 100;
 /// Runs one source now (`force`: even if it would remove most of its bindings), on the
 /// sync thread. Its status (success or failure) is recorded either way.
 pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
+    let started = Instant::now();
+    let result = run_somewhere(state, name, force).await;
+    // An unknown source is not a run.
+    if !matches!(&result, Err(e) if e.status == http::StatusCode::NOT_FOUND) {
+        state
+            .metrics
+            .sync_run(name, result.is_ok(), started.elapsed());
+    }
+    result
+}
+
+async fn run_somewhere(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let Some(thread) = &state.sync.thread else {
         return run_here(state, name, force).await;
     };

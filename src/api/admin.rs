@@ -12,10 +12,39 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use warp::reply::Response;
+use warp::Reply as _;
 
-/// `GET /_mxisd/admin/v1/status`
+/// `GET /_mxisd/admin/v1/status` (also `GET /status` on this listener): every part of
+/// the server and what needs attention; 503 when the store fails.
 pub async fn status(state: AppState) -> Result<Response, Infallible> {
-    respond(Ok(health::admin_status(&state)))
+    let report = tokio::task::spawn_blocking(move || health::admin_status(&state)).await;
+    Ok(match report {
+        Ok(report) => {
+            let code = if report.serving {
+                http::StatusCode::OK
+            } else {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            };
+            super::json_response(code, &report)
+        }
+        Err(e) => super::error_response(&Error::internal("reading the status", e)),
+    })
+}
+
+/// `GET /metrics`: Prometheus' text format.
+pub async fn metrics(state: AppState) -> Result<Response, Infallible> {
+    let text = tokio::task::spawn_blocking(move || health::metrics_text(&state)).await;
+    Ok(match text {
+        Ok(text) => {
+            let mut response = Response::new(text.into());
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        Err(e) => super::error_response(&Error::internal("rendering metrics", e)),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,4 +239,106 @@ pub async fn sync_run(
         Err(e) => Err(e),
     };
     respond(result)
+}
+
+/// Chunks of a backup on their way from the writing thread to the response.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const BACKUP_CHUNK: usize = 256 * 1024;
+
+impl ChunkSender {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(BACKUP_CHUNK),
+        ));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BACKUP_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// `GET /_mxisd/admin/v1/backup`: the store as it is now, and the key files, streamed
+/// while the server goes on serving (see `store::backup`). A failure midway cuts the
+/// response short, which `mxisd backup` notices by the missing checksum.
+pub async fn backup(state: AppState) -> Result<Response, Infallible> {
+    let running = match state.store.start_backup() {
+        Ok(r) => r,
+        Err(crate::store::StoreError::BackupRunning) => {
+            return Ok(super::error_response(&Error::new(
+                http::StatusCode::CONFLICT,
+                "M_UNKNOWN",
+                "A backup is already running; wait for it to finish",
+            )))
+        }
+        Err(e) => return Ok(super::error_response(&e.into())),
+    };
+    let keys = match crate::service::backup::key_files(&state.config.key.path) {
+        Ok(k) => k,
+        Err(e) => {
+            return Ok(super::error_response(&Error::internal(
+                "reading the key files",
+                e,
+            )))
+        }
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkSender {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(BACKUP_CHUNK),
+        };
+        let started = std::time::Instant::now();
+        let written =
+            state
+                .store
+                .write_backup(&running, &state.config.server.name, &keys, &mut out);
+        let saved = running.snapshot_len();
+        drop(running);
+        match written {
+            Ok(summary) => tracing::info!(
+                entries = summary.entries,
+                bytes = summary.bytes,
+                changed_meanwhile = saved,
+                ms = started.elapsed().as_millis() as u64,
+                "backup written"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "backup failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut response = warp::reply::stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }

@@ -37,14 +37,23 @@ pub async fn lookup(
     body: Result<bytes::Bytes, Error>,
     state: AppState,
 ) -> Result<Response, Infallible> {
-    let allowed = authenticate(&state, token, Gate::Terms)
+    answer_lookup(token, body, &state).await
+}
+
+/// [`lookup`] on a borrowed state (the direct route keeps it for counting).
+pub async fn answer_lookup(
+    token: Option<String>,
+    body: Result<bytes::Bytes, Error>,
+    state: &AppState,
+) -> Result<Response, Infallible> {
+    let allowed = authenticate(state, token, Gate::Terms)
         .and_then(|caller| state.limits.lookup(&caller.token));
     let bytes = match allowed.and(body) {
         Ok(bytes) => bytes,
         Err(e) => return Ok(super::error_response(&e)),
     };
     let answer = |request: &lookup::LookupRequest<'_>| {
-        lookup::lookup(&state, request).map(|m| super::json_response(StatusCode::OK, &m))
+        lookup::lookup(state, request).map(|m| super::json_response(StatusCode::OK, &m))
     };
     let result = match serde_json::from_slice::<FastBody<'_>>(&bytes) {
         Ok(fast) => answer(&lookup::LookupRequest {

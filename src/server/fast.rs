@@ -45,6 +45,7 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
         let error =
             crate::error::Error::too_large(format!("Request body is larger than {limit} bytes"));
         return Ok(finish(
+            &state,
             super::with_cors(api::error_response(&error)),
             started,
         ));
@@ -52,12 +53,19 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
     let read = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit).await;
     // The Content-Type verdict comes first, as on the warp routes.
     let bytes = api::body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
-    let response = super::with_cors(api::lookup::lookup(token, bytes, state).await?);
-    Ok(finish(response, started))
+    let response = super::with_cors(api::lookup::answer_lookup(token, bytes, &state).await?);
+    Ok(finish(&state, response, started))
 }
 
-/// Logs the request as the warp routes do.
-fn finish(response: Response, started: Instant) -> Response {
+/// Counts and logs the request as the warp routes do.
+fn finish(state: &AppState, response: Response, started: Instant) -> Response {
+    let metrics = &state.metrics;
+    metrics.request(
+        crate::metrics::Listener::Public,
+        metrics.lookup_route(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     tracing::info!(
         target: "mxisd::http",
         listener = "public",

@@ -55,15 +55,157 @@ pub struct AdminStatus {
     /// Generation of the lookup pepper (bumped by every rotation).
     pub pepper_generation: u32,
     pub store: Result<StoreStatus, String>,
+    pub index: IndexStatus,
+    pub outbox: OutboxStatus,
     /// Each identity source's last run (`mxisd sync status` has the details).
-    pub sync: Vec<serde_json::Value>,
+    pub sync: Vec<SourceStatus>,
+    /// What an operator should look at; empty when all is well. The server keeps
+    /// answering with every one of these except a failing store.
+    pub problems: Vec<String>,
+    /// Whether the server can answer at all (the store works).
+    #[serde(skip)]
+    pub serving: bool,
 }
 
+#[derive(Debug, Serialize)]
+pub struct IndexStatus {
+    pub entries: u64,
+    /// Behind the store; rebuilt by the next sync run, at start or by `mxisd reindex`.
+    pub stale: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct OutboxStatus {
+    /// Invite notifications waiting for (another) delivery attempt.
+    pub pending: u64,
+    /// Out of attempts (`mxisd outbox`, `mxisd outbox --retry`).
+    pub failed: u64,
+    /// Creation time of the oldest pending one.
+    pub oldest_pending_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub source: String,
+    /// `ok`, `failing` (the last run failed; the last good data is served) or `never run`.
+    pub state: &'static str,
+    pub last_success_ms: Option<u64>,
+    pub last_attempt_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub users: u64,
+    pub bindings: u64,
+    pub duration_ms: u64,
+}
+
+fn outbox_status(state: &AppState) -> OutboxStatus {
+    match state.store.outbox() {
+        Ok(items) => {
+            let mut out = OutboxStatus::default();
+            for (_, item) in items {
+                if item.failed {
+                    out.failed += 1;
+                } else {
+                    out.pending += 1;
+                    out.oldest_pending_ms = Some(
+                        out.oldest_pending_ms
+                            .map_or(item.created_ms, |t| t.min(item.created_ms)),
+                    );
+                }
+            }
+            out
+        }
+        Err(e) => OutboxStatus {
+            error: Some(e.to_string()),
+            ..OutboxStatus::default()
+        },
+    }
+}
+
+fn source_statuses(state: &AppState) -> Result<Vec<SourceStatus>, String> {
+    state
+        .sync
+        .names()
+        .into_iter()
+        .map(|name| {
+            let status = state.store.sync_status(&name).map_err(|e| e.to_string())?;
+            Ok(match status {
+                None => SourceStatus {
+                    source: name,
+                    state: "never run",
+                    last_success_ms: None,
+                    last_attempt_ms: None,
+                    last_error: None,
+                    users: 0,
+                    bindings: 0,
+                    duration_ms: 0,
+                },
+                Some(s) => SourceStatus {
+                    source: name,
+                    state: if s.last_error.is_some() {
+                        "failing"
+                    } else {
+                        "ok"
+                    },
+                    last_success_ms: s.last_success_ms,
+                    last_attempt_ms: s.last_attempt_ms,
+                    last_error: s.last_error,
+                    users: s.users,
+                    bindings: s.bindings,
+                    duration_ms: s.duration_ms,
+                },
+            })
+        })
+        .collect()
+}
+
+/// The admin listener's status: every part, and what needs attention.
 pub fn admin_status(state: &AppState) -> AdminStatus {
     let store = state.store.status().map_err(|e| e.to_string());
+    let mut problems = Vec::new();
+    if let Err(e) = &store {
+        problems.push(format!("store: {e}"));
+    }
+    let index = IndexStatus {
+        entries: state.directory.len(),
+        stale: state.directory.is_stale(),
+    };
+    if index.stale {
+        problems.push(
+            "directory index: behind the store (rebuilt by the next sync run, or `mxisd reindex`)"
+                .into(),
+        );
+    }
+    let outbox = outbox_status(state);
+    if let Some(e) = &outbox.error {
+        problems.push(format!("outbox: {e}"));
+    }
+    if outbox.failed > 0 {
+        problems.push(format!(
+            "outbox: {} invite notification(s) failed for good (`mxisd outbox`)",
+            outbox.failed
+        ));
+    }
+    let sync = source_statuses(state).unwrap_or_else(|e| {
+        problems.push(format!("sync status: {e}"));
+        Vec::new()
+    });
+    for s in sync.iter().filter(|s| s.state == "failing") {
+        problems.push(format!(
+            "sync source {}: last run failed: {}",
+            s.source,
+            s.last_error.as_deref().unwrap_or("")
+        ));
+    }
+    let serving = store.is_ok();
     AdminStatus {
         status: Health {
-            health: if store.is_ok() { "OK" } else { "DEGRADED" },
+            health: if problems.is_empty() {
+                "OK"
+            } else {
+                "DEGRADED"
+            },
         },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
@@ -73,17 +215,146 @@ pub fn admin_status(state: &AppState) -> AdminStatus {
         storage_path: state.config.storage.path.display().to_string(),
         pepper_generation: state.store.pepper().generation,
         store,
-        sync: crate::sync::statuses(state)
-            .ok()
-            .and_then(|v| v.get("sources").and_then(|s| s.as_array()).cloned())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| {
-                serde_json::json!({
-                    "source": s["source"], "last_success_ms": s["last_success_ms"],
-                    "last_error": s["last_error"], "bindings": s["bindings"],
-                })
-            })
-            .collect(),
+        index,
+        outbox,
+        sync,
+        problems,
+        serving,
     }
+}
+
+/// Everything `/metrics` serves: the counters and the current state as gauges.
+pub fn metrics_text(state: &AppState) -> String {
+    use crate::metrics::{escape, header, sample};
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(16 * 1024);
+    header(
+        &mut out,
+        "mxisd_build_info",
+        "gauge",
+        "Version of this mxisd.",
+    );
+    let _ = writeln!(
+        out,
+        "mxisd_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    sample(
+        &mut out,
+        "mxisd_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        state.started.elapsed().as_secs(),
+    );
+    state.metrics.render(&mut out);
+    header(
+        &mut out,
+        "mxisd_notifications_total",
+        "counter",
+        "E-mails and SMS handed to the mail server or SMS gateway (sent) or refused by it (failed).",
+    );
+    for (medium, sent, failed) in state.notifier.counts() {
+        let m = medium.as_str();
+        let _ = writeln!(
+            out,
+            "mxisd_notifications_total{{medium=\"{m}\",result=\"sent\"}} {sent}"
+        );
+        let _ = writeln!(
+            out,
+            "mxisd_notifications_total{{medium=\"{m}\",result=\"failed\"}} {failed}"
+        );
+    }
+    let status = admin_status(state);
+    sample(
+        &mut out,
+        "mxisd_store_up",
+        "gauge",
+        "1 while the store reads and writes.",
+        u8::from(status.serving),
+    );
+    if let Ok(store) = &status.store {
+        if let Some(bytes) = store.size_on_disk {
+            sample(
+                &mut out,
+                "mxisd_store_size_bytes",
+                "gauge",
+                "Size of the store on disk.",
+                bytes,
+            );
+        }
+    }
+    sample(
+        &mut out,
+        "mxisd_lookup_pepper_generation",
+        "gauge",
+        "Generation of the lookup pepper (bumped by each rotation).",
+        status.pepper_generation,
+    );
+    sample(
+        &mut out,
+        "mxisd_directory_entries",
+        "gauge",
+        "Users in the directory search index.",
+        status.index.entries,
+    );
+    sample(
+        &mut out,
+        "mxisd_directory_index_stale",
+        "gauge",
+        "1 while the search index is behind the store.",
+        u8::from(status.index.stale),
+    );
+    header(
+        &mut out,
+        "mxisd_outbox_items",
+        "gauge",
+        "Invite notifications for homeservers waiting for delivery (pending) or out of attempts (failed).",
+    );
+    let _ = writeln!(
+        out,
+        "mxisd_outbox_items{{state=\"pending\"}} {}",
+        status.outbox.pending
+    );
+    let _ = writeln!(
+        out,
+        "mxisd_outbox_items{{state=\"failed\"}} {}",
+        status.outbox.failed
+    );
+    type Gauge = (&'static str, &'static str, fn(&SourceStatus) -> Option<f64>);
+    let gauges: [Gauge; 5] = [
+        (
+            "mxisd_sync_users",
+            "Users the source gave at its last successful run.",
+            |s| Some(s.users as f64),
+        ),
+        (
+            "mxisd_sync_bindings",
+            "Bindings the source gave at its last successful run.",
+            |s| Some(s.bindings as f64),
+        ),
+        (
+            "mxisd_sync_last_success_timestamp_seconds",
+            "When the source's last successful run started.",
+            |s| s.last_success_ms.map(|t| t as f64 / 1000.0),
+        ),
+        (
+            "mxisd_sync_last_run_duration_seconds",
+            "How long the source's last run took.",
+            |s| s.last_attempt_ms.map(|_| s.duration_ms as f64 / 1000.0),
+        ),
+        (
+            "mxisd_sync_failing",
+            "1 while the source's last run failed (the last good data is served).",
+            |s| Some(if s.state == "failing" { 1.0 } else { 0.0 }),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(&mut out, name, "gauge", help);
+        for s in &status.sync {
+            if let Some(v) = value(s) {
+                let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", escape(&s.source));
+            }
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@ use super::params;
 use crate::crypto::sign::Signer;
 use crate::crypto::{b64_decode, b64_encode};
 use crate::error::Error;
+use crate::metrics::Delivery;
 use crate::model::{Medium, Mxid, ThreePid};
 use crate::notify::{template::Vars, Flow, NotifyError};
 use crate::state::AppState;
@@ -481,6 +482,7 @@ async fn deliver(state: &AppState, id: &[u8], mut item: OutboxItem) -> Result<()
         }
     };
     let Some(why) = outcome else {
+        state.metrics.delivery(Delivery::Delivered);
         state.store.delete_outbox(id).await?;
         tracing::info!(
             destination = %item.destination,
@@ -493,10 +495,12 @@ async fn deliver(state: &AppState, id: &[u8], mut item: OutboxItem) -> Result<()
     item.attempts = item.attempts.saturating_add(1);
     item.last_error = Some(why.clone());
     if item.attempts >= state.config.invite.max_attempts {
+        state.metrics.delivery(Delivery::Failed);
         item.failed = true;
         tracing::warn!(destination = %item.destination, attempts = item.attempts, error = %why,
             "invite delivery failed for good; see `mxisd outbox` (and `mxisd outbox --retry`)");
     } else {
+        state.metrics.delivery(Delivery::Retry);
         let wait = backoff(state, item.attempts);
         item.next_attempt_ms =
             now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));

@@ -3,6 +3,7 @@
 //! contain entries the caller sent.
 
 use crate::error::Error;
+use crate::metrics::LookupKind;
 use crate::model::{Medium, ThreePid};
 use crate::state::AppState;
 use crate::store::bindings::{lookup_hash, BindingEntry};
@@ -139,6 +140,15 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
     if use_hash && state.store.pepper_generation() != generation {
         return Err(invalid_pepper(state.store.pepper().pepper));
     }
+    state.metrics.lookups(
+        if use_hash {
+            LookupKind::Hashed
+        } else {
+            LookupKind::Plain
+        },
+        mappings.len(),
+        request.addresses.len() - mappings.len(),
+    );
     Ok(Mappings { mappings })
 }
 
@@ -240,9 +250,16 @@ pub fn lookup_v1(
     plain_allowed(state)?;
     let medium = Medium::parse(medium).ok_or_else(|| Error::invalid_param("Unknown medium"))?;
     let Ok(threepid) = ThreePid::new(medium, address) else {
+        state.metrics.lookups(LookupKind::V1, 0, 1);
         return Ok(json!({}));
     };
-    match effective(state, &threepid, now_ms())? {
+    let found = effective(state, &threepid, now_ms())?;
+    state.metrics.lookups(
+        LookupKind::V1,
+        usize::from(found.is_some()),
+        usize::from(found.is_none()),
+    );
+    match found {
         Some(entry) => signed_association(state, &threepid, &entry),
         None => Ok(json!({})),
     }
@@ -286,6 +303,7 @@ pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Val
     let now = now_ms();
     let mut found = Vec::new();
     let pepper = state.store.pepper();
+    let asked = pairs.len();
     for (m, a) in pairs {
         let Some(medium) = Medium::parse(m) else {
             continue;
@@ -298,5 +316,8 @@ pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Val
             found.push(json!([m, a, mxid]));
         }
     }
+    state
+        .metrics
+        .lookups(LookupKind::V1, found.len(), asked - found.len());
     Ok(json!({ "threepids": found }))
 }

@@ -204,6 +204,12 @@ mod tests {
         fn size_on_disk(&self) -> Option<u64> {
             None
         }
+        fn scan_all<'a>(&'a self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+            Box::new(std::iter::empty())
+        }
+        fn put_raw(&self, _: Vec<Entry>) -> Result<(), StoreError> {
+            Ok(())
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

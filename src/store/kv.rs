@@ -77,4 +77,11 @@ pub trait Kv: Send + Sync + 'static {
 
     /// Bytes used on disk, when the backend knows.
     fn size_on_disk(&self) -> Option<u64>;
+
+    /// Every entry of every tree, as (`tree ‖ 0 ‖ key`, value) in key order. For backups.
+    fn scan_all<'a>(&'a self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
+
+    /// Writes entries given by full key (`tree ‖ 0 ‖ key`) in one atomic batch. For
+    /// restores into a new store.
+    fn put_raw(&self, entries: Vec<Entry>) -> Result<(), StoreError>;
 }

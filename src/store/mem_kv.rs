@@ -90,4 +90,38 @@ impl Kv for MemKv {
     fn size_on_disk(&self) -> Option<u64> {
         None
     }
+
+    fn scan_all<'a>(&'a self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+        let mut all: Vec<Entry> = Vec::new();
+        for (tree, entries) in self.read().iter() {
+            all.extend(
+                entries
+                    .iter()
+                    .map(|(k, v)| (super::backup::full_key(tree, k), v.clone())),
+            );
+        }
+        all.sort();
+        Box::new(all.into_iter().map(Ok))
+    }
+
+    fn put_raw(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let mut trees = self.trees.write().unwrap_or_else(|p| p.into_inner());
+        for (full, value) in entries {
+            let at = full
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| StoreError::Corrupt("a key without a tree name".into()))?;
+            let name = String::from_utf8_lossy(&full[..at]).into_owned();
+            // Tree names are static in the store; a test store may leak a new one.
+            let tree: &'static str = match trees.keys().find(|t| **t == name) {
+                Some(t) => t,
+                None => Box::leak(name.into_boxed_str()),
+            };
+            trees
+                .entry(tree)
+                .or_default()
+                .insert(full[at + 1..].to_vec(), value);
+        }
+        Ok(())
+    }
 }

@@ -150,6 +150,22 @@ impl Kv for SledKv {
     fn size_on_disk(&self) -> Option<u64> {
         self.db.size_on_disk().ok()
     }
+
+    fn scan_all<'a>(&'a self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+        Box::new(
+            self.db
+                .iter()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
+        )
+    }
+
+    fn put_raw(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let mut b = sled::Batch::default();
+        for (k, v) in entries {
+            b.insert(k, v);
+        }
+        self.db.apply_batch(b).map_err(backend)
+    }
 }
 
 #[cfg(test)]

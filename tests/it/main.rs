@@ -12,6 +12,7 @@ mod directory;
 mod http;
 mod invites;
 mod lookup;
+mod ops;
 mod sessions;
 mod stores;
 mod sync;
