@@ -17,6 +17,7 @@ pub mod federation;
 pub mod homeserver;
 pub mod index;
 pub mod logging;
+pub mod migrate;
 pub mod model;
 pub mod notify;
 pub mod server;

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Sync(a) => block_on(cli::sync(&a)),
         Command::Search(a) => block_on(cli::search(&a)),
         Command::Reindex(a) => block_on(cli::reindex(&a)),
+        Command::ImportMa1sd(a) => block_on(mxisd::migrate::run(&(&a).into())),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod bindings;
 pub mod codec;
 pub mod flush;
+pub mod import;
 pub mod invites;
 pub mod kv;
 pub mod mem_kv;

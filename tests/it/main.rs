@@ -12,6 +12,7 @@ mod directory;
 mod http;
 mod invites;
 mod lookup;
+mod ma1sd;
 mod sessions;
 mod stores;
 mod sync;
