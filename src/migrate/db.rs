@@ -118,11 +118,7 @@ pub fn pg_target(
             "password" if target.password.is_none() => {
                 target.password = Some(Secret::new(v.into_owned()))
             }
-            "ssl" => {
-                if v == "true" {
-                    target.ssl = Some(sqlx::postgres::PgSslMode::Require);
-                }
-            }
+            "ssl" if v == "true" => target.ssl = Some(sqlx::postgres::PgSslMode::Require),
             "sslmode" => {
                 target.ssl = Some(
                     v.parse()

@@ -573,19 +573,37 @@ mod tests {
 
     #[test]
     fn relative_paths_are_resolved_against_ma1sds_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let their = tmp.path();
+        std::fs::create_dir_all(their.join("pages")).unwrap();
+        std::fs::write(their.join("pages/ok.html"), "<p>ok</p>").unwrap();
         let yaml = "matrix:\n  domain: example.org\nkey:\n  path: keys\nstorage:\n  provider:\n    sqlite:\n      database: data/store.db\nview:\n  session:\n    onTokenSubmit:\n      success: pages/ok.html\n";
-        let t = run(yaml);
-        assert_eq!(t.keys, Some(KeySource::Path("/etc/ma1sd/keys".into())));
-        assert_eq!(
-            t.db,
-            Some(DbSource::Sqlite("/etc/ma1sd/data/store.db".into()))
+        let t = translate(
+            yaml,
+            "ma1sd.yaml",
+            their,
+            Path::new("/var/lib/mxisd"),
+            Path::new("/etc/mxisd/mxisd.yaml"),
         );
-        // The view path is read by the loader as a path: it is made absolute.
-        if t.problems.is_empty() {
-            assert!(t.yaml.contains("/etc/ma1sd/pages/ok.html"), "{}", t.yaml);
-        } else {
-            assert!(t.dropped.iter().any(|(k, _)| k.starts_with("view")));
-        }
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        assert_eq!(t.keys, Some(KeySource::Path(their.join("keys"))));
+        assert_eq!(t.db, Some(DbSource::Sqlite(their.join("data/store.db"))));
+        let page = their.join("pages/ok.html");
+        assert!(t.yaml.contains(&page.display().to_string()), "{}", t.yaml);
+        assert_eq!(t.config.unwrap().view.success_page, Some(page));
+        assert!(t
+            .changed
+            .iter()
+            .any(|(k, _)| k == "view.session.onTokenSubmit.success"));
+        // A missing file is a problem of the loader's, named with its key.
+        let t = run(yaml);
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| p.contains("view.session.onTokenSubmit.success")),
+            "{:?}",
+            t.problems
+        );
     }
 
     #[test]
