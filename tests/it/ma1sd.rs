@@ -200,6 +200,7 @@ fn ma1sd_dir(dir: &Path, storage: &str, hs_url: &str) -> PathBuf {
 /// Starts the imported server and checks, over HTTP, that it serves ma1sd's key, the
 /// pending invite (and its ephemeral key) and alice's accepted terms.
 async fn check_served(dir: &Path, hs: &FakeHomeserver) {
+    crate::common::init();
     let server = Running::start(dir, &["run", "-c", "out/mxisd.yaml"]);
     let base = format!("http://127.0.0.1:{}", server.port);
     let admin = format!("http://127.0.0.1:{}", server.admin);
