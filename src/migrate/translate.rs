@@ -236,6 +236,21 @@ fn rewrite_ma1sd_only(tree: &mut Value, storage: &Path, t: &mut Translation) {
         format!("{their_key} -> {keys_str} (the signing key is copied there)"),
     );
 
+    // Defaults that differ: say what clients will see change.
+    if get_path(tree, "matrix.v2").is_none() {
+        note(
+            t,
+            "matrix.v2",
+            "not set, so ma1sd served the v1 API only; mxisd serves v1 and v2".into(),
+        );
+    }
+    if get_path(tree, "hashing.enabled").is_none() {
+        note(
+            t,
+            "hashing",
+            "not enabled in ma1sd (hash_details offered only none); mxisd offers sha256 too".into(),
+        );
+    }
     if let Some(v) = get_path(tree, "hashing.enabled") {
         let was = v.as_bool().map_or_else(|| "set".into(), |b| b.to_string());
         remove_path(tree, "hashing.enabled");
@@ -537,6 +552,8 @@ mod tests {
         );
         assert!(t.yaml.starts_with("# mxisd configuration"));
         assert!(!t.yaml.contains("provider"));
+        let changed: Vec<&str> = t.changed.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(changed.contains(&"matrix.v2") && changed.contains(&"hashing"));
     }
 
     #[test]
