@@ -35,6 +35,7 @@ pub enum Command {
     Reindex(ReindexArgs),
     Backup(BackupArgs),
     Restore(RestoreArgs),
+    ImportMa1sd(ImportMa1sdArgs),
 }
 
 /// Back up the store and signing key to one file: from a running server through its
@@ -67,6 +68,30 @@ pub struct RestoreArgs {
     /// configuration file (YAML); the embedded default when absent
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+
+/// Import a ma1sd (or mxisd 1.x) installation: its config, signing key, pending
+/// invites and accepted terms. Writes nothing unless everything can be imported.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "import-ma1sd")]
+pub struct ImportMa1sdArgs {
+    /// ma1sd's configuration file (e.g. /etc/ma1sd/ma1sd.yaml)
+    #[argh(option, short = 'c')]
+    pub config: PathBuf,
+    /// the mxisd configuration file to write (default /etc/mxisd/mxisd.yaml)
+    #[argh(option, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// mxisd's state directory, storage.path (default /var/lib/mxisd)
+    #[argh(option)]
+    pub storage: Option<PathBuf>,
+    /// check everything and show what would be imported; write nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// replace the output file if it exists
+    #[argh(switch)]
+    pub force: bool,
+    /// merge into a store that already holds data
+    #[argh(switch)]
+    pub allow_existing_store: bool,
 }
 
 /// Search the directory index of a running server, as users' searches will.

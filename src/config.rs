@@ -265,18 +265,35 @@ pub fn load_str(
     base_dir: PathBuf,
     env: reader::EnvLookup<'_>,
 ) -> Result<Config, ConfigErrors> {
+    load_str_traced(text, name, base_dir, env).0
+}
+
+/// [`load_str`], also returning which keys went unused, were ignored or held paths.
+pub fn load_str_traced(
+    text: &str,
+    name: &str,
+    base_dir: PathBuf,
+    env: reader::EnvLookup<'_>,
+) -> (Result<Config, ConfigErrors>, reader::Trace) {
     let fail = |problems| ConfigErrors {
         source: name.to_owned(),
         problems,
     };
-    let value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| fail(vec![format!("not valid YAML: {e}")]))?;
+    let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                Err(fail(vec![format!("not valid YAML: {e}")])),
+                reader::Trace::default(),
+            )
+        }
+    };
     let ctx = Ctx::new(env, base_dir);
     let root = ctx.root(&value);
     let config = build(&root);
     root.finish(TOP_LEVEL_HINTS);
-    let (problems, warnings) = ctx.into_parts();
-    match config {
+    let (problems, warnings, trace) = ctx.into_traced_parts();
+    let result = match config {
         Some(mut config) if problems.is_empty() => {
             config.warnings = warnings;
             Ok(config)
@@ -286,7 +303,8 @@ pub fn load_str(
         } else {
             problems
         })),
-    }
+    };
+    (result, trace)
 }
 
 /// Reads every section (so all problems are found), then assembles the config if the

@@ -18,6 +18,7 @@ pub mod homeserver;
 pub mod index;
 pub mod logging;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod notify;
 pub mod server;

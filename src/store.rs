@@ -12,6 +12,7 @@ pub mod backup;
 pub mod bindings;
 pub mod codec;
 pub mod flush;
+pub mod import;
 pub mod invites;
 pub mod kv;
 pub mod mem_kv;

@@ -13,10 +13,23 @@ use std::time::Duration;
 /// Looks up environment variables; injected so tests do not touch the process's env.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// What one load saw of the file's keys, for `mxisd import-ma1sd` (which drops the keys
+/// that do not apply and rewrites relative paths).
+#[derive(Debug, Default, Clone)]
+pub struct Trace {
+    /// Keys nobody reads (unknown here, or ma1sd's and without a use here), with why.
+    pub unused: Vec<(String, String)>,
+    /// Keys accepted for compatibility that have no effect, with why.
+    pub ignored: Vec<(String, String)>,
+    /// Key paths whose value is a file path (resolved against the config's directory).
+    pub paths: Vec<String>,
+}
+
 /// Shared by every section of one load.
 pub struct Ctx<'a> {
     problems: RefCell<Vec<String>>,
     warnings: RefCell<Vec<String>>,
+    trace: RefCell<Trace>,
     env: EnvLookup<'a>,
     /// Relative paths in the file are resolved against this directory.
     base_dir: PathBuf,
@@ -27,6 +40,7 @@ impl<'a> Ctx<'a> {
         Self {
             problems: RefCell::new(Vec::new()),
             warnings: RefCell::new(Vec::new()),
+            trace: RefCell::new(Trace::default()),
             env,
             base_dir,
         }
@@ -51,6 +65,15 @@ impl<'a> Ctx<'a> {
     /// Problems and warnings.
     pub fn into_parts(self) -> (Vec<String>, Vec<String>) {
         (self.problems.into_inner(), self.warnings.into_inner())
+    }
+
+    /// Problems, warnings and the trace of keys.
+    pub fn into_traced_parts(self) -> (Vec<String>, Vec<String>, Trace) {
+        (
+            self.problems.into_inner(),
+            self.warnings.into_inner(),
+            self.trace.into_inner(),
+        )
     }
 
     pub fn root<'v>(&'a self, value: &'v Value) -> Section<'a, 'v> {
@@ -140,6 +163,11 @@ impl<'a, 'v> Section<'a, 'v> {
     pub fn ignored(&self, key: &str, why: &str) {
         if self.raw(key).is_some() {
             self.ctx.warning(&self.key_path(key), why);
+            self.ctx
+                .trace
+                .borrow_mut()
+                .ignored
+                .push((self.key_path(key), why.to_owned()));
         }
     }
 
@@ -383,6 +411,7 @@ impl<'a, 'v> Section<'a, 'v> {
             self.problem(key, "must not be empty");
             return None;
         }
+        self.ctx.trace.borrow_mut().paths.push(self.key_path(key));
         Some(self.resolve(Path::new(&text)))
     }
 
@@ -433,13 +462,22 @@ impl<'a, 'v> Section<'a, 'v> {
             if seen.contains(&name) {
                 continue;
             }
-            match hints.iter().find(|(k, _)| *k == name) {
-                Some((_, hint)) => self.problem(&name, hint),
-                None => self.problem(&name, "unknown key (check its spelling and nesting; see the configuration reference in README.md)"),
-            }
+            let why = match hints.iter().find(|(k, _)| *k == name) {
+                Some((_, hint)) => *hint,
+                None => UNKNOWN_KEY,
+            };
+            self.problem(&name, why);
+            self.ctx
+                .trace
+                .borrow_mut()
+                .unused
+                .push((self.key_path(&name), why.to_owned()));
         }
     }
 }
+
+const UNKNOWN_KEY: &str =
+    "unknown key (check its spelling and nesting; see the configuration reference in README.md)";
 
 /// `true`/`false` and the YAML 1.1 and shell spellings (`yes`, `on`, `1`, ...).
 fn parse_bool(text: &str) -> Option<bool> {

@@ -76,10 +76,21 @@ pub fn load_or_create(dir: &Path) -> Result<(Signer, KeyOrigin), KeyFileError> {
         return Ok((signer, KeyOrigin::Loaded));
     }
     let seed = random_bytes::<32>().map_err(KeyFileError::Random)?;
-    let signer = Signer::new(
-        SigningKey::from_bytes(&seed),
-        format!("ed25519:{DEFAULT_SERIAL}"),
-    );
+    let signer = create(dir, DEFAULT_SERIAL, &seed)?;
+    Ok((signer, KeyOrigin::Generated))
+}
+
+/// Saves `seed` as the current key `ed25519:<serial>` of the key store `dir` (created
+/// mode 0700; files 0600), which must not hold that key already. For a new key, and
+/// for a key brought from ma1sd.
+pub fn create(dir: &Path, serial: &str, seed: &[u8; 32]) -> Result<Signer, KeyFileError> {
+    if !valid_serial(serial) {
+        return Err(KeyFileError::Invalid {
+            path: dir.to_owned(),
+            why: format!("bad serial {serial:?}"),
+        });
+    }
+    let signer = Signer::new(SigningKey::from_bytes(seed), format!("ed25519:{serial}"));
     let key_dir = dir.join("regular").join("ed25519");
     fs::DirBuilder::new()
         .recursive(true)
@@ -89,24 +100,24 @@ pub fn load_or_create(dir: &Path) -> Result<(Signer, KeyOrigin), KeyFileError> {
     let key_json = serde_json::to_vec_pretty(&KeyFile {
         version: "0".into(),
         is_valid: true,
-        key: b64_encode(&seed),
+        key: b64_encode(seed),
     })
     .map_err(|e| KeyFileError::Invalid {
         path: key_dir.clone(),
         why: e.to_string(),
     })?;
-    write_new(&key_dir.join(DEFAULT_SERIAL), &key_json)?;
+    write_new(&key_dir.join(serial), &key_json)?;
     let current = serde_json::to_vec_pretty(&CurrentFile {
         kind: "regular".into(),
         algo: "ed25519".into(),
-        serial: DEFAULT_SERIAL.into(),
+        serial: serial.into(),
     })
     .map_err(|e| KeyFileError::Invalid {
         path: dir.to_owned(),
         why: e.to_string(),
     })?;
     write_new(&dir.join("current"), &current)?;
-    Ok((signer, KeyOrigin::Generated))
+    Ok(signer)
 }
 
 /// Reads the key without ever creating one (for `mxisd keys show`).
@@ -119,7 +130,8 @@ pub fn load(dir: &Path) -> Result<Option<Signer>, KeyFileError> {
                     path: current_path.clone(),
                     why: e.to_string(),
                 })?;
-            if current.algo != "ed25519" || current.kind != "regular" {
+            // ma1sd writes the type as its Java enum name, `Regular`.
+            if current.algo != "ed25519" || !current.kind.eq_ignore_ascii_case("regular") {
                 return Err(KeyFileError::Invalid {
                     path: current_path,
                     why: format!(
@@ -164,7 +176,7 @@ pub fn load(dir: &Path) -> Result<Option<Signer>, KeyFileError> {
 }
 
 /// Serials are file names: letters, digits, `-` and `_` only (ma1sd's are base64url).
-fn valid_serial(serial: &str) -> bool {
+pub fn valid_serial(serial: &str) -> bool {
     !serial.is_empty()
         && serial
             .bytes()
@@ -265,9 +277,10 @@ mod tests {
             format!(r#"{{"version":"0","isValid":true,"key":"{encoded}"}}"#),
         )
         .unwrap();
+        // As ma1sd writes it: the type is the Java enum name.
         fs::write(
             dir.join("current"),
-            r#"{"type":"regular","algo":"ed25519","serial":"AAABcdEf1"}"#,
+            r#"{"type":"Regular","algo":"ed25519","serial":"AAABcdEf1"}"#,
         )
         .unwrap();
         let signer = load(dir).unwrap().unwrap();

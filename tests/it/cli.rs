@@ -30,7 +30,7 @@ pub(crate) fn text(o: &Output) -> (String, String) {
 pub(crate) struct Running {
     child: Option<Child>,
     pub(crate) port: u16,
-    admin: u16,
+    pub(crate) admin: u16,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 

@@ -13,6 +13,7 @@ mod http;
 mod invites;
 mod lookup;
 mod ops;
+mod ma1sd;
 mod sessions;
 mod stores;
 mod sync;

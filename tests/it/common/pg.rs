@@ -131,6 +131,23 @@ impl Postgres {
         self.launch();
     }
 
+    /// Makes every role but `postgres` log in over TCP with its password (the cluster
+    /// trusts everyone at first), for tests of wrong credentials.
+    pub fn require_passwords(&self) {
+        let hba = self.dir.path().join("data/pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        run(as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("reload"));
+        // The postmaster rereads pg_hba.conf asynchronously.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/<db>`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

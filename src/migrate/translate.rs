@@ -1,0 +1,695 @@
+//! ma1sd's YAML → ours. Keys our loader reads are carried over as they are; the keys it
+//! does not use (unknown here, or ma1sd's without a use here) and the keys it accepts
+//! without effect are dropped, each with the loader's own reason; ma1sd settings whose
+//! meaning changed (storage, key store, hashing switches, the default bind address) are
+//! rewritten with a note. Relative file paths are made absolute against ma1sd's config
+//! directory, because the output lives elsewhere. Which keys are unused, ignored or
+//! paths comes from the loader's trace, so this module never keeps its own list.
+
+use crate::config::reader::Secret;
+use crate::config::{self, Config};
+use serde_yaml_ng::{Mapping, Value};
+use std::path::{Path, PathBuf};
+
+/// Where ma1sd kept its key store (`key.path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `:memory:`: keys that died with the process; nothing to carry over.
+    Memory,
+    Path(PathBuf),
+}
+
+/// ma1sd's own database (`storage.backend` + `storage.provider.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbSource {
+    /// `:memory:`: nothing survived ma1sd's last stop.
+    Memory,
+    Sqlite(PathBuf),
+    Postgres {
+        /// JDBC form without the `jdbc:postgresql:` prefix: `//host[:port]/db`.
+        database: String,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
+}
+
+/// The result of translating one file.
+#[derive(Debug, Default)]
+pub struct Translation {
+    /// Our YAML (with a header comment); empty when `problems` is not.
+    pub yaml: String,
+    /// The produced config as our loader reads it.
+    pub config: Option<Config>,
+    /// Keys left out, with why.
+    pub dropped: Vec<(String, String)>,
+    /// Keys rewritten or added, with what was done.
+    pub changed: Vec<(String, String)>,
+    /// Everything that stops the import, one line each.
+    pub problems: Vec<String>,
+    pub keys: Option<KeySource>,
+    pub db: Option<DbSource>,
+}
+
+/// Translates ma1sd's config text. `their_dir` resolves their relative paths; `storage`
+/// is our `storage.path`; `output` is where our file will be (its directory resolves
+/// nothing, since every path written is absolute, but the loader wants one).
+pub fn translate(
+    text: &str,
+    their_name: &str,
+    their_dir: &Path,
+    storage: &Path,
+    output: &Path,
+) -> Translation {
+    let mut t = Translation::default();
+    let mut tree: Value = match serde_yaml_ng::from_str(text) {
+        Ok(Value::Mapping(m)) => Value::Mapping(m),
+        Ok(Value::Null) => Value::Mapping(Mapping::new()),
+        Ok(_) => {
+            t.problems.push(format!(
+                "{their_name}: the configuration must be a YAML mapping"
+            ));
+            return t;
+        }
+        Err(e) => {
+            t.problems
+                .push(format!("{their_name}: not valid YAML: {e}"));
+            return t;
+        }
+    };
+    let problem = |t: &mut Translation, key: &str, why: String| {
+        t.problems.push(format!("{their_name}: {key}: {why}"));
+    };
+
+    // What the import needs from ma1sd's settings, before they are rewritten.
+    match scalar_at(&tree, "key.path") {
+        Ok(Some(p)) if p == ":memory:" => t.keys = Some(KeySource::Memory),
+        Ok(Some(p)) if !p.trim().is_empty() => {
+            t.keys = Some(KeySource::Path(absolute(their_dir, &p)));
+        }
+        Ok(_) => problem(
+            &mut t,
+            "key.path",
+            "required: ma1sd's key store (a directory, or the single key file of mxisd before 1.4)"
+                .into(),
+        ),
+        Err(why) => problem(&mut t, "key.path", why),
+    }
+    match read_db(&tree, their_dir) {
+        Ok(db) => t.db = Some(db),
+        Err((key, why)) => problem(&mut t, &key, why),
+    }
+
+    rewrite_ma1sd_only(&mut tree, storage, &mut t);
+
+    // Drop what the loader does not use, until it has nothing more to say about keys.
+    let output_dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let no_env = |_: &str| None;
+    let mut last = None;
+    for _ in 0..32 {
+        let text = match serde_yaml_ng::to_string(&tree) {
+            Ok(s) => s,
+            Err(e) => {
+                t.problems.push(format!(
+                    "{their_name}: cannot re-serialise the configuration: {e}"
+                ));
+                return t;
+            }
+        };
+        let (result, trace) =
+            config::load_str_traced(&text, their_name, their_dir.to_owned(), &no_env);
+        let mut removed = false;
+        for (key, why) in trace.unused.iter().chain(&trace.ignored) {
+            if remove_path(&mut tree, key) {
+                removed = true;
+                if !t.dropped.iter().any(|(k, _)| k == key) {
+                    t.dropped.push((key.clone(), why.clone()));
+                }
+            }
+        }
+        if !removed {
+            last = Some((result, trace));
+            break;
+        }
+    }
+    let Some((result, trace)) = last else {
+        t.problems.push(format!(
+            "{their_name}: the configuration did not settle; report this"
+        ));
+        return t;
+    };
+    if let Err(errors) = result {
+        for p in errors.problems {
+            t.problems.push(format!("{their_name}: {p}"));
+        }
+    }
+
+    // Relative paths meant ma1sd's directory; ours is elsewhere.
+    for key in &trace.paths {
+        absolutise(&mut tree, key, their_dir, &mut t.changed);
+    }
+    for store in ["sql", "synapseSql"] {
+        let is_sqlite = scalar_at(&tree, &format!("{store}.type"))
+            .ok()
+            .flatten()
+            .is_some_and(|k| k.eq_ignore_ascii_case("sqlite"));
+        if is_sqlite {
+            absolutise(
+                &mut tree,
+                &format!("{store}.connection"),
+                their_dir,
+                &mut t.changed,
+            );
+        }
+    }
+    if !t.problems.is_empty() {
+        return t;
+    }
+
+    let body = match serde_yaml_ng::to_string(&tree) {
+        Ok(s) => s,
+        Err(e) => {
+            t.problems.push(format!(
+                "{their_name}: cannot serialise the configuration: {e}"
+            ));
+            return t;
+        }
+    };
+    let yaml = format!(
+        "# mxisd configuration, made by `mxisd import-ma1sd` from {their_name}.\n\
+         # Check it with `mxisd check-config -c <this file>`; the README's\n\
+         # \"Configuration\" section describes every key.\n{body}"
+    );
+    match config::load_str(&yaml, &output.display().to_string(), output_dir, &no_env) {
+        Ok(c) => {
+            t.config = Some(c);
+            t.yaml = yaml;
+        }
+        Err(errors) => {
+            for p in errors.problems {
+                t.problems
+                    .push(format!("the produced configuration would not load: {p}"));
+            }
+        }
+    }
+    t
+}
+
+/// ma1sd settings whose meaning changed: rewritten, each with a note.
+fn rewrite_ma1sd_only(tree: &mut Value, storage: &Path, t: &mut Translation) {
+    let note = |t: &mut Translation, key: &str, what: String| t.changed.push((key.into(), what));
+    let storage_note = match &t.db {
+        Some(DbSource::Sqlite(p)) => format!("ma1sd's SQLite database {}", p.display()),
+        Some(DbSource::Postgres { database, .. }) => {
+            format!("ma1sd's PostgreSQL database {database}")
+        }
+        Some(DbSource::Memory) => "ma1sd's in-memory database (nothing to import)".into(),
+        None => "ma1sd's database".into(),
+    };
+    let storage_str = storage.display().to_string();
+    let keys_str = storage.join("keys").display().to_string();
+    if let Value::Mapping(root) = tree {
+        root.insert(
+            "storage".into(),
+            Value::Mapping(Mapping::from_iter([(
+                Value::from("path"),
+                Value::from(storage_str.clone()),
+            )])),
+        );
+    }
+    note(
+        t,
+        "storage",
+        format!("set to path: {storage_str}; {storage_note} is imported into its store (storage.backend and storage.provider are ma1sd's and go)"),
+    );
+    let their_key = match &t.keys {
+        Some(KeySource::Path(p)) => p.display().to_string(),
+        Some(KeySource::Memory) => ":memory:".into(),
+        None => "(none)".into(),
+    };
+    set_path(tree, &["key", "path"], Value::from(keys_str.clone()));
+    note(
+        t,
+        "key.path",
+        format!("{their_key} -> {keys_str} (the signing key is copied there)"),
+    );
+
+    // Defaults that differ: say what clients will see change.
+    if get_path(tree, "matrix.v2").is_none() {
+        note(
+            t,
+            "matrix.v2",
+            "not set, so ma1sd served the v1 API only; mxisd serves v1 and v2".into(),
+        );
+    }
+    if get_path(tree, "hashing.enabled").is_none() {
+        note(
+            t,
+            "hashing",
+            "not enabled in ma1sd (hash_details offered only none); mxisd offers sha256 too".into(),
+        );
+    }
+    if let Some(v) = get_path(tree, "hashing.enabled") {
+        let was = v.as_bool().map_or_else(|| "set".into(), |b| b.to_string());
+        remove_path(tree, "hashing.enabled");
+        t.dropped.push((
+            "hashing.enabled".into(),
+            format!(
+                "was {was}; mxisd always offers hashed lookups (sha256), as the v2 API requires"
+            ),
+        ));
+    }
+    if scalar_at(tree, "hashing.rotationPolicy")
+        .ok()
+        .flatten()
+        .as_deref()
+        == Some("per_requests")
+    {
+        remove_path(tree, "hashing.rotationPolicy");
+        remove_path(tree, "hashing.requests");
+        t.dropped.push((
+            "hashing.rotationPolicy".into(),
+            "per_requests is not supported (every rotation rehashes all bindings); the pepper stays until `mxisd hashing rotate` or a per_seconds policy".into(),
+        ));
+    }
+    if let Some(n) = scalar_at(tree, "hashing.pepperLength")
+        .ok()
+        .flatten()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    {
+        if n < 16 {
+            remove_path(tree, "hashing.pepperLength");
+            t.dropped.push((
+                "hashing.pepperLength".into(),
+                format!("{n} is below mxisd's minimum of 16; the default (32) is used"),
+            ));
+        }
+    }
+    if get_path(tree, "matrix.v2").and_then(Value::as_bool) == Some(false) {
+        remove_path(tree, "matrix.v2");
+        t.dropped.push((
+            "matrix.v2".into(),
+            "was false; mxisd always serves the v2 API (clients and homeservers need it)".into(),
+        ));
+    }
+    if get_path(tree, "server.hostname").is_none() {
+        set_path(tree, &["server", "hostname"], Value::from("0.0.0.0"));
+        note(
+            t,
+            "server.hostname",
+            "set to 0.0.0.0, where ma1sd listened by default (mxisd's own default is 127.0.0.1; use that if your reverse proxy runs on this host)".into(),
+        );
+    }
+}
+
+/// ma1sd's database settings.
+fn read_db(tree: &Value, their_dir: &Path) -> Result<DbSource, (String, String)> {
+    let at = |key: &str| scalar_at(tree, key).map_err(|why| (key.to_owned(), why));
+    let backend = at("storage.backend")?.unwrap_or_else(|| "sqlite".into());
+    match backend.as_str() {
+        "sqlite" => match at("storage.provider.sqlite.database")? {
+            Some(p) if p == ":memory:" => Ok(DbSource::Memory),
+            Some(p) if !p.trim().is_empty() => Ok(DbSource::Sqlite(absolute(their_dir, &p))),
+            _ => Err((
+                "storage.provider.sqlite.database".into(),
+                "required with the sqlite backend: ma1sd's database file".into(),
+            )),
+        },
+        "postgresql" => {
+            let database = at("storage.provider.postgresql.database")?
+                .filter(|d| !d.trim().is_empty())
+                .ok_or_else(|| {
+                    (
+                        "storage.provider.postgresql.database".to_owned(),
+                        "required with the postgresql backend (//host[:port]/database)".to_owned(),
+                    )
+                })?;
+            Ok(DbSource::Postgres {
+                database,
+                username: at("storage.provider.postgresql.username")?,
+                password: at("storage.provider.postgresql.password")?.map(Secret::new),
+            })
+        }
+        other => Err((
+            "storage.backend".into(),
+            format!("{other:?} is not sqlite or postgresql"),
+        )),
+    }
+}
+
+fn absolute(dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path.trim());
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// Makes the string at `key` absolute against `dir`, noting it when it changed.
+fn absolutise(tree: &mut Value, key: &str, dir: &Path, changed: &mut Vec<(String, String)>) {
+    let Some(segments) = locate(tree, &parse(key)) else {
+        return;
+    };
+    let Some(Value::String(s)) = get_at_mut(tree, &segments) else {
+        return;
+    };
+    if Path::new(s.as_str()).is_absolute() || s.contains("://") || s.starts_with("classpath:") {
+        return;
+    }
+    let abs = dir.join(s.as_str()).display().to_string();
+    changed.push((
+        key.to_owned(),
+        format!("{s} -> {abs} (relative to ma1sd's config)"),
+    ));
+    *s = abs;
+}
+
+// --- key paths over the YAML tree -------------------------------------------------
+// The loader names keys `a.b[0].c`; names chosen by operators may hold dots, so a name
+// is matched greedily against the mapping's real keys.
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `a.b[0].c` → [("a",[]), ("b",[0]), ("c",[])].
+fn parse(path: &str) -> Vec<(String, Vec<usize>)> {
+    path.split('.')
+        .map(|part| {
+            let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+            let mut indices = Vec::new();
+            while let Some(r) = rest.strip_prefix('[') {
+                let Some(end) = r.find(']') else { break };
+                if let Ok(i) = r[..end].parse() {
+                    indices.push(i);
+                }
+                rest = &r[end + 1..];
+            }
+            (name.to_owned(), indices)
+        })
+        .collect()
+}
+
+fn locate(v: &Value, parts: &[(String, Vec<usize>)]) -> Option<Vec<Seg>> {
+    if parts.is_empty() {
+        return Some(Vec::new());
+    }
+    let Value::Mapping(m) = v else { return None };
+    for j in 1..=parts.len() {
+        if parts[..j - 1].iter().any(|p| !p.1.is_empty()) {
+            break;
+        }
+        let name = parts[..j]
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        let Some(mut child) = m.get(name.as_str()) else {
+            continue;
+        };
+        let mut segs = vec![Seg::Key(name)];
+        let mut ok = true;
+        for &i in &parts[j - 1].1 {
+            match child {
+                Value::Sequence(items) if i < items.len() => {
+                    child = &items[i];
+                    segs.push(Seg::Index(i));
+                }
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            if let Some(rest) = locate(child, &parts[j..]) {
+                segs.extend(rest);
+                return Some(segs);
+            }
+        }
+    }
+    None
+}
+
+fn get_at<'v>(v: &'v Value, segs: &[Seg]) -> Option<&'v Value> {
+    segs.iter().try_fold(v, |v, s| match (s, v) {
+        (Seg::Key(k), Value::Mapping(m)) => m.get(k.as_str()),
+        (Seg::Index(i), Value::Sequence(items)) => items.get(*i),
+        _ => None,
+    })
+}
+
+fn get_at_mut<'v>(v: &'v mut Value, segs: &[Seg]) -> Option<&'v mut Value> {
+    segs.iter().try_fold(v, |v, s| match (s, v) {
+        (Seg::Key(k), Value::Mapping(m)) => m.get_mut(k.as_str()),
+        (Seg::Index(i), Value::Sequence(items)) => items.get_mut(*i),
+        _ => None,
+    })
+}
+
+fn get_path<'v>(tree: &'v Value, key: &str) -> Option<&'v Value> {
+    let segs = locate(tree, &parse(key))?;
+    match get_at(tree, &segs)? {
+        Value::Null => None,
+        v => Some(v),
+    }
+}
+
+/// A scalar as text; `Err` when the key holds a list or mapping.
+fn scalar_at(tree: &Value, key: &str) -> Result<Option<String>, String> {
+    match get_path(tree, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(_) => Err("expected a single value, found a list or mapping".into()),
+    }
+}
+
+/// Removes the key at `key`, then any mapping that removal left empty. Returns
+/// whether the key was there.
+fn remove_path(tree: &mut Value, key: &str) -> bool {
+    let Some(segs) = locate(tree, &parse(key)) else {
+        return false;
+    };
+    let mut removed = false;
+    for depth in (1..=segs.len()).rev() {
+        let (parent, last) = segs[..depth].split_at(depth - 1);
+        let Some(parent) = get_at_mut(tree, parent) else {
+            break;
+        };
+        let empty = |v: &Value| matches!(v, Value::Mapping(m) if m.is_empty());
+        let take = depth == segs.len() || get_at(parent, last).is_some_and(empty);
+        if !take {
+            break;
+        }
+        match (&last[0], parent) {
+            (Seg::Key(k), Value::Mapping(m)) => {
+                m.remove(k.as_str());
+            }
+            (Seg::Index(_), _) | (Seg::Key(_), _) => break,
+        }
+        removed = true;
+    }
+    removed
+}
+
+/// Sets `path` (plain names) to `value`, creating mappings on the way.
+fn set_path(tree: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut v = tree;
+    for name in parents {
+        let Value::Mapping(m) = v else { return };
+        let child = m
+            .entry(Value::from(*name))
+            .or_insert_with(|| Value::Mapping(Mapping::new()));
+        if !matches!(child, Value::Mapping(_)) {
+            *child = Value::Mapping(Mapping::new());
+        }
+        v = child;
+    }
+    if let Value::Mapping(m) = v {
+        m.insert(Value::from(*last), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(yaml: &str) -> Translation {
+        translate(
+            yaml,
+            "ma1sd.yaml",
+            Path::new("/etc/ma1sd"),
+            Path::new("/var/lib/mxisd"),
+            Path::new("/etc/mxisd/mxisd.yaml"),
+        )
+    }
+
+    const MINIMAL: &str = "matrix:\n  domain: example.org\nkey:\n  path: /var/lib/ma1sd/keys\nstorage:\n  provider:\n    sqlite:\n      database: /var/lib/ma1sd/store.db\n";
+
+    #[test]
+    fn a_minimal_ma1sd_config_translates_and_loads() {
+        let t = run(MINIMAL);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let c = t.config.unwrap();
+        assert_eq!(c.matrix.domain, "example.org");
+        assert_eq!(c.storage.path, Path::new("/var/lib/mxisd"));
+        assert_eq!(c.key.path, Path::new("/var/lib/mxisd/keys"));
+        assert_eq!(c.server.hostname, "0.0.0.0");
+        assert_eq!(t.keys, Some(KeySource::Path("/var/lib/ma1sd/keys".into())));
+        assert_eq!(
+            t.db,
+            Some(DbSource::Sqlite("/var/lib/ma1sd/store.db".into()))
+        );
+        assert!(t.yaml.starts_with("# mxisd configuration"));
+        assert!(!t.yaml.contains("provider"));
+        let changed: Vec<&str> = t.changed.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(changed.contains(&"matrix.v2") && changed.contains(&"hashing"));
+    }
+
+    #[test]
+    fn ma1sd_only_keys_are_dropped_with_the_loaders_reasons() {
+        let yaml = format!(
+            "{MINIMAL}  backend: sqlite\nlogging:\n  root: info\n  requests: true\nhashing:\n  enabled: true\n  pepperLength: 20\n  rotationPolicy: per_requests\n  requests: 10\n  hashStorageType: sql\nmatrix_typo: 1\nappsvc:\n  enabled: false\ninternal:\n  enabled: true\nserver:\n  hostname: 127.0.0.1\n  port: 8090\n  name: id.example.org\n"
+        );
+        let t = run(&yaml);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let dropped: Vec<&str> = t.dropped.iter().map(|(k, _)| k.as_str()).collect();
+        for key in [
+            "logging.requests",
+            "hashing.enabled",
+            "hashing.rotationPolicy",
+            "hashing.hashStorageType",
+            "matrix_typo",
+            "appsvc",
+            "internal",
+        ] {
+            assert!(dropped.contains(&key), "{key} not in {dropped:?}");
+        }
+        let why = |k: &str| &t.dropped.iter().find(|(d, _)| d == k).unwrap().1;
+        assert!(why("logging.requests").contains("never logs request"));
+        assert!(why("matrix_typo").contains("unknown key"));
+        assert!(why("appsvc").contains("application service"));
+        let c = t.config.unwrap();
+        assert_eq!(c.server.hostname, "127.0.0.1");
+        assert_eq!(c.server.name, "id.example.org");
+        assert_eq!(c.hashing.pepper_length, 20);
+        assert_eq!(c.logging.root, "info");
+        assert!(!t.yaml.contains("requests"));
+        assert!(!t.yaml.contains("internal"));
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_ma1sds_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let their = tmp.path();
+        std::fs::create_dir_all(their.join("pages")).unwrap();
+        std::fs::write(their.join("pages/ok.html"), "<p>ok</p>").unwrap();
+        let yaml = "matrix:\n  domain: example.org\nkey:\n  path: keys\nstorage:\n  provider:\n    sqlite:\n      database: data/store.db\nview:\n  session:\n    onTokenSubmit:\n      success: pages/ok.html\n";
+        let t = translate(
+            yaml,
+            "ma1sd.yaml",
+            their,
+            Path::new("/var/lib/mxisd"),
+            Path::new("/etc/mxisd/mxisd.yaml"),
+        );
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        assert_eq!(t.keys, Some(KeySource::Path(their.join("keys"))));
+        assert_eq!(t.db, Some(DbSource::Sqlite(their.join("data/store.db"))));
+        let page = their.join("pages/ok.html");
+        assert!(t.yaml.contains(&page.display().to_string()), "{}", t.yaml);
+        assert_eq!(t.config.unwrap().view.success_page, Some(page));
+        assert!(t
+            .changed
+            .iter()
+            .any(|(k, _)| k == "view.session.onTokenSubmit.success"));
+        // A missing file is a problem of the loader's, named with its key.
+        let t = run(yaml);
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| p.contains("view.session.onTokenSubmit.success")),
+            "{:?}",
+            t.problems
+        );
+    }
+
+    #[test]
+    fn postgres_settings_are_read_and_never_copied() {
+        let yaml = "matrix:\n  domain: example.org\nkey:\n  path: /k\nstorage:\n  backend: postgresql\n  provider:\n    postgresql:\n      database: //db.local:5433/ma1sd\n      username: ma1sd\n      password: s3cret\n      pool: true\n";
+        let t = run(yaml);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        match t.db {
+            Some(DbSource::Postgres {
+                database,
+                username,
+                password,
+            }) => {
+                assert_eq!(database, "//db.local:5433/ma1sd");
+                assert_eq!(username.as_deref(), Some("ma1sd"));
+                assert_eq!(password.unwrap().expose(), "s3cret");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!t.yaml.contains("s3cret"));
+        assert!(!format!("{:?}", t.changed).contains("s3cret"));
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let yaml = "server:\n  port: lots\nkey: {}\nstorage:\n  backend: oracle\nlookup:\n  bulk:\n    enabled: maybe\n";
+        let t = run(yaml);
+        let all = t.problems.join("\n");
+        assert!(all.contains("key.path: required"), "{all}");
+        assert!(all.contains("storage.backend"), "{all}");
+        assert!(all.contains("matrix.domain: required"), "{all}");
+        assert!(all.contains("server.port"), "{all}");
+        assert!(all.contains("lookup.bulk.enabled"), "{all}");
+        assert!(t.yaml.is_empty());
+        assert!(t.config.is_none());
+    }
+
+    #[test]
+    fn memory_settings_and_switches() {
+        let yaml = "matrix:\n  domain: example.org\n  v2: false\nkey:\n  path: ':memory:'\nstorage:\n  provider:\n    sqlite:\n      database: ':memory:'\nhashing:\n  pepperLength: 8\n";
+        let t = run(yaml);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        assert_eq!(t.keys, Some(KeySource::Memory));
+        assert_eq!(t.db, Some(DbSource::Memory));
+        let dropped: Vec<&str> = t.dropped.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(dropped.contains(&"matrix.v2"));
+        assert!(dropped.contains(&"hashing.pepperLength"));
+        assert_eq!(t.config.unwrap().hashing.pepper_length, 32);
+    }
+
+    #[test]
+    fn not_yaml_or_not_a_mapping() {
+        assert!(run("a: [").problems[0].contains("not valid YAML"));
+        assert!(run("- 1\n- 2\n").problems[0].contains("must be a YAML mapping"));
+    }
+
+    #[test]
+    fn key_paths_with_dots_and_indices() {
+        let mut v: Value = serde_yaml_ng::from_str(
+            "policy:\n  policies:\n    tos.v1:\n      regexp: [a]\n      version: 1\nlist:\n  - a: 1\n    b: 2\n",
+        )
+        .unwrap();
+        assert!(remove_path(&mut v, "policy.policies.tos.v1.regexp"));
+        assert!(get_path(&v, "policy.policies.tos.v1.version").is_some());
+        assert!(remove_path(&mut v, "list[0].b"));
+        assert!(get_path(&v, "list[0].a").is_some());
+        assert!(!remove_path(&mut v, "list[3].a"));
+        assert!(remove_path(&mut v, "policy.policies.tos.v1.version"));
+        // Emptied mappings go with their last key.
+        assert!(get_path(&v, "policy").is_none());
+    }
+}
