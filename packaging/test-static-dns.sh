@@ -24,10 +24,24 @@ fail() {
 for tool in python3 curl chroot; do
   command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing"
 done
+# The chroot has the devices every system has: /dev/null, /dev/random and /dev/urandom
+# (the static binary's getrandom crate falls back to them: glibc's getrandom() cannot be
+# looked up at run time in a static binary).
 if [ "$(id -u)" -eq 0 ]; then
+  make_devices() {
+    mknod -m 666 "$root/dev/null" c 1 3
+    mknod -m 666 "$root/dev/random" c 1 8
+    mknod -m 666 "$root/dev/urandom" c 1 9
+  }
   in_root() { chroot "$root" "$@"; }
 else
-  in_root() { unshare --map-root-user chroot "$root" "$@"; }
+  make_devices() { touch "$root/dev/null" "$root/dev/random" "$root/dev/urandom"; }
+  in_root() {
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    unshare --map-root-user --mount sh -c \
+      'for d in null random urandom; do mount --bind "/dev/$d" "$0/dev/$d" || exit 1; done; exec chroot "$0" "$@"' \
+      "$root" "$@"
+  }
 fi
 
 work=$(mktemp -d)
@@ -42,8 +56,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$root/etc/mxisd" "$root/var/lib/mxisd" "$root/tmp"
+mkdir -p "$root/etc/mxisd" "$root/var/lib/mxisd" "$root/tmp" "$root/dev"
+make_devices
 cp "$bin" "$root/mxisd"
+# The CA certificates (package ca-certificates), which TLS clients load at start.
+mkdir -p "$root/etc/ssl/certs"
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 cat >"$root/etc/hosts" <<'EOF'
 127.0.0.1 localhost
 127.0.0.11 ldap.mxisd.test

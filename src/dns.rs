@@ -12,7 +12,7 @@
 //! A resolver is made per owner (a mailer, a client, a sync run), not per process: its
 //! connections belong to the Tokio runtime that used them.
 
-use hickory_resolver::config::ResolverConfig;
+use hickory_resolver::config::{LookupIpStrategy, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 use std::io;
@@ -22,17 +22,25 @@ use std::time::Duration;
 
 /// The system's resolver (`/etc/resolv.conf`, `/etc/hosts`). Without a readable
 /// `/etc/resolv.conf`, one that knows `/etc/hosts` and `localhost` only.
+/// Addresses are looked up IPv4 first, IPv6 when a name has no IPv4 address; a name in
+/// `/etc/hosts` with an IPv4 address is answered from there without asking the name
+/// servers.
 pub fn resolver() -> Result<TokioResolver, String> {
-    match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+    let system = TokioResolver::builder_tokio().and_then(|mut b| {
+        b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+        b.build()
+    });
+    match system {
         Ok(r) => Ok(r),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the DNS configuration (/etc/resolv.conf): only /etc/hosts and localhost resolve");
-            TokioResolver::builder_with_config(
+            let mut b = TokioResolver::builder_with_config(
                 ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
                 TokioRuntimeProvider::default(),
-            )
-            .build()
-            .map_err(|e| format!("cannot make a DNS resolver: {e}"))
+            );
+            b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+            b.build()
+                .map_err(|e| format!("cannot make a DNS resolver: {e}"))
         }
     }
 }
@@ -55,7 +63,9 @@ pub async fn lookup(
         .lookup_ip(bare)
         .await
         .map_err(|e| io::Error::other(format!("cannot resolve {bare}: {e}")))?;
-    let addrs: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    let mut addrs: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+    // IPv4 first (hickory answers `localhost` with ::1 first).
+    addrs.sort_by_key(SocketAddr::is_ipv6);
     if addrs.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,

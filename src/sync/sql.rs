@@ -364,6 +364,50 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    #[tokio::test]
+    async fn server_names_are_resolved_here_unless_tls_needs_them() {
+        // Used as they are: SQLite, addresses, sockets, TLS that verifies the name.
+        for (dialect, url) in [
+            (Dialect::Sqlite, "sqlite:///tmp/x.db?mode=ro"),
+            (Dialect::Postgres, "postgres://u:p@127.0.0.1:5432/db"),
+            (
+                Dialect::Postgres,
+                "postgres://u:p@localhost/db?host=/run/postgresql",
+            ),
+            (
+                Dialect::Postgres,
+                "postgres://u:p@localhost/db?sslmode=verify-full",
+            ),
+            (
+                Dialect::MySql,
+                "mysql://u:p@localhost/db?ssl-mode=VERIFY_IDENTITY",
+            ),
+        ] {
+            assert!(pinned_urls(dialect, url).await.unwrap().is_empty(), "{url}");
+        }
+        let pg = pinned_urls(
+            Dialect::Postgres,
+            "postgres://u:p@localhost:5433/db?sslmode=require",
+        )
+        .await
+        .unwrap();
+        assert!(!pg.is_empty());
+        for url in &pg {
+            let parsed = url::Url::parse(url).unwrap();
+            assert_eq!(parsed.port(), Some(5433), "{url}");
+            let host = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "host")
+                .map(|(_, v)| v.parse::<std::net::IpAddr>().unwrap())
+                .unwrap();
+            assert!(host.is_loopback(), "{url}");
+        }
+        let my = pinned_urls(Dialect::MySql, "mysql://u:p@localhost/db")
+            .await
+            .unwrap();
+        assert_eq!(my, vec!["mysql://u:p@127.0.0.1/db".to_owned()]);
+    }
+
     #[test]
     fn ma1sd_connections_become_sqlx_urls() {
         let dir = Path::new("/etc/mxisd");
