@@ -228,9 +228,14 @@ async fn pinned_urls(dialect: Dialect, url: &str) -> Result<Vec<String>, String>
     let Ok(parsed) = url::Url::parse(url) else {
         return Ok(Vec::new());
     };
+    // `url` leaves the host of these (non-special) schemes unparsed: an IPv4 address
+    // comes back as a domain.
     let Some(url::Host::Domain(host)) = parsed.host() else {
         return Ok(Vec::new());
     };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(Vec::new());
+    }
     let mut verifies_name = dialect == Dialect::Postgres
         && std::env::var("PGSSLMODE").is_ok_and(|m| m.eq_ignore_ascii_case("verify-full"));
     for (key, value) in parsed.query_pairs() {
