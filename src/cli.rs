@@ -436,6 +436,7 @@ pub fn keys_show(args: &KeysShowArgs) -> ExitCode {
 
 fn http_client(timeout_secs: u64) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .dns_resolver(crate::dns::ForReqwest::new()?)
         .timeout(std::time::Duration::from_secs(timeout_secs.max(1)))
         .no_proxy()
         .build()

@@ -197,7 +197,7 @@ fn build_client(
 impl Federation {
     pub fn new(config: &FederationConfig) -> Result<Self, String> {
         let guard = Arc::new(Guard::new(config.allowed_cidrs.clone()));
-        let dns = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        let dns = match crate::dns::resolver() {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::warn!(error = %e, "no DNS resolver: names of homeservers cannot be resolved (overrides still work)");

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod dns;
 pub mod error;
 pub mod federation;
 pub mod homeserver;

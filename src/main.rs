@@ -110,9 +110,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn bind(host: &str, port: u16, keys: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = host_port(host, port);
-    tokio::net::TcpListener::bind(&addr).await.with_context(|| {
-        format!("cannot listen on {addr} (set by {keys}; is another mxisd or service using it?)")
-    })
+    // Names are resolved by hickory, not getaddrinfo (see mxisd::dns).
+    let resolver = mxisd::dns::resolver().map_err(anyhow::Error::msg)?;
+    let addrs = mxisd::dns::lookup(&resolver, host, port)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (set by {keys})"))?;
+    tokio::net::TcpListener::bind(&addrs[..])
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {addr} (set by {keys}; is another mxisd or service using it?)"
+            )
+        })
 }
 
 /// Registers the SIGTERM and SIGINT handlers now (so a signal during start-up is not

@@ -119,6 +119,7 @@ const REST_MAX_PAGES: usize = 10_000;
 
 async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
     let client = reqwest::Client::builder()
+        .dns_resolver(crate::dns::ForReqwest::new()?)
         .timeout(source.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")))

@@ -3,12 +3,15 @@
 #
 # Installs what the tests need through apt when it is missing (the test servers they
 # start themselves: slapd and ldap-utils, postgresql, procps), then runs every unit
-# and integration test.
+# and integration test, then the package test (packaging/test-packages.sh: builds the
+# static binary, the .deb and the .rpm, installs the .deb on this machine, runs it and
+# purges it; it installs its own tools).
 # Needs a Rust toolchain (rustup) and a C compiler for ring; run it as root or with sudo
 # available so apt can install.
 #
 # Environment:
-#   CARGO_TARGET_DIR  build directory (default /var/tmp/mxisd-target, reused between runs)
+#   CARGO_TARGET_DIR     build directory (default /var/tmp/mxisd-target, reused between runs)
+#   MXISD_TEST_PACKAGES  0 skips the package test (it changes the machine; it is said so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +55,22 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
+
+# The package test counts as one test in the closing line.
+pkg_passed=0
+pkg_failed=0
+if [ "${MXISD_TEST_PACKAGES:-1}" = "0" ]; then
+  echo "tests/run.sh: package test SKIPPED (MXISD_TEST_PACKAGES=0)" >&2
+elif packaging/test-packages.sh; then
+  pkg_passed=1
+else
+  echo "tests/run.sh: the package test FAILED" >&2
+  pkg_failed=1
+  status=1
+fi
+
 # One closing line for the whole run, summed over every test binary.
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+awk -v p="$pkg_passed" -v f="$pkg_failed" \
+  '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "mxisd: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -5,12 +5,131 @@
 use super::template::{self, Vars};
 use super::NotifyError;
 use crate::config::threepid::{EmailConfig, EmailConnector, SmtpTls};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use std::time::Duration;
+
+/// The SMTP server and how to talk to it. The connection is made here rather than by
+/// lettre's transport so that the host name is resolved by [`crate::dns`] (not
+/// getaddrinfo); TLS is still checked against the configured host name.
+struct Smtp {
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    /// For every mode but `SmtpTls::None`.
+    tls_params: Option<TlsParameters>,
+    credentials: Option<Credentials>,
+    /// Each step: connect, TLS, authentication, delivery.
+    timeout: Duration,
+    resolver: hickory_resolver::TokioResolver,
+}
+
+/// Why a delivery failed: a class for the log and the server's code, if any (its text
+/// may quote the address, so it is left out).
+struct Failure {
+    class: &'static str,
+    code: String,
+}
+
+impl From<lettre::transport::smtp::Error> for Failure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        let class = if e.is_timeout() {
+            "timeout"
+        } else if e.is_tls() {
+            "TLS"
+        } else if e.is_permanent() {
+            "refused (permanent)"
+        } else if e.is_transient() {
+            "refused (transient)"
+        } else {
+            "connection"
+        };
+        Self {
+            class,
+            code: e.status().map(|c| c.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl Failure {
+    fn bare(class: &'static str) -> Self {
+        Self {
+            class,
+            code: String::new(),
+        }
+    }
+}
+
+/// `step` within `limit`, a timeout counting as a failure.
+async fn within<T>(
+    limit: Duration,
+    step: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(result) => result.map_err(Failure::from),
+        Err(_) => Err(Failure::bare("timeout")),
+    }
+}
+
+impl Smtp {
+    /// One SMTP session: connect (each address of the host in turn), TLS as configured,
+    /// AUTH, the message, QUIT.
+    async fn deliver(
+        &self,
+        envelope: &lettre::address::Envelope,
+        message: &[u8],
+    ) -> Result<(), Failure> {
+        let addrs = crate::dns::lookup(&self.resolver, &self.host, self.port)
+            .await
+            .map_err(|e| {
+                tracing::warn!(host = %self.host, error = %e, "cannot resolve the SMTP server");
+                Failure::bare("DNS")
+            })?;
+        let hello = ClientId::default();
+        let implicit = match self.tls {
+            SmtpTls::Implicit => self.tls_params.clone(),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            &addrs[..],
+            Some(self.timeout),
+            &hello,
+            implicit,
+            None,
+        )
+        .await?;
+        let result = self.session(&mut conn, &hello, envelope, message).await;
+        conn.abort().await;
+        result
+    }
+
+    async fn session(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        hello: &ClientId,
+        envelope: &lettre::address::Envelope,
+        message: &[u8],
+    ) -> Result<(), Failure> {
+        let starttls = match self.tls {
+            SmtpTls::Opportunistic => conn.can_starttls(),
+            SmtpTls::Required => true,
+            SmtpTls::None | SmtpTls::Implicit => false,
+        };
+        if starttls {
+            let params = self.tls_params.clone().ok_or(Failure::bare("TLS"))?;
+            within(self.timeout, conn.starttls(params, hello)).await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            within(self.timeout, conn.auth(DEFAULT_MECHANISMS, credentials)).await?;
+        }
+        within(self.timeout, conn.send(envelope, message)).await?;
+        Ok(())
+    }
+}
 
 pub struct Mailer {
-    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    transport: Option<Smtp>,
     from: lettre::Address,
     /// The `From:` header value, encoded.
     from_header: String,
@@ -56,26 +175,27 @@ impl Mailer {
                         .build_rustls()
                         .map_err(|e| format!("SMTP TLS settings for {}: {e}", smtp.host))
                 };
-                let tls = match smtp.tls {
-                    SmtpTls::None => Tls::None,
-                    SmtpTls::Opportunistic => Tls::Opportunistic(tls_params()?),
-                    SmtpTls::Required => Tls::Required(tls_params()?),
-                    SmtpTls::Implicit => Tls::Wrapper(tls_params()?),
+                let tls_params = match smtp.tls {
+                    SmtpTls::None => None,
+                    _ => Some(tls_params()?),
                 };
-                let mut builder =
-                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
-                        .port(smtp.port)
-                        .tls(tls)
-                        .timeout(Some(smtp.timeout));
-                if let Some(login) = &smtp.login {
+                let credentials = smtp.login.as_ref().map(|login| {
                     let password = smtp
                         .password
                         .as_ref()
                         .map(|p| p.expose().to_owned())
                         .unwrap_or_default();
-                    builder = builder.credentials(Credentials::new(login.clone(), password));
-                }
-                Some(builder.build())
+                    Credentials::new(login.clone(), password)
+                });
+                Some(Smtp {
+                    host: smtp.host.clone(),
+                    port: smtp.port,
+                    tls: smtp.tls,
+                    tls_params,
+                    credentials,
+                    timeout: smtp.timeout,
+                    resolver: crate::dns::resolver()?,
+                })
             }
         };
         Ok(Self {
@@ -115,25 +235,12 @@ impl Mailer {
         };
         let envelope = lettre::address::Envelope::new(Some(self.from.clone()), vec![recipient])
             .map_err(|e| NotifyError::Email(e.to_string()))?;
-        match transport.send_raw(&envelope, &bytes).await {
-            Ok(_) => {
+        match transport.deliver(&envelope, &bytes).await {
+            Ok(()) => {
                 tracing::info!(to = %shown, "e-mail accepted by the SMTP server");
                 Ok(())
             }
-            Err(e) => {
-                // The server's text may quote the address: log the class and code only.
-                let class = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_tls() {
-                    "TLS"
-                } else if e.is_permanent() {
-                    "refused (permanent)"
-                } else if e.is_transient() {
-                    "refused (transient)"
-                } else {
-                    "connection"
-                };
-                let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+            Err(Failure { class, code }) => {
                 tracing::warn!(to = %shown, error = class, code = %code, "e-mail not delivered");
                 Err(NotifyError::Email(
                     format!("SMTP {class} {code}").trim().to_owned(),

@@ -23,6 +23,7 @@ impl SmsSender {
             SmsConnector::None => None,
             SmsConnector::Twilio(t) => Some(Twilio {
                 client: reqwest::Client::builder()
+                    .dns_resolver(crate::dns::ForReqwest::new()?)
                     .redirect(reqwest::redirect::Policy::none())
                     .timeout(t.timeout)
                     .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")))

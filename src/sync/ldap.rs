@@ -187,6 +187,35 @@ fn values<'e>(entry: &'e SearchEntry, attr: &str) -> Vec<&'e str> {
         .collect()
 }
 
+/// The TCP connection for an `ldap://` or `ldaps://` URL, its host resolved by
+/// [`crate::dns`] rather than getaddrinfo; ldap3 then speaks LDAP (and TLS, checked
+/// against the URL's host name) over it. `None` for other URLs (ldap3 handles them).
+async fn connect_tcp(source: &LdapSource) -> Result<Option<std::net::TcpStream>, String> {
+    let Ok(url) = url::Url::parse(&source.url) else {
+        return Ok(None);
+    };
+    let default_port = match url.scheme() {
+        "ldap" => 389,
+        "ldaps" => 636,
+        _ => return Ok(None),
+    };
+    let host = match url.host_str() {
+        None => return Ok(None),
+        // As ldap3 reads `ldap:///`.
+        Some("") => "localhost",
+        Some(h) => h,
+    };
+    let port = url.port().unwrap_or(default_port);
+    let resolver = crate::dns::resolver()?;
+    let stream = crate::dns::connect(&resolver, host, port, source.timeout)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    stream
+        .into_std()
+        .map(Some)
+        .map_err(|e| format!("cannot connect: {e}"))
+}
+
 /// Reads every user the filter selects.
 pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
     let mut settings = LdapConnSettings::new()
@@ -194,6 +223,9 @@ pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
         .set_starttls(source.starttls);
     if let Some(config) = source.tls_config()? {
         settings = settings.set_config(config);
+    }
+    if let Some(stream) = connect_tcp(source).await? {
+        settings = settings.set_std_stream(ldap3::StdStream::Tcp(stream));
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &source.url)
         .await

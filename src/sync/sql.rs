@@ -216,10 +216,93 @@ pub async fn fetch(source: &SqlSource) -> Result<Fetched, String> {
     }
 }
 
-async fn read(source: &SqlSource) -> Result<Fetched, String> {
-    let mut conn = sqlx::AnyConnection::connect(source.url.expose())
+/// The URL with the database server's host name replaced by each of its addresses,
+/// resolved by [`crate::dns`]: sqlx would resolve it with getaddrinfo. Empty when the URL
+/// is used as it is: SQLite, an address or a socket already, or TLS that verifies the
+/// host name (PostgreSQL `sslmode=verify-full`, MySQL `ssl-mode=VERIFY_IDENTITY`), for
+/// which sqlx needs the name itself.
+async fn pinned_urls(dialect: Dialect, url: &str) -> Result<Vec<String>, String> {
+    if dialect == Dialect::Sqlite {
+        return Ok(Vec::new());
+    }
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(Vec::new());
+    };
+    // `url` leaves the host of these (non-special) schemes unparsed: an IPv4 address
+    // comes back as a domain.
+    let Some(url::Host::Domain(host)) = parsed.host() else {
+        return Ok(Vec::new());
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(Vec::new());
+    }
+    let mut verifies_name = dialect == Dialect::Postgres
+        && std::env::var("PGSSLMODE").is_ok_and(|m| m.eq_ignore_ascii_case("verify-full"));
+    for (key, value) in parsed.query_pairs() {
+        match key.as_ref() {
+            "host" | "hostaddr" | "socket" => return Ok(Vec::new()),
+            "sslmode" | "ssl-mode" => {
+                verifies_name = value.eq_ignore_ascii_case("verify-full")
+                    || value.eq_ignore_ascii_case("verify_identity")
+            }
+            _ => {}
+        }
+    }
+    if verifies_name {
+        return Ok(Vec::new());
+    }
+    let resolver = crate::dns::resolver()?;
+    let addrs = crate::dns::lookup(&resolver, host, 0)
         .await
-        .map_err(|e| format!("cannot connect: {}", describe(e)))?;
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let mut urls = Vec::new();
+    for addr in addrs {
+        let mut pinned = parsed.clone();
+        match (dialect, addr.ip()) {
+            // sqlx passes a bracketed IPv6 host to the system resolver; PostgreSQL's
+            // `host` parameter takes it bare.
+            (Dialect::Postgres, ip) => {
+                pinned
+                    .query_pairs_mut()
+                    .append_pair("host", &ip.to_string());
+            }
+            (_, std::net::IpAddr::V4(ip)) => {
+                if pinned.set_ip_host(ip.into()).is_err() {
+                    continue;
+                }
+            }
+            (_, std::net::IpAddr::V6(_)) => continue,
+        }
+        urls.push(pinned.to_string());
+    }
+    Ok(urls)
+}
+
+/// One connection: to each address of the server in turn while the connection itself
+/// fails, or with the URL as it is (see [`pinned_urls`]).
+async fn connect(source: &SqlSource) -> Result<sqlx::AnyConnection, String> {
+    let urls = pinned_urls(source.dialect, source.url.expose()).await?;
+    if urls.is_empty() {
+        return sqlx::AnyConnection::connect(source.url.expose())
+            .await
+            .map_err(|e| format!("cannot connect: {}", describe(e)));
+    }
+    let mut last = None;
+    for url in &urls {
+        match sqlx::AnyConnection::connect(url).await {
+            Ok(conn) => return Ok(conn),
+            Err(sqlx::Error::Io(e)) => last = Some(e),
+            Err(e) => return Err(format!("cannot connect: {}", describe(e))),
+        }
+    }
+    Err(match last {
+        Some(e) => format!("cannot connect: {}", describe(sqlx::Error::Io(e))),
+        None => "cannot connect: the server has no address".into(),
+    })
+}
+
+async fn read(source: &SqlSource) -> Result<Fetched, String> {
+    let mut conn = connect(source).await?;
     let mut users: BTreeMap<String, UserSpec> = BTreeMap::new();
     let mut layout: Option<Layout> = None;
     let mut rows = 0u64;
@@ -285,6 +368,50 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[tokio::test]
+    async fn server_names_are_resolved_here_unless_tls_needs_them() {
+        // Used as they are: SQLite, addresses, sockets, TLS that verifies the name.
+        for (dialect, url) in [
+            (Dialect::Sqlite, "sqlite:///tmp/x.db?mode=ro"),
+            (Dialect::Postgres, "postgres://u:p@127.0.0.1:5432/db"),
+            (
+                Dialect::Postgres,
+                "postgres://u:p@localhost/db?host=/run/postgresql",
+            ),
+            (
+                Dialect::Postgres,
+                "postgres://u:p@localhost/db?sslmode=verify-full",
+            ),
+            (
+                Dialect::MySql,
+                "mysql://u:p@localhost/db?ssl-mode=VERIFY_IDENTITY",
+            ),
+        ] {
+            assert!(pinned_urls(dialect, url).await.unwrap().is_empty(), "{url}");
+        }
+        let pg = pinned_urls(
+            Dialect::Postgres,
+            "postgres://u:p@localhost:5433/db?sslmode=require",
+        )
+        .await
+        .unwrap();
+        assert!(!pg.is_empty());
+        for url in &pg {
+            let parsed = url::Url::parse(url).unwrap();
+            assert_eq!(parsed.port(), Some(5433), "{url}");
+            let host = parsed
+                .query_pairs()
+                .find(|(k, _)| k == "host")
+                .map(|(_, v)| v.parse::<std::net::IpAddr>().unwrap())
+                .unwrap();
+            assert!(host.is_loopback(), "{url}");
+        }
+        let my = pinned_urls(Dialect::MySql, "mysql://u:p@localhost/db")
+            .await
+            .unwrap();
+        assert_eq!(my, vec!["mysql://u:p@127.0.0.1/db".to_owned()]);
+    }
 
     #[test]
     fn ma1sd_connections_become_sqlx_urls() {
