@@ -68,6 +68,7 @@ pub struct RestoreArgs {
     /// configuration file (YAML); the embedded default when absent
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+}
 
 /// Import a ma1sd (or mxisd 1.x) installation: its config, signing key, pending
 /// invites and accepted terms. Writes nothing unless everything can be imported.
@@ -902,6 +903,7 @@ async fn backup_online(
     use std::io::Write as _;
     let url = format!("{admin}_mxisd/admin/v1/backup");
     let client = reqwest::Client::builder()
+        .dns_resolver(crate::dns::ForReqwest::new().map_err(BackupFailure::Other)?)
         .connect_timeout(std::time::Duration::from_secs(5))
         .read_timeout(std::time::Duration::from_secs(300))
         .no_proxy()
