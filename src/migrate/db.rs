@@ -207,6 +207,44 @@ const INVITES_SQL: &str =
     r#"SELECT "token", "sender", "medium", "address", "roomId", "properties" FROM invite_3pid"#;
 const ACCEPTED_SQL: &str = r#"SELECT "userId", "url" FROM accepted"#;
 
+/// What both databases do once connected: the same queries on either connection type.
+/// `$key` names the config key of the database, for the error message.
+macro_rules! read_tables {
+    ($conn:ident, $exists:ident, $name:ident, $key:literal) => {{
+        let mut data = Data::default();
+        if timed(&$name, $exists("invite_3pid").fetch_one(&mut $conn)).await? == 0 {
+            return Err(format!(
+                "{} has no invite_3pid table: is it ma1sd's ({})?",
+                $name, $key
+            ));
+        }
+        let rows: Vec<InviteRow> = timed(
+            &format!("{}, table invite_3pid", $name),
+            sqlx::query_as(INVITES_SQL).fetch_all(&mut $conn),
+        )
+        .await?;
+        data.invites = rows.into_iter().map(invite_of).collect();
+        if timed(&$name, $exists("accepted").fetch_one(&mut $conn)).await? > 0 {
+            data.accepted = Some(
+                timed(
+                    &format!("{}, table accepted", $name),
+                    sqlx::query_as(ACCEPTED_SQL).fetch_all(&mut $conn),
+                )
+                .await?,
+            );
+        }
+        for (table, count) in LEFT_BEHIND {
+            if timed(&$name, $exists(table).fetch_one(&mut $conn)).await? > 0 {
+                let n: i64 =
+                    timed(&$name, sqlx::query_scalar(*count).fetch_one(&mut $conn)).await?;
+                data.left_behind.push((table, n));
+            }
+        }
+        let _ = $conn.close().await;
+        Ok(data)
+    }};
+}
+
 /// Reads everything the import needs. `Err` is one line naming the database.
 pub async fn read(target: &Target) -> Result<Data, String> {
     let name = target.describe();
@@ -229,37 +267,7 @@ pub async fn read(target: &Target) -> Result<Data, String> {
                 )
                 .bind(table)
             };
-            let mut data = Data::default();
-            let has_invites = timed(&name, exists("invite_3pid").fetch_one(&mut conn)).await?;
-            if has_invites == 0 {
-                return Err(format!(
-                    "{name} has no invite_3pid table: is it ma1sd's (storage.provider.sqlite.database)?"
-                ));
-            }
-            let rows: Vec<InviteRow> = timed(
-                &format!("{name}, table invite_3pid"),
-                sqlx::query_as(INVITES_SQL).fetch_all(&mut conn),
-            )
-            .await?;
-            data.invites = rows.into_iter().map(invite_of).collect();
-            if timed(&name, exists("accepted").fetch_one(&mut conn)).await? > 0 {
-                data.accepted = Some(
-                    timed(
-                        &format!("{name}, table accepted"),
-                        sqlx::query_as(ACCEPTED_SQL).fetch_all(&mut conn),
-                    )
-                    .await?,
-                );
-            }
-            for (table, count) in LEFT_BEHIND {
-                if timed(&name, exists(table).fetch_one(&mut conn)).await? > 0 {
-                    let n: i64 =
-                        timed(&name, sqlx::query_scalar(*count).fetch_one(&mut conn)).await?;
-                    data.left_behind.push((table, n));
-                }
-            }
-            let _ = conn.close().await;
-            Ok(data)
+            read_tables!(conn, exists, name, "storage.provider.sqlite.database")
         }
         Target::Postgres(t) => {
             let mut options = sqlx::postgres::PgConnectOptions::new_without_pgpass()
@@ -289,36 +297,7 @@ pub async fn read(target: &Target) -> Result<Data, String> {
                 )
                 .bind(table)
             };
-            let mut data = Data::default();
-            if timed(&name, exists("invite_3pid").fetch_one(&mut conn)).await? == 0 {
-                return Err(format!(
-                    "{name} has no invite_3pid table: is it ma1sd's (storage.provider.postgresql.database)?"
-                ));
-            }
-            let rows: Vec<InviteRow> = timed(
-                &format!("{name}, table invite_3pid"),
-                sqlx::query_as(INVITES_SQL).fetch_all(&mut conn),
-            )
-            .await?;
-            data.invites = rows.into_iter().map(invite_of).collect();
-            if timed(&name, exists("accepted").fetch_one(&mut conn)).await? > 0 {
-                data.accepted = Some(
-                    timed(
-                        &format!("{name}, table accepted"),
-                        sqlx::query_as(ACCEPTED_SQL).fetch_all(&mut conn),
-                    )
-                    .await?,
-                );
-            }
-            for (table, count) in LEFT_BEHIND {
-                if timed(&name, exists(table).fetch_one(&mut conn)).await? > 0 {
-                    let n: i64 =
-                        timed(&name, sqlx::query_scalar(*count).fetch_one(&mut conn)).await?;
-                    data.left_behind.push((table, n));
-                }
-            }
-            let _ = conn.close().await;
-            Ok(data)
+            read_tables!(conn, exists, name, "storage.provider.postgresql.database")
         }
     }
 }
