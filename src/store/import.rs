@@ -5,7 +5,7 @@
 use super::accounts::{UserRecord, ACCOUNT_TOKEN, ACCOUNT_USER};
 use super::bindings::BINDING;
 use super::codec::encode;
-use super::invites::{EphemeralKey, InviteRecord, EPHEMERAL, INVITE, INVITE_ADDR};
+use super::invites::{InviteRecord, EPHEMERAL, INVITE};
 use super::kv::Batch;
 use super::sessions::SESSION;
 use super::{now_ms, Store, StoreError};
@@ -44,17 +44,7 @@ impl Store {
         let _accounts = self.accounts_lock.lock().await;
         let mut batch = Batch::new();
         for invite in invites {
-            batch.put(INVITE, invite.token.as_bytes().to_vec(), encode(invite)?);
-            let mut index = super::threepid_digest(&invite.threepid, b"").to_vec();
-            index.extend_from_slice(invite.token.as_bytes());
-            batch.put(INVITE_ADDR, index, Vec::new());
-            batch.put(
-                EPHEMERAL,
-                invite.ephemeral_public_key.as_bytes().to_vec(),
-                encode(&EphemeralKey {
-                    created_ms: invite.created_ms,
-                })?,
-            );
+            super::invites::put_invite_ops(&mut batch, invite)?;
         }
         for (user_id, urls) in accepted {
             let mut user = self.user(user_id)?.unwrap_or_else(|| UserRecord {

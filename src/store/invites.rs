@@ -83,23 +83,29 @@ fn index_key(threepid: &ThreePid, token: &str) -> Vec<u8> {
     k
 }
 
+/// Adds an invite, its address index entry and its ephemeral key to `batch`.
+pub(crate) fn put_invite_ops(batch: &mut Batch, invite: &InviteRecord) -> Result<(), StoreError> {
+    batch.put(INVITE, invite.token.as_bytes().to_vec(), encode(invite)?);
+    batch.put(
+        INVITE_ADDR,
+        index_key(&invite.threepid, &invite.token),
+        Vec::new(),
+    );
+    batch.put(
+        EPHEMERAL,
+        invite.ephemeral_public_key.as_bytes().to_vec(),
+        encode(&EphemeralKey {
+            created_ms: invite.created_ms,
+        })?,
+    );
+    Ok(())
+}
+
 impl Store {
     /// Stores a new invite and its ephemeral key, durably.
     pub async fn put_invite(&self, invite: &InviteRecord) -> Result<(), StoreError> {
         let mut batch = Batch::new();
-        batch.put(INVITE, invite.token.as_bytes().to_vec(), encode(invite)?);
-        batch.put(
-            INVITE_ADDR,
-            index_key(&invite.threepid, &invite.token),
-            Vec::new(),
-        );
-        batch.put(
-            EPHEMERAL,
-            invite.ephemeral_public_key.as_bytes().to_vec(),
-            encode(&EphemeralKey {
-                created_ms: invite.created_ms,
-            })?,
-        );
+        put_invite_ops(&mut batch, invite)?;
         self.commit(batch).await
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxisd");
 
-fn mxisd(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn mxisd(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(dir)

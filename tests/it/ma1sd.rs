@@ -4,16 +4,14 @@
 //! in SQLite and in a real PostgreSQL. The real binary imports, `check-config` reads
 //! the output, and the real server then serves ma1sd's key, invites and terms.
 
-use crate::cli::{text, Running};
+use crate::cli::{mxisd, text, Running};
 use crate::common::{pg::Postgres, FakeHomeserver, Userinfo};
 use mxisd::crypto::b64_encode;
 use serde_json::{json, Value};
 use sqlx::{ConnectOptions as _, Executor as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxisd");
 const SERIAL: &str = "AAAAAWTg4ZMq";
 const EPHEMERAL_SERIAL: &str = "AAAAAWTg4ZNx";
 const SEED: [u8; 32] = [11; 32];
@@ -145,15 +143,6 @@ fn ma1sd_yaml(storage: &str, hs_url: &str) -> String {
 
 const SQLITE_STORAGE: &str =
     "storage:\n  backend: sqlite\n  provider:\n    sqlite:\n      database: store.db\n";
-
-fn mxisd(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
 
 fn import(dir: &Path, extra: &[&str]) -> (bool, String, String) {
     let mut args = vec![
