@@ -19,8 +19,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mxisd::index::DirectoryIndex;
+use mxisd::model::DirectoryUser;
 use mxisd::model::{Medium, ThreePid};
-use mxisd::store::sync::DirectoryUser;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hint::black_box;
 use std::path::Path;

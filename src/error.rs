@@ -1,25 +1,90 @@
-//! The one error type of the HTTP surface. Services return [`Error`]; the server renders
-//! it once as `{"errcode", "error"}` (plus extra fields such as `mxid` where the spec
-//! wants them). Internal failures are logged with detail here and answered with a
-//! generic message, so no store path, SQL or stack detail reaches a client.
+//! The one domain error: what went wrong, as an [`ErrCode`], with a message for the
+//! client and, where the spec wants them, extra fields (`mxid`, `retry_after_ms`, ...).
+//! Nothing here knows HTTP: `http::reply` maps each code to its status and Matrix
+//! errcode, in one place. Internal failures are logged with detail here and answered
+//! with a generic message, so no store path, SQL or stack detail reaches a client.
 
-use http::StatusCode;
 use serde_json::{Map, Value};
+
+/// What kind of failure an [`Error`] is. Each kind has one status and one errcode,
+/// given by `http::reply`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrCode {
+    /// No endpoint at this path, or an unknown token (invites).
+    Unrecognized,
+    /// An endpoint called with the wrong method.
+    MethodNotAllowed,
+    /// A request for something this server does not do (e.g. a non-e-mail invite).
+    Unsupported,
+    NotFound,
+    NotJson,
+    BadJson,
+    /// Parameters missing from the request (`M_MISSING_PARAMS`).
+    MissingParams,
+    /// The singular form some endpoints answer with (`M_MISSING_PARAM`).
+    MissingParam,
+    InvalidParam,
+    /// A request body over the size limit.
+    TooLarge,
+    /// A request asking for more than a limit allows (addresses per lookup, ...).
+    TooMany,
+    /// Ours, not the client's.
+    Internal,
+    /// A server we depend on (the homeserver, a directory) failed or did not answer.
+    Upstream,
+    /// The request conflicts with the current state.
+    Conflict,
+    Forbidden,
+    /// Acting for another user than the caller.
+    NotYours,
+    TermsNotSigned,
+    GuestAccessForbidden,
+    Unauthorized,
+    MissingToken,
+    UnknownToken,
+    LimitExceeded,
+    NoValidSession,
+    InvalidPepper,
+    InvalidEmail,
+    InvalidAddress,
+    EmailSendError,
+    SendError,
+    SessionExpired,
+    SessionNotValidated,
+    ThreepidInUse,
+    TokenIncorrect,
+    /// The homeserver refused the caller's token; its reason is passed on, with a 401
+    /// when the homeserver answered 401 and a 403 otherwise.
+    Refused {
+        reason: Refusal,
+        unauthenticated: bool,
+    },
+}
+
+/// Why the homeserver refused a token, for the reasons clients act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownToken,
+    MissingToken,
+    UserLocked,
+    UserSuspended,
+    UserDeactivated,
+    GuestAccessForbidden,
+    Forbidden,
+}
 
 #[derive(Debug, Clone)]
 pub struct Error {
-    pub status: StatusCode,
-    pub errcode: &'static str,
+    pub code: ErrCode,
     pub message: String,
     /// Extra top-level fields of the error body.
     pub extra: Map<String, Value>,
 }
 
 impl Error {
-    pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrCode, message: impl Into<String>) -> Self {
         Self {
-            status,
-            errcode,
+            code,
             message: message.into(),
             extra: Map::new(),
         }
@@ -31,87 +96,57 @@ impl Error {
         self
     }
 
-    /// 404 for a path that is not an endpoint.
+    /// A path that is not an endpoint.
     pub fn unrecognized_route() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "M_UNRECOGNIZED",
-            "Unrecognized request",
-        )
+        Self::new(ErrCode::Unrecognized, "Unrecognized request")
     }
 
-    /// 405 for an endpoint called with the wrong method.
+    /// An endpoint called with the wrong method.
     pub fn method_not_allowed() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "M_UNRECOGNIZED",
+            ErrCode::MethodNotAllowed,
             "Method not allowed for this endpoint",
         )
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "M_NOT_FOUND", message)
+        Self::new(ErrCode::NotFound, message)
     }
 
     pub fn not_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "M_NOT_JSON", message)
+        Self::new(ErrCode::NotJson, message)
     }
 
     pub fn bad_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "M_BAD_JSON", message)
+        Self::new(ErrCode::BadJson, message)
     }
 
     pub fn missing_params(names: &[&str]) -> Self {
         Self::new(
-            StatusCode::BAD_REQUEST,
-            "M_MISSING_PARAMS",
+            ErrCode::MissingParams,
             format!("Missing parameters: {}", names.join(",")),
         )
     }
 
     pub fn invalid_param(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", message)
+        Self::new(ErrCode::InvalidParam, message)
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE", message)
+        Self::new(ErrCode::TooLarge, message)
     }
 
     /// A failure that is ours, not the client's: logged in full, answered generically.
     pub fn internal(context: &str, detail: impl std::fmt::Display) -> Self {
         tracing::error!(context, error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "M_UNKNOWN",
-            "Internal server error",
-        )
-    }
-
-    /// The JSON body.
-    pub fn body(&self) -> Value {
-        let mut body = self.extra.clone();
-        body.insert("errcode".into(), Value::from(self.errcode));
-        body.insert("error".into(), Value::from(self.message.clone()));
-        Value::Object(body)
+        Self::new(ErrCode::Internal, "Internal server error")
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.errcode,
-            self.message
-        )
+        write!(f, "{:?}: {}", self.code, self.message)
     }
 }
 
 impl std::error::Error for Error {}
-
-impl From<crate::store::StoreError> for Error {
-    fn from(e: crate::store::StoreError) -> Self {
-        Self::internal("store", e)
-    }
-}

@@ -6,6 +6,7 @@
 //! binary resolves names without glibc's NSS.
 
 pub mod guard;
+pub mod homeserver;
 pub mod resolve;
 pub mod xmatrix;
 

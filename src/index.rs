@@ -7,7 +7,7 @@
 //! must match some field, and a word matches exactly (best), as a prefix, or within
 //! one typo (words of 4 characters or more). Nothing in the term is query syntax.
 
-use crate::store::sync::DirectoryUser;
+use crate::model::DirectoryUser;
 use std::path::Path;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};

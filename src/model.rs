@@ -4,6 +4,7 @@
 //! trimming; msisdn: E.164 digits without `+`.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The kind of third-party identifier.
@@ -147,6 +148,28 @@ impl fmt::Display for Mxid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A user as a source lists them: a directory entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    pub display_name: Option<String>,
+    /// Normalised 3PIDs, including any another user won in a conflict.
+    pub threepids: Vec<ThreePid>,
+    /// Extra attributes the source was asked for (department, title...).
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Group or role membership, where the source has it.
+    pub roles: Vec<String>,
+}
+
+/// Most problems (skipped users, conflicts) a sync run records in its status.
+pub const MAX_PROBLEMS: usize = 20;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

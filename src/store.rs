@@ -351,11 +351,8 @@ pub(crate) fn threepid_digest(threepid: &crate::model::ThreePid, extra: &[u8]) -
     h.finalize().into()
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Kept for the command-line code until it reads the clock from `model`.
+pub use crate::model::now_ms;
 
 #[cfg(test)]
 mod tests {
@@ -430,5 +427,16 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(store.kv.count("notes").unwrap(), 200);
+    }
+}
+
+/// Where the store lives inside `storage.path`.
+pub fn dir(config: &crate::config::Config) -> std::path::PathBuf {
+    config.storage.path.join("store")
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        Self::internal("store", e)
     }
 }

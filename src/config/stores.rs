@@ -1,11 +1,255 @@
-//! Identity stores synced into mxisd: `ldap`, `sql` and `synapseSql`, with ma1sd's key
-//! names where they mean the same thing. Each becomes a [`SourceConfig`].
+//! Identity sources synced into mxisd, as data: what `memory`, `file`, `rest`, `ldap`,
+//! `sql` and `synapseSql` are configured with ([`SourceConfig`]), and the readers of
+//! the `ldap`, `sql` and `synapseSql` sections, with ma1sd's key names where they mean
+//! the same thing. What a source fetches is `crate::source`'s; this file only knows
+//! what an operator may write and whether it is valid.
 
 use super::reader::{Secret, Section};
-use crate::sync::ldap::{is_attribute_name, is_valid_filter, LdapSource, UidKind};
-use crate::sync::sql::{connection_url, synapse_query, SqlSource};
-use crate::sync::{SourceConfig, SourceKind};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+    /// How often it runs after the run at start (`None`: only at start and on demand).
+    pub interval: Option<Duration>,
+}
+
+/// One user as sources describe them (ma1sd's `memory.identities` shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserSpec {
+    /// A localpart (made a Matrix ID with `matrix.domain`) or a full Matrix ID.
+    pub username: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub threepids: Vec<ThreePidSpec>,
+    /// Group or role membership (kept with the directory entry).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Extra attributes for the directory (department, title...).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Accepted for ma1sd compatibility (mxisd never checks passwords here).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreePidSpec {
+    pub medium: String,
+    pub address: String,
+}
+
+/// Where a source's users come from.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    Memory(Vec<UserSpec>),
+    File(PathBuf),
+    Rest(RestSource),
+    Ldap(Box<LdapSource>),
+    Sql(SqlSource),
+}
+
+/// An organisation's web service listing its users (see README, "Identity sources").
+#[derive(Debug, Clone)]
+pub struct RestSource {
+    pub url: String,
+    pub auth: RestAuth,
+    pub timeout: Duration,
+    /// Largest page read (bytes); a bigger one fails the run.
+    pub max_page: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum RestAuth {
+    None,
+    Bearer(Secret),
+    Basic(String, Secret),
+}
+
+/// How the uid attribute becomes a Matrix ID (`ldap.attribute.uid.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UidKind {
+    /// A localpart: `@<value>:<matrix.domain>`.
+    Localpart,
+    /// Already a Matrix ID.
+    Mxid,
+}
+
+#[derive(Debug, Clone)]
+pub struct LdapSource {
+    /// `ldap://host:port` or `ldaps://host:port`.
+    pub url: String,
+    pub starttls: bool,
+    /// PEM certificates to trust besides the system's (`connection.caFile`).
+    pub ca_file: Option<PathBuf>,
+    /// Simple bind; anonymous when absent.
+    pub bind: Option<(String, Secret)>,
+    pub base_dns: Vec<String>,
+    pub filter: String,
+    pub uid_attr: String,
+    pub uid_kind: UidKind,
+    pub name_attr: String,
+    /// Medium (`email`, `msisdn`) → attributes holding it.
+    pub threepid_attrs: Vec<(String, Vec<String>)>,
+    /// Extra attributes kept for the directory.
+    pub extra_attrs: Vec<String>,
+    /// The attribute listing group membership (`memberOf`), if any.
+    pub groups_attr: Option<String>,
+    /// Active Directory: the uid is a UPN `login@domain`; the default domain's logins
+    /// are plain localparts, others become `login/domain` (as in ma1sd).
+    pub active_directory: Option<String>,
+    /// `matrix.domain`, for localparts.
+    pub domain: String,
+    /// Connection, bind and per-page timeout.
+    pub timeout: Duration,
+    pub page_size: i32,
+}
+
+/// An attribute description as LDAP defines it: a name (letters, digits, hyphens,
+/// starting with a letter) or a numeric OID, with optional `;options`.
+pub fn is_attribute_name(name: &str) -> bool {
+    let mut parts = name.split(';');
+    let base = parts.next().unwrap_or_default();
+    let keystring = base.starts_with(|c: char| c.is_ascii_alphabetic())
+        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let oid = !base.is_empty()
+        && base
+            .split('.')
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    (keystring || oid)
+        && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+/// Whether `filter` is a filter ldap3 (and so the server) will accept.
+pub fn is_valid_filter(filter: &str) -> bool {
+    ldap3::parse_filter(filter).is_ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlSource {
+    pub dialect: Dialect,
+    /// sqlx connection URL (may hold a password: never logged).
+    pub url: Secret,
+    pub query: String,
+    /// `matrix.domain`, for localparts.
+    pub domain: String,
+    /// For the whole run (connect and read).
+    pub timeout: Duration,
+    /// Most rows read; more fails the run.
+    pub max_rows: u64,
+}
+
+/// The users query of the `synapseSql` preset: active, non-guest, non-appservice users
+/// with their display name and 3PIDs.
+pub fn synapse_query(dialect: Dialect) -> String {
+    // `profiles.user_id` is the localpart.
+    let localpart = match dialect {
+        Dialect::Postgres => "split_part(substr(u.name, 2), ':', 1)",
+        _ => "substr(u.name, 2, instr(u.name, ':') - 2)",
+    };
+    format!(
+        "SELECT u.name AS mxid, p.displayname AS display_name, t.medium AS medium, t.address AS address \
+         FROM users u \
+         LEFT JOIN profiles p ON p.user_id = {localpart} \
+         LEFT JOIN user_threepids t ON t.user_id = u.name \
+         WHERE COALESCE(u.deactivated, 0) = 0 AND COALESCE(u.is_guest, 0) = 0 AND u.appservice_id IS NULL"
+    )
+}
+
+/// ma1sd's `type` + `connection` (JDBC style: `//host/db?user=..&password=..`, or a
+/// SQLite file path) or a URL, as an sqlx URL.
+pub fn connection_url(
+    kind: &str,
+    connection: &str,
+    base_dir: &std::path::Path,
+) -> Result<(Dialect, String), String> {
+    let dialect = match kind {
+        "postgresql" | "postgres" => Dialect::Postgres,
+        "mysql" | "mariadb" => Dialect::MySql,
+        "sqlite" => Dialect::Sqlite,
+        other => {
+            return Err(format!(
+                "{other:?} is not a supported type: use postgresql, mysql, mariadb or sqlite"
+            ))
+        }
+    };
+    let scheme = match dialect {
+        Dialect::Postgres => "postgres",
+        Dialect::MySql => "mysql",
+        Dialect::Sqlite => "sqlite",
+    };
+    let connection = connection.trim();
+    if dialect == Dialect::Sqlite {
+        let path = connection
+            .strip_prefix("sqlite://")
+            .or_else(|| connection.strip_prefix("sqlite:"))
+            .unwrap_or(connection);
+        let (path, _) = path.split_once('?').unwrap_or((path, ""));
+        if path.is_empty() {
+            return Err("give the SQLite database file".into());
+        }
+        let path = base_dir.join(path);
+        // Read-only: a sync never writes to the source.
+        return Ok((dialect, format!("sqlite://{}?mode=ro", path.display())));
+    }
+    let rest = if let Some(rest) = connection.strip_prefix("//") {
+        rest.to_owned()
+    } else if let Some((given, rest)) = connection.split_once("://") {
+        let ok = match dialect {
+            Dialect::Postgres => given == "postgres" || given == "postgresql",
+            _ => given == "mysql" || given == "mariadb",
+        };
+        if !ok {
+            return Err(format!("a {scheme} connection cannot use {given}://"));
+        }
+        rest.to_owned()
+    } else {
+        return Err("give //host[:port]/database[?user=..&password=..] or a URL".into());
+    };
+    let mut url = url::Url::parse(&format!("{scheme}://{rest}"))
+        .map_err(|e| format!("not a valid connection: {e}"))?;
+    // JDBC puts credentials in the query; sqlx wants them in the URL.
+    let mut user = None;
+    let mut password = None;
+    let mut kept = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "user" => user = Some(v.into_owned()),
+            "password" => password = Some(v.into_owned()),
+            _ => kept.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    if user.is_some() || password.is_some() {
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        if let Some(u) = user {
+            url.set_username(&u)
+                .map_err(|_| "the connection has no host".to_owned())?;
+        }
+        if let Some(p) = password {
+            url.set_password(Some(&p))
+                .map_err(|_| "the connection has no host".to_owned())?;
+        }
+    }
+    Ok((dialect, url.to_string()))
+}
 
 const DEFAULT_EMAIL_ATTRS: &[&str] = &["mailPrimaryAddress", "mail", "otherMailbox"];
 const DEFAULT_MSISDN_ATTRS: &[&str] = &[
@@ -310,7 +554,7 @@ pub fn read_sql(
             return None;
         }
     };
-    if synapse && dialect == crate::sync::sql::Dialect::MySql {
+    if synapse && dialect == Dialect::MySql {
         s.problem("type", "Synapse's database is PostgreSQL or SQLite");
         return None;
     }

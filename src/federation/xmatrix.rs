@@ -216,7 +216,7 @@ impl Federation {
             .get("valid_until_ts")
             .and_then(Value::as_u64)
             .unwrap_or(0);
-        let ttl = Duration::from_millis(valid_until.saturating_sub(crate::store::now_ms()));
+        let ttl = Duration::from_millis(valid_until.saturating_sub(crate::model::now_ms()));
         if ttl.is_zero() {
             return Err("the key has expired (valid_until_ts)".into());
         }

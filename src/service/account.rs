@@ -3,11 +3,10 @@
 //! access token. Our tokens do not expire with the OpenID token (ma1sd's did, and
 //! clients got 401 floods); they live until logout.
 
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
 use crate::federation::OutboundError;
 use crate::model::Mxid;
-use crate::state::AppState;
-use http::StatusCode;
+use crate::service::Services;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -27,15 +26,15 @@ pub struct OpenIdToken {
 }
 
 fn forbidden(message: impl Into<String>) -> Error {
-    Error::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
+    Error::new(ErrCode::Forbidden, message)
 }
 
 fn bad_gateway(message: impl Into<String>) -> Error {
-    Error::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
+    Error::new(ErrCode::Upstream, message)
 }
 
 /// `POST /v2/account/register`: returns `{token, access_token}`.
-pub async fn register(state: &AppState, openid: OpenIdToken) -> Result<Value, Error> {
+pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Value, Error> {
     let server = openid.matrix_server_name.trim().to_ascii_lowercase();
     if !crate::config::is_server_name(&server) {
         return Err(Error::invalid_param(
@@ -117,7 +116,7 @@ pub async fn register(state: &AppState, openid: OpenIdToken) -> Result<Value, Er
 }
 
 /// `POST /v2/account/logout`: revokes the token used, and only it.
-pub async fn logout(state: &AppState, token: Option<String>) -> Result<Value, Error> {
+pub async fn logout(state: &Services, token: Option<String>) -> Result<Value, Error> {
     let caller =
         crate::service::auth::authenticate(state, token, crate::service::auth::Gate::NoTerms)?;
     state.store.revoke_token(&caller.token).await?;

@@ -2,9 +2,8 @@
 //! `access_token` query parameter (Synapse still sends it on `hash_details`), and the
 //! terms gate every authenticated endpoint but logout and `POST /terms` sits behind.
 
-use crate::error::Error;
-use crate::state::AppState;
-use http::StatusCode;
+use crate::error::{ErrCode, Error};
+use crate::service::Services;
 
 /// Whether an endpoint requires the current terms to be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +43,11 @@ pub fn extract_token(authorization: Option<&str>, query_token: Option<&str>) -> 
 }
 
 pub fn unauthorized(message: &str) -> Error {
-    Error::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", message)
+    Error::new(ErrCode::Unauthorized, message)
 }
 
 /// Resolves the token to its user and applies the terms gate.
-pub fn authenticate(state: &AppState, token: Option<String>, gate: Gate) -> Result<Caller, Error> {
+pub fn authenticate(state: &Services, token: Option<String>, gate: Gate) -> Result<Caller, Error> {
     let token = token.ok_or_else(|| unauthorized("Missing access token"))?;
     // Tokens are looked up by their SHA-256 digest, so no comparison of the secret
     // itself happens here (nothing to time).
@@ -58,8 +57,7 @@ pub fn authenticate(state: &AppState, token: Option<String>, gate: Gate) -> Resu
         .ok_or_else(|| unauthorized("Unrecognised access token"))?;
     if gate == Gate::Terms && !super::terms::satisfied(state, &owner.user_id)? {
         return Err(Error::new(
-            StatusCode::FORBIDDEN,
-            "M_TERMS_NOT_SIGNED",
+            ErrCode::TermsNotSigned,
             "Terms of service have not been accepted",
         ));
     }

@@ -4,6 +4,7 @@
 //! restore.
 
 use crate::config::Config;
+use crate::error::{ErrCode, Error};
 use crate::store::backup::Summary;
 use crate::store::{Store, StoreError};
 use std::fs;
@@ -79,7 +80,7 @@ pub fn offline(config: &Config, out: &Path) -> Result<Summary, String> {
     let file = create_private(&partial)?;
     let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
     let written = Store::offline_backup(
-        &crate::store_dir(config),
+        &crate::store::dir(config),
         &config.server.name,
         &keys,
         &mut writer,
@@ -139,7 +140,7 @@ pub struct Restored {
 /// An existing store (or a different signing key) is replaced only with `force`, and
 /// then kept beside the new one. Nothing changes unless the whole file checks out.
 pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Restored, String> {
-    let store_path = crate::store_dir(config);
+    let store_path = crate::store::dir(config);
     if store_path.exists() {
         // Proves no server has it open (sled's lock); released at once.
         drop(
@@ -196,7 +197,7 @@ pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Restored, St
     }
 
     // Everything checked: switch over.
-    let stamp = crate::store::now_ms() / 1000;
+    let stamp = crate::model::now_ms() / 1000;
     let previous_store = if store_path.exists() {
         let aside = config
             .storage
@@ -249,6 +250,65 @@ pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Restored, St
         previous_keys,
         keys_written,
     })
+}
+
+/// An online backup that has started: the store's point in time is fixed, writes go
+/// on, and [`OnlineBackup::write`] streams it.
+pub struct OnlineBackup {
+    services: super::Services,
+    running: crate::store::backup::Running,
+    keys: Vec<(String, Vec<u8>)>,
+}
+
+/// Starts an online backup (`GET /_mxisd/admin/v1/backup`); one at a time.
+pub fn start_online(services: &super::Services) -> Result<OnlineBackup, Error> {
+    let running = match services.store.start_backup() {
+        Ok(r) => r,
+        Err(StoreError::BackupRunning) => {
+            return Err(Error::new(
+                ErrCode::Conflict,
+                "A backup is already running; wait for it to finish",
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let keys = key_files(&services.config.key.path)
+        .map_err(|e| Error::internal("reading the key files", e))?;
+    Ok(OnlineBackup {
+        services: services.clone(),
+        running,
+        keys,
+    })
+}
+
+impl OnlineBackup {
+    /// Writes the backup to `out` (blocking: run it on a blocking thread) and logs how
+    /// it went; the error is for the caller to cut its output short.
+    pub fn write(self, out: &mut dyn std::io::Write) -> Result<Summary, String> {
+        let started = std::time::Instant::now();
+        let s = &self.services;
+        let written = s
+            .store
+            .write_backup(&self.running, &s.config.server.name, &self.keys, out);
+        let saved = self.running.snapshot_len();
+        drop(self.running);
+        match written {
+            Ok(summary) => {
+                tracing::info!(
+                    entries = summary.entries,
+                    bytes = summary.bytes,
+                    changed_meanwhile = saved,
+                    ms = started.elapsed().as_millis() as u64,
+                    "backup written"
+                );
+                Ok(summary)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "backup failed");
+                Err(e.to_string())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,21 +12,20 @@
 
 use super::params;
 use super::session;
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
 use crate::federation::xmatrix;
+use crate::model::now_ms;
 use crate::model::{Medium, Mxid, ThreePid};
 use crate::notify::{template::Vars, Flow};
-use crate::state::AppState;
+use crate::service::Services;
 use crate::store::bindings::{BindingChange, BindingEntry, Origin};
-use crate::store::now_ms;
-use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 /// How long a user's bind is valid (Sydent: 100 years).
 const BIND_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 fn forbidden(message: impl Into<String>) -> Error {
-    Error::new(StatusCode::FORBIDDEN, "M_FORBIDDEN", message)
+    Error::new(ErrCode::Forbidden, message)
 }
 
 /// Who is calling `/3pid/bind`: a v2 account, or nobody (v1).
@@ -38,7 +37,7 @@ pub enum Binder<'a> {
 
 /// `POST /3pid/bind`: stores the binding and answers the signed association.
 pub async fn bind(
-    state: &AppState,
+    state: &Services,
     binder: Binder<'_>,
     body: &Map<String, Value>,
 ) -> Result<Value, Error> {
@@ -51,8 +50,7 @@ pub async fn bind(
     match binder {
         Binder::Account(user) if user != mxid.as_str() => {
             return Err(Error::new(
-                StatusCode::FORBIDDEN,
-                "M_UNAUTHORIZED",
+                ErrCode::NotYours,
                 "You can only bind 3PIDs to your own Matrix ID",
             ));
         }
@@ -138,7 +136,7 @@ pub struct UnbindAuth<'a> {
 
 /// `POST /3pid/unbind`
 pub async fn unbind(
-    state: &AppState,
+    state: &Services,
     body: &Map<String, Value>,
     auth: UnbindAuth<'_>,
 ) -> Result<Value, Error> {
@@ -203,7 +201,7 @@ pub async fn unbind(
                     tracing::info!(error = %e, "homeserver unbind refused");
                     match e {
                         xmatrix::XMatrixError::WrongDestination(_) => {
-                            Error::new(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", e.to_string())
+                            Error::new(ErrCode::Unauthorized, e.to_string())
                         }
                         _ => forbidden(e.to_string()),
                     }

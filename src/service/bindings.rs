@@ -3,10 +3,10 @@
 //! binds and sync sources.
 
 use crate::error::Error;
+use crate::model::now_ms;
 use crate::model::{Medium, Mxid, ThreePid};
-use crate::state::AppState;
+use crate::service::Services;
 use crate::store::bindings::{BindingChange, Origin};
-use crate::store::now_ms;
 use serde_json::{json, Value};
 
 /// Associations made here are valid for 100 years, as Sydent's.
@@ -42,7 +42,7 @@ fn set(threepid: ThreePid, mxid: &Mxid, now: u64) -> BindingChange {
 
 /// Adds (or replaces) the operator binding of a 3PID.
 pub async fn add(
-    state: &AppState,
+    state: &Services,
     medium: &str,
     address: &str,
     mxid: &str,
@@ -65,7 +65,7 @@ pub async fn add(
 
 /// Removes what operators and users bound for a 3PID. Sync sources' entries stay (the
 /// next sync would restore them anyway) and are reported.
-pub async fn remove(state: &AppState, medium: &str, address: &str) -> Result<Value, Error> {
+pub async fn remove(state: &Services, medium: &str, address: &str) -> Result<Value, Error> {
     let (threepid, _) = parse_triple(medium, address, None).map_err(Error::invalid_param)?;
     state
         .store
@@ -84,12 +84,12 @@ pub async fn remove(state: &AppState, medium: &str, address: &str) -> Result<Val
 }
 
 /// Every origin's entry for a 3PID and which one lookups answer with.
-pub fn show(state: &AppState, medium: &str, address: &str) -> Result<Value, Error> {
+pub fn show(state: &Services, medium: &str, address: &str) -> Result<Value, Error> {
     let (threepid, _) = parse_triple(medium, address, None).map_err(Error::invalid_param)?;
     show_threepid(state, &threepid)
 }
 
-fn show_threepid(state: &AppState, threepid: &ThreePid) -> Result<Value, Error> {
+fn show_threepid(state: &Services, threepid: &ThreePid) -> Result<Value, Error> {
     let record = state.store.binding(threepid)?.unwrap_or_default();
     let entries: Vec<Value> = record
         .entries
@@ -148,7 +148,7 @@ impl Import {
 
     /// Takes one line (`medium<TAB>address<TAB>mxid`); blank lines and `#` comments are
     /// skipped. Applies a batch when enough lines are pending.
-    pub async fn feed(&mut self, state: &AppState, line: &str) -> Result<(), Error> {
+    pub async fn feed(&mut self, state: &Services, line: &str) -> Result<(), Error> {
         self.line += 1;
         let line = line.trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() || line.starts_with('#') {
@@ -181,7 +181,7 @@ impl Import {
     }
 
     /// Applies what is pending.
-    pub async fn flush(&mut self, state: &AppState) -> Result<(), Error> {
+    pub async fn flush(&mut self, state: &Services) -> Result<(), Error> {
         let batch = std::mem::take(&mut self.pending);
         let n = batch.len() as u64;
         state.store.change_bindings(batch).await?;
@@ -190,7 +190,7 @@ impl Import {
     }
 
     /// After the last batch: invites of the addresses imported go out.
-    pub async fn finish(&mut self, state: &AppState) -> Result<(), Error> {
+    pub async fn finish(&mut self, state: &Services) -> Result<(), Error> {
         self.flush(state).await?;
         super::invite::reconcile(state).await?;
         Ok(())

@@ -7,12 +7,11 @@
 //! directory is shown. 3PIDs never appear in answers, except in profiles when the
 //! operator turned `directory.profile.threepids` on, and then only for local users.
 
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
+use crate::federation::homeserver::{Base, TokenOwner, USER_WAIT};
 use crate::federation::{RawRequest, RawResponse};
-use crate::homeserver::{Base, TokenOwner, USER_WAIT};
-use crate::state::AppState;
+use crate::service::Services;
 use bytes::Bytes;
-use http::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -46,11 +45,7 @@ pub struct SearchResults {
 }
 
 fn missing_param(name: &str) -> Error {
-    Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_MISSING_PARAM",
-        format!("Missing parameter: {name}"),
-    )
+    Error::new(ErrCode::MissingParam, format!("Missing parameter: {name}"))
 }
 
 /// Reads the body: `search_term` (a string) and `limit` (an integer, default 10,
@@ -83,7 +78,7 @@ fn local_term(term: &str) -> &str {
 
 /// `POST /_matrix/client/{version}/user_directory/search`.
 pub async fn search(
-    state: &AppState,
+    state: &Services,
     token: String,
     host: Option<String>,
     version: &str,
@@ -121,7 +116,7 @@ pub async fn search(
 
 /// The local index's answer.
 async fn local_search(
-    state: &AppState,
+    state: &Services,
     request: &SearchRequest,
 ) -> Result<(Vec<Found>, bool), Error> {
     let term = local_term(&request.term).to_owned();
@@ -152,7 +147,7 @@ async fn local_search(
 
 /// The homeserver's answer to the same search, or why there is none.
 async fn remote_search(
-    state: &AppState,
+    state: &Services,
     base: &Base,
     token: &str,
     version: &str,
@@ -254,7 +249,7 @@ pub fn merge(
 }
 
 /// Homeserver results without a display name get the directory's.
-fn fill_display_names(state: &AppState, results: &mut [Found]) -> Result<(), Error> {
+fn fill_display_names(state: &Services, results: &mut [Found]) -> Result<(), Error> {
     for r in results.iter_mut().filter(|r| r.display_name.is_none()) {
         if let Some(entry) = state.store.directory_entry(&r.user_id)? {
             r.display_name = entry.display_name;
@@ -265,11 +260,7 @@ fn fill_display_names(state: &AppState, results: &mut [Found]) -> Result<(), Err
 
 /// 401 for a request without an access token.
 pub fn missing_token() -> Error {
-    Error::new(
-        StatusCode::UNAUTHORIZED,
-        "M_MISSING_TOKEN",
-        "Missing access token",
-    )
+    Error::new(ErrCode::MissingToken, "Missing access token")
 }
 
 /// What may follow `profile/`: `{userId}` or `{userId}/{field}`, percent-decoded. A
@@ -325,7 +316,7 @@ pub struct ProfileRequest {
 /// `displayname` that comes back without a display name gets the directory's; with
 /// `directory.profile.threepids`, a whole profile asked for by an authenticated local
 /// user gets the directory's 3PIDs too.
-pub async fn profile(state: &AppState, request: ProfileRequest) -> Result<RawResponse, Error> {
+pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawResponse, Error> {
     let base = state
         .homeserver
         .base(&state.federation, request.host.as_deref())
@@ -350,8 +341,7 @@ pub async fn profile(state: &AppState, request: ProfileRequest) -> Result<RawRes
         .map_err(|e| {
             tracing::warn!(homeserver = %base.url, error = %e, "profile request: cannot reach the homeserver");
             Error::new(
-                StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
+                ErrCode::Upstream,
                 "The homeserver could not be reached; try again later",
             )
         })?;
@@ -450,9 +440,9 @@ mod tests {
         );
         assert_eq!(
             p(json!({"search_term": "a", "limit": 1e300}))
-                .map_err(|e| e.errcode)
+                .map_err(|e| e.code)
                 .unwrap_err(),
-            "M_INVALID_PARAM"
+            ErrCode::InvalidParam
         );
         assert_eq!(
             p(json!({"search_term": "a", "limit": u64::MAX}))
@@ -460,16 +450,16 @@ mod tests {
                 .limit,
             MAX_LIMIT
         );
-        assert_eq!(p(json!({})).unwrap_err().errcode, "M_MISSING_PARAM");
+        assert_eq!(p(json!({})).unwrap_err().code, ErrCode::MissingParam);
         assert_eq!(
-            p(json!({"search_term": 5})).unwrap_err().errcode,
-            "M_INVALID_PARAM"
+            p(json!({"search_term": 5})).unwrap_err().code,
+            ErrCode::InvalidParam
         );
         assert_eq!(
             p(json!({"search_term": "a", "limit": "5"}))
                 .unwrap_err()
-                .errcode,
-            "M_INVALID_PARAM"
+                .code,
+            ErrCode::InvalidParam
         );
         assert_eq!(local_term(" @alice:example.org "), "alice");
         assert_eq!(local_term("@ali"), "ali");

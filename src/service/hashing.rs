@@ -4,14 +4,14 @@
 //! `M_INVALID_PEPPER` and fetch `/hash_details` again.
 
 use crate::error::Error;
-use crate::state::AppState;
+use crate::model::now_ms;
+use crate::service::Services;
 use crate::store::bindings::PepperState;
-use crate::store::now_ms;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Rotates the pepper now.
-pub async fn rotate(state: &AppState) -> Result<PepperState, Error> {
+pub async fn rotate(state: &Services) -> Result<PepperState, Error> {
     let pepper = crate::crypto::random_alphanumeric(state.config.hashing.pepper_length)
         .map_err(|e| Error::internal("random pepper", e))?;
     let started = std::time::Instant::now();
@@ -26,7 +26,7 @@ pub async fn rotate(state: &AppState) -> Result<PepperState, Error> {
 
 /// Background task: rotates every `every`, counted from the last rotation (so restarts
 /// do not postpone it), until `stop` turns true.
-pub async fn rotation_task(state: AppState, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn rotation_task(state: Services, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         let since = state.store.pepper().since_ms;
         let due = since.saturating_add(every.as_millis() as u64);

@@ -1,7 +1,7 @@
 //! Health and status reports: the public `/status` (what a load balancer needs) and the
 //! admin listener's detailed one.
 
-use crate::state::AppState;
+use crate::service::Services;
 use crate::store::StoreStatus;
 use serde::Serialize;
 
@@ -30,7 +30,7 @@ pub struct PublicStatus {
     pub healthy: bool,
 }
 
-pub fn public_status(state: &AppState) -> PublicStatus {
+pub fn public_status(state: &Services) -> PublicStatus {
     let store_ok = state.store.status().is_ok();
     PublicStatus {
         status: Health {
@@ -99,7 +99,7 @@ pub struct SourceStatus {
     pub duration_ms: u64,
 }
 
-fn outbox_status(state: &AppState) -> OutboxStatus {
+fn outbox_status(state: &Services) -> OutboxStatus {
     match state.store.outbox() {
         Ok(items) => {
             let mut out = OutboxStatus::default();
@@ -123,7 +123,7 @@ fn outbox_status(state: &AppState) -> OutboxStatus {
     }
 }
 
-fn source_statuses(state: &AppState) -> Result<Vec<SourceStatus>, String> {
+fn source_statuses(state: &Services) -> Result<Vec<SourceStatus>, String> {
     state
         .sync
         .names()
@@ -161,7 +161,7 @@ fn source_statuses(state: &AppState) -> Result<Vec<SourceStatus>, String> {
 }
 
 /// The admin listener's status: every part, and what needs attention.
-pub fn admin_status(state: &AppState) -> AdminStatus {
+pub fn admin_status(state: &Services) -> AdminStatus {
     let store = state.store.status().map_err(|e| e.to_string());
     let mut problems = Vec::new();
     if let Err(e) = &store {
@@ -224,7 +224,7 @@ pub fn admin_status(state: &AppState) -> AdminStatus {
 }
 
 /// Everything `/metrics` serves: the counters and the current state as gauges.
-pub fn metrics_text(state: &AppState) -> String {
+pub fn metrics_text(state: &Services) -> String {
     use crate::metrics::{escape, header, sample};
     use std::fmt::Write as _;
     let mut out = String::with_capacity(16 * 1024);

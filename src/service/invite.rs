@@ -9,15 +9,14 @@
 use super::params;
 use crate::crypto::sign::Signer;
 use crate::crypto::{b64_decode, b64_encode};
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
 use crate::metrics::Delivery;
+use crate::model::now_ms;
 use crate::model::{Medium, Mxid, ThreePid};
 use crate::notify::{template::Vars, Flow, NotifyError};
-use crate::state::AppState;
+use crate::service::Services;
 use crate::store::bindings::BindingEntry;
 use crate::store::invites::{InviteRecord, OutboxItem};
-use crate::store::now_ms;
-use http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,14 +60,13 @@ fn send_error(e: &NotifyError) -> Error {
     match e {
         NotifyError::Template(t) => Error::internal("rendering the invite", t),
         _ => Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_EMAIL_SEND_ERROR",
+            ErrCode::EmailSendError,
             "The invitation could not be sent; try again later",
         ),
     }
 }
 
-fn prefix(state: &AppState) -> &'static str {
+fn prefix(state: &Services) -> &'static str {
     if state.config.matrix.v1 {
         "/_matrix/identity/api/v1"
     } else {
@@ -77,7 +75,7 @@ fn prefix(state: &AppState) -> &'static str {
 }
 
 /// The binding lookups would answer for `threepid` now.
-fn live_binding(state: &AppState, threepid: &ThreePid) -> Result<Option<BindingEntry>, Error> {
+fn live_binding(state: &Services, threepid: &ThreePid) -> Result<Option<BindingEntry>, Error> {
     let now = now_ms();
     Ok(state
         .store
@@ -88,7 +86,7 @@ fn live_binding(state: &AppState, threepid: &ThreePid) -> Result<Option<BindingE
 
 /// `POST /v2/store-invite` by `caller` (the access token's user).
 pub async fn store_invite(
-    state: &AppState,
+    state: &Services,
     caller: &str,
     body: &Map<String, Value>,
 ) -> Result<Value, Error> {
@@ -99,18 +97,11 @@ pub async fn store_invite(
     let sender = params::string(body, "sender")?;
     if medium != Medium::Email.as_str() {
         return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_UNRECOGNIZED",
+            ErrCode::Unsupported,
             "Only e-mail invites are supported",
         ));
     }
-    let invalid = || {
-        Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_INVALID_EMAIL",
-            "Invalid e-mail address",
-        )
-    };
+    let invalid = || Error::new(ErrCode::InvalidEmail, "Invalid e-mail address");
     let threepid = ThreePid::new(Medium::Email, address).map_err(|_| invalid())?;
     threepid
         .address()
@@ -118,8 +109,7 @@ pub async fn store_invite(
         .map_err(|_| invalid())?;
     if sender != caller {
         return Err(Error::new(
-            StatusCode::FORBIDDEN,
-            "M_UNAUTHORIZED",
+            ErrCode::NotYours,
             "sender must be the user of the access token",
         ));
     }
@@ -130,8 +120,7 @@ pub async fn store_invite(
     let now = now_ms();
     if let Some(entry) = live_binding(state, &threepid)? {
         return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_THREEPID_IN_USE",
+            ErrCode::ThreepidInUse,
             "This address is already bound to a Matrix user",
         )
         .with("mxid", entry.mxid));
@@ -206,7 +195,7 @@ pub async fn store_invite(
 
 /// The invitation mail's placeholders (ma1sd's names, plus the sign URL and the invite
 /// link Element understands).
-fn invite_vars(state: &AppState, invite: &InviteRecord, private_key: &str) -> Vars {
+fn invite_vars(state: &Services, invite: &InviteRecord, private_key: &str) -> Vars {
     let detail = |k: &str| {
         invite
             .details
@@ -303,19 +292,13 @@ fn invite_vars(state: &AppState, invite: &InviteRecord, private_key: &str) -> Va
 
 /// `POST /sign-ed25519`: `{mxid, sender, token, signatures}` signed with the invite's
 /// ephemeral key, which the caller proves to hold by sending it.
-pub fn sign_ed25519(state: &AppState, body: &Map<String, Value>) -> Result<Value, Error> {
+pub fn sign_ed25519(state: &Services, body: &Map<String, Value>) -> Result<Value, Error> {
     params::require_all(body, &["mxid", "token", "private_key"])?;
     let mxid = Mxid::parse(params::string(body, "mxid")?)
         .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
     let token = params::string(body, "token")?;
     let private_key = params::string(body, "private_key")?;
-    let unknown = || {
-        Error::new(
-            StatusCode::NOT_FOUND,
-            "M_UNRECOGNIZED",
-            "Didn't recognize token",
-        )
-    };
+    let unknown = || Error::new(ErrCode::Unrecognized, "Didn't recognize token");
     let invite = state.store.invite(token)?.ok_or_else(unknown)?;
     if expired(state, invite.created_ms) {
         return Err(unknown());
@@ -336,7 +319,7 @@ pub fn sign_ed25519(state: &AppState, body: &Map<String, Value>) -> Result<Value
 }
 
 /// `GET /pubkey/ephemeral/isvalid?public_key=`
-pub fn ephemeral_is_valid(state: &AppState, public_key: &str) -> Result<Value, Error> {
+pub fn ephemeral_is_valid(state: &Services, public_key: &str) -> Result<Value, Error> {
     let valid = match normalise_key(public_key) {
         Some(k) => state
             .store
@@ -347,7 +330,7 @@ pub fn ephemeral_is_valid(state: &AppState, public_key: &str) -> Result<Value, E
     Ok(json!({ "valid": valid }))
 }
 
-fn expired(state: &AppState, created_ms: u64) -> bool {
+fn expired(state: &Services, created_ms: u64) -> bool {
     state.config.invite.expire_after.is_some_and(|after| {
         created_ms.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)) <= now_ms()
     })
@@ -357,7 +340,7 @@ fn expired(state: &AppState, created_ms: u64) -> bool {
 /// moves its pending invites into the outbox, durably, and wakes the delivery task.
 /// Returns the invites as they go into the association (for the bind answer).
 pub async fn on_bind(
-    state: &AppState,
+    state: &Services,
     threepid: &ThreePid,
     entry: &BindingEntry,
 ) -> Result<Vec<Value>, Error> {
@@ -436,7 +419,7 @@ pub async fn on_bind(
 
 /// Queues the invites of every address that is bound by now (binds that happened while
 /// an invite was being stored, before a crash, or by an operator or a sync job).
-pub async fn reconcile(state: &AppState) -> Result<usize, Error> {
+pub async fn reconcile(state: &Services) -> Result<usize, Error> {
     let mut seen = std::collections::HashSet::new();
     let mut queued = 0;
     for invite in state.store.all_invites()? {
@@ -452,7 +435,7 @@ pub async fn reconcile(state: &AppState) -> Result<usize, Error> {
 
 /// How long to wait after the `attempts`-th failure: doubling from
 /// `invite.delivery.minDelay`, at most `maxDelay`.
-fn backoff(state: &AppState, attempts: u32) -> Duration {
+fn backoff(state: &Services, attempts: u32) -> Duration {
     let cfg = &state.config.invite;
     let factor = 1u32
         .checked_shl(attempts.saturating_sub(1).min(30))
@@ -464,7 +447,7 @@ fn backoff(state: &AppState, attempts: u32) -> Duration {
 const PARALLEL_DESTINATIONS: usize = 8;
 
 /// Tries one outbox item once and records the outcome.
-async fn deliver(state: &AppState, id: &[u8], mut item: OutboxItem) -> Result<(), Error> {
+async fn deliver(state: &Services, id: &[u8], mut item: OutboxItem) -> Result<(), Error> {
     let outcome = match serde_json::from_str::<Value>(&item.body) {
         Ok(body) => match state
             .federation
@@ -513,7 +496,7 @@ async fn deliver(state: &AppState, id: &[u8], mut item: OutboxItem) -> Result<()
 
 /// Tries every due outbox item once, a few destinations at a time (each destination's
 /// items in order). Returns when the next pending one is due, if any.
-async fn deliver_due(state: &AppState) -> Result<Option<u64>, Error> {
+async fn deliver_due(state: &Services) -> Result<Option<u64>, Error> {
     use futures_util::StreamExt as _;
     let now = now_ms();
     let mut by_destination: BTreeMap<String, Vec<(Vec<u8>, OutboxItem)>> = BTreeMap::new();
@@ -546,7 +529,7 @@ async fn deliver_due(state: &AppState) -> Result<Option<u64>, Error> {
 /// Delivers the outbox until shutdown: at start (what a previous run left), when woken
 /// by a new item, and when a retry is due. At start and every 10 minutes it also drops
 /// expired invites and queues those whose address got bound meanwhile.
-pub async fn delivery_task(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn delivery_task(state: Services, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut housekeeping: Option<std::time::Instant> = None;
     loop {
         if housekeeping.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
@@ -578,7 +561,7 @@ pub async fn delivery_task(state: AppState, mut shutdown: tokio::sync::watch::Re
 }
 
 /// Drops invites older than `invite.expiration.after`.
-pub async fn expire(state: &AppState) {
+pub async fn expire(state: &Services) {
     let Some(after) = state.config.invite.expire_after else {
         return;
     };
@@ -591,7 +574,7 @@ pub async fn expire(state: &AppState) {
 }
 
 /// Operators: every pending invite.
-pub fn list(state: &AppState) -> Result<Value, Error> {
+pub fn list(state: &Services) -> Result<Value, Error> {
     let invites: Vec<Value> = state
         .store
         .all_invites()?
@@ -601,7 +584,7 @@ pub fn list(state: &AppState) -> Result<Value, Error> {
     Ok(json!({ "invites": invites }))
 }
 
-fn describe(state: &AppState, i: &InviteRecord) -> Value {
+fn describe(state: &Services, i: &InviteRecord) -> Value {
     let expires = state.config.invite.expire_after.map(|a| {
         i.created_ms
             .saturating_add(u64::try_from(a.as_millis()).unwrap_or(u64::MAX))
@@ -614,7 +597,7 @@ fn describe(state: &AppState, i: &InviteRecord) -> Value {
 }
 
 /// Operators: one invite.
-pub fn show(state: &AppState, token: &str) -> Result<Value, Error> {
+pub fn show(state: &Services, token: &str) -> Result<Value, Error> {
     state
         .store
         .invite(token)?
@@ -623,12 +606,12 @@ pub fn show(state: &AppState, token: &str) -> Result<Value, Error> {
 }
 
 /// Operators: drop one invite.
-pub async fn remove(state: &AppState, token: &str) -> Result<Value, Error> {
+pub async fn remove(state: &Services, token: &str) -> Result<Value, Error> {
     Ok(json!({ "removed": state.store.remove_invite(token).await? }))
 }
 
 /// Operators: the outbox, pending and failed deliveries.
-pub fn outbox(state: &AppState) -> Result<Value, Error> {
+pub fn outbox(state: &Services) -> Result<Value, Error> {
     let mut pending = Vec::new();
     let mut failed = Vec::new();
     for (id, item) in state.store.outbox()? {
@@ -652,7 +635,7 @@ pub fn outbox(state: &AppState) -> Result<Value, Error> {
 }
 
 /// Operators: try failed deliveries again (from the start of their backoff).
-pub async fn retry_failed(state: &AppState) -> Result<Value, Error> {
+pub async fn retry_failed(state: &Services) -> Result<Value, Error> {
     let n = state.store.retry_failed_outbox().await?;
     state.outbox_wake.notify_one();
     Ok(json!({ "retried": n }))

@@ -2,17 +2,16 @@
 //! (`none`), and the legacy v1 single (signed) and bulk lookups. Results only ever
 //! contain entries the caller sent.
 
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
 use crate::metrics::LookupKind;
+use crate::model::now_ms;
 use crate::model::{Medium, ThreePid};
-use crate::state::AppState;
+use crate::service::Services;
 use crate::store::bindings::{lookup_hash, BindingEntry};
-use crate::store::now_ms;
-use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 /// `GET /v2/hash_details`
-pub fn hash_details(state: &AppState) -> Value {
+pub fn hash_details(state: &Services) -> Value {
     let mut algorithms = vec!["sha256"];
     if state.config.hashing.allow_none {
         algorithms.push("none");
@@ -71,8 +70,7 @@ impl<'a> LookupRequest<'a> {
 
 fn invalid_pepper(current: String) -> Error {
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_INVALID_PEPPER",
+        ErrCode::InvalidPepper,
         "The pepper does not match the current one; fetch /hash_details again",
     )
     .with("algorithm", "sha256")
@@ -81,13 +79,12 @@ fn invalid_pepper(current: String) -> Error {
 
 /// Plain-text lookups (v1 single and bulk) follow `hashing.algorithms`: an operator who
 /// removed `none` wants no lookup of clear addresses at all.
-fn plain_allowed(state: &AppState) -> Result<(), Error> {
+fn plain_allowed(state: &Services) -> Result<(), Error> {
     if state.config.hashing.allow_none {
         Ok(())
     } else {
         Err(Error::new(
-            StatusCode::FORBIDDEN,
-            "M_FORBIDDEN",
+            ErrCode::Forbidden,
             "Plain-text lookups are disabled on this server; use the hashed v2 lookup",
         ))
     }
@@ -100,7 +97,7 @@ pub struct Mappings<'a> {
 }
 
 /// `POST /v2/lookup`
-pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappings<'a>, Error> {
+pub fn lookup<'a>(state: &Services, request: &LookupRequest<'a>) -> Result<Mappings<'a>, Error> {
     let use_hash = match request.algorithm {
         "sha256" => true,
         "none" if state.config.hashing.allow_none => false,
@@ -118,8 +115,7 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
     let max = state.config.lookup.max_addresses;
     if request.addresses.len() > max {
         return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_TOO_LARGE",
+            ErrCode::TooMany,
             format!("At most {max} addresses per lookup"),
         ));
     }
@@ -154,7 +150,7 @@ pub fn lookup<'a>(state: &AppState, request: &LookupRequest<'a>) -> Result<Mappi
 
 /// The live Matrix ID bound to the 3PID whose lookup hash is `digest`.
 fn mxid_by_hash(
-    state: &AppState,
+    state: &Services,
     generation: u32,
     digest: &[u8; 32],
     now: u64,
@@ -167,7 +163,7 @@ fn mxid_by_hash(
 }
 
 fn lookup_hashed(
-    state: &AppState,
+    state: &Services,
     generation: u32,
     entry: &str,
     now: u64,
@@ -183,7 +179,7 @@ fn lookup_hashed(
 /// A plain entry is hashed here with the (already checked) pepper and then found the
 /// same way as a hashed one: records are keyed by their lookup hash.
 fn lookup_plain(
-    state: &AppState,
+    state: &Services,
     generation: u32,
     pepper: &str,
     entry: &str,
@@ -202,7 +198,7 @@ fn lookup_plain(
 }
 
 fn effective(
-    state: &AppState,
+    state: &Services,
     threepid: &ThreePid,
     now: u64,
 ) -> Result<Option<BindingEntry>, Error> {
@@ -216,7 +212,7 @@ fn effective(
 /// The signed association for a binding: what v1 `/lookup` (and later `/3pid/bind`)
 /// answers.
 pub fn signed_association(
-    state: &AppState,
+    state: &Services,
     threepid: &ThreePid,
     entry: &BindingEntry,
 ) -> Result<Value, Error> {
@@ -237,7 +233,7 @@ pub fn signed_association(
 
 /// `GET /api/v1/lookup?medium=&address=`: the signed association, or `{}`.
 pub fn lookup_v1(
-    state: &AppState,
+    state: &Services,
     medium: Option<&str>,
     address: Option<&str>,
 ) -> Result<Value, Error> {
@@ -267,7 +263,7 @@ pub fn lookup_v1(
 
 /// `POST /api/v1/bulk_lookup`: `{"threepids": [[medium, address], ...]}` →
 /// `{"threepids": [[medium, address, mxid], ...]}` for the matches, as sent.
-pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Value, Error> {
+pub fn bulk_lookup_v1(state: &Services, body: &Map<String, Value>) -> Result<Value, Error> {
     let list = match body.get("threepids") {
         None | Some(Value::Null) => return Err(Error::missing_params(&["threepids"])),
         Some(Value::Array(l)) => l,
@@ -280,8 +276,7 @@ pub fn bulk_lookup_v1(state: &AppState, body: &Map<String, Value>) -> Result<Val
     let max = state.config.lookup.max_addresses;
     if list.len() > max {
         return Err(Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_TOO_LARGE",
+            ErrCode::TooMany,
             format!("At most {max} 3PIDs per lookup"),
         ));
     }

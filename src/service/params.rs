@@ -82,14 +82,14 @@ mod tests {
     fn types_and_absence() {
         let b = obj(json!({"s": "x", "n": 3, "d": "7", "neg": -1, "f": 1.5, "o": {}, "z": null}));
         assert_eq!(string(&b, "s").unwrap(), "x");
-        assert_eq!(string(&b, "z").unwrap_err().errcode, "M_MISSING_PARAMS");
-        assert_eq!(string(&b, "n").unwrap_err().errcode, "M_INVALID_PARAM");
+        assert_eq!(string(&b, "z").unwrap_err().code, ErrCode::MissingParams);
+        assert_eq!(string(&b, "n").unwrap_err().code, ErrCode::InvalidParam);
         assert_eq!(integer(&b, "n").unwrap(), 3);
         assert_eq!(integer(&b, "d").unwrap(), 7);
         for bad in ["neg", "f", "o", "s"] {
             assert_eq!(
-                integer(&b, bad).unwrap_err().errcode,
-                "M_INVALID_PARAM",
+                integer(&b, bad).unwrap_err().code,
+                ErrCode::InvalidParam,
                 "{bad}"
             );
         }
@@ -102,7 +102,7 @@ mod tests {
         assert!(client_secret(&obj(json!({"client_secret": "aB3.=_-"}))).is_ok());
         for bad in ["", "a b", "é", &"a".repeat(256)] {
             let e = client_secret(&obj(json!({"client_secret": bad}))).unwrap_err();
-            assert_eq!(e.errcode, "M_INVALID_PARAM");
+            assert_eq!(e.code, ErrCode::InvalidParam);
         }
     }
 }

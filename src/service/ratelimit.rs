@@ -4,11 +4,10 @@
 //! dropped by [`Limiters::forget_idle`], run every ten minutes, so memory stays bounded.
 
 use crate::config::threepid::{Limit, RateLimitConfig};
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use http::StatusCode;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -46,12 +45,8 @@ impl std::fmt::Debug for Limiters {
 
 fn limited(wait: std::time::Duration) -> Error {
     let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-    Error::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "M_LIMIT_EXCEEDED",
-        "Too many requests; try again later",
-    )
-    .with("retry_after_ms", ms)
+    Error::new(ErrCode::LimitExceeded, "Too many requests; try again later")
+        .with("retry_after_ms", ms)
 }
 
 /// The key of a client address: IPv6 clients usually hold a whole /64, so they count as
@@ -183,9 +178,8 @@ mod tests {
         assert!(limits.request_token(ip, "a@x").is_ok());
         assert!(limits.request_token(ip, "b@x").is_ok());
         let e = limits.request_token(ip, "c@x").unwrap_err();
-        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(e.errcode, "M_LIMIT_EXCEEDED");
-        let retry = e.body()["retry_after_ms"].as_u64().unwrap();
+        assert_eq!(e.code, ErrCode::LimitExceeded);
+        let retry = e.extra["retry_after_ms"].as_u64().unwrap();
         assert!(retry > 1_000 && retry <= 3_600_000, "{retry}");
         // Another IP is not limited by the first one's use.
         let other = Some("127.0.0.2".parse().unwrap());

@@ -7,53 +7,44 @@
 //! we answer: a 200 means both the SMTP server (or gateway) and the store have it.
 
 use super::params;
-use crate::error::Error;
+use crate::error::{ErrCode, Error};
+use crate::model::now_ms;
 use crate::model::{Medium, ThreePid};
 use crate::notify::{template::Vars, Flow, NotifyError};
-use crate::state::AppState;
-use crate::store::now_ms;
+use crate::service::Services;
 use crate::store::sessions::SessionRecord;
-use http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use subtle::ConstantTimeEq as _;
 
 fn no_valid_session() -> Error {
     Error::new(
-        StatusCode::NOT_FOUND,
-        "M_NO_VALID_SESSION",
+        ErrCode::NoValidSession,
         "No valid session was found matching that sid and client secret",
     )
 }
 
 fn session_expired() -> Error {
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_SESSION_EXPIRED",
+        ErrCode::SessionExpired,
         "This validation session has expired: request a new token",
     )
 }
 
 fn not_validated() -> Error {
     Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_SESSION_NOT_VALIDATED",
+        ErrCode::SessionNotValidated,
         "This validation session has not been validated yet",
     )
 }
 
 fn token_incorrect() -> Error {
-    Error::new(
-        StatusCode::BAD_REQUEST,
-        "M_TOKEN_INCORRECT",
-        "The token is incorrect",
-    )
+    Error::new(ErrCode::TokenIncorrect, "The token is incorrect")
 }
 
 fn disabled() -> Error {
     Error::new(
-        StatusCode::FORBIDDEN,
-        "M_FORBIDDEN",
+        ErrCode::Forbidden,
         "3PID validation is disabled on this server",
     )
 }
@@ -62,13 +53,11 @@ fn send_error(medium: Medium, e: &NotifyError) -> Error {
     match (medium, e) {
         (_, NotifyError::Template(t)) => Error::internal("rendering a message", t),
         (Medium::Email, _) => Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_EMAIL_SEND_ERROR",
+            ErrCode::EmailSendError,
             "The e-mail could not be sent; try again later",
         ),
         (Medium::Msisdn, _) => Error::new(
-            StatusCode::BAD_REQUEST,
-            "M_SEND_ERROR",
+            ErrCode::SendError,
             "The SMS could not be sent; try again later",
         ),
     }
@@ -78,15 +67,15 @@ fn ct_eq(a: &str, b: &str) -> bool {
     bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-fn lifetime_ms(state: &AppState) -> u64 {
+fn lifetime_ms(state: &Services) -> u64 {
     u64::try_from(state.config.session.lifetime.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn expired(state: &AppState, session: &SessionRecord, now: u64) -> bool {
+fn expired(state: &Services, session: &SessionRecord, now: u64) -> bool {
     session.updated_ms.saturating_add(lifetime_ms(state)) <= now
 }
 
-fn dead(state: &AppState, session: &SessionRecord) -> bool {
+fn dead(state: &Services, session: &SessionRecord) -> bool {
     session.failed_attempts >= state.config.session.max_attempts
 }
 
@@ -116,13 +105,7 @@ fn requested_threepid(
         Medium::Email => {
             params::require_all(body, &["client_secret", "email", "send_attempt"])?;
             let email = params::string(body, "email")?;
-            let invalid = || {
-                Error::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_INVALID_EMAIL",
-                    "Invalid e-mail address",
-                )
-            };
+            let invalid = || Error::new(ErrCode::InvalidEmail, "Invalid e-mail address");
             let threepid = ThreePid::new(Medium::Email, email).map_err(|_| invalid())?;
             // What the SMTP layer will accept, too (no quoted local parts, no spaces).
             threepid
@@ -138,13 +121,7 @@ fn requested_threepid(
             )?;
             let country = params::string(body, "country")?;
             let number = params::string(body, "phone_number")?;
-            let invalid = || {
-                Error::new(
-                    StatusCode::BAD_REQUEST,
-                    "M_INVALID_ADDRESS",
-                    "Invalid phone number",
-                )
-            };
+            let invalid = || Error::new(ErrCode::InvalidAddress, "Invalid phone number");
             let country: phonenumber::country::Id = country
                 .trim()
                 .to_ascii_uppercase()
@@ -189,7 +166,7 @@ fn next_link(body: &Map<String, Value>) -> Result<Option<String>, Error> {
 
 /// The link in the message: `GET submitToken` on the v2 prefix, which needs no access
 /// token (it is clicked from a mail).
-fn validation_link(state: &AppState, session: &SessionRecord) -> String {
+fn validation_link(state: &Services, session: &SessionRecord) -> String {
     let query = form_urlencoded::Serializer::new(String::new())
         .append_pair("sid", &session.sid)
         .append_pair("client_secret", &session.client_secret)
@@ -202,7 +179,7 @@ fn validation_link(state: &AppState, session: &SessionRecord) -> String {
     )
 }
 
-async fn send_token(state: &AppState, session: &SessionRecord) -> Result<(), Error> {
+async fn send_token(state: &Services, session: &SessionRecord) -> Result<(), Error> {
     let mut vars = Vars::new();
     vars.set("VALIDATION_LINK", validation_link(state, session))
         .set("VALIDATION_TOKEN", session.token.clone())
@@ -216,7 +193,7 @@ async fn send_token(state: &AppState, session: &SessionRecord) -> Result<(), Err
 
 /// `POST /validate/{email,msisdn}/requestToken`
 pub async fn request_token(
-    state: &AppState,
+    state: &Services,
     medium: Medium,
     body: &Map<String, Value>,
     client_ip: Option<IpAddr>,
@@ -289,7 +266,7 @@ pub async fn request_token(
 
 /// The session `sid` if `client_secret` is its secret; unknown sid and wrong secret are
 /// the same answer.
-fn find(state: &AppState, sid: &str, client_secret: &str) -> Result<SessionRecord, Error> {
+fn find(state: &Services, sid: &str, client_secret: &str) -> Result<SessionRecord, Error> {
     if !params::is_session_id(sid) {
         return Err(no_valid_session());
     }
@@ -300,7 +277,7 @@ fn find(state: &AppState, sid: &str, client_secret: &str) -> Result<SessionRecor
 }
 
 /// A validated, unexpired session: what bind, unbind and getValidated3pid require.
-pub fn validated(state: &AppState, sid: &str, client_secret: &str) -> Result<SessionRecord, Error> {
+pub fn validated(state: &Services, sid: &str, client_secret: &str) -> Result<SessionRecord, Error> {
     let session = find(state, sid, client_secret)?;
     if expired(state, &session, now_ms()) {
         return Err(session_expired());
@@ -313,7 +290,7 @@ pub fn validated(state: &AppState, sid: &str, client_secret: &str) -> Result<Ses
 
 /// `submitToken`, POST or GET. Returns the session on success.
 pub async fn submit_token(
-    state: &AppState,
+    state: &Services,
     medium: Medium,
     sid: &str,
     client_secret: &str,
@@ -358,7 +335,7 @@ pub async fn submit_token(
 }
 
 /// `GET /3pid/getValidated3pid`
-pub fn get_validated(state: &AppState, sid: &str, client_secret: &str) -> Result<Value, Error> {
+pub fn get_validated(state: &Services, sid: &str, client_secret: &str) -> Result<Value, Error> {
     let session = validated(state, sid, client_secret)?;
     Ok(json!({
         "medium": session.threepid.medium().as_str(),
@@ -368,7 +345,7 @@ pub fn get_validated(state: &AppState, sid: &str, client_secret: &str) -> Result
 }
 
 /// Deletes sessions a lifetime past their expiry, every ten minutes, until shutdown.
-pub async fn purge_task(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn purge_task(state: Services, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let every = std::time::Duration::from_secs(600);
     loop {
         tokio::select! {

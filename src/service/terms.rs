@@ -4,11 +4,11 @@
 //! URLs and a new acceptance.
 
 use crate::error::Error;
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::{json, Map, Value};
 
 /// `GET /terms` body.
-pub fn policies(state: &AppState) -> Value {
+pub fn policies(state: &Services) -> Value {
     let mut out = Map::new();
     for (name, policy) in &state.config.terms.policies {
         let mut entry = Map::new();
@@ -22,7 +22,7 @@ pub fn policies(state: &AppState) -> Value {
 }
 
 /// True when the user accepted every current policy (always, with none configured).
-pub fn satisfied(state: &AppState, user_id: &str) -> Result<bool, Error> {
+pub fn satisfied(state: &Services, user_id: &str) -> Result<bool, Error> {
     let policies = &state.config.terms.policies;
     if policies.is_empty() {
         return Ok(true);
@@ -38,7 +38,7 @@ pub fn satisfied(state: &AppState, user_id: &str) -> Result<bool, Error> {
 }
 
 /// `POST /terms`: records accepted URLs; URLs not in the configuration are refused.
-pub async fn accept(state: &AppState, user_id: &str, urls: Vec<String>) -> Result<(), Error> {
+pub async fn accept(state: &Services, user_id: &str, urls: Vec<String>) -> Result<(), Error> {
     let known = |u: &String| {
         state
             .config

@@ -16,7 +16,7 @@ use super::bindings::{BindingChange, BindingEntry, Origin};
 use super::codec::{decode, encode, Record};
 use super::kv::Batch;
 use super::{threepid_digest, Store, StoreError};
-use crate::model::ThreePid;
+use crate::model::{DirectoryUser, ThreePid, MAX_PROBLEMS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,9 +33,6 @@ pub const SYNC_CHUNK: usize = 2_000;
 /// that source's last change.
 const KEY_INDEX_DIRTY: &[u8] = b"index_dirty:";
 
-/// Most problems kept in a status.
-pub const MAX_PROBLEMS: usize = 20;
-
 /// Validity of a synced binding: as long as the source keeps it.
 const SYNC_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
@@ -48,18 +45,6 @@ pub struct SyncedBinding {
 impl Record for SyncedBinding {
     const VERSION: u8 = 1;
     const NAME: &'static str = "synced binding";
-}
-
-/// A user as a source lists them: a directory entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DirectoryUser {
-    pub display_name: Option<String>,
-    /// Normalised 3PIDs, including any another user won in a conflict.
-    pub threepids: Vec<ThreePid>,
-    /// Extra attributes the source was asked for (department, title...).
-    pub attributes: BTreeMap<String, Vec<String>>,
-    /// Group or role membership, where the source has it.
-    pub roles: Vec<String>,
 }
 
 impl Record for DirectoryUser {

@@ -1113,7 +1113,7 @@ async fn mail_over_starttls_and_implicit_tls_with_a_private_ca() {
     let (cert_path, key_path) = (dir.path().join("smtp.pem"), dir.path().join("smtp.key"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let acceptor = mxisd::server::listen::tls_acceptor(&cert_path, &key_path).unwrap();
+    let acceptor = mxisd::http::listen::tls_acceptor(&cert_path, &key_path).unwrap();
     let hs = homeserver().await;
     for (tls, mode) in [
         (Tls::Starttls(acceptor.clone()), 2),

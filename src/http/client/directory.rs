@@ -2,10 +2,10 @@
 //! `POST /_matrix/client/{r0,v3}/user_directory/search` and everything under
 //! `/_matrix/client/{r0,v3}/profile/`.
 
-use super::{error_response, respond};
 use crate::error::Error;
+use crate::http::reply::{error_response, respond};
 use crate::service::directory::{self, ProfileRequest};
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
 use warp::http::{header, HeaderValue, StatusCode};
@@ -17,7 +17,7 @@ pub async fn search(
     token: Option<String>,
     host: Option<String>,
     body: Result<Map<String, Value>, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     // No token, no answer: not even about the body.
     let result = match (token, body) {
@@ -31,7 +31,7 @@ pub async fn search(
 /// `* /_matrix/client/{version}/profile/{userId}[/{field}]`, passed to the homeserver.
 pub async fn profile(
     request: Result<ProfileRequest, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let answer = match request {
         Ok(request) => directory::profile(&state, request).await,

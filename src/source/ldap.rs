@@ -8,74 +8,13 @@
 //! the filter is the operator's, checked at config time, and attribute names are
 //! checked against the LDAP grammar.
 
-use super::{Fetched, UserSpec};
-use crate::config::reader::Secret;
+use super::Fetched;
+use crate::config::stores::{LdapSource, UidKind, UserSpec};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 use rustls::pki_types::pem::PemObject;
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How the uid attribute becomes a Matrix ID (`ldap.attribute.uid.type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UidKind {
-    /// A localpart: `@<value>:<matrix.domain>`.
-    Localpart,
-    /// Already a Matrix ID.
-    Mxid,
-}
-
-#[derive(Debug, Clone)]
-pub struct LdapSource {
-    /// `ldap://host:port` or `ldaps://host:port`.
-    pub url: String,
-    pub starttls: bool,
-    /// PEM certificates to trust besides the system's (`connection.caFile`).
-    pub ca_file: Option<PathBuf>,
-    /// Simple bind; anonymous when absent.
-    pub bind: Option<(String, Secret)>,
-    pub base_dns: Vec<String>,
-    pub filter: String,
-    pub uid_attr: String,
-    pub uid_kind: UidKind,
-    pub name_attr: String,
-    /// Medium (`email`, `msisdn`) → attributes holding it.
-    pub threepid_attrs: Vec<(String, Vec<String>)>,
-    /// Extra attributes kept for the directory.
-    pub extra_attrs: Vec<String>,
-    /// The attribute listing group membership (`memberOf`), if any.
-    pub groups_attr: Option<String>,
-    /// Active Directory: the uid is a UPN `login@domain`; the default domain's logins
-    /// are plain localparts, others become `login/domain` (as in ma1sd).
-    pub active_directory: Option<String>,
-    /// `matrix.domain`, for localparts.
-    pub domain: String,
-    /// Connection, bind and per-page timeout.
-    pub timeout: Duration,
-    pub page_size: i32,
-}
-
-/// An attribute description as LDAP defines it: a name (letters, digits, hyphens,
-/// starting with a letter) or a numeric OID, with optional `;options`.
-pub fn is_attribute_name(name: &str) -> bool {
-    let mut parts = name.split(';');
-    let base = parts.next().unwrap_or_default();
-    let keystring = base.starts_with(|c: char| c.is_ascii_alphabetic())
-        && base.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    let oid = !base.is_empty()
-        && base
-            .split('.')
-            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-    (keystring || oid)
-        && parts.all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-}
-
-/// Whether `filter` is a filter ldap3 (and so the server) will accept.
-pub fn is_valid_filter(filter: &str) -> bool {
-    ldap3::parse_filter(filter).is_ok()
-}
 
 impl LdapSource {
     fn attributes(&self) -> Vec<String> {
@@ -317,7 +256,7 @@ fn to_user(source: &LdapSource, entry: &SearchEntry, uid: &str) -> UserSpec {
     for (medium, attrs) in &source.threepid_attrs {
         for attr in attrs {
             for value in values(entry, attr) {
-                threepids.push(super::ThreePidSpec {
+                threepids.push(crate::config::stores::ThreePidSpec {
                     medium: medium.clone(),
                     address: value.to_owned(),
                 });
@@ -349,6 +288,8 @@ fn to_user(source: &LdapSource, entry: &SearchEntry, uid: &str) -> UserSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::stores::{is_attribute_name, is_valid_filter};
+    use std::time::Duration;
 
     fn source() -> LdapSource {
         LdapSource {

@@ -8,225 +8,17 @@
 //! (the same list in a YAML or JSON file, re-read at every run) and `rest` (pages of
 //! users from a web service).
 
-use crate::error::Error;
-use crate::model::{Medium, Mxid, ThreePid};
-use crate::state::AppState;
-use crate::store::now_ms;
-use crate::store::sync::{DirectoryUser, SyncStatus};
-use serde::{Deserialize, Serialize};
+use crate::config::stores::SourceConfig;
+use crate::error::{ErrCode, Error};
+use crate::model::{now_ms, DirectoryUser, Medium, Mxid, ThreePid, MAX_PROBLEMS};
+use crate::service::Services;
+use crate::source::{fetch, Fetched};
+use crate::store::sync::SyncStatus;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub mod ldap;
-pub mod sql;
-
-/// One user as sources describe them (ma1sd's `memory.identities` shape).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UserSpec {
-    /// A localpart (made a Matrix ID with `matrix.domain`) or a full Matrix ID.
-    pub username: String,
-    #[serde(default)]
-    pub display_name: Option<String>,
-    #[serde(default)]
-    pub threepids: Vec<ThreePidSpec>,
-    /// Group or role membership (kept with the directory entry).
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// Extra attributes for the directory (department, title...).
-    #[serde(default)]
-    pub attributes: BTreeMap<String, Vec<String>>,
-    /// Accepted for ma1sd compatibility (mxisd never checks passwords here).
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThreePidSpec {
-    pub medium: String,
-    pub address: String,
-}
-
-/// Where a source's users come from.
-#[derive(Debug, Clone)]
-pub enum SourceKind {
-    Memory(Vec<UserSpec>),
-    File(PathBuf),
-    Rest(RestSource),
-    Ldap(Box<ldap::LdapSource>),
-    Sql(sql::SqlSource),
-}
-
-/// An organisation's web service listing its users (see README, "Identity sources").
-#[derive(Debug, Clone)]
-pub struct RestSource {
-    pub url: String,
-    pub auth: RestAuth,
-    pub timeout: Duration,
-    /// Largest page read (bytes); a bigger one fails the run.
-    pub max_page: usize,
-}
-
-#[derive(Debug, Clone)]
-pub enum RestAuth {
-    None,
-    Bearer(crate::config::reader::Secret),
-    Basic(String, crate::config::reader::Secret),
-}
-
-/// One page of the REST contract: `{"users": [...], "next": <URL or null>}`.
-#[derive(Debug, Deserialize)]
-struct RestPage {
-    users: Vec<RestUser>,
-    #[serde(default)]
-    next: Option<String>,
-}
-
-/// A user as a web service sends it: the file shape, other fields ignored.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RestUser {
-    username: String,
-    #[serde(default, alias = "display_name")]
-    display_name: Option<String>,
-    #[serde(default)]
-    threepids: Vec<RestThreePid>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RestThreePid {
-    medium: String,
-    address: String,
-}
-
-/// An error with its causes, `outer: inner: ...` (the reason: refused, TLS, DNS...).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut why = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        why.push_str(": ");
-        why.push_str(&c.to_string());
-        cause = c.source();
-    }
-    why
-}
-
-/// Most pages followed in one run.
-const REST_MAX_PAGES: usize = 10_000;
-
-async fn fetch_rest(source: &RestSource) -> Result<Vec<UserSpec>, String> {
-    let client = reqwest::Client::builder()
-        .dns_resolver(crate::dns::ForReqwest::new()?)
-        .timeout(source.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let mut users = Vec::new();
-    let mut next = Some(source.url.clone());
-    let mut pages = 0;
-    let mut visited = std::collections::HashSet::new();
-    while let Some(url) = next.take() {
-        pages += 1;
-        if pages > REST_MAX_PAGES {
-            return Err(format!(
-                "more than {REST_MAX_PAGES} pages; is `next` looping?"
-            ));
-        }
-        let base =
-            reqwest::Url::parse(&source.url).map_err(|e| format!("bad rest.sync.url: {e}"))?;
-        let url = base
-            .join(&url)
-            .map_err(|_| "a `next` link is not a URL".to_owned())?;
-        // Credentials go only where the operator pointed them.
-        if url.origin() != base.origin() {
-            return Err(format!(
-                "a `next` link leaves {} (scheme, host and port must stay those of rest.sync.url)",
-                base.host_str().unwrap_or_default()
-            ));
-        }
-        if !visited.insert(url.to_string()) {
-            return Err("a `next` link points at a page already read".into());
-        }
-        // Name the host and path in errors, never a query that might hold a secret.
-        let shown = format!("{}{}", url.host_str().unwrap_or_default(), url.path());
-        let mut request = client.get(url);
-        request = match &source.auth {
-            RestAuth::None => request,
-            RestAuth::Bearer(token) => request.bearer_auth(token.expose()),
-            RestAuth::Basic(user, password) => request.basic_auth(user, Some(password.expose())),
-        };
-        let mut response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                format!("{shown} did not answer in time")
-            } else {
-                // The reason (refused, TLS, DNS...) without the URL and its query.
-                format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
-            }
-        })?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "{shown} answered HTTP {}",
-                response.status().as_u16()
-            ));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| format!("{shown}: the answer broke off"))?
-        {
-            if body.len() + chunk.len() > source.max_page {
-                return Err(format!(
-                    "{shown}: a page is larger than rest.sync.maxPageSize ({} bytes)",
-                    source.max_page
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        // Positions only: serde's messages can quote values (addresses).
-        let page: RestPage = serde_json::from_slice(&body).map_err(|e| {
-            format!(
-                "{shown} did not answer a page of users (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        })?;
-        users.extend(page.users.into_iter().map(|u| {
-            UserSpec {
-                username: u.username,
-                display_name: u.display_name,
-                threepids: u
-                    .threepids
-                    .into_iter()
-                    .map(|t| ThreePidSpec {
-                        medium: t.medium,
-                        address: t.address,
-                    })
-                    .collect(),
-                roles: Vec::new(),
-                attributes: BTreeMap::new(),
-                password: None,
-            }
-        }));
-        next = page.next.filter(|n| !n.is_empty());
-    }
-    Ok(users)
-}
-
-#[derive(Debug, Clone)]
-pub struct SourceConfig {
-    pub name: String,
-    pub kind: SourceKind,
-    /// How often it runs after the run at start (`None`: only at start and on demand).
-    pub interval: Option<Duration>,
-}
-
 /// Most problems (skipped users, conflicts) kept in a status.
-const MAX_PROBLEMS: usize = crate::store::sync::MAX_PROBLEMS;
 
 /// The configured sources, each with a lock so runs of one source never overlap, and
 /// the runtime their runs execute on.
@@ -335,75 +127,6 @@ impl Syncer {
     /// Where the locked part of applying a run goes (normal priority).
     fn writer(&self) -> Option<&tokio::runtime::Handle> {
         self.thread.as_ref().map(|t| &t.writer)
-    }
-}
-
-/// What a fetch gave: the users, and entries it already had to skip (with reasons).
-#[derive(Debug, Default)]
-pub struct Fetched {
-    pub users: Vec<UserSpec>,
-    pub problems: Vec<String>,
-    pub skipped: u64,
-}
-
-impl Fetched {
-    /// SHA-256 of everything resolving depends on: the users in the order given, what
-    /// was skipped, and the domain localparts are completed with.
-    fn digest(&self, domain: &str) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        struct Hashing(Sha256);
-        impl std::io::Write for Hashing {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.update(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut h = Hashing(Sha256::new());
-        h.0.update(domain.as_bytes());
-        h.0.update([0]);
-        let config = bincode::config::standard();
-        // Writing into a hash cannot fail; a failure would only make the digest
-        // differ, which means a full diff.
-        let _ = bincode::serde::encode_into_std_write(&self.users, &mut h, config);
-        let _ = bincode::serde::encode_into_std_write(&self.problems, &mut h, config);
-        h.0.update(self.skipped.to_le_bytes());
-        h.0.finalize().into()
-    }
-}
-
-impl From<Vec<UserSpec>> for Fetched {
-    fn from(users: Vec<UserSpec>) -> Self {
-        Self {
-            users,
-            ..Self::default()
-        }
-    }
-}
-
-async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
-    match kind {
-        SourceKind::Memory(users) => Ok(users.clone().into()),
-        SourceKind::File(path) => {
-            let text = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text)
-                .map(Fetched::from)
-                .map_err(|e| {
-                    // Positions only: serde's messages can quote values (addresses).
-                    let at = e
-                        .location()
-                        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-                        .unwrap_or_default();
-                    format!("{} is not a list of users{at}", path.display())
-                })
-        }
-        SourceKind::Rest(rest) => fetch_rest(rest).await.map(Fetched::from),
-        SourceKind::Ldap(source) => ldap::fetch(source).await,
-        SourceKind::Sql(source) => sql::fetch(source).await,
     }
 }
 
@@ -537,11 +260,11 @@ const SHRINK_GUARD_MIN: usize = 100;
 
 /// Runs one source now (`force`: even if it would remove most of its bindings), on the
 /// sync thread. Its status (success or failure) is recorded either way.
-pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
+pub async fn run(state: &Services, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let started = Instant::now();
     let result = run_somewhere(state, name, force).await;
     // An unknown source is not a run.
-    if !matches!(&result, Err(e) if e.status == http::StatusCode::NOT_FOUND) {
+    if !matches!(&result, Err(e) if e.code == ErrCode::NotFound) {
         state
             .metrics
             .sync_run(name, result.is_ok(), started.elapsed());
@@ -549,7 +272,7 @@ pub async fn run(state: &AppState, name: &str, force: bool) -> Result<SyncStatus
     result
 }
 
-async fn run_somewhere(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
+async fn run_somewhere(state: &Services, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let Some(thread) = &state.sync.thread else {
         return run_here(state, name, force).await;
     };
@@ -570,7 +293,7 @@ async fn run_somewhere(state: &AppState, name: &str, force: bool) -> Result<Sync
         .map_err(|e| Error::internal("running a sync", e))?
 }
 
-async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatus, Error> {
+async fn run_here(state: &Services, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
         return Err(Error::not_found(format!(
             "No sync source is named {name:?}"
@@ -585,8 +308,7 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
             tracing::warn!(source = name, error = %why, "sync failed; keeping the last good state");
             state.store.sync_failed(name, &why, at).await?;
             return Err(Error::new(
-                http::StatusCode::BAD_GATEWAY,
-                "M_UNKNOWN",
+                ErrCode::Upstream,
                 format!("sync of {name} failed: {why}"),
             ));
         }
@@ -615,8 +337,7 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
         tracing::warn!(source = name, error = %why, "sync refused; keeping the last good state");
         state.store.sync_failed(name, &why, at).await?;
         return Err(Error::new(
-            http::StatusCode::CONFLICT,
-            "M_UNKNOWN",
+            ErrCode::Conflict,
             format!("sync of {name} {why}"),
         ));
     }
@@ -653,7 +374,7 @@ async fn run_here(state: &AppState, name: &str, force: bool) -> Result<SyncStatu
 
 /// Applies what a source gave, records it, and queues invites of new bindings.
 async fn apply(
-    state: &AppState,
+    state: &Services,
     name: &str,
     listed: usize,
     resolved: Resolved,
@@ -727,7 +448,7 @@ fn index_error(e: crate::index::IndexError) -> Error {
 /// Rebuilds the search index from the store's directory entries; the number indexed.
 /// (The sources' "not yet indexed" marks are left alone: a run being applied meanwhile
 /// clears its own when its update is in.)
-pub async fn reindex(state: &AppState) -> Result<u64, Error> {
+pub async fn reindex(state: &Services) -> Result<u64, Error> {
     let task_state = state.clone();
     tokio::task::spawn_blocking(move || {
         let writer = task_state.directory.writer().map_err(index_error)?;
@@ -739,7 +460,7 @@ pub async fn reindex(state: &AppState) -> Result<u64, Error> {
 
 /// The rebuild itself, holding the index's writer while reading the store (so no
 /// other update can slip in between with older entries).
-fn rebuild(state: &AppState, writer: crate::index::IndexWriting<'_>) -> Result<u64, Error> {
+fn rebuild(state: &Services, writer: crate::index::IndexWriting<'_>) -> Result<u64, Error> {
     let entries = state.store.directory_entries()?;
     writer
         .replace_all(entries.iter().map(|(m, u)| (m.as_str(), u)))
@@ -750,7 +471,7 @@ fn rebuild(state: &AppState, writer: crate::index::IndexWriting<'_>) -> Result<u
 /// document replaced by its entry merged across sources (or deleted), in one commit.
 /// A stale index, or a change to a quarter of it or more, is rebuilt whole instead
 /// (cheaper than that many deletes). Returns the documents written.
-pub async fn index_changes(state: &AppState, source: &str, mxids: &[String]) -> Result<u64, Error> {
+pub async fn index_changes(state: &Services, source: &str, mxids: &[String]) -> Result<u64, Error> {
     let n = {
         let index = &state.directory;
         let mut writer = index.writer().map_err(index_error)?;
@@ -777,7 +498,7 @@ pub async fn index_changes(state: &AppState, source: &str, mxids: &[String]) -> 
 
 /// At start: removes what sources that are no longer configured contributed, so a
 /// store taken out of the config stops answering lookups.
-pub async fn forget_removed_sources(state: AppState) {
+pub async fn forget_removed_sources(state: Services) {
     let configured = state.sync.names();
     let stored = match state.store.sync_sources() {
         Ok(stored) => stored,
@@ -808,7 +529,7 @@ pub async fn forget_removed_sources(state: AppState) {
 
 /// Runs `source` at start and then every interval, until shutdown.
 pub async fn sync_task(
-    state: AppState,
+    state: Services,
     name: String,
     interval: Option<Duration>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -831,7 +552,7 @@ pub async fn sync_task(
     }
 }
 
-fn describe(state: &AppState, name: &str, status: Option<SyncStatus>) -> Value {
+fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> Value {
     let interval = state
         .sync
         .sources
@@ -864,7 +585,7 @@ fn describe(state: &AppState, name: &str, status: Option<SyncStatus>) -> Value {
 }
 
 /// Operators: search the directory index (`GET /_mxisd/admin/v1/search`).
-pub fn search(state: &AppState, term: &str, limit: usize) -> Result<Value, Error> {
+pub fn search(state: &Services, term: &str, limit: usize) -> Result<Value, Error> {
     let (hits, limited) = state
         .directory
         .search(term, limit, true)
@@ -877,7 +598,7 @@ pub fn search(state: &AppState, term: &str, limit: usize) -> Result<Value, Error
 }
 
 /// Operators: every source's status.
-pub fn statuses(state: &AppState) -> Result<Value, Error> {
+pub fn statuses(state: &Services) -> Result<Value, Error> {
     let mut out = Vec::new();
     for name in state.sync.names() {
         let status = state.store.sync_status(&name)?;
@@ -887,7 +608,7 @@ pub fn statuses(state: &AppState) -> Result<Value, Error> {
 }
 
 /// Operators: run one source, or all of them.
-pub async fn run_now(state: &AppState, only: Option<&str>, force: bool) -> Result<Value, Error> {
+pub async fn run_now(state: &Services, only: Option<&str>, force: bool) -> Result<Value, Error> {
     let names = match only {
         Some(n) => vec![n.to_owned()],
         None => state.sync.names(),
@@ -902,7 +623,7 @@ pub async fn run_now(state: &AppState, only: Option<&str>, force: bool) -> Resul
             .map_err(|e| Error::internal("running a sync", e))?;
         match outcome {
             Ok(status) => out.push(describe(state, &name, Some(status))),
-            Err(e) if e.status == http::StatusCode::NOT_FOUND => return Err(e),
+            Err(e) if e.code == ErrCode::NotFound => return Err(e),
             Err(_) => out.push(describe(state, &name, state.store.sync_status(&name)?)),
         }
     }
@@ -912,6 +633,7 @@ pub async fn run_now(state: &AppState, only: Option<&str>, force: bool) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::stores::{ThreePidSpec, UserSpec};
 
     fn user(name: &str, addrs: &[(&str, &str)]) -> UserSpec {
         UserSpec {

@@ -57,7 +57,7 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
-    fast: Option<crate::state::AppState>,
+    fast: Option<crate::service::Services>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -127,7 +127,7 @@ async fn serve_connection<S>(
     stream: S,
     peer: std::net::SocketAddr,
     routes: BoxedFilter<(Response,)>,
-    fast: Option<crate::state::AppState>,
+    fast: Option<crate::service::Services>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -1,16 +1,16 @@
 //! Terms of service: `GET /v2/terms`, `POST /v2/terms`.
 
-use super::respond;
 use crate::error::Error;
+use crate::http::reply::respond;
 use crate::service::auth::{authenticate, Gate};
 use crate::service::terms;
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::{json, Map, Value};
 use std::convert::Infallible;
 use warp::reply::Response;
 
 /// `GET /_matrix/identity/v2/terms`
-pub async fn get_terms(state: AppState) -> Result<Response, Infallible> {
+pub async fn get_terms(state: Services) -> Result<Response, Infallible> {
     respond(Ok(terms::policies(&state)))
 }
 
@@ -19,7 +19,7 @@ pub async fn get_terms(state: AppState) -> Result<Response, Infallible> {
 pub async fn post_terms(
     token: Option<String>,
     body: Result<Map<String, Value>, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = async {
         let caller = authenticate(&state, token, Gate::NoTerms)?;

@@ -1,10 +1,10 @@
 //! The admin listener's API (loopback by default, no CORS, local Host only): what the
 //! CLI verbs of a running server call. Status, bindings, pepper rotation.
 
-use super::respond;
 use crate::error::Error;
+use crate::http::reply::respond;
+use crate::service::Services;
 use crate::service::{bindings, hashing, health, invite};
-use crate::state::AppState;
 use bytes::Buf;
 use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use warp::Reply as _;
 
 /// `GET /_mxisd/admin/v1/status` (also `GET /status` on this listener): every part of
 /// the server and what needs attention; 503 when the store fails.
-pub async fn status(state: AppState) -> Result<Response, Infallible> {
+pub async fn status(state: Services) -> Result<Response, Infallible> {
     let report = tokio::task::spawn_blocking(move || health::admin_status(&state)).await;
     Ok(match report {
         Ok(report) => {
@@ -25,14 +25,14 @@ pub async fn status(state: AppState) -> Result<Response, Infallible> {
             } else {
                 http::StatusCode::SERVICE_UNAVAILABLE
             };
-            super::json_response(code, &report)
+            crate::http::reply::json_response(code, &report)
         }
-        Err(e) => super::error_response(&Error::internal("reading the status", e)),
+        Err(e) => crate::http::reply::error_response(&Error::internal("reading the status", e)),
     })
 }
 
 /// `GET /metrics`: Prometheus' text format.
-pub async fn metrics(state: AppState) -> Result<Response, Infallible> {
+pub async fn metrics(state: Services) -> Result<Response, Infallible> {
     let text = tokio::task::spawn_blocking(move || health::metrics_text(&state)).await;
     Ok(match text {
         Ok(text) => {
@@ -43,7 +43,7 @@ pub async fn metrics(state: AppState) -> Result<Response, Infallible> {
             );
             response
         }
-        Err(e) => super::error_response(&Error::internal("rendering metrics", e)),
+        Err(e) => crate::http::reply::error_response(&Error::internal("rendering metrics", e)),
     })
 }
 
@@ -58,7 +58,7 @@ pub struct BindingBody {
 /// `POST /_mxisd/admin/v1/bindings` `{medium, address, mxid}`
 pub async fn bindings_add(
     body: Result<BindingBody, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = match body {
         Ok(b) => match b.mxid.as_deref() {
@@ -73,7 +73,7 @@ pub async fn bindings_add(
 /// `POST /_mxisd/admin/v1/bindings/remove` `{medium, address}`
 pub async fn bindings_remove(
     body: Result<BindingBody, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = match body {
         Ok(b) => bindings::remove(&state, &b.medium, &b.address).await,
@@ -85,7 +85,7 @@ pub async fn bindings_remove(
 /// `GET /_mxisd/admin/v1/bindings?medium=&address=`
 pub async fn bindings_show(
     query: HashMap<String, String>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     respond(match (query.get("medium"), query.get("address")) {
         (Some(m), Some(a)) => bindings::show(&state, m, a),
@@ -95,7 +95,7 @@ pub async fn bindings_show(
 
 /// `POST /_mxisd/admin/v1/bindings/import`: a body of `medium<TAB>address<TAB>mxid`
 /// lines, read as a stream (any size) and applied in batches.
-pub async fn bindings_import<S, B>(body: S, state: AppState) -> Result<Response, Infallible>
+pub async fn bindings_import<S, B>(body: S, state: Services) -> Result<Response, Infallible>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
@@ -103,7 +103,7 @@ where
     respond(import_stream(body, &state).await)
 }
 
-async fn import_stream<S, B>(body: S, state: &AppState) -> Result<serde_json::Value, Error>
+async fn import_stream<S, B>(body: S, state: &Services) -> Result<serde_json::Value, Error>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -148,7 +148,7 @@ where
 }
 
 /// `POST /_mxisd/admin/v1/hashing/rotate`: a new lookup pepper now.
-pub async fn rotate_pepper(state: AppState) -> Result<Response, Infallible> {
+pub async fn rotate_pepper(state: Services) -> Result<Response, Infallible> {
     respond(
         hashing::rotate(&state)
             .await
@@ -159,7 +159,7 @@ pub async fn rotate_pepper(state: AppState) -> Result<Response, Infallible> {
 /// `GET /_mxisd/admin/v1/invites[?token=]`: every pending invite, or one.
 pub async fn invites(
     query: HashMap<String, String>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     respond(match query.get("token") {
         Some(token) => invite::show(&state, token),
@@ -175,7 +175,7 @@ pub struct TokenBody {
 /// `POST /_mxisd/admin/v1/invites/remove` `{token}`
 pub async fn invites_remove(
     body: Result<TokenBody, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = match body {
         Ok(b) => invite::remove(&state, &b.token).await,
@@ -185,12 +185,12 @@ pub async fn invites_remove(
 }
 
 /// `POST /_mxisd/admin/v1/outbox/retry`: failed deliveries back in line.
-pub async fn outbox_retry(state: AppState) -> Result<Response, Infallible> {
+pub async fn outbox_retry(state: Services) -> Result<Response, Infallible> {
     respond(invite::retry_failed(&state).await)
 }
 
 /// `GET /_mxisd/admin/v1/outbox`: onbind deliveries pending and failed.
-pub async fn outbox(state: AppState) -> Result<Response, Infallible> {
+pub async fn outbox(state: Services) -> Result<Response, Infallible> {
     respond(invite::outbox(&state))
 }
 
@@ -202,22 +202,22 @@ pub struct SearchQuery {
 }
 
 /// `GET /_mxisd/admin/v1/search?term=&limit=`: the directory index, as users see it.
-pub async fn search(q: SearchQuery, state: AppState) -> Result<Response, Infallible> {
+pub async fn search(q: SearchQuery, state: Services) -> Result<Response, Infallible> {
     let limit = q.limit.unwrap_or(10).min(1000);
-    respond(crate::sync::search(&state, &q.term, limit))
+    respond(crate::service::sync::search(&state, &q.term, limit))
 }
 
 /// `POST /_mxisd/admin/v1/reindex`: rebuild the directory index from the store.
-pub async fn reindex(state: AppState) -> Result<Response, Infallible> {
-    let result = crate::sync::reindex(&state)
+pub async fn reindex(state: Services) -> Result<Response, Infallible> {
+    let result = crate::service::sync::reindex(&state)
         .await
         .map(|n| serde_json::json!({ "entries": n }));
     respond(result)
 }
 
 /// `GET /_mxisd/admin/v1/sync`: every sync source's status.
-pub async fn sync_status(state: AppState) -> Result<Response, Infallible> {
-    respond(crate::sync::statuses(&state))
+pub async fn sync_status(state: Services) -> Result<Response, Infallible> {
+    respond(crate::service::sync::statuses(&state))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,10 +232,10 @@ pub struct SyncBody {
 /// `POST /_mxisd/admin/v1/sync` `{source?}`: run one source, or all, now.
 pub async fn sync_run(
     body: Result<SyncBody, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = match body {
-        Ok(b) => crate::sync::run_now(&state, b.source.as_deref(), b.force).await,
+        Ok(b) => crate::service::sync::run_now(&state, b.source.as_deref(), b.force).await,
         Err(e) => Err(e),
     };
     respond(result)
@@ -281,26 +281,10 @@ impl std::io::Write for ChunkSender {
 /// `GET /_mxisd/admin/v1/backup`: the store as it is now, and the key files, streamed
 /// while the server goes on serving (see `store::backup`). A failure midway cuts the
 /// response short, which `mxisd backup` notices by the missing checksum.
-pub async fn backup(state: AppState) -> Result<Response, Infallible> {
-    let running = match state.store.start_backup() {
-        Ok(r) => r,
-        Err(crate::store::StoreError::BackupRunning) => {
-            return Ok(super::error_response(&Error::new(
-                http::StatusCode::CONFLICT,
-                "M_UNKNOWN",
-                "A backup is already running; wait for it to finish",
-            )))
-        }
-        Err(e) => return Ok(super::error_response(&e.into())),
-    };
-    let keys = match crate::service::backup::key_files(&state.config.key.path) {
-        Ok(k) => k,
-        Err(e) => {
-            return Ok(super::error_response(&Error::internal(
-                "reading the key files",
-                e,
-            )))
-        }
+pub async fn backup(state: Services) -> Result<Response, Infallible> {
+    let backup = match crate::service::backup::start_online(&state) {
+        Ok(b) => b,
+        Err(e) => return Ok(crate::http::reply::error_response(&e)),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
@@ -308,25 +292,8 @@ pub async fn backup(state: AppState) -> Result<Response, Infallible> {
             tx: tx.clone(),
             buf: Vec::with_capacity(BACKUP_CHUNK),
         };
-        let started = std::time::Instant::now();
-        let written =
-            state
-                .store
-                .write_backup(&running, &state.config.server.name, &keys, &mut out);
-        let saved = running.snapshot_len();
-        drop(running);
-        match written {
-            Ok(summary) => tracing::info!(
-                entries = summary.entries,
-                bytes = summary.bytes,
-                changed_meanwhile = saved,
-                ms = started.elapsed().as_millis() as u64,
-                "backup written"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "backup failed");
-                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-            }
+        if let Err(e) = backup.write(&mut out) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e)));
         }
     });
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));

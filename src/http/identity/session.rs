@@ -3,13 +3,13 @@
 //! `3pid/bind`, `3pid/unbind`. The same handlers serve v2 (access token and terms) and
 //! the unauthenticated v1 prefix.
 
-use super::respond;
 use crate::error::Error;
+use crate::http::reply::respond;
 use crate::model::Medium;
 use crate::service::auth::{authenticate, Gate};
 use crate::service::bind::{self, Binder, UnbindAuth};
 use crate::service::session;
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -17,8 +17,8 @@ use std::net::IpAddr;
 use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
-const SUCCESS_PAGE: &str = include_str!("../../assets/pages/submit-success.html");
-const FAILURE_PAGE: &str = include_str!("../../assets/pages/submit-failure.html");
+const SUCCESS_PAGE: &str = include_str!("../../../assets/pages/submit-success.html");
+const FAILURE_PAGE: &str = include_str!("../../../assets/pages/submit-failure.html");
 
 /// Which prefix a request came in on.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ pub enum Access {
 
 impl Access {
     /// The caller's user ID on v2 (authenticated, terms accepted); `None` on v1.
-    fn user(&self, state: &AppState) -> Result<Option<String>, Error> {
+    fn user(&self, state: &Services) -> Result<Option<String>, Error> {
         match self {
             Self::V2(token) => authenticate(state, token.clone(), Gate::Terms)
                 .map(|caller| Some(caller.user_id().to_owned())),
@@ -50,7 +50,7 @@ pub async fn request_token(
     access: Access,
     body: Result<Map<String, Value>, Error>,
     ip: Option<IpAddr>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = async {
         let medium = medium(&medium_name)?;
@@ -67,7 +67,7 @@ pub async fn submit_token(
     access: Access,
     body: Result<Map<String, Value>, Error>,
     ip: Option<IpAddr>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = async {
         let medium = medium(&medium_name)?;
@@ -80,12 +80,15 @@ pub async fn submit_token(
         session::submit_token(&state, medium, sid, secret, token, ip).await
     };
     Ok(match result.await {
-        Ok(_) => super::json_response(StatusCode::OK, &serde_json::json!({ "success": true })),
-        Err(e) => super::error_response(&e.with("success", false)),
+        Ok(_) => crate::http::reply::json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "success": true }),
+        ),
+        Err(e) => crate::http::reply::error_response(&e.with("success", false)),
     })
 }
 
-fn page(state: &AppState, configured: Option<&std::path::Path>, default: &str) -> String {
+fn page(state: &Services, configured: Option<&std::path::Path>, default: &str) -> String {
     let text = configured
         .and_then(|p| match std::fs::read_to_string(p) {
             Ok(t) => Some(t),
@@ -122,7 +125,7 @@ pub async fn submit_token_get(
     medium_name: String,
     query: HashMap<String, String>,
     ip: Option<IpAddr>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = async {
         let medium = medium(&medium_name)?;
@@ -156,7 +159,7 @@ pub async fn submit_token_get(
             ),
         },
         Err(e) => html(
-            e.status,
+            crate::http::reply::status_and_errcode(e.code).0,
             page(&state, view.failure_page.as_deref(), FAILURE_PAGE),
         ),
     })
@@ -166,7 +169,7 @@ pub async fn submit_token_get(
 pub async fn get_validated(
     access: Access,
     query: HashMap<String, String>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = (|| {
         access.user(&state)?;
@@ -185,7 +188,7 @@ pub async fn get_validated(
 pub async fn bind(
     access: Access,
     body: Result<Map<String, Value>, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = async {
         let user = access.user(&state)?;
@@ -206,7 +209,7 @@ pub async fn unbind(
     authorization: Option<String>,
     body: Result<Map<String, Value>, Error>,
     ip: Option<IpAddr>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let uri = match query.filter(|q| !q.is_empty()) {
         Some(q) => format!("{}?{q}", path.as_str()),

@@ -1,10 +1,10 @@
 //! Accounts: `POST /v2/account/register`, `GET /v2/account`, `POST /v2/account/logout`.
 
-use super::respond;
 use crate::error::Error;
+use crate::http::reply::respond;
 use crate::service::account::{self, OpenIdToken};
 use crate::service::auth::{authenticate, Gate};
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::json;
 use std::convert::Infallible;
 use warp::reply::Response;
@@ -12,7 +12,7 @@ use warp::reply::Response;
 /// `POST /_matrix/identity/v2/account/register`
 pub async fn register(
     body: Result<OpenIdToken, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = match body {
         Ok(openid) => account::register(&state, openid).await,
@@ -22,11 +22,11 @@ pub async fn register(
 }
 
 /// `GET /_matrix/identity/v2/account`
-pub async fn whoami(token: Option<String>, state: AppState) -> Result<Response, Infallible> {
+pub async fn whoami(token: Option<String>, state: Services) -> Result<Response, Infallible> {
     respond(authenticate(&state, token, Gate::Terms).map(|c| json!({ "user_id": c.user_id() })))
 }
 
 /// `POST /_matrix/identity/v2/account/logout` (no terms gate, body ignored)
-pub async fn logout(token: Option<String>, state: AppState) -> Result<Response, Infallible> {
+pub async fn logout(token: Option<String>, state: Services) -> Result<Response, Infallible> {
     respond(account::logout(&state, token).await)
 }

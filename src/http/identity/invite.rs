@@ -2,11 +2,11 @@
 //! invitation mails POSTs with its parameters in the query string and no access token),
 //! `GET .../pubkey/ephemeral/isvalid`.
 
-use super::respond;
 use crate::error::Error;
+use crate::http::reply::respond;
 use crate::service::auth::{authenticate, Gate};
 use crate::service::invite;
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,7 +16,7 @@ use warp::reply::Response;
 pub async fn store_invite(
     token: Option<String>,
     body: Result<Map<String, Value>, Error>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = async {
         let caller = authenticate(&state, token, Gate::Terms)?;
@@ -34,7 +34,7 @@ pub async fn sign_ed25519(
     query: HashMap<String, String>,
     raw: Result<bytes::Bytes, Error>,
     content_type: Option<String>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     let result = (|| {
         if v2 {
@@ -51,7 +51,7 @@ pub async fn sign_ed25519(
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect()
         } else {
-            let mut body = super::body::parse_params(content_type.as_deref(), &raw)?;
+            let mut body = crate::http::body::parse_params(content_type.as_deref(), &raw)?;
             // The sign link's parameters fill in what the body lacks.
             for (k, v) in query {
                 if k != "access_token" {
@@ -68,7 +68,7 @@ pub async fn sign_ed25519(
 /// `GET .../pubkey/ephemeral/isvalid?public_key=`
 pub async fn ephemeral_is_valid(
     query: HashMap<String, String>,
-    state: AppState,
+    state: Services,
 ) -> Result<Response, Infallible> {
     respond(match query.get("public_key") {
         Some(key) => invite::ephemeral_is_valid(&state, key),

@@ -1,8 +1,8 @@
 //! Discovery and health: `/versions`, the v2 and v1 pings, `/version`, `/status`.
 
-use super::{json_response, respond};
+use crate::http::reply::{json_response, respond};
 use crate::service::health;
-use crate::state::AppState;
+use crate::service::Services;
 use serde_json::json;
 use std::convert::Infallible;
 use warp::http::StatusCode;
@@ -27,7 +27,7 @@ pub async fn version() -> Result<Response, Infallible> {
 
 /// `GET /status`: 200 while the store answers, 503 otherwise. Kept to what a load
 /// balancer needs; the admin listener has the detail.
-pub async fn status(state: AppState) -> Result<Response, Infallible> {
+pub async fn status(state: Services) -> Result<Response, Infallible> {
     let report = health::public_status(&state);
     let code = if report.healthy {
         StatusCode::OK

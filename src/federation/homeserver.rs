@@ -8,9 +8,8 @@
 //! the outbound guard. Access tokens are never logged and are kept only as digests.
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{ErrCode, Error, Refusal};
 use crate::federation::{Federation, OutboundError, RawRequest, RawResponse};
-use http::StatusCode;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -240,8 +239,7 @@ impl Homeserver {
                 if guest {
                     self.forget(&key);
                     return Err(Error::new(
-                        StatusCode::FORBIDDEN,
-                        "M_GUEST_ACCESS_FORBIDDEN",
+                        ErrCode::GuestAccessForbidden,
                         "Guest access is not allowed",
                     ));
                 }
@@ -337,8 +335,7 @@ fn token_key(base: &Base, token: &str) -> [u8; 32] {
 
 fn unknown_token() -> Error {
     Error::new(
-        StatusCode::UNAUTHORIZED,
-        "M_UNKNOWN_TOKEN",
+        ErrCode::UnknownToken,
         "The homeserver does not recognise this access token",
     )
 }
@@ -347,27 +344,26 @@ fn unknown_token() -> Error {
 /// one clients act on, and `soft_logout` (a client that sees it keeps its keys).
 fn refusal(status: u16, body: &[u8]) -> Error {
     let answer: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let errcode = match answer.get("errcode").and_then(|e| e.as_str()) {
-        Some("M_UNKNOWN_TOKEN") => "M_UNKNOWN_TOKEN",
-        Some("M_MISSING_TOKEN") => "M_MISSING_TOKEN",
-        Some("M_USER_LOCKED") => "M_USER_LOCKED",
-        Some("M_USER_SUSPENDED") => "M_USER_SUSPENDED",
-        Some("M_USER_DEACTIVATED") => "M_USER_DEACTIVATED",
-        Some("M_GUEST_ACCESS_FORBIDDEN") => "M_GUEST_ACCESS_FORBIDDEN",
-        _ if status == 401 => "M_UNKNOWN_TOKEN",
-        _ => "M_FORBIDDEN",
+    let reason = match answer.get("errcode").and_then(|e| e.as_str()) {
+        Some("M_UNKNOWN_TOKEN") => Refusal::UnknownToken,
+        Some("M_MISSING_TOKEN") => Refusal::MissingToken,
+        Some("M_USER_LOCKED") => Refusal::UserLocked,
+        Some("M_USER_SUSPENDED") => Refusal::UserSuspended,
+        Some("M_USER_DEACTIVATED") => Refusal::UserDeactivated,
+        Some("M_GUEST_ACCESS_FORBIDDEN") => Refusal::GuestAccessForbidden,
+        _ if status == 401 => Refusal::UnknownToken,
+        _ => Refusal::Forbidden,
     };
     let message = answer
         .get("error")
         .and_then(|e| e.as_str())
         .map(|m| m.chars().take(200).collect::<String>())
         .unwrap_or_else(|| "The homeserver refused this access token".into());
-    let status = if status == 401 {
-        StatusCode::UNAUTHORIZED
-    } else {
-        StatusCode::FORBIDDEN
+    let code = ErrCode::Refused {
+        reason,
+        unauthenticated: status == 401,
     };
-    let mut error = Error::new(status, errcode, message);
+    let mut error = Error::new(code, message);
     if let Some(soft) = answer.get("soft_logout").and_then(|s| s.as_bool()) {
         error = error.with("soft_logout", soft);
     }
@@ -376,8 +372,7 @@ fn refusal(status: u16, body: &[u8]) -> Error {
 
 fn unreachable_error() -> Error {
     Error::new(
-        StatusCode::BAD_GATEWAY,
-        "M_UNKNOWN",
+        ErrCode::Upstream,
         "The homeserver could not be reached to check the access token; try again later",
     )
 }
@@ -472,16 +467,16 @@ mod tests {
         assert_eq!(who("t1").await.unwrap().user_id, "@fresh:example.org");
         assert_eq!(who("t2").await.unwrap().user_id, "@recent:example.org");
         let e = who("t3").await.unwrap_err();
-        assert_eq!((e.status.as_u16(), e.errcode), (502, "M_UNKNOWN"));
+        assert_eq!(e.code, ErrCode::Upstream);
         let e = who("never-seen").await.unwrap_err();
-        assert_eq!((e.status.as_u16(), e.errcode), (502, "M_UNKNOWN"));
+        assert_eq!(e.code, ErrCode::Upstream);
         // The same token checked at another homeserver is not known there.
         let other = nobody();
         let e = h.whoami(&federation, &other, "t1").await.unwrap_err();
-        assert_eq!(e.status.as_u16(), 502);
+        assert_eq!(e.code, ErrCode::Upstream);
         // A token that cannot be a header value is refused without asking.
         let e = who("bad\ntoken").await.unwrap_err();
-        assert_eq!((e.status.as_u16(), e.errcode), (401, "M_UNKNOWN_TOKEN"));
+        assert_eq!(e.code, ErrCode::UnknownToken);
     }
 
     #[test]
@@ -490,15 +485,19 @@ mod tests {
             401,
             br#"{"errcode":"M_UNKNOWN_TOKEN","error":"expired","soft_logout":true}"#,
         );
-        assert_eq!((e.status.as_u16(), e.errcode), (401, "M_UNKNOWN_TOKEN"));
-        assert_eq!(e.body()["soft_logout"], true);
-        assert_eq!(e.body()["error"], "expired");
+        let refused = |reason, unauthenticated| ErrCode::Refused {
+            reason,
+            unauthenticated,
+        };
+        assert_eq!(e.code, refused(Refusal::UnknownToken, true));
+        assert_eq!(e.extra["soft_logout"], true);
+        assert_eq!(e.message, "expired");
         let e = refusal(403, br#"{"errcode":"M_USER_LOCKED","error":"locked"}"#);
-        assert_eq!((e.status.as_u16(), e.errcode), (403, "M_USER_LOCKED"));
+        assert_eq!(e.code, refused(Refusal::UserLocked, false));
         let e = refusal(401, b"<html>");
-        assert_eq!(e.errcode, "M_UNKNOWN_TOKEN");
+        assert_eq!(e.code, refused(Refusal::UnknownToken, true));
         let e = refusal(403, br#"{"errcode":"M_WHATEVER"}"#);
-        assert_eq!(e.errcode, "M_FORBIDDEN");
+        assert_eq!(e.code, refused(Refusal::Forbidden, false));
     }
 
     #[test]

@@ -9,131 +9,12 @@
 //! PostgreSQL, MySQL/MariaDB and SQLite go through sqlx's `Any` driver. A run opens
 //! one connection, streams the rows and closes it; SQLite files are opened read-only.
 
-use super::{Fetched, ThreePidSpec, UserSpec};
+use super::Fetched;
+use crate::config::stores::{Dialect, SqlSource, ThreePidSpec, UserSpec};
 use futures_util::TryStreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{Column, Connection, Row};
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    Postgres,
-    MySql,
-    Sqlite,
-}
-
-#[derive(Debug, Clone)]
-pub struct SqlSource {
-    pub dialect: Dialect,
-    /// sqlx connection URL (may hold a password: never logged).
-    pub url: crate::config::reader::Secret,
-    pub query: String,
-    /// `matrix.domain`, for localparts.
-    pub domain: String,
-    /// For the whole run (connect and read).
-    pub timeout: Duration,
-    /// Most rows read; more fails the run.
-    pub max_rows: u64,
-}
-
-/// The users query of the `synapseSql` preset: active, non-guest, non-appservice users
-/// with their display name and 3PIDs.
-pub fn synapse_query(dialect: Dialect) -> String {
-    // `profiles.user_id` is the localpart.
-    let localpart = match dialect {
-        Dialect::Postgres => "split_part(substr(u.name, 2), ':', 1)",
-        _ => "substr(u.name, 2, instr(u.name, ':') - 2)",
-    };
-    format!(
-        "SELECT u.name AS mxid, p.displayname AS display_name, t.medium AS medium, t.address AS address \
-         FROM users u \
-         LEFT JOIN profiles p ON p.user_id = {localpart} \
-         LEFT JOIN user_threepids t ON t.user_id = u.name \
-         WHERE COALESCE(u.deactivated, 0) = 0 AND COALESCE(u.is_guest, 0) = 0 AND u.appservice_id IS NULL"
-    )
-}
-
-/// ma1sd's `type` + `connection` (JDBC style: `//host/db?user=..&password=..`, or a
-/// SQLite file path) or a URL, as an sqlx URL.
-pub fn connection_url(
-    kind: &str,
-    connection: &str,
-    base_dir: &std::path::Path,
-) -> Result<(Dialect, String), String> {
-    let dialect = match kind {
-        "postgresql" | "postgres" => Dialect::Postgres,
-        "mysql" | "mariadb" => Dialect::MySql,
-        "sqlite" => Dialect::Sqlite,
-        other => {
-            return Err(format!(
-                "{other:?} is not a supported type: use postgresql, mysql, mariadb or sqlite"
-            ))
-        }
-    };
-    let scheme = match dialect {
-        Dialect::Postgres => "postgres",
-        Dialect::MySql => "mysql",
-        Dialect::Sqlite => "sqlite",
-    };
-    let connection = connection.trim();
-    if dialect == Dialect::Sqlite {
-        let path = connection
-            .strip_prefix("sqlite://")
-            .or_else(|| connection.strip_prefix("sqlite:"))
-            .unwrap_or(connection);
-        let (path, _) = path.split_once('?').unwrap_or((path, ""));
-        if path.is_empty() {
-            return Err("give the SQLite database file".into());
-        }
-        let path = base_dir.join(path);
-        // Read-only: a sync never writes to the source.
-        return Ok((dialect, format!("sqlite://{}?mode=ro", path.display())));
-    }
-    let rest = if let Some(rest) = connection.strip_prefix("//") {
-        rest.to_owned()
-    } else if let Some((given, rest)) = connection.split_once("://") {
-        let ok = match dialect {
-            Dialect::Postgres => given == "postgres" || given == "postgresql",
-            _ => given == "mysql" || given == "mariadb",
-        };
-        if !ok {
-            return Err(format!("a {scheme} connection cannot use {given}://"));
-        }
-        rest.to_owned()
-    } else {
-        return Err("give //host[:port]/database[?user=..&password=..] or a URL".into());
-    };
-    let mut url = url::Url::parse(&format!("{scheme}://{rest}"))
-        .map_err(|e| format!("not a valid connection: {e}"))?;
-    // JDBC puts credentials in the query; sqlx wants them in the URL.
-    let mut user = None;
-    let mut password = None;
-    let mut kept = Vec::new();
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "user" => user = Some(v.into_owned()),
-            "password" => password = Some(v.into_owned()),
-            _ => kept.push((k.into_owned(), v.into_owned())),
-        }
-    }
-    if user.is_some() || password.is_some() {
-        if kept.is_empty() {
-            url.set_query(None);
-        } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
-        }
-        if let Some(u) = user {
-            url.set_username(&u)
-                .map_err(|_| "the connection has no host".to_owned())?;
-        }
-        if let Some(p) = password {
-            url.set_password(Some(&p))
-                .map_err(|_| "the connection has no host".to_owned())?;
-        }
-    }
-    Ok((dialect, url.to_string()))
-}
 
 fn describe(e: sqlx::Error) -> String {
     match e {
@@ -327,7 +208,7 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
             };
             let Some(id) = text(&row, layout.id)? else {
                 fetched.skipped += 1;
-                if fetched.problems.len() < super::MAX_PROBLEMS {
+                if fetched.problems.len() < crate::model::MAX_PROBLEMS {
                     fetched
                         .problems
                         .push(format!("row {rows}: the {} column is NULL", layout.id));
@@ -367,6 +248,7 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::stores::connection_url;
     use std::path::Path;
 
     #[tokio::test]

@@ -1,31 +1,19 @@
-//! The HTTP surface, one file per API area. Handlers are thin: extract, call one
-//! service, reply. They never touch the store directly and never reject: every outcome,
-//! errors included, is rendered here as a JSON response.
+//! warp filters that pull what handlers need out of a request: the services, the query
+//! string, the access token, the client's address, and bodies (JSON, or legacy form
+//! parameters) under the size limit. None of them rejects: a bad request becomes the
+//! handler's Matrix error, so every outcome is rendered by `reply`.
 
-pub mod account;
-pub mod admin;
-pub mod body;
-pub mod directory;
-pub mod discovery;
-pub mod invite;
-pub mod lookup;
-pub mod pubkey;
-pub mod session;
-pub mod terms;
-
+use super::body;
 use crate::error::Error;
-use crate::state::AppState;
-use serde::Serialize;
+use crate::service::Services;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use warp::http::{header, HeaderValue, StatusCode};
-use warp::reply::Response;
 use warp::Filter;
 
 /// Hands the shared state to a handler.
 pub fn with_state(
-    state: AppState,
-) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    state: Services,
+) -> impl Filter<Extract = (Services,), Error = Infallible> + Clone {
     warp::any().map(move || state.clone())
 }
 
@@ -68,14 +56,14 @@ pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
 pub fn client_ip(
     trusted: std::sync::Arc<Vec<ipnet::IpNet>>,
 ) -> impl Filter<Extract = (Option<std::net::IpAddr>,), Error = Infallible> + Clone {
-    warp::ext::optional::<crate::server::listen::PeerAddr>()
+    warp::ext::optional::<crate::http::listen::PeerAddr>()
         .and(
             warp::header::optional::<String>("x-forwarded-for")
                 .or(warp::any().map(|| None))
                 .unify(),
         )
         .map(
-            move |peer: Option<crate::server::listen::PeerAddr>, forwarded: Option<String>| {
+            move |peer: Option<crate::http::listen::PeerAddr>, forwarded: Option<String>| {
                 let peer = peer.map(|p| p.0.ip())?;
                 if !trusted.iter().any(|net| net.contains(&peer)) {
                     return Some(peer);
@@ -132,33 +120,4 @@ pub fn params_body(
                 raw.and_then(|bytes| body::parse_params(content_type.as_deref(), &bytes))
             },
         )
-}
-
-/// A JSON response with the given status.
-pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
-    let bytes = match serde_json::to_vec(body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error_response(&Error::internal("serialising a response", e));
-        }
-    };
-    let mut response = Response::new(bytes.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-pub fn error_response(error: &Error) -> Response {
-    json_response(error.status, &error.body())
-}
-
-/// 200 with the value, or the error.
-pub fn respond<T: Serialize>(result: Result<T, Error>) -> Result<Response, Infallible> {
-    Ok(match result {
-        Ok(value) => json_response(StatusCode::OK, &value),
-        Err(e) => error_response(&e),
-    })
 }

@@ -4,15 +4,15 @@
 //! the request is as on the warp route: the same handler, the same body limit and
 //! errors, CORS headers and the request log line. Any other request goes to warp.
 
-use crate::api;
-use crate::state::AppState;
+use super::{body, identity, middleware::with_cors, reply::error_response};
+use crate::service::Services;
 use http::{header, Method, Request};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::time::Instant;
 use warp::reply::Response;
 
-pub const LOOKUP_PATH: &str = "/_matrix/identity/v2/lookup";
+pub use crate::metrics::LOOKUP_PATH;
 
 /// Whether `request` takes the direct route.
 pub fn is_lookup<B>(request: &Request<B>) -> bool {
@@ -20,7 +20,7 @@ pub fn is_lookup<B>(request: &Request<B>) -> bool {
 }
 
 /// Serves a lookup request.
-pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Response, Infallible> {
+pub async fn lookup(state: Services, request: Request<Incoming>) -> Result<Response, Infallible> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let header_text = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
@@ -39,26 +39,22 @@ pub async fn lookup(state: AppState, request: Request<Incoming>) -> Result<Respo
     // point) so the client, still sending, gets the 413.
     let declared = header_text(header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
     if let Some(n) = declared.filter(|n| *n > limit) {
-        if n <= api::body::DRAIN_MAX {
-            api::body::drain(stream).await;
+        if n <= body::DRAIN_MAX {
+            body::drain(stream).await;
         }
         let error =
             crate::error::Error::too_large(format!("Request body is larger than {limit} bytes"));
-        return Ok(finish(
-            &state,
-            super::with_cors(api::error_response(&error)),
-            started,
-        ));
+        return Ok(finish(&state, with_cors(error_response(&error)), started));
     }
-    let read = api::body::read(header_text(header::CONTENT_LENGTH), stream, limit).await;
+    let read = body::read(header_text(header::CONTENT_LENGTH), stream, limit).await;
     // The Content-Type verdict comes first, as on the warp routes.
-    let bytes = api::body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
-    let response = super::with_cors(api::lookup::answer_lookup(token, bytes, &state).await?);
+    let bytes = body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
+    let response = with_cors(identity::lookup::answer_lookup(token, bytes, &state).await?);
     Ok(finish(&state, response, started))
 }
 
 /// Counts and logs the request as the warp routes do.
-fn finish(state: &AppState, response: Response, started: Instant) -> Response {
+fn finish(state: &Services, response: Response, started: Instant) -> Response {
     let metrics = &state.metrics;
     metrics.request(
         crate::metrics::Listener::Public,

@@ -1,22 +1,16 @@
-//! The HTTP servers: the public identity API and the admin listener. Builds the warp
-//! routes, adds CORS to every public response, answers preflights, refuses bodies over
-//! the limit, turns routing failures into Matrix errors, logs each request (method,
-//! path, status, time; never the query string, which may hold an access token), and
-//! serves them with graceful shutdown.
+//! The route table: which handler answers which path and method, on the public and the
+//! admin listener. Handlers live in one file per API area; what wraps every route
+//! (body limit, CORS, log line, rejection → Matrix error) is in `middleware`.
 
-pub mod fast;
-pub mod listen;
-
-use crate::api::{
-    self, account, admin, directory, discovery, invite, lookup, pubkey, session, terms,
-};
-use crate::error::Error;
-use crate::state::AppState;
-use std::convert::Infallible;
+use super::identity::{account, discovery, invite, keys as pubkey, lookup, session, terms};
+use super::middleware::{body_guard, is_local_host, logged, recover, with_cors};
+use super::{admin, client::directory, extract as api};
+use crate::error::{ErrCode, Error};
+use crate::service::Services;
 use warp::filters::BoxedFilter;
-use warp::http::{header, HeaderValue, Method, StatusCode};
+use warp::http::{Method, StatusCode};
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::Filter;
 
 /// GET, and HEAD for probes.
 fn get() -> BoxedFilter<()> {
@@ -32,7 +26,7 @@ macro_rules! routes {
 
 /// Routes served under both `/_matrix/identity/v2` and `/_matrix/identity/api/v1`
 /// (given without their prefix): the ping and the long-term keys.
-fn shared_routes(state: &AppState) -> BoxedFilter<(Response,)> {
+fn shared_routes(state: &Services) -> BoxedFilter<(Response,)> {
     let st = api::with_state(state.clone());
     let ping = warp::path::end().and(get()).and_then(discovery::ping);
     let pubkey_isvalid = warp::path!("pubkey" / "isvalid")
@@ -54,7 +48,7 @@ fn shared_routes(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// Sessions, bind and unbind, under v2 (`v2: true`, access token and terms) or v1 (no
 /// accounts). GET submitToken and unbind never take an access token.
-fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
+fn session_routes(state: &Services, v2: bool) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let st = api::with_state(state.clone());
     let st_sign = st.clone();
@@ -125,7 +119,7 @@ fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
         .and(api::token())
         .and(warp::any().map(move || v2))
         .and(api::query())
-        .and(api::body::limited(limit))
+        .and(super::body::limited(limit))
         .and(
             warp::header::optional::<String>("content-type")
                 .or(warp::any().map(|| None))
@@ -147,7 +141,7 @@ fn session_routes(state: &AppState, v2: bool) -> BoxedFilter<(Response,)> {
 
 /// Every route of the public listener, with CORS, logging and error rendering. Each
 /// prefix is matched once, and the hot routes (lookups) come first.
-pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let st = api::with_state(state.clone());
 
@@ -247,7 +241,10 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
     };
     let preflight = warp::method().and_then(|method: Method| async move {
         if method == Method::OPTIONS {
-            Ok(api::json_response(StatusCode::OK, &serde_json::json!({})))
+            Ok(super::reply::json_response(
+                StatusCode::OK,
+                &serde_json::json!({}),
+            ))
         } else {
             // Not `warp::options()`: its "method not allowed" rejection would turn
             // every unknown path into a 405.
@@ -263,7 +260,7 @@ pub fn public_routes(state: AppState) -> BoxedFilter<(Response,)> {
 
 /// The client-server endpoints a reverse proxy may route here: directory search and
 /// profiles (`r0` and `v3`).
-fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
+fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let st = api::with_state(state.clone());
     let version = warp::path!("_matrix" / "client" / String / ..)
@@ -306,7 +303,7 @@ fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
                 .unify(),
         )
         .and(host())
-        .and(api::body::limited(limit))
+        .and(super::body::limited(limit))
         .map(
             |version: String,
              tail: warp::path::Tail,
@@ -346,7 +343,7 @@ fn client_routes(state: &AppState) -> BoxedFilter<(Response,)> {
 
 /// The admin listener's routes: no CORS (browsers must not reach it) and only requests
 /// addressed to a local host name, which defeats DNS rebinding from a web page.
-pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
+pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let check_host = !state.config.server.admin.allow_remote;
     let st = api::with_state(state.clone());
@@ -459,9 +456,8 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
         warp::header::optional::<String>("host").and_then(move |host: Option<String>| async move {
             match host {
                 Some(h) if check_host && !is_local_host(&h) => {
-                    Ok(api::error_response(&Error::new(
-                        StatusCode::FORBIDDEN,
-                        "M_FORBIDDEN",
+                    Ok(super::reply::error_response(&Error::new(
+                        ErrCode::Forbidden,
                         "The admin API only answers requests addressed to this machine",
                     )))
                 }
@@ -490,149 +486,4 @@ pub fn admin_routes(state: AppState) -> BoxedFilter<(Response,)> {
     .recover(recover)
     .unify();
     logged(routes.boxed(), "admin", &state)
-}
-
-/// True for `localhost`, loopback addresses and `*.localhost`, with or without a port.
-fn is_local_host(host: &str) -> bool {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
-    };
-    let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Refuses a declared body over the limit before routing, whatever the endpoint;
-/// bodies without Content-Length (chunked) are capped while read (`api::body`).
-fn body_guard(limit: u64) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-length")
-        .and_then(move |declared: Option<String>| async move {
-            match declared.and_then(|d| d.trim().parse::<u64>().ok()) {
-                Some(n) if n > limit => Ok(n),
-                _ => Err(warp::reject::not_found()),
-            }
-        })
-        .and(warp::body::stream())
-        .then(move |declared: u64, body| async move {
-            // Read and drop a moderately oversized body so the client, still sending,
-            // gets the 413 instead of a reset connection.
-            if declared <= api::body::DRAIN_MAX {
-                api::body::drain(body).await;
-            }
-            api::error_response(&Error::too_large(format!(
-                "Request body is larger than {limit} bytes"
-            )))
-        })
-}
-
-/// Adds the request log.
-fn logged(
-    routes: BoxedFilter<(Response,)>,
-    listener: &'static str,
-    state: &AppState,
-) -> BoxedFilter<(Response,)> {
-    let state = state.clone();
-    let which = if listener == "admin" {
-        crate::metrics::Listener::Admin
-    } else {
-        crate::metrics::Listener::Public
-    };
-    routes
-        .with(warp::log::custom(move |info| {
-            let metrics = &state.metrics;
-            metrics.request(
-                which,
-                metrics.route_id(info.path()),
-                info.status().as_u16(),
-                info.elapsed(),
-            );
-            tracing::info!(
-                target: "mxisd::http",
-                listener,
-                method = %info.method(),
-                path = info.path(),
-                status = info.status().as_u16(),
-                ms = info.elapsed().as_secs_f64() * 1000.0,
-                "request"
-            );
-        }))
-        .map(warp::Reply::into_response)
-        .boxed()
-}
-
-/// Turns warp's routing rejections into Matrix errors. Handlers never reject, so only
-/// "no route matched" cases reach this.
-async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    let error = if rejection.is_not_found() {
-        Error::unrecognized_route()
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        Error::method_not_allowed()
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        Error::too_large("Request body too large")
-    } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
-        || rejection.find::<warp::reject::MissingHeader>().is_some()
-        || rejection.find::<warp::reject::InvalidQuery>().is_some()
-    {
-        Error::invalid_param("Malformed request")
-    } else {
-        tracing::debug!(?rejection, "unhandled rejection");
-        Error::unrecognized_route()
-    };
-    Ok(api::error_response(&error))
-}
-
-pub(crate) fn with_cors(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Origin, X-Requested-With, Content-Type, Accept, Authorization"),
-    );
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn local_hosts() {
-        for h in [
-            "localhost",
-            "localhost:8091",
-            "127.0.0.1:8091",
-            "127.1.2.3",
-            "[::1]:8091",
-            "[::1]",
-            "admin.localhost",
-        ] {
-            assert!(super::is_local_host(h), "{h}");
-        }
-        for h in [
-            "evil.example",
-            "evil.example:8091",
-            "10.0.0.1:8091",
-            "[fe80::1]:1",
-            "localhost.evil.example",
-        ] {
-            assert!(!super::is_local_host(h), "{h}");
-        }
-    }
 }

@@ -1,0 +1,215 @@
+//! Wiring: opens the store, the index and the signing key, builds the services, starts
+//! the listeners and the named background tasks, and owns shutdown (stop accepting,
+//! drain, stop the tasks, flush the store). The only module that sees every other one;
+//! nothing imports it but the crate root.
+
+use crate::config::Config;
+use crate::{crypto, federation, http, index, model, notify, service, store};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+/// The listeners the caller bound for us.
+pub struct Listeners {
+    pub public: TcpListener,
+    /// None when the admin listener is disabled.
+    pub admin: Option<TcpListener>,
+}
+
+/// Why the server could not start (each a one-line message naming the cause).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Key(#[from] crypto::keyfile::KeyFileError),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Runs the server until `shutdown` completes, then drains, stops background work and
+/// flushes the store.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let started = Instant::now();
+    let store_path = store::dir(&config);
+    let cache = config.storage.cache_size;
+    let pepper_length = config.hashing.pepper_length;
+    let store =
+        tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache, pepper_length))
+            .await
+            .map_err(|e| StartError::Runtime(e.to_string()))??;
+    tracing::info!(path = %store::dir(&config).display(), schema = store.schema_version()?, "store open");
+
+    let key_dir = config.key.path.clone();
+    let (signer, origin) = crypto::keyfile::load_or_create(&key_dir)?;
+    tracing::info!(
+        path = %key_dir.display(),
+        key_id = signer.key_id(),
+        public_key = %signer.public_key_b64(),
+        "signing key {}",
+        match origin {
+            crypto::keyfile::KeyOrigin::Generated => "generated",
+            crypto::keyfile::KeyOrigin::Loaded => "loaded",
+        }
+    );
+
+    let tls = match &config.server.tls {
+        Some(t) => {
+            Some(http::listen::tls_acceptor(&t.certificate, &t.key).map_err(StartError::Tls)?)
+        }
+        None => None,
+    };
+
+    let federation =
+        federation::Federation::new(&config.federation).map_err(StartError::Runtime)?;
+    let keys = service::keys::Keys::new(signer, config.server.name.clone());
+    let notifier = notify::Notifier::new(&config).map_err(StartError::Runtime)?;
+    for (medium, what) in [
+        (model::Medium::Email, "threepid.medium.email.connector"),
+        (model::Medium::Msisdn, "threepid.medium.msisdn.connector"),
+    ] {
+        if config.session.validation_enabled && !notifier.delivers(medium) {
+            tracing::warn!(
+                "{what} is none: {} validation messages are dropped, so nobody can validate such an address",
+                medium.as_str()
+            );
+        }
+    }
+    let limits = service::ratelimit::Limiters::new(&config.rate_limit);
+    let index_dir = config.storage.path.join("index");
+    let (directory, index_created) =
+        index::DirectoryIndex::open(&index_dir).map_err(|e| StartError::Runtime(e.to_string()))?;
+    directory.set_cache_size(config.directory.search_cache);
+    let config = Arc::new(config);
+    let store = Arc::new(store);
+    let state = service::Services::new(service::Parts {
+        config: Arc::clone(&config),
+        store: Arc::clone(&store),
+        keys,
+        federation,
+        notifier,
+        limits,
+        sync: service::sync::Syncer::new(config.sync.clone()),
+        homeserver: federation::homeserver::Homeserver::new(&config),
+        directory,
+        metrics: crate::metrics::Metrics::new(),
+        started,
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain = config.server.shutdown_timeout;
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Ok(addr) = listeners.public.local_addr() {
+        tracing::info!(
+            %addr,
+            scheme = if tls.is_some() { "https" } else { "http" },
+            public_url = %config.server.public_url,
+            server_name = %config.server.name,
+            "identity API listening"
+        );
+    }
+    tasks.spawn(http::listen::serve(
+        "public",
+        listeners.public,
+        tls,
+        http::public_routes(state.clone()),
+        Some(state.clone()),
+        stop_rx.clone(),
+        drain,
+    ));
+    if let Some(admin) = listeners.admin {
+        if let Ok(addr) = admin.local_addr() {
+            tracing::info!(%addr, "admin listener listening");
+        }
+        tasks.spawn(http::listen::serve(
+            "admin",
+            admin,
+            None,
+            http::admin_routes(state.clone()),
+            None,
+            stop_rx.clone(),
+            drain,
+        ));
+    }
+
+    if let Some(every) = config.hashing.rotation {
+        tracing::info!(
+            every_secs = every.as_secs(),
+            "lookup pepper rotation scheduled"
+        );
+        tasks.spawn(service::hashing::rotation_task(
+            state.clone(),
+            every,
+            stop_rx.clone(),
+        ));
+    }
+
+    tasks.spawn(service::session::purge_task(state.clone(), stop_rx.clone()));
+    tasks.spawn(service::invite::delivery_task(
+        state.clone(),
+        stop_rx.clone(),
+    ));
+    let index_dirty = store.index_dirty().unwrap_or(true);
+    if index_created || index_dirty {
+        // New, broken and recreated, or maybe behind the store (we stopped while a
+        // change was applied): rebuilt from the store, which is the truth.
+        let built = match service::sync::reindex(&state).await {
+            // No run has started yet: every source's change is in now.
+            Ok(n) => store
+                .clear_index_dirty()
+                .await
+                .map(|()| n)
+                .map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        match built {
+            Ok(n) => tracing::info!(entries = n, "directory index built"),
+            Err(e) => tracing::error!(error = %e.message, "building the directory index failed"),
+        }
+    }
+    tasks.spawn(service::sync::forget_removed_sources(state.clone()));
+    for source in &config.sync {
+        tasks.spawn(service::sync::sync_task(
+            state.clone(),
+            source.name.clone(),
+            source.interval,
+            stop_rx.clone(),
+        ));
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+
+    // Handlers are gone; we should hold the last reference to the store now. A sync run
+    // cancelled on its own thread lets go of it a moment later.
+    drop(state);
+    for _ in 0..100 {
+        if Arc::strong_count(&store) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    match Arc::try_unwrap(store) {
+        Ok(store) => tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| StartError::Runtime(e.to_string()))??,
+        Err(still_shared) => {
+            // A connection outlived the drain timeout; flush what we have anyway.
+            tracing::warn!("store still in use at shutdown; flushing without closing");
+            tokio::task::spawn_blocking(move || still_shared.sync())
+                .await
+                .map_err(|e| StartError::Runtime(e.to_string()))??;
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

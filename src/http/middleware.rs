@@ -1,0 +1,159 @@
+//! What wraps every route, and what the fast lookup lane calls too so a fix lands once:
+//! the declared-body limit, CORS headers, the request log line and metrics, and the
+//! turning of warp's rejections into Matrix errors.
+
+use super::reply::error_response;
+use crate::error::Error;
+use crate::service::Services;
+use std::convert::Infallible;
+use warp::filters::BoxedFilter;
+use warp::http::{header, HeaderValue};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+/// True for `localhost`, loopback addresses and `*.localhost`, with or without a port.
+pub(crate) fn is_local_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses a declared body over the limit before routing, whatever the endpoint;
+/// bodies without Content-Length (chunked) are capped while read (`body`).
+pub(crate) fn body_guard(
+    limit: u64,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-length")
+        .and_then(move |declared: Option<String>| async move {
+            match declared.and_then(|d| d.trim().parse::<u64>().ok()) {
+                Some(n) if n > limit => Ok(n),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .and(warp::body::stream())
+        .then(move |declared: u64, body| async move {
+            // Read and drop a moderately oversized body so the client, still sending,
+            // gets the 413 instead of a reset connection.
+            if declared <= super::body::DRAIN_MAX {
+                super::body::drain(body).await;
+            }
+            error_response(&Error::too_large(format!(
+                "Request body is larger than {limit} bytes"
+            )))
+        })
+}
+
+/// Adds the request log.
+pub(crate) fn logged(
+    routes: BoxedFilter<(Response,)>,
+    listener: &'static str,
+    state: &Services,
+) -> BoxedFilter<(Response,)> {
+    let state = state.clone();
+    let which = if listener == "admin" {
+        crate::metrics::Listener::Admin
+    } else {
+        crate::metrics::Listener::Public
+    };
+    routes
+        .with(warp::log::custom(move |info| {
+            let metrics = &state.metrics;
+            metrics.request(
+                which,
+                metrics.route_id(info.path()),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
+            tracing::info!(
+                target: "mxisd::http",
+                listener,
+                method = %info.method(),
+                path = info.path(),
+                status = info.status().as_u16(),
+                ms = info.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }))
+        .map(warp::Reply::into_response)
+        .boxed()
+}
+
+/// Turns warp's routing rejections into Matrix errors. Handlers never reject, so only
+/// "no route matched" cases reach this.
+pub(crate) async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        Error::unrecognized_route()
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        Error::method_not_allowed()
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        Error::too_large("Request body too large")
+    } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
+        || rejection.find::<warp::reject::MissingHeader>().is_some()
+        || rejection.find::<warp::reject::InvalidQuery>().is_some()
+    {
+        Error::invalid_param("Malformed request")
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        Error::unrecognized_route()
+    };
+    Ok(error_response(&error))
+}
+
+pub(crate) fn with_cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Origin, X-Requested-With, Content-Type, Accept, Authorization"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8091",
+            "127.0.0.1:8091",
+            "127.1.2.3",
+            "[::1]:8091",
+            "[::1]",
+            "admin.localhost",
+        ] {
+            assert!(super::is_local_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:8091",
+            "10.0.0.1:8091",
+            "[fe80::1]:1",
+            "localhost.evil.example",
+        ] {
+            assert!(!super::is_local_host(h), "{h}");
+        }
+    }
+}

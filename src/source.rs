@@ -1,0 +1,92 @@
+//! What each identity source fetches: its users with their 3PIDs, as a [`Fetched`].
+//! `memory` (inline in the config) and `file` (a YAML or JSON list re-read at every
+//! run) are here; `rest`, `ldap` and `sql` have a file each. A source only reads:
+//! diffing, applying and recording a run is the sync driver's (`service::sync`).
+
+pub mod ldap;
+pub mod rest;
+pub mod sql;
+
+use crate::config::stores::{SourceKind, UserSpec};
+
+/// An error with its causes, `outer: inner: ...` (the reason: refused, TLS, DNS...).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        why.push_str(": ");
+        why.push_str(&c.to_string());
+        cause = c.source();
+    }
+    why
+}
+
+/// What a fetch gave: the users, and entries it already had to skip (with reasons).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub users: Vec<UserSpec>,
+    pub problems: Vec<String>,
+    pub skipped: u64,
+}
+
+impl Fetched {
+    /// SHA-256 of everything resolving depends on: the users in the order given, what
+    /// was skipped, and the domain localparts are completed with.
+    pub(crate) fn digest(&self, domain: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        struct Hashing(Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(Sha256::new());
+        h.0.update(domain.as_bytes());
+        h.0.update([0]);
+        let config = bincode::config::standard();
+        // Writing into a hash cannot fail; a failure would only make the digest
+        // differ, which means a full diff.
+        let _ = bincode::serde::encode_into_std_write(&self.users, &mut h, config);
+        let _ = bincode::serde::encode_into_std_write(&self.problems, &mut h, config);
+        h.0.update(self.skipped.to_le_bytes());
+        h.0.finalize().into()
+    }
+}
+
+impl From<Vec<UserSpec>> for Fetched {
+    fn from(users: Vec<UserSpec>) -> Self {
+        Self {
+            users,
+            ..Self::default()
+        }
+    }
+}
+
+/// Runs one fetch of a source.
+pub async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
+    match kind {
+        SourceKind::Memory(users) => Ok(users.clone().into()),
+        SourceKind::File(path) => {
+            let text = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            serde_yaml_ng::from_str::<Vec<UserSpec>>(&text)
+                .map(Fetched::from)
+                .map_err(|e| {
+                    // Positions only: serde's messages can quote values (addresses).
+                    let at = e
+                        .location()
+                        .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+                        .unwrap_or_default();
+                    format!("{} is not a list of users{at}", path.display())
+                })
+        }
+        SourceKind::Rest(rest) => rest::fetch(rest).await.map(Fetched::from),
+        SourceKind::Ldap(source) => ldap::fetch(source).await,
+        SourceKind::Sql(source) => sql::fetch(source).await,
+    }
+}

@@ -1,0 +1,137 @@
+//! The `rest` source: pages of users from an organisation's web service,
+//! `{"users": [...], "next": <URL or null>}`, followed until `next` is empty (see
+//! README, "Identity sources"). Redirects are not followed and a page over the size
+//! limit fails the run.
+
+use super::error_chain;
+use crate::config::stores::{RestAuth, RestSource, ThreePidSpec, UserSpec};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One page of the REST contract: `{"users": [...], "next": <URL or null>}`.
+#[derive(Debug, Deserialize)]
+struct RestPage {
+    users: Vec<RestUser>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// A user as a web service sends it: the file shape, other fields ignored.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RestUser {
+    username: String,
+    #[serde(default, alias = "display_name")]
+    display_name: Option<String>,
+    #[serde(default)]
+    threepids: Vec<RestThreePid>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RestThreePid {
+    medium: String,
+    address: String,
+}
+
+/// Most pages followed in one run.
+const REST_MAX_PAGES: usize = 10_000;
+
+pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> {
+    let client = reqwest::Client::builder()
+        .dns_resolver(crate::dns::ForReqwest::new()?)
+        .timeout(source.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let mut users = Vec::new();
+    let mut next = Some(source.url.clone());
+    let mut pages = 0;
+    let mut visited = std::collections::HashSet::new();
+    while let Some(url) = next.take() {
+        pages += 1;
+        if pages > REST_MAX_PAGES {
+            return Err(format!(
+                "more than {REST_MAX_PAGES} pages; is `next` looping?"
+            ));
+        }
+        let base =
+            reqwest::Url::parse(&source.url).map_err(|e| format!("bad rest.sync.url: {e}"))?;
+        let url = base
+            .join(&url)
+            .map_err(|_| "a `next` link is not a URL".to_owned())?;
+        // Credentials go only where the operator pointed them.
+        if url.origin() != base.origin() {
+            return Err(format!(
+                "a `next` link leaves {} (scheme, host and port must stay those of rest.sync.url)",
+                base.host_str().unwrap_or_default()
+            ));
+        }
+        if !visited.insert(url.to_string()) {
+            return Err("a `next` link points at a page already read".into());
+        }
+        // Name the host and path in errors, never a query that might hold a secret.
+        let shown = format!("{}{}", url.host_str().unwrap_or_default(), url.path());
+        let mut request = client.get(url);
+        request = match &source.auth {
+            RestAuth::None => request,
+            RestAuth::Bearer(token) => request.bearer_auth(token.expose()),
+            RestAuth::Basic(user, password) => request.basic_auth(user, Some(password.expose())),
+        };
+        let mut response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!("{shown} did not answer in time")
+            } else {
+                // The reason (refused, TLS, DNS...) without the URL and its query.
+                format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
+            }
+        })?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "{shown} answered HTTP {}",
+                response.status().as_u16()
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|_| format!("{shown}: the answer broke off"))?
+        {
+            if body.len() + chunk.len() > source.max_page {
+                return Err(format!(
+                    "{shown}: a page is larger than rest.sync.maxPageSize ({} bytes)",
+                    source.max_page
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        // Positions only: serde's messages can quote values (addresses).
+        let page: RestPage = serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "{shown} did not answer a page of users (line {}, column {})",
+                e.line(),
+                e.column()
+            )
+        })?;
+        users.extend(page.users.into_iter().map(|u| {
+            UserSpec {
+                username: u.username,
+                display_name: u.display_name,
+                threepids: u
+                    .threepids
+                    .into_iter()
+                    .map(|t| ThreePidSpec {
+                        medium: t.medium,
+                        address: t.address,
+                    })
+                    .collect(),
+                roles: Vec::new(),
+                attributes: BTreeMap::new(),
+                password: None,
+            }
+        }));
+        next = page.next.filter(|n| !n.is_empty());
+    }
+    Ok(users)
+}
