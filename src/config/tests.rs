@@ -1,5 +1,6 @@
 use super::*;
 use std::collections::HashMap;
+use std::time::Duration;
 
 fn load_with(text: &str, env: &HashMap<&str, &str>) -> Result<Config, ConfigErrors> {
     let lookup = |k: &str| env.get(k).map(|v| (*v).to_owned());

@@ -1,0 +1,110 @@
+//! `matrix`: which Matrix domain we serve (`matrix.domain`), whether the v1 API is on,
+//! and where our own homeserver's client-server API is. Also owns the spec's server-name
+//! grammar ([`is_server_name`]), which `server.name` is checked against too.
+
+use super::reader::Section;
+
+#[derive(Debug, Clone)]
+pub struct MatrixConfig {
+    /// The homeserver's domain (`server_name`).
+    pub domain: String,
+    /// Serve `/_matrix/identity/api/v1`.
+    pub v1: bool,
+    /// `matrix.homeserver.url`: the client-server API of our homeserver, as reached
+    /// from here (e.g. `http://localhost:8008`).
+    pub homeserver_url: Option<String>,
+}
+
+const MATRIX_HINTS: &[(&str, &str)] = &[(
+    "identity",
+    "matrix.identity.servers (forwarding lookups) is not supported by this version of mxisd yet",
+)];
+
+pub(crate) fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
+    let domain = s.string("domain");
+    let v1 = s.bool("v1").unwrap_or(true);
+    let hs = s.section("homeserver");
+    let homeserver_url = hs.string("url").map(|u| u.trim_end_matches('/').to_owned());
+    hs.finish(&[]);
+    let mut ok = true;
+    if let Some(url) = &homeserver_url {
+        if reqwest::Url::parse(url).is_err()
+            || !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            hs.problem(
+                "url",
+                format!("{url:?} must be a base URL such as http://localhost:8008"),
+            );
+            ok = false;
+        }
+    }
+    if let Some(false) = s.bool("v2") {
+        s.problem(
+            "v2",
+            "the v2 API cannot be turned off: clients and homeservers need it",
+        );
+    }
+    s.finish(MATRIX_HINTS);
+    let domain = match domain {
+        Some(d) if is_server_name(&d) => d,
+        Some(d) => {
+            s.problem(
+                "domain",
+                format!("{d:?} is not a valid Matrix server name (host or host:port)"),
+            );
+            return None;
+        }
+        None => {
+            s.problem(
+                "domain",
+                "required: the Matrix domain of your homeserver (Synapse's server_name)",
+            );
+            return None;
+        }
+    };
+    ok.then_some(MatrixConfig {
+        domain,
+        v1,
+        homeserver_url,
+    })
+}
+
+/// Server-name grammar of the spec appendix: hostname, IPv4 or `[IPv6]`, optional port.
+pub fn is_server_name(name: &str) -> bool {
+    let (host, port) = if let Some(rest) = name.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return false;
+        };
+        let (ip, after) = rest.split_at(end);
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        (None, after.strip_prefix(']').unwrap_or_default())
+    } else {
+        match name.rfind(':') {
+            Some(i) => (Some(&name[..i]), &name[i..]),
+            None => (Some(name), ""),
+        }
+    };
+    if !port.is_empty() {
+        let Some(digits) = port.strip_prefix(':') else {
+            return false;
+        };
+        if digits.is_empty()
+            || digits.len() > 5
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.parse::<u16>().is_err()
+        {
+            return false;
+        }
+    }
+    match host {
+        None => true,
+        Some(h) => {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }
+    }
+}
