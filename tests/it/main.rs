@@ -6,6 +6,7 @@
 mod common;
 
 mod accounts;
+mod architecture;
 mod bindings;
 mod cli;
 mod directory;
