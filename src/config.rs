@@ -25,10 +25,11 @@ pub mod units;
 
 pub use accounts::{AccountsConfig, Policy, TermsConfig};
 pub use directory::DirectoryConfig;
+pub use directory::DEFAULT_SEARCH_CACHE;
 pub use federation::FederationConfig;
 pub use hashing::{HashingConfig, LookupConfig};
 pub use logging::{LogFormat, LoggingConfig};
-pub use matrix::{is_server_name, MatrixConfig};
+pub use matrix::MatrixConfig;
 pub use server::{host_port, AdminConfig, ServerConfig, TlsConfig};
 pub use storage::{KeyConfig, StorageConfig};
 
@@ -62,7 +63,7 @@ pub struct Config {
     pub invite: threepid::InviteConfig,
     /// Identity sources synced into the store (`memory`, `file`, `rest`, `ldap`, `sql`,
     /// `synapseSql`).
-    pub sync: Vec<crate::sync::SourceConfig>,
+    pub sync: Vec<stores::SourceConfig>,
     pub directory: DirectoryConfig,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,

@@ -342,7 +342,7 @@ impl Federation {
         let body = read_capped(response, 64 * 1024, url.as_str()).await.ok()?;
         let value: Value = serde_json::from_slice(&body).ok()?;
         let server = value.get("m.server")?.as_str()?.to_owned();
-        crate::config::is_server_name(&server).then_some((server, ttl))
+        crate::model::is_server_name(&server).then_some((server, ttl))
     }
 
     /// SRV `_matrix-fed._tcp` then `_matrix._tcp` for `host`.

@@ -24,8 +24,6 @@ const MAX_WORDS: usize = 8;
 const MAX_WORD: usize = 64;
 /// Doc store blocks kept decompressed.
 const DOC_STORE_BLOCKS: usize = 1000;
-/// Default number of searches whose results are remembered until the next commit.
-pub const DEFAULT_CACHE: usize = 10_000;
 /// Writer memory budget (tantivy's minimum is 15 MB).
 const WRITER_HEAP: usize = 30 << 20;
 
@@ -236,7 +234,7 @@ impl DirectoryIndex {
             fields,
             stale: std::sync::atomic::AtomicBool::new(false),
             cache: std::sync::Mutex::new(std::collections::HashMap::new()),
-            cache_size: std::sync::atomic::AtomicUsize::new(DEFAULT_CACHE),
+            cache_size: std::sync::atomic::AtomicUsize::new(crate::config::DEFAULT_SEARCH_CACHE),
         })
     }
 

@@ -38,11 +38,3 @@ pub mod source;
 pub mod store;
 
 pub use app::{run, Listeners, StartError};
-
-/// Old paths of the source types, until config.rs reads them from `config::stores`.
-#[doc(hidden)]
-pub mod sync {
-    pub use crate::config::stores::{
-        RestAuth, RestSource, SourceConfig, SourceKind, ThreePidSpec, UserSpec,
-    };
-}

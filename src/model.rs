@@ -127,7 +127,7 @@ impl Mxid {
             && local
                 .bytes()
                 .all(|b| (0x21..=0x7e).contains(&b) && b != b':');
-        (local_ok && crate::config::is_server_name(server)).then(|| Self(text.to_owned()))
+        (local_ok && is_server_name(server)).then(|| Self(text.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -160,6 +160,46 @@ pub struct DirectoryUser {
     pub attributes: BTreeMap<String, Vec<String>>,
     /// Group or role membership, where the source has it.
     pub roles: Vec<String>,
+}
+
+/// Server-name grammar of the spec appendix: hostname, IPv4 or `[IPv6]`, optional port.
+pub fn is_server_name(name: &str) -> bool {
+    let (host, port) = if let Some(rest) = name.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return false;
+        };
+        let (ip, after) = rest.split_at(end);
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        (None, after.strip_prefix(']').unwrap_or_default())
+    } else {
+        match name.rfind(':') {
+            Some(i) => (Some(&name[..i]), &name[i..]),
+            None => (Some(name), ""),
+        }
+    };
+    if !port.is_empty() {
+        let Some(digits) = port.strip_prefix(':') else {
+            return false;
+        };
+        if digits.is_empty()
+            || digits.len() > 5
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.parse::<u16>().is_err()
+        {
+            return false;
+        }
+    }
+    match host {
+        None => true,
+        Some(h) => {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }
+    }
 }
 
 /// Most problems (skipped users, conflicts) a sync run records in its status.

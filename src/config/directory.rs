@@ -5,6 +5,10 @@
 use super::reader::Section;
 
 /// `directory`: the user directory search and profile proxy.
+/// Default `directory.searchCache`: searches whose results are remembered until
+/// the index next changes.
+pub const DEFAULT_SEARCH_CACHE: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct DirectoryConfig {
     /// `directory.exclude.homeserver`: answer from the local index only.
@@ -31,16 +35,14 @@ pub(crate) fn read_directory(s: &Section<'_, '_>) -> Option<DirectoryConfig> {
     let profile_display_name = profile.bool("displayName").unwrap_or(true);
     let profile_threepids = profile.bool("threepids").unwrap_or(false);
     profile.finish(&[]);
-    let search_cache = s
-        .u64("searchCache")
-        .unwrap_or(crate::index::DEFAULT_CACHE as u64);
+    let search_cache = s.u64("searchCache").unwrap_or(DEFAULT_SEARCH_CACHE as u64);
     s.finish(&[]);
     if search_cache > 1_000_000 {
         s.problem("searchCache", "must be at most 1000000 (entries)");
         return None;
     }
     Some(DirectoryConfig {
-        search_cache: usize::try_from(search_cache).unwrap_or(crate::index::DEFAULT_CACHE),
+        search_cache: usize::try_from(search_cache).unwrap_or(DEFAULT_SEARCH_CACHE),
         exclude_homeserver,
         exclude_threepid,
         profile_display_name,

@@ -3,6 +3,7 @@
 //! grammar ([`is_server_name`]), which `server.name` is checked against too.
 
 use super::reader::Section;
+use crate::model::is_server_name;
 
 #[derive(Debug, Clone)]
 pub struct MatrixConfig {
@@ -67,44 +68,4 @@ pub(crate) fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
         v1,
         homeserver_url,
     })
-}
-
-/// Server-name grammar of the spec appendix: hostname, IPv4 or `[IPv6]`, optional port.
-pub fn is_server_name(name: &str) -> bool {
-    let (host, port) = if let Some(rest) = name.strip_prefix('[') {
-        let Some(end) = rest.find(']') else {
-            return false;
-        };
-        let (ip, after) = rest.split_at(end);
-        if ip.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        (None, after.strip_prefix(']').unwrap_or_default())
-    } else {
-        match name.rfind(':') {
-            Some(i) => (Some(&name[..i]), &name[i..]),
-            None => (Some(name), ""),
-        }
-    };
-    if !port.is_empty() {
-        let Some(digits) = port.strip_prefix(':') else {
-            return false;
-        };
-        if digits.is_empty()
-            || digits.len() > 5
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-            || digits.parse::<u16>().is_err()
-        {
-            return false;
-        }
-    }
-    match host {
-        None => true,
-        Some(h) => {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        }
-    }
 }

@@ -3,9 +3,9 @@
 //! uses to reach a running server. The admin listener stays on loopback unless the
 //! operator says otherwise: it has no authentication of its own.
 
-use super::matrix::is_server_name;
 use super::reader::Section;
 use super::Config;
+use crate::model::is_server_name;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// ma1sd's `memory` store: users listed in the config, synced at start.
 /// `Some(None)`: not enabled; `None`: a problem was reported.
-pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>> {
+pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<super::stores::SourceConfig>> {
     let enabled = s.bool("enabled").unwrap_or(false);
     let mut users = Vec::new();
     let mut ok = true;
@@ -36,7 +36,7 @@ pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::Sou
                             }
                         }
                     }
-                    threepids.push(crate::sync::ThreePidSpec { medium, address })
+                    threepids.push(super::stores::ThreePidSpec { medium, address })
                 }
                 _ => {
                     t.problem("medium", "each 3PID needs a medium and an address");
@@ -47,7 +47,7 @@ pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::Sou
         }
         u.finish(&[]);
         match username {
-            Some(username) => users.push(crate::sync::UserSpec {
+            Some(username) => users.push(super::stores::UserSpec {
                 username,
                 display_name,
                 threepids,
@@ -63,16 +63,16 @@ pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<crate::sync::Sou
     }
     s.ignored("hashEnabled", "ignored: every binding is in the hash index");
     s.finish(&[]);
-    ok.then_some(enabled.then(|| crate::sync::SourceConfig {
+    ok.then_some(enabled.then(|| super::stores::SourceConfig {
         name: "memory".into(),
-        kind: crate::sync::SourceKind::Memory(users),
+        kind: super::stores::SourceKind::Memory(users),
         interval: None,
     }))
 }
 
 /// `file`: users in a YAML or JSON file (the `memory.identities` shape), re-read every
 /// `file.sync.interval`.
-pub(crate) fn read_file_source(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>> {
+pub(crate) fn read_file_source(s: &Section<'_, '_>) -> Option<Option<super::stores::SourceConfig>> {
     let enabled = s.bool("enabled").unwrap_or(false);
     let path = s.path("path");
     let sync = s.section("sync");
@@ -95,9 +95,9 @@ pub(crate) fn read_file_source(s: &Section<'_, '_>) -> Option<Option<crate::sync
         sync.problem("interval", "must be at least 1s");
         return None;
     }
-    Some(Some(crate::sync::SourceConfig {
+    Some(Some(super::stores::SourceConfig {
         name: "file".into(),
-        kind: crate::sync::SourceKind::File(path),
+        kind: super::stores::SourceKind::File(path),
         interval: Some(interval),
     }))
 }
@@ -109,7 +109,7 @@ const REST_HINTS: &[(&str, &str)] = &[
 
 /// `rest`: an organisation's web service listing its users, pulled every
 /// `rest.sync.interval`.
-pub(crate) fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<crate::sync::SourceConfig>> {
+pub(crate) fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<super::stores::SourceConfig>> {
     let enabled = s.bool("enabled").unwrap_or(false);
     let sync = s.section("sync");
     let url = sync.string("url");
@@ -141,9 +141,9 @@ pub(crate) fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<crate::sync
         }
     };
     let auth = match (token, username, password) {
-        (None, None, None) => crate::sync::RestAuth::None,
-        (Some(t), None, None) => crate::sync::RestAuth::Bearer(t),
-        (None, Some(u), Some(p)) => crate::sync::RestAuth::Basic(u, p),
+        (None, None, None) => super::stores::RestAuth::None,
+        (Some(t), None, None) => super::stores::RestAuth::Bearer(t),
+        (None, Some(u), Some(p)) => super::stores::RestAuth::Basic(u, p),
         _ => {
             sync.problem(
                 "token",
@@ -159,9 +159,9 @@ pub(crate) fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<crate::sync
         );
         return None;
     }
-    Some(Some(crate::sync::SourceConfig {
+    Some(Some(super::stores::SourceConfig {
         name: "rest".into(),
-        kind: crate::sync::SourceKind::Rest(crate::sync::RestSource {
+        kind: super::stores::SourceKind::Rest(super::stores::RestSource {
             url,
             auth,
             timeout,

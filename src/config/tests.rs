@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::is_server_name;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ fn the_embedded_default_and_the_example_are_valid() {
     assert!(c.storage.path.ends_with("mxisd-data"));
     // With an example directory, so lookups answer out of the box.
     assert_eq!(c.sync.len(), 1);
-    let crate::sync::SourceKind::Memory(users) = &c.sync[0].kind else {
+    let super::stores::SourceKind::Memory(users) = &c.sync[0].kind else {
         panic!("the embedded default has no example directory")
     };
     assert_eq!(users.len(), 3);
@@ -289,7 +290,7 @@ fn identity_stores_are_read_with_ma1sd_keys() {
     .unwrap();
     let names: Vec<&str> = c.sync.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["memory", "ldap", "synapseSql"]);
-    let crate::sync::SourceKind::Ldap(l) = &c.sync[1].kind else {
+    let super::stores::SourceKind::Ldap(l) = &c.sync[1].kind else {
         panic!("not ldap")
     };
     assert_eq!(l.url, "ldaps://dc1.corp.example.org:636");
@@ -304,7 +305,7 @@ fn identity_stores_are_read_with_ma1sd_keys() {
     let w = c.warnings.join("\n");
     assert!(w.contains("ldap.attribute.threepid.kmx.employee.id"), "{w}");
     assert!(w.contains("ldap.identity.token"), "{w}");
-    let crate::sync::SourceKind::Sql(q) = &c.sync[2].kind else {
+    let super::stores::SourceKind::Sql(q) = &c.sync[2].kind else {
         panic!("not sql")
     };
     assert!(q.query.contains("user_threepids"));

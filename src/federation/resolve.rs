@@ -19,7 +19,7 @@ pub enum Plan {
 
 /// Steps 1–2 of the spec's discovery, or `None` for an invalid server name.
 pub fn plan(server_name: &str) -> Option<Plan> {
-    if !crate::config::is_server_name(server_name) {
+    if !crate::model::is_server_name(server_name) {
         return None;
     }
     if let Some(rest) = server_name.strip_prefix('[') {

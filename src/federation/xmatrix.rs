@@ -240,7 +240,7 @@ impl Federation {
             },
             None => our_names.to_vec(),
         };
-        if !crate::config::is_server_name(&header.origin) {
+        if !crate::model::is_server_name(&header.origin) {
             return Err(XMatrixError::BadOrigin(header.origin.clone()));
         }
         let origin = header.origin.to_ascii_lowercase();

@@ -36,7 +36,7 @@ fn bad_gateway(message: impl Into<String>) -> Error {
 /// `POST /v2/account/register`: returns `{token, access_token}`.
 pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Value, Error> {
     let server = openid.matrix_server_name.trim().to_ascii_lowercase();
-    if !crate::config::is_server_name(&server) {
+    if !crate::model::is_server_name(&server) {
         return Err(Error::invalid_param(
             "matrix_server_name is not a valid server name",
         ));

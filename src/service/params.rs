@@ -72,6 +72,7 @@ pub fn client_secret(body: &Map<String, Value>) -> Result<&str, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrCode;
     use serde_json::json;
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -18,7 +18,7 @@
 //! the SHA-256 of every byte before the digest. A file that is cut short, altered or
 //! has trailing bytes is refused as a whole.
 
-use super::kv::{Entry, Kv};
+use super::kv::{full_key, Entry, Kv};
 use super::StoreError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -390,15 +390,6 @@ impl Reader<'_> {
         self.exact(&mut b)?;
         Ok(u64::from_be_bytes(b))
     }
-}
-
-/// An entry of a restore, ready for [`Kv::put_raw`].
-pub fn full_key(tree: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(tree.len() + 1 + key.len());
-    k.extend_from_slice(tree.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key);
-    k
 }
 
 /// Writes restored entries in batches of this many.

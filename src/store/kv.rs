@@ -43,6 +43,16 @@ impl Batch {
 /// Key and value of one entry of a scan.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
+/// The raw key of `key` in logical tree `tree`: one keyspace holds every tree, so a
+/// change across trees is one atomic batch (and a backup lists raw keys).
+pub fn full_key(tree: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tree.len() + 1 + key.len());
+    k.extend_from_slice(tree.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
 /// Byte-level storage. Every method is blocking and quick (no network); callers on the
 /// async runtime keep batches small or move big ones to a blocking thread.
 pub trait Kv: Send + Sync + 'static {

@@ -97,7 +97,7 @@ impl Kv for MemKv {
             all.extend(
                 entries
                     .iter()
-                    .map(|(k, v)| (super::backup::full_key(tree, k), v.clone())),
+                    .map(|(k, v)| (super::kv::full_key(tree, k), v.clone())),
             );
         }
         all.sort();

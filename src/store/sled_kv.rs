@@ -4,20 +4,12 @@
 //! held hundreds of MB during bulk imports, measured). sled allows one process per
 //! directory; its lock error becomes a message an operator can act on.
 
-use super::kv::{Batch, Entry, Kv, Op};
+use super::kv::{full_key, Batch, Entry, Kv, Op};
 use super::StoreError;
 use std::path::Path;
 
 pub struct SledKv {
     db: sled::Db,
-}
-
-fn full_key(tree: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(tree.len() + 1 + key.len());
-    k.extend_from_slice(tree.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key);
-    k
 }
 
 impl SledKv {
