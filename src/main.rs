@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Command::Reindex(a) => block_on(cli::reindex(&a)),
         Command::Backup(a) => block_on(cli::backup(&a)),
         Command::Restore(a) => cli::restore(&a),
-        Command::ImportMa1sd(a) => block_on(mxisd::migrate::run(&(&a).into())),
+        Command::ImportMa1sd(a) => block_on(cli::import_ma1sd(&a)),
     }
 }
 

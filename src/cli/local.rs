@@ -1,0 +1,77 @@
+//! The verbs that work on files and need no running server: `check-config`, `keys show`
+//! and `import-ma1sd`. The import's arguments become `migrate::Options` here, so that
+//! `migrate` never depends on the command line.
+
+use super::args::{CheckConfigArgs, ImportMa1sdArgs, KeysShowArgs};
+use super::{env_lookup, load_or_report, report_config_errors};
+use crate::config;
+use crate::migrate;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `mxisd check-config -c FILE`
+pub fn check_config(args: &CheckConfigArgs) -> ExitCode {
+    match config::load_file(&args.config, &env_lookup) {
+        Ok(c) => {
+            println!("{}: valid", args.config.display());
+            for w in &c.warnings {
+                println!("  warning: {w}");
+            }
+            print!("{}", c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            report_config_errors(&errors);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mxisd keys show`
+pub fn keys_show(args: &KeysShowArgs) -> ExitCode {
+    let Some(config) = load_or_report(args.config.as_deref()) else {
+        return ExitCode::FAILURE;
+    };
+    match crate::crypto::keyfile::load(&config.key.path) {
+        Ok(Some(signer)) => {
+            println!("{} {}", signer.key_id(), signer.public_key_b64());
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!(
+                "error: no signing key in {}; `mxisd run` creates one on first start",
+                config.key.path.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mxisd import-ma1sd`
+pub async fn import_ma1sd(args: &ImportMa1sdArgs) -> ExitCode {
+    migrate::run(&args.into()).await
+}
+
+/// The defaults of the command line are the packaged paths.
+impl From<&ImportMa1sdArgs> for migrate::Options {
+    fn from(a: &ImportMa1sdArgs) -> Self {
+        Self {
+            config: a.config.clone(),
+            output: a
+                .output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/mxisd/mxisd.yaml")),
+            storage: a
+                .storage
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/mxisd")),
+            dry_run: a.dry_run,
+            force: a.force,
+            allow_existing_store: a.allow_existing_store,
+        }
+    }
+}
