@@ -22,7 +22,8 @@ pub use invites::{convert_invites, Invites};
 pub use terms::{convert_terms, Terms};
 
 use crate::config::Config;
-use crate::store::{now_ms, Store};
+use crate::model::now_ms;
+use crate::store::Store;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

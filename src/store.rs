@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod sled_kv;
 pub mod sync;
 
+use crate::model::now_ms;
 use codec::Record;
 use kv::{Batch, Kv};
 use serde::{Deserialize, Serialize};
@@ -350,9 +351,6 @@ pub(crate) fn threepid_digest(threepid: &crate::model::ThreePid, extra: &[u8]) -
     h.update(extra);
     h.finalize().into()
 }
-
-/// Kept for the command-line code until it reads the clock from `model`.
-pub use crate::model::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,7 @@ pub async fn backup(args: &BackupArgs) -> ExitCode {
     let out = args.output.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "mxisd-{}.mxisd-backup",
-            crate::store::now_ms() / 1000
+            crate::model::now_ms() / 1000
         ))
     });
     if out.exists() {

@@ -201,7 +201,7 @@ impl Store {
     /// Puts every failed outbox item back in line. Returns how many.
     pub async fn retry_failed_outbox(&self) -> Result<usize, StoreError> {
         let mut batch = Batch::new();
-        let now = super::now_ms();
+        let now = crate::model::now_ms();
         for (id, mut item) in self.outbox()? {
             if item.failed {
                 item.failed = false;
