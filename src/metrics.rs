@@ -96,6 +96,16 @@ pub enum Listener {
     Admin,
 }
 
+impl Listener {
+    /// The name in the request log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 const LISTENERS: [&str; 2] = ["public", "admin"];
 
 /// Cells of one route on one listener: a count per status class, the histogram's

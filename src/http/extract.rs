@@ -42,13 +42,29 @@ pub fn token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
                 .unify(),
         )
         .map(|header: Option<String>, raw_query: Option<String>| {
-            let from_query = raw_query.as_deref().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "access_token")
-                    .map(|(_, v)| v.into_owned())
-            });
-            crate::service::auth::extract_token(header.as_deref(), from_query.as_deref())
+            access_token(header.as_deref(), raw_query.as_deref())
         })
+}
+
+/// The access token of a request (every route that takes one, and the fast lookup lane,
+/// read it here): `Authorization: Bearer` first, else the `access_token` query
+/// parameter (Synapse still sends it on `hash_details`).
+pub fn access_token(authorization: Option<&str>, raw_query: Option<&str>) -> Option<String> {
+    if let Some(header) = authorization {
+        let mut parts = header.trim().splitn(2, ' ');
+        let scheme = parts.next().unwrap_or_default();
+        let value = parts.next().unwrap_or_default().trim();
+        if scheme.eq_ignore_ascii_case("bearer") && !value.is_empty() {
+            return Some(value.to_owned());
+        }
+    }
+    let from_query = raw_query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.into_owned())
+    })?;
+    let token = from_query.trim();
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// The client's IP: the TCP peer, or, when the peer is a trusted reverse proxy
@@ -120,4 +136,36 @@ pub fn params_body(
                 raw.and_then(|bytes| body::parse_params(content_type.as_deref(), &bytes))
             },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_the_header_or_the_query() {
+        assert_eq!(
+            access_token(Some("Bearer abc"), None).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            access_token(Some("bearer  abc "), None).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            access_token(Some("Bearer abc"), Some("access_token=q")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            access_token(None, Some("access_token=q")).as_deref(),
+            Some("q")
+        );
+        assert_eq!(
+            access_token(Some("X-Matrix origin=x"), Some("a=1&access_token=q")).as_deref(),
+            Some("q")
+        );
+        assert_eq!(access_token(Some("Bearer"), None), None);
+        assert_eq!(access_token(None, Some("access_token=%20")), None);
+        assert_eq!(access_token(None, None), None);
+    }
 }

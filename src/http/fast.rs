@@ -1,12 +1,16 @@
-//! A direct route for the hottest request, `POST /_matrix/identity/v2/lookup`: it skips
-//! warp's filter tree (which every lookup would otherwise walk through body guard,
-//! preflight and prefix matching) and reads headers in place. Everything else about
-//! the request is as on the warp route: the same handler, the same body limit and
-//! errors, CORS headers and the request log line. Any other request goes to warp.
+//! The one entrance of the hottest request, `POST /_matrix/identity/v2/lookup`.
+//! [`answer`] reads the token, the body (limit, Content-Type) and calls the handler,
+//! with the same functions every warp route uses (`extract::access_token`,
+//! `middleware::refuse_oversized`, `body::read`, `middleware::with_cors`,
+//! `middleware::log_request`), so a fix lands once. The listener sends an exact
+//! `POST` to that path here directly ([`lookup`]), skipping warp's filter tree (body
+//! guard, preflight, prefix matching) that every lookup would otherwise walk; the warp
+//! route of the same path (a trailing slash, say) calls [`answer`] too.
 
-use super::{body, identity, middleware::with_cors, reply::error_response};
+use super::middleware::{log_request, refuse_oversized, with_cors};
+use super::{body, extract, identity, reply::error_response};
 use crate::service::Services;
-use http::{header, Method, Request};
+use http::{header, HeaderMap, Method, Request};
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::time::Instant;
@@ -19,57 +23,52 @@ pub fn is_lookup<B>(request: &Request<B>) -> bool {
     request.method() == Method::POST && request.uri().path() == LOOKUP_PATH
 }
 
-/// Serves a lookup request.
+/// Serves a lookup from the listener, without warp: [`answer`], CORS and the log line.
 pub async fn lookup(state: Services, request: Request<Incoming>) -> Result<Response, Infallible> {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
-    let header_text = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let query_token = parts.uri.query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "access_token")
-            .map(|(_, v)| v.into_owned())
-    });
-    let token = crate::service::auth::extract_token(
-        header_text(header::AUTHORIZATION),
-        query_token.as_deref(),
-    );
-    let limit = state.config.server.max_body_size;
-    let stream = http_body_util::BodyDataStream::new(body);
-    // As on every other route: a declared oversized body is read and dropped (up to a
-    // point) so the client, still sending, gets the 413.
-    let declared = header_text(header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > limit) {
-        if n <= body::DRAIN_MAX {
-            body::drain(stream).await;
-        }
-        let error =
-            crate::error::Error::too_large(format!("Request body is larger than {limit} bytes"));
-        return Ok(finish(&state, with_cors(error_response(&error)), started));
-    }
-    let read = body::read(header_text(header::CONTENT_LENGTH), stream, limit).await;
-    // The Content-Type verdict comes first, as on the warp routes.
-    let bytes = body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
-    let response = with_cors(identity::lookup::answer_lookup(token, bytes, &state).await?);
-    Ok(finish(&state, response, started))
-}
-
-/// Counts and logs the request as the warp routes do.
-fn finish(state: &Services, response: Response, started: Instant) -> Response {
+    let (parts, incoming) = request.into_parts();
+    let stream = http_body_util::BodyDataStream::new(incoming);
+    let response = with_cors(answer(&parts.headers, parts.uri.query(), stream, &state).await);
     let metrics = &state.metrics;
-    metrics.request(
+    log_request(
+        metrics,
         crate::metrics::Listener::Public,
         metrics.lookup_route(),
+        "POST",
+        LOOKUP_PATH,
         response.status().as_u16(),
         started.elapsed(),
     );
-    tracing::info!(
-        target: "mxisd::http",
-        listener = "public",
-        method = "POST",
-        path = LOOKUP_PATH,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    response
+    Ok(response)
+}
+
+/// `POST /_matrix/identity/v2/lookup`, from the request's headers, raw query string and
+/// body stream.
+pub async fn answer<S, B, E>(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    stream: S,
+    state: &Services,
+) -> Response
+where
+    S: futures_util::Stream<Item = Result<B, E>>,
+    B: bytes::Buf,
+{
+    let header_text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let token = extract::access_token(header_text(header::AUTHORIZATION), query);
+    let limit = state.config.server.max_body_size;
+    let length = header_text(header::CONTENT_LENGTH);
+    if let Some(n) = length
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > limit)
+    {
+        return error_response(&refuse_oversized(n, limit, stream).await);
+    }
+    let read = body::read(length, stream, limit).await;
+    // The Content-Type verdict comes first, as on the other routes.
+    let bytes = body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
+    match identity::lookup::answer_lookup(token, bytes, state).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }

@@ -47,15 +47,22 @@ pub(crate) fn body_guard(
         })
         .and(warp::body::stream())
         .then(move |declared: u64, body| async move {
-            // Read and drop a moderately oversized body so the client, still sending,
-            // gets the 413 instead of a reset connection.
-            if declared <= super::body::DRAIN_MAX {
-                super::body::drain(body).await;
-            }
-            error_response(&Error::too_large(format!(
-                "Request body is larger than {limit} bytes"
-            )))
+            error_response(&refuse_oversized(declared, limit, body).await)
         })
+}
+
+/// The answer to a body declared larger than `limit`: a moderately oversized body is
+/// read and dropped first, so the client, still sending, gets the 413 instead of a
+/// reset connection. The warp routes and the fast lookup lane both end here.
+pub(crate) async fn refuse_oversized<S, B, E>(declared: u64, limit: u64, body: S) -> Error
+where
+    S: futures_util::Stream<Item = Result<B, E>>,
+    B: bytes::Buf,
+{
+    if declared <= super::body::DRAIN_MAX {
+        super::body::drain(body).await;
+    }
+    Error::too_large(format!("Request body is larger than {limit} bytes"))
 }
 
 /// Adds the request log.
@@ -72,25 +79,43 @@ pub(crate) fn logged(
     };
     routes
         .with(warp::log::custom(move |info| {
-            let metrics = &state.metrics;
-            metrics.request(
+            let route = state.metrics.route_id(info.path());
+            log_request(
+                &state.metrics,
                 which,
-                metrics.route_id(info.path()),
+                route,
+                info.method().as_str(),
+                info.path(),
                 info.status().as_u16(),
                 info.elapsed(),
-            );
-            tracing::info!(
-                target: "mxisd::http",
-                listener,
-                method = %info.method(),
-                path = info.path(),
-                status = info.status().as_u16(),
-                ms = info.elapsed().as_secs_f64() * 1000.0,
-                "request"
             );
         }))
         .map(warp::Reply::into_response)
         .boxed()
+}
+
+/// Counts a request and writes its log line (method, path, status, time; never the
+/// query string, which may hold an access token): for the warp routes and the fast
+/// lookup lane alike.
+pub(crate) fn log_request(
+    metrics: &crate::metrics::Metrics,
+    listener: crate::metrics::Listener,
+    route: usize,
+    method: &str,
+    path: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    metrics.request(listener, route, status, elapsed);
+    tracing::info!(
+        target: "mxisd::http",
+        listener = listener.as_str(),
+        method,
+        path,
+        status,
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 /// Turns warp's routing rejections into Matrix errors. Handlers never reject, so only

@@ -145,12 +145,24 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
     let st = api::with_state(state.clone());
 
+    // An exact `POST .../v2/lookup` is answered by the fast lane before warp sees it;
+    // this route (same function) takes the spellings it does not match.
     let lookup_v2 = warp::path!("lookup")
         .and(warp::post())
-        .and(api::token())
-        .and(api::json_bytes(limit))
+        .and(warp::header::headers_cloned())
+        .and(
+            warp::query::raw()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(warp::body::stream())
         .and(st.clone())
-        .and_then(lookup::lookup);
+        .then(
+            |headers: warp::http::HeaderMap, query: Option<String>, body, state: Services| async move {
+                super::fast::answer(&headers, query.as_deref(), body, &state).await
+            },
+        );
     let hash_details = warp::path!("hash_details")
         .and(get())
         .and(api::token())
