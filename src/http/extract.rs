@@ -10,6 +10,11 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use warp::Filter;
 
+/// The TCP peer of a request (a request extension the listener sets), for rate limits
+/// by client IP.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Hands the shared state to a handler.
 pub fn with_state(
     state: Services,
@@ -72,25 +77,23 @@ pub fn access_token(authorization: Option<&str>, raw_query: Option<&str>) -> Opt
 pub fn client_ip(
     trusted: std::sync::Arc<Vec<ipnet::IpNet>>,
 ) -> impl Filter<Extract = (Option<std::net::IpAddr>,), Error = Infallible> + Clone {
-    warp::ext::optional::<crate::http::listen::PeerAddr>()
+    warp::ext::optional::<PeerAddr>()
         .and(
             warp::header::optional::<String>("x-forwarded-for")
                 .or(warp::any().map(|| None))
                 .unify(),
         )
-        .map(
-            move |peer: Option<crate::http::listen::PeerAddr>, forwarded: Option<String>| {
-                let peer = peer.map(|p| p.0.ip())?;
-                if !trusted.iter().any(|net| net.contains(&peer)) {
-                    return Some(peer);
-                }
-                forwarded
-                    .as_deref()
-                    .and_then(|f| f.rsplit(',').next())
-                    .and_then(|last| last.trim().parse().ok())
-                    .or(Some(peer))
-            },
-        )
+        .map(move |peer: Option<PeerAddr>, forwarded: Option<String>| {
+            let peer = peer.map(|p| p.0.ip())?;
+            if !trusted.iter().any(|net| net.contains(&peer)) {
+                return Some(peer);
+            }
+            forwarded
+                .as_deref()
+                .and_then(|f| f.rsplit(',').next())
+                .and_then(|last| last.trim().parse().ok())
+                .or(Some(peer))
+        })
 }
 
 /// The raw body of a request that must carry JSON (Content-Type checked, size capped),

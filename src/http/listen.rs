@@ -18,10 +18,6 @@ use tokio_rustls::TlsAcceptor;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-/// The TCP peer of a request (a request extension), for rate limits by client IP.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
-
 /// A slow client gets this long to send its request headers or finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -139,7 +135,9 @@ async fn serve_connection<S>(
             if let Some(state) = fast.as_ref().filter(|_| super::fast::is_lookup(&request)) {
                 return Either::Left(super::fast::lookup(state.clone(), request));
             }
-            request.extensions_mut().insert(PeerAddr(peer));
+            request
+                .extensions_mut()
+                .insert(super::extract::PeerAddr(peer));
             let mut filtered = filtered.clone();
             Either::Right(tower_service::Service::call(&mut filtered, request))
         });
