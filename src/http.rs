@@ -12,6 +12,7 @@ pub mod fast;
 pub mod identity;
 pub mod listen;
 pub mod middleware;
+pub mod params;
 pub mod reply;
 pub mod routes;
 

@@ -21,6 +21,7 @@ pub mod health;
 pub mod invite;
 pub mod keys;
 pub mod lookup;
+/// Transitional, for `invite` only (see the file).
 pub mod params;
 pub mod ratelimit;
 pub mod session;

@@ -8,7 +8,7 @@ use crate::federation::OutboundError;
 use crate::model::Mxid;
 use crate::service::Services;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Largest userinfo answer read (Sydent: 5 KiB).
 const USERINFO_MAX: usize = 64 * 1024;
@@ -33,8 +33,17 @@ fn bad_gateway(message: impl Into<String>) -> Error {
     Error::new(ErrCode::Upstream, message)
 }
 
+/// The `/v2/account/register` answer: our new access token, under both names (the spec
+/// says `token`; Sydent and older clients use `access_token`). Fields in alphabetical
+/// order, as on the wire before.
+#[derive(Debug, serde::Serialize)]
+pub struct Registered {
+    pub access_token: String,
+    pub token: String,
+}
+
 /// `POST /v2/account/register`: returns `{token, access_token}`.
-pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Value, Error> {
+pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registered, Error> {
     let server = openid.matrix_server_name.trim().to_ascii_lowercase();
     if !crate::model::is_server_name(&server) {
         return Err(Error::invalid_param(
@@ -112,13 +121,34 @@ pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Value, Er
         crate::crypto::random_alphanumeric(64).map_err(|e| Error::internal("random token", e))?;
     state.store.create_token(sub.as_str(), &token).await?;
     tracing::info!(homeserver = %server, "account token issued");
-    Ok(json!({ "token": token, "access_token": token }))
+    Ok(Registered {
+        access_token: token.clone(),
+        token,
+    })
 }
 
 /// `POST /v2/account/logout`: revokes the token used, and only it.
-pub async fn logout(state: &Services, token: Option<String>) -> Result<Value, Error> {
+pub async fn logout(state: &Services, token: Option<String>) -> Result<(), Error> {
     let caller =
         crate::service::auth::authenticate(state, token, crate::service::auth::Gate::NoTerms)?;
     state.store.revoke_token(&caller.token).await?;
-    Ok(json!({}))
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_register_answer_keeps_its_wire_bytes() {
+        let registered = Registered {
+            access_token: "t".into(),
+            token: "t".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&registered).unwrap(),
+            json!({ "token": "t", "access_token": "t" }).to_string()
+        );
+    }
 }

@@ -10,16 +10,16 @@
 //! the Matrix ID's homeserver ([`super::invite::on_bind`]); the answer never waits for
 //! that delivery.
 
-use super::params;
-use super::session;
+use super::lookup::Association;
+use super::session::{self, SessionCredentials};
 use crate::error::{ErrCode, Error};
 use crate::federation::xmatrix;
 use crate::model::now_ms;
-use crate::model::{Medium, Mxid, ThreePid};
+use crate::model::{Mxid, ThreePid};
 use crate::notify::{template::Vars, Flow};
 use crate::service::Services;
 use crate::store::bindings::{BindingChange, BindingEntry, Origin};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 /// How long a user's bind is valid (Sydent: 100 years).
 const BIND_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -35,18 +35,24 @@ pub enum Binder<'a> {
     Anonymous,
 }
 
+/// A `/3pid/bind` request.
+#[derive(Debug, Clone)]
+pub struct BindRequest<'a> {
+    /// The validated session (`client_secret` already checked against the grammar).
+    pub session: SessionCredentials<'a>,
+    pub mxid: Mxid,
+}
+
 /// `POST /3pid/bind`: stores the binding and answers the signed association.
 pub async fn bind(
     state: &Services,
     binder: Binder<'_>,
-    body: &Map<String, Value>,
-) -> Result<Value, Error> {
-    params::require_all(body, &["sid", "client_secret", "mxid"])?;
-    let sid = params::string(body, "sid")?;
-    let client_secret = params::client_secret(body)?;
-    let mxid_text = params::string(body, "mxid")?;
-    let mxid = Mxid::parse(mxid_text)
-        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
+    request: BindRequest<'_>,
+) -> Result<Association, Error> {
+    let BindRequest {
+        session: SessionCredentials { sid, client_secret },
+        mxid,
+    } = request;
     match binder {
         Binder::Account(user) if user != mxid.as_str() => {
             return Err(Error::new(
@@ -101,19 +107,16 @@ pub async fn bind(
         .and_then(|r| r.entries.into_iter().find(|e| e.origin == Origin::Bind))
         .unwrap_or(entry);
     let invites = super::invite::on_bind(state, &session.threepid, &stored).await?;
-    let mut association = super::lookup::signed_association(state, &session.threepid, &stored)?;
-    if !invites.is_empty() {
-        // The answer carries the invites too, signed with the rest (as Sydent's does).
-        if let Some(map) = association.as_object_mut() {
-            map.remove("signatures");
-            map.insert("invites".into(), Value::Array(invites));
-        }
-        state
-            .keys
-            .sign(&mut association)
-            .map_err(|e| Error::internal("signing an association", e))?;
+    let association = super::lookup::signed_association(state, &session.threepid, &stored)?;
+    if invites.is_empty() {
+        return Ok(association);
     }
-    Ok(association)
+    // The answer carries the invites too, signed with the rest (as Sydent's does).
+    Association {
+        invites: Some(invites),
+        ..association
+    }
+    .sign(state)
 }
 
 /// `host[:port]` of a base URL (homeservers may name us by the public URL's host).
@@ -132,44 +135,49 @@ pub struct UnbindAuth<'a> {
     pub method: &'a str,
     /// Path and query as received (what the homeserver signed).
     pub uri: &'a str,
+    /// The request body as received: the content the homeserver signed.
+    pub content: &'a Value,
+}
+
+/// A `/3pid/unbind` request.
+#[derive(Debug, Clone)]
+pub struct UnbindRequest<'a> {
+    pub mxid: Mxid,
+    pub threepid: ThreePid,
+    /// The session that validated `threepid`, when the user (not the homeserver) asks.
+    pub session: Option<SessionCredentials<'a>>,
+}
+
+/// Refuses when unbinding is disabled; `http` asks before it parses an unbind body, so
+/// a disabled server answers that whatever the body.
+pub fn ensure_unbind_enabled(state: &Services) -> Result<(), Error> {
+    if state.config.session.unbind_enabled {
+        Ok(())
+    } else {
+        Err(forbidden("Unbinding is disabled on this server"))
+    }
 }
 
 /// `POST /3pid/unbind`
 pub async fn unbind(
     state: &Services,
-    body: &Map<String, Value>,
+    request: UnbindRequest<'_>,
     auth: UnbindAuth<'_>,
-) -> Result<Value, Error> {
-    if !state.config.session.unbind_enabled {
-        return Err(forbidden("Unbinding is disabled on this server"));
-    }
-    params::require_all(body, &["mxid", "threepid"])?;
-    let mxid_text = params::string(body, "mxid")?;
-    let mxid = Mxid::parse(mxid_text)
-        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
-    let threepid_obj = match body.get("threepid") {
-        Some(Value::Object(o)) => o,
-        _ => return Err(Error::invalid_param("threepid must be {medium, address}")),
-    };
-    params::require_all(threepid_obj, &["medium", "address"])?;
-    let medium = Medium::parse(params::string(threepid_obj, "medium")?)
-        .ok_or_else(|| Error::invalid_param("Unknown medium"))?;
-    let threepid = ThreePid::new(medium, params::string(threepid_obj, "address")?)
-        .map_err(|e| Error::invalid_param(format!("threepid.address: {e}")))?;
-
-    let sid = params::optional_string(body, "sid")?;
-    let secret = params::optional_string(body, "client_secret")?;
-    match (sid, secret) {
-        (Some(sid), Some(secret)) => {
-            let session = session::validated(state, sid, secret)?;
+) -> Result<(), Error> {
+    ensure_unbind_enabled(state)?;
+    let UnbindRequest {
+        mxid,
+        threepid,
+        session,
+    } = request;
+    match session {
+        Some(credentials) => {
+            let session = session::validated(state, credentials.sid, credentials.client_secret)?;
             if session.threepid != threepid {
                 return Err(forbidden("The session was not validated for this 3PID"));
             }
         }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(Error::missing_params(&["sid", "client_secret"]));
-        }
-        (None, None) => {
+        None => {
             let header = auth.authorization.ok_or_else(|| {
                 forbidden("Unbinding needs a validated session or a homeserver signature")
             })?;
@@ -189,13 +197,7 @@ pub async fn unbind(
             }
             let origin = state
                 .federation
-                .verify_request(
-                    &header,
-                    &names,
-                    auth.method,
-                    auth.uri,
-                    &Value::Object(body.clone()),
-                )
+                .verify_request(&header, &names, auth.method, auth.uri, auth.content)
                 .await
                 .map_err(|e| {
                     tracing::info!(error = %e, "homeserver unbind refused");
@@ -252,5 +254,5 @@ pub async fn unbind(
             });
         }
     }
-    Ok(json!({}))
+    Ok(())
 }

@@ -8,27 +8,30 @@ use crate::model::now_ms;
 use crate::model::{Medium, ThreePid};
 use crate::service::Services;
 use crate::store::bindings::{lookup_hash, BindingEntry};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+
+/// The `/v2/hash_details` answer. Fields in alphabetical order: the bytes on the wire
+/// stay those of the JSON object this replaced.
+#[derive(Debug, serde::Serialize)]
+pub struct HashDetails {
+    pub algorithms: Vec<&'static str>,
+    pub lookup_pepper: String,
+}
 
 /// `GET /v2/hash_details`
-pub fn hash_details(state: &Services) -> Value {
+pub fn hash_details(state: &Services) -> HashDetails {
     let mut algorithms = vec!["sha256"];
     if state.config.hashing.allow_none {
         algorithms.push("none");
     }
-    json!({ "lookup_pepper": state.store.pepper().pepper, "algorithms": algorithms })
+    HashDetails {
+        algorithms,
+        lookup_pepper: state.store.pepper().pepper,
+    }
 }
 
 fn live(not_before: u64, not_after: u64, now: u64) -> bool {
     not_before <= now && now < not_after
-}
-
-fn param_str<'a>(body: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, Error> {
-    match body.get(name) {
-        None | Some(Value::Null) => Err(Error::missing_params(&[name])),
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(Error::invalid_param(format!("{name} must be a string"))),
-    }
 }
 
 /// A `/v2/lookup` request, borrowed from the request body.
@@ -37,35 +40,6 @@ pub struct LookupRequest<'a> {
     pub algorithm: &'a str,
     pub pepper: &'a str,
     pub addresses: Vec<&'a str>,
-}
-
-impl<'a> LookupRequest<'a> {
-    /// Validates a parsed body field by field, for a precise error on bad input.
-    pub fn from_object(body: &'a Map<String, Value>) -> Result<Self, Error> {
-        let algorithm = param_str(body, "algorithm")?;
-        let pepper = param_str(body, "pepper")?;
-        let list = match body.get("addresses") {
-            None | Some(Value::Null) => return Err(Error::missing_params(&["addresses"])),
-            Some(Value::Array(a)) => a,
-            Some(_) => return Err(Error::invalid_param("addresses must be a list of strings")),
-        };
-        let mut addresses = Vec::with_capacity(list.len());
-        for (i, a) in list.iter().enumerate() {
-            match a {
-                Value::String(s) => addresses.push(s.as_str()),
-                _ => {
-                    return Err(Error::invalid_param(format!(
-                        "addresses[{i}] is not a string"
-                    )))
-                }
-            }
-        }
-        Ok(Self {
-            algorithm,
-            pepper,
-            addresses,
-        })
-    }
 }
 
 fn invalid_pepper(current: String) -> Error {
@@ -209,45 +183,78 @@ fn effective(
         .filter(|e| live(e.not_before_ms, e.not_after_ms, now)))
 }
 
+/// Signatures of a signed object: entity → key id → unpadded base64 signature.
+pub type Signatures =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
+/// A signed 3PID association: what v1 `/lookup` and `/3pid/bind` answer. Fields in
+/// alphabetical order, as the JSON object this replaced had them on the wire.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Association {
+    pub address: String,
+    /// Pending invites delivered on bind (signed with the rest, as Sydent's are).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invites: Option<Vec<Value>>,
+    pub medium: &'static str,
+    pub mxid: String,
+    pub not_after: u64,
+    pub not_before: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Signatures>,
+    pub ts: u64,
+}
+
+impl Association {
+    /// Signs the association (any signature already present is replaced).
+    pub(crate) fn sign(mut self, state: &Services) -> Result<Self, Error> {
+        let failed = |e: &dyn std::fmt::Display| Error::internal("signing an association", e);
+        self.signatures = None;
+        let mut value = serde_json::to_value(&self).map_err(|e| failed(&e))?;
+        state.keys.sign(&mut value).map_err(|e| failed(&e))?;
+        let signatures = value
+            .get_mut("signatures")
+            .map(Value::take)
+            .unwrap_or_default();
+        self.signatures = Some(serde_json::from_value(signatures).map_err(|e| failed(&e))?);
+        Ok(self)
+    }
+}
+
 /// The signed association for a binding: what v1 `/lookup` (and later `/3pid/bind`)
 /// answers.
 pub fn signed_association(
     state: &Services,
     threepid: &ThreePid,
     entry: &BindingEntry,
-) -> Result<Value, Error> {
-    let mut association = json!({
-        "address": threepid.address(),
-        "medium": threepid.medium().as_str(),
-        "mxid": entry.mxid,
-        "not_before": entry.not_before_ms,
-        "not_after": entry.not_after_ms,
-        "ts": entry.created_ms,
-    });
-    state
-        .keys
-        .sign(&mut association)
-        .map_err(|e| Error::internal("signing an association", e))?;
-    Ok(association)
+) -> Result<Association, Error> {
+    Association {
+        address: threepid.address().to_owned(),
+        invites: None,
+        medium: threepid.medium().as_str(),
+        mxid: entry.mxid.clone(),
+        not_after: entry.not_after_ms,
+        not_before: entry.not_before_ms,
+        signatures: None,
+        ts: entry.created_ms,
+    }
+    .sign(state)
+}
+
+/// The `/api/v1/lookup` answer: the signed association, or `{}`.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum LookupV1 {
+    Found(Association),
+    NotFound {},
 }
 
 /// `GET /api/v1/lookup?medium=&address=`: the signed association, or `{}`.
-pub fn lookup_v1(
-    state: &Services,
-    medium: Option<&str>,
-    address: Option<&str>,
-) -> Result<Value, Error> {
-    let (medium, address) = match (medium, address) {
-        (Some(m), Some(a)) => (m, a),
-        (None, None) => return Err(Error::missing_params(&["medium", "address"])),
-        (None, _) => return Err(Error::missing_params(&["medium"])),
-        (_, None) => return Err(Error::missing_params(&["address"])),
-    };
+pub fn lookup_v1(state: &Services, medium: &str, address: &str) -> Result<LookupV1, Error> {
     plain_allowed(state)?;
     let medium = Medium::parse(medium).ok_or_else(|| Error::invalid_param("Unknown medium"))?;
     let Ok(threepid) = ThreePid::new(medium, address) else {
         state.metrics.lookups(LookupKind::V1, 0, 1);
-        return Ok(json!({}));
+        return Ok(LookupV1::NotFound {});
     };
     let found = effective(state, &threepid, now_ms())?;
     state.metrics.lookups(
@@ -256,50 +263,42 @@ pub fn lookup_v1(
         usize::from(found.is_none()),
     );
     match found {
-        Some(entry) => signed_association(state, &threepid, &entry),
-        None => Ok(json!({})),
+        Some(entry) => signed_association(state, &threepid, &entry).map(LookupV1::Found),
+        None => Ok(LookupV1::NotFound {}),
     }
 }
 
-/// `POST /api/v1/bulk_lookup`: `{"threepids": [[medium, address], ...]}` →
-/// `{"threepids": [[medium, address, mxid], ...]}` for the matches, as sent.
-pub fn bulk_lookup_v1(state: &Services, body: &Map<String, Value>) -> Result<Value, Error> {
-    let list = match body.get("threepids") {
-        None | Some(Value::Null) => return Err(Error::missing_params(&["threepids"])),
-        Some(Value::Array(l)) => l,
-        Some(_) => {
-            return Err(Error::invalid_param(
-                "threepids must be a list of [medium, address] pairs",
-            ))
-        }
-    };
-    let max = state.config.lookup.max_addresses;
-    if list.len() > max {
-        return Err(Error::new(
-            ErrCode::TooMany,
-            format!("At most {max} 3PIDs per lookup"),
-        ));
-    }
-    let mut pairs = Vec::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
-        match item.as_array().map(Vec::as_slice) {
-            Some([Value::String(m), Value::String(a)]) => pairs.push((m.as_str(), a.as_str())),
-            _ => {
-                return Err(Error::invalid_param(format!(
-                    "threepids[{i}] is not a [medium, address] pair of strings"
-                )))
-            }
-        }
+/// The `/api/v1/bulk_lookup` answer: `[medium, address, mxid]` for the matches, as sent.
+#[derive(Debug, serde::Serialize)]
+pub struct BulkLookup<'a> {
+    pub threepids: Vec<(&'a str, &'a str, String)>,
+}
+
+/// Most 3PIDs one bulk lookup may ask for: `lookup.maxAddresses`.
+pub fn bulk_max(state: &Services) -> usize {
+    state.config.lookup.max_addresses
+}
+
+/// `POST /api/v1/bulk_lookup`: `(medium, address)` pairs as sent → the matches.
+pub fn bulk_lookup_v1<'a>(
+    state: &Services,
+    pairs: &[(&'a str, &'a str)],
+) -> Result<BulkLookup<'a>, Error> {
+    let max = bulk_max(state);
+    if pairs.len() > max {
+        return Err(too_many_threepids(max));
     }
     plain_allowed(state)?;
     if !state.config.lookup.bulk_enabled {
-        return Ok(json!({ "threepids": [] }));
+        return Ok(BulkLookup {
+            threepids: Vec::new(),
+        });
     }
     let now = now_ms();
     let mut found = Vec::new();
     let pepper = state.store.pepper();
     let asked = pairs.len();
-    for (m, a) in pairs {
+    for &(m, a) in pairs {
         let Some(medium) = Medium::parse(m) else {
             continue;
         };
@@ -308,11 +307,85 @@ pub fn bulk_lookup_v1(state: &Services, body: &Map<String, Value>) -> Result<Val
         };
         let digest = lookup_hash(&threepid, &pepper.pepper);
         if let Some(mxid) = mxid_by_hash(state, pepper.generation, &digest, now)? {
-            found.push(json!([m, a, mxid]));
+            found.push((m, a, mxid));
         }
     }
     state
         .metrics
         .lookups(LookupKind::V1, found.len(), asked - found.len());
-    Ok(json!({ "threepids": found }))
+    Ok(BulkLookup { threepids: found })
+}
+
+/// The error for a bulk lookup over [`bulk_max`] entries.
+pub fn too_many_threepids(max: usize) -> Error {
+    Error::new(ErrCode::TooMany, format!("At most {max} 3PIDs per lookup"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn association(invites: Option<Vec<Value>>) -> Association {
+        Association {
+            address: "a@b.c".into(),
+            invites,
+            medium: "email",
+            mxid: "@a:b.c".into(),
+            not_after: 3,
+            not_before: 1,
+            signatures: None,
+            ts: 2,
+        }
+    }
+
+    /// The typed answers serialise to the bytes the `json!` objects they replaced did
+    /// (serde_json sorts object keys).
+    #[test]
+    fn answers_keep_their_wire_bytes() {
+        let same = |typed: String, old: Value| assert_eq!(typed, old.to_string());
+        let details = HashDetails {
+            algorithms: vec!["sha256", "none"],
+            lookup_pepper: "p".into(),
+        };
+        same(
+            serde_json::to_string(&details).unwrap(),
+            json!({ "lookup_pepper": "p", "algorithms": ["sha256", "none"] }),
+        );
+        // What is signed is what was signed before, so the signature is the same too.
+        let unsigned = json!({"address": "a@b.c", "medium": "email", "mxid": "@a:b.c",
+            "not_before": 1, "not_after": 3, "ts": 2});
+        assert_eq!(serde_json::to_value(association(None)).unwrap(), unsigned);
+        let mut with_invites = unsigned.clone();
+        with_invites["invites"] = json!([{"room_id": "!r:b.c"}]);
+        assert_eq!(
+            serde_json::to_value(association(Some(vec![json!({"room_id": "!r:b.c"})]))).unwrap(),
+            with_invites
+        );
+        let mut signed = association(None);
+        let signatures: Signatures =
+            serde_json::from_value(json!({"id": {"ed25519:0": "s"}})).unwrap();
+        signed.signatures = Some(signatures);
+        let mut old = unsigned.clone();
+        old["signatures"] = json!({"id": {"ed25519:0": "s"}});
+        same(
+            serde_json::to_string(&LookupV1::Found(signed)).unwrap(),
+            old,
+        );
+        same(
+            serde_json::to_string(&LookupV1::NotFound {}).unwrap(),
+            json!({}),
+        );
+        let bulk = BulkLookup {
+            threepids: vec![("email", "a@b.c", "@a:b.c".into())],
+        };
+        same(
+            serde_json::to_string(&bulk).unwrap(),
+            json!({ "threepids": [json!(["email", "a@b.c", "@a:b.c"])] }),
+        );
+        same(
+            serde_json::to_string(&BulkLookup { threepids: vec![] }).unwrap(),
+            json!({ "threepids": [] }),
+        );
+    }
 }

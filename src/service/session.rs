@@ -6,14 +6,12 @@
 //! A message goes out before the session is written, and the session is written before
 //! we answer: a 200 means both the SMTP server (or gateway) and the store have it.
 
-use super::params;
 use crate::error::{ErrCode, Error};
 use crate::model::now_ms;
 use crate::model::{Medium, ThreePid};
 use crate::notify::{template::Vars, Flow, NotifyError};
 use crate::service::Services;
 use crate::store::sessions::SessionRecord;
-use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 use subtle::ConstantTimeEq as _;
 
@@ -95,73 +93,87 @@ fn new_token(medium: Medium) -> Result<String, Error> {
     }
 }
 
-/// The address a `requestToken` body names, normalised, with Sydent's extra fields
-/// for the msisdn answer.
-fn requested_threepid(
-    medium: Medium,
-    body: &Map<String, Value>,
-) -> Result<(ThreePid, Map<String, Value>), Error> {
-    match medium {
-        Medium::Email => {
-            params::require_all(body, &["client_secret", "email", "send_attempt"])?;
-            let email = params::string(body, "email")?;
-            let invalid = || Error::new(ErrCode::InvalidEmail, "Invalid e-mail address");
-            let threepid = ThreePid::new(Medium::Email, email).map_err(|_| invalid())?;
-            // What the SMTP layer will accept, too (no quoted local parts, no spaces).
-            threepid
-                .address()
-                .parse::<lettre::Address>()
-                .map_err(|_| invalid())?;
-            Ok((threepid, Map::new()))
-        }
-        Medium::Msisdn => {
-            params::require_all(
-                body,
-                &["client_secret", "country", "phone_number", "send_attempt"],
-            )?;
-            let country = params::string(body, "country")?;
-            let number = params::string(body, "phone_number")?;
-            let invalid = || Error::new(ErrCode::InvalidAddress, "Invalid phone number");
-            let country: phonenumber::country::Id = country
-                .trim()
-                .to_ascii_uppercase()
-                .parse()
-                .map_err(|_| invalid())?;
-            if number.len() > 64 {
-                return Err(invalid());
-            }
-            let parsed = phonenumber::parse(Some(country), number).map_err(|_| invalid())?;
-            if !parsed.is_valid() {
-                return Err(invalid());
-            }
-            let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
-            let threepid = ThreePid::new(Medium::Msisdn, &e164).map_err(|_| invalid())?;
-            let mut extra = Map::new();
-            extra.insert("msisdn".into(), json!(threepid.address()));
-            extra.insert(
-                "intl_fmt".into(),
-                json!(parsed
-                    .format()
-                    .mode(phonenumber::Mode::International)
-                    .to_string()),
-            );
-            Ok((threepid, extra))
-        }
+/// The spec's grammar of session ids (and client secrets): `[0-9a-zA-Z.=_-]{1,255}`.
+pub fn is_session_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 255
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'=' | b'_' | b'-'))
+}
+
+/// Refuses when 3PID validation is disabled; `http` asks before it parses a
+/// `requestToken` body, so a disabled server answers that whatever the body.
+pub fn ensure_enabled(state: &Services) -> Result<(), Error> {
+    if state.config.session.validation_enabled {
+        Ok(())
+    } else {
+        Err(disabled())
     }
 }
 
-fn next_link(body: &Map<String, Value>) -> Result<Option<String>, Error> {
-    let Some(link) = params::optional_string(body, "next_link")? else {
-        return Ok(None);
-    };
-    match url::Url::parse(link) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-            Ok(Some(u.to_string()))
-        }
-        _ => Err(Error::invalid_param(
-            "next_link must be an http or https URL",
-        )),
+/// The e-mail address a `requestToken` names, normalised.
+pub fn email_threepid(email: &str) -> Result<ThreePid, Error> {
+    let invalid = || Error::new(ErrCode::InvalidEmail, "Invalid e-mail address");
+    let threepid = ThreePid::new(Medium::Email, email).map_err(|_| invalid())?;
+    // What the SMTP layer will accept, too (no quoted local parts, no spaces).
+    threepid
+        .address()
+        .parse::<lettre::Address>()
+        .map_err(|_| invalid())?;
+    Ok(threepid)
+}
+
+/// The phone number a `requestToken` names (`country` code and number as typed),
+/// normalised to E.164, with its international format for the answer (Sydent's
+/// `intl_fmt`).
+pub fn msisdn_threepid(country: &str, number: &str) -> Result<(ThreePid, String), Error> {
+    let invalid = || Error::new(ErrCode::InvalidAddress, "Invalid phone number");
+    let country: phonenumber::country::Id = country
+        .trim()
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| invalid())?;
+    if number.len() > 64 {
+        return Err(invalid());
     }
+    let parsed = phonenumber::parse(Some(country), number).map_err(|_| invalid())?;
+    if !parsed.is_valid() {
+        return Err(invalid());
+    }
+    let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+    let threepid = ThreePid::new(Medium::Msisdn, &e164).map_err(|_| invalid())?;
+    let intl_fmt = parsed
+        .format()
+        .mode(phonenumber::Mode::International)
+        .to_string();
+    Ok((threepid, intl_fmt))
+}
+
+/// A `requestToken` request: the 3PID (its medium is the path's), already normalised.
+#[derive(Debug, Clone)]
+pub struct RequestToken {
+    pub threepid: ThreePid,
+    /// The international format of a phone number ([`msisdn_threepid`]).
+    pub intl_fmt: Option<String>,
+    /// Already checked against [`is_session_id`]'s grammar.
+    pub client_secret: String,
+    pub send_attempt: u64,
+    /// An absolute http(s) URL.
+    pub next_link: Option<String>,
+}
+
+/// The `requestToken` answer: `{sid}` by e-mail; by SMS Sydent's `{intl_fmt, msisdn,
+/// sid, success: true}`. Fields in alphabetical order, as on the wire before.
+#[derive(Debug, serde::Serialize)]
+pub struct TokenRequested {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intl_fmt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msisdn: Option<String>,
+    pub sid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
 }
 
 /// The link in the message: `GET submitToken` on the v2 prefix, which needs no access
@@ -194,23 +206,24 @@ async fn send_token(state: &Services, session: &SessionRecord) -> Result<(), Err
 /// `POST /validate/{email,msisdn}/requestToken`
 pub async fn request_token(
     state: &Services,
-    medium: Medium,
-    body: &Map<String, Value>,
+    request: RequestToken,
     client_ip: Option<IpAddr>,
-) -> Result<Value, Error> {
-    if !state.config.session.validation_enabled {
-        return Err(disabled());
-    }
-    let (threepid, extra) = requested_threepid(medium, body)?;
-    let client_secret = params::client_secret(body)?;
-    let send_attempt = params::integer(body, "send_attempt")?;
-    let next_link = next_link(body)?;
+) -> Result<TokenRequested, Error> {
+    ensure_enabled(state)?;
+    let RequestToken {
+        threepid,
+        intl_fmt,
+        client_secret,
+        send_attempt,
+        next_link,
+    } = request;
+    let medium = threepid.medium();
     state.limits.request_token(client_ip, threepid.address())?;
 
     let now = now_ms();
     let existing = state
         .store
-        .session_for(&threepid, client_secret)?
+        .session_for(&threepid, &client_secret)?
         .filter(|s| !expired(state, s, now) && !dead(state, s));
     let (session, send) = match existing {
         Some(mut s) => {
@@ -230,7 +243,7 @@ pub async fn request_token(
             let session = SessionRecord {
                 sid,
                 threepid,
-                client_secret: client_secret.to_owned(),
+                client_secret,
                 token: new_token(medium)?,
                 send_attempt,
                 next_link,
@@ -256,18 +269,19 @@ pub async fn request_token(
         }
         state.store.put_session(&record).await?;
     }
-    let mut answer = extra;
-    answer.insert("sid".into(), json!(session.sid));
-    if medium == Medium::Msisdn {
-        answer.insert("success".into(), json!(true));
-    }
-    Ok(Value::Object(answer))
+    let msisdn = medium == Medium::Msisdn;
+    Ok(TokenRequested {
+        intl_fmt: intl_fmt.filter(|_| msisdn),
+        msisdn: msisdn.then(|| session.threepid.address().to_owned()),
+        sid: session.sid,
+        success: msisdn.then_some(true),
+    })
 }
 
 /// The session `sid` if `client_secret` is its secret; unknown sid and wrong secret are
 /// the same answer.
 fn find(state: &Services, sid: &str, client_secret: &str) -> Result<SessionRecord, Error> {
-    if !params::is_session_id(sid) {
+    if !is_session_id(sid) {
         return Err(no_valid_session());
     }
     match state.store.session(sid)? {
@@ -288,18 +302,39 @@ pub fn validated(state: &Services, sid: &str, client_secret: &str) -> Result<Ses
     Ok(session)
 }
 
-/// `submitToken`, POST or GET. Returns the session on success.
+/// A session's credentials as a client names them (`sid`, `client_secret`).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCredentials<'a> {
+    pub sid: &'a str,
+    pub client_secret: &'a str,
+}
+
+/// A `submitToken` request, POST or GET.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitToken<'a> {
+    pub session: SessionCredentials<'a>,
+    pub token: &'a str,
+}
+
+/// A validated session, as `submitToken` reports it.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// Where the client asked the browser to go after validation.
+    pub next_link: Option<String>,
+}
+
+/// `submitToken`, POST or GET.
 pub async fn submit_token(
     state: &Services,
     medium: Medium,
-    sid: &str,
-    client_secret: &str,
-    token: &str,
+    request: SubmitToken<'_>,
     client_ip: Option<IpAddr>,
-) -> Result<SessionRecord, Error> {
-    if !state.config.session.validation_enabled {
-        return Err(disabled());
-    }
+) -> Result<Submitted, Error> {
+    let SubmitToken {
+        session: SessionCredentials { sid, client_secret },
+        token,
+    } = request;
+    ensure_enabled(state)?;
     if token.is_empty() || token.chars().count() > 255 {
         return Err(Error::invalid_param("token must be 1-255 characters"));
     }
@@ -331,17 +366,30 @@ pub async fn submit_token(
         session.updated_ms = now;
         state.store.put_session(&session).await?;
     }
-    Ok(session)
+    Ok(Submitted {
+        next_link: session.next_link,
+    })
+}
+
+/// The `getValidated3pid` answer. Fields in alphabetical order, as on the wire before.
+#[derive(Debug, serde::Serialize)]
+pub struct Validated3pid {
+    pub address: String,
+    pub medium: &'static str,
+    pub validated_at: Option<u64>,
 }
 
 /// `GET /3pid/getValidated3pid`
-pub fn get_validated(state: &Services, sid: &str, client_secret: &str) -> Result<Value, Error> {
-    let session = validated(state, sid, client_secret)?;
-    Ok(json!({
-        "medium": session.threepid.medium().as_str(),
-        "address": session.threepid.address(),
-        "validated_at": session.validated_ms,
-    }))
+pub fn get_validated(
+    state: &Services,
+    credentials: SessionCredentials<'_>,
+) -> Result<Validated3pid, Error> {
+    let session = validated(state, credentials.sid, credentials.client_secret)?;
+    Ok(Validated3pid {
+        address: session.threepid.address().to_owned(),
+        medium: session.threepid.medium().as_str(),
+        validated_at: session.validated_ms,
+    })
 }
 
 /// Deletes sessions a lifetime past their expiry, every ten minutes, until shutdown.
@@ -359,5 +407,59 @@ pub async fn purge_task(state: Services, mut shutdown: tokio::sync::watch::Recei
             Ok(n) => tracing::info!(sessions = n, "purged old validation sessions"),
             Err(e) => tracing::warn!(error = %e, "purging old validation sessions failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The typed answers serialise to the bytes the `json!` objects they replaced did.
+    #[test]
+    fn answers_keep_their_wire_bytes() {
+        let email = TokenRequested {
+            intl_fmt: None,
+            msisdn: None,
+            sid: "s".into(),
+            success: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&email).unwrap(),
+            json!({"sid": "s"}).to_string()
+        );
+        let (threepid, intl_fmt) = msisdn_threepid("fr", "06 12 34 56 78").unwrap();
+        let sms = TokenRequested {
+            intl_fmt: Some(intl_fmt.clone()),
+            msisdn: Some(threepid.address().to_owned()),
+            sid: "s".into(),
+            success: Some(true),
+        };
+        let old = json!({"msisdn": threepid.address(), "intl_fmt": intl_fmt,
+            "sid": "s", "success": true});
+        assert_eq!(serde_json::to_string(&sms).unwrap(), old.to_string());
+        let validated = Validated3pid {
+            address: "a@b.c".into(),
+            medium: "email",
+            validated_at: Some(5),
+        };
+        assert_eq!(
+            serde_json::to_string(&validated).unwrap(),
+            json!({"medium": "email", "address": "a@b.c", "validated_at": 5}).to_string()
+        );
+    }
+
+    #[test]
+    fn addresses_are_normalised_or_refused() {
+        assert_eq!(email_threepid("A@B.c").unwrap().address(), "a@b.c");
+        assert_eq!(
+            email_threepid("a b@c.d").unwrap_err().code,
+            ErrCode::InvalidEmail
+        );
+        assert_eq!(
+            msisdn_threepid("XX", "123").unwrap_err().code,
+            ErrCode::InvalidAddress
+        );
+        assert!(is_session_id("aB3.=_-") && !is_session_id("") && !is_session_id("a b"));
     }
 }

@@ -5,20 +5,73 @@
 
 use crate::error::Error;
 use crate::service::Services;
-use serde_json::{json, Map, Value};
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+
+/// The `GET /terms` answer: policy name → [`Policy`].
+#[derive(Debug, Serialize)]
+pub struct Policies<'a> {
+    pub policies: BTreeMap<&'a str, Policy<'a>>,
+}
+
+/// One policy: its `version` and, beside it in the same object, one [`Document`] per
+/// language code (MSC2140's shape).
+#[derive(Debug)]
+pub struct Policy<'a> {
+    pub version: &'a str,
+    pub documents: BTreeMap<&'a str, Document<'a>>,
+}
+
+/// A policy's text in one language.
+#[derive(Debug, Serialize)]
+pub struct Document<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+}
+
+/// A member of a policy object: the version, or a language's document.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Member<'a> {
+    Version(&'a str),
+    Document(&'a Document<'a>),
+}
+
+impl Serialize for Policy<'_> {
+    /// One object with every key in sorted order, `version` among the language codes,
+    /// as the JSON object this replaced had them on the wire (a language named
+    /// `version` would win over the version there too).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut members = BTreeMap::new();
+        members.insert("version", Member::Version(self.version));
+        for (lang, document) in &self.documents {
+            members.insert(lang, Member::Document(document));
+        }
+        members.serialize(serializer)
+    }
+}
 
 /// `GET /terms` body.
-pub fn policies(state: &Services) -> Value {
-    let mut out = Map::new();
-    for (name, policy) in &state.config.terms.policies {
-        let mut entry = Map::new();
-        entry.insert("version".into(), Value::from(policy.version.clone()));
-        for (lang, (title, url)) in &policy.terms {
-            entry.insert(lang.clone(), json!({"name": title, "url": url}));
-        }
-        out.insert(name.clone(), Value::Object(entry));
-    }
-    json!({ "policies": out })
+pub fn policies(state: &Services) -> Policies<'_> {
+    let policies = state
+        .config
+        .terms
+        .policies
+        .iter()
+        .map(|(name, policy)| {
+            let documents = policy
+                .terms
+                .iter()
+                .map(|(lang, (name, url))| (lang.as_str(), Document { name, url }))
+                .collect();
+            let policy = Policy {
+                version: &policy.version,
+                documents,
+            };
+            (name.as_str(), policy)
+        })
+        .collect();
+    Policies { policies }
 }
 
 /// True when the user accepted every current policy (always, with none configured).
@@ -64,4 +117,48 @@ pub async fn accept(state: &Services, user_id: &str, urls: Vec<String>) -> Resul
     }
     state.store.accept_terms(user_id, &urls).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `version` sorts among the language codes, as it did in the `json!` object.
+    #[test]
+    fn policies_keep_their_wire_bytes() {
+        let documents = [
+            (
+                "en",
+                Document {
+                    name: "T",
+                    url: "https://t/en",
+                },
+            ),
+            (
+                "zh",
+                Document {
+                    name: "Z",
+                    url: "https://t/zh",
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let policies = Policies {
+            policies: [(
+                "privacy",
+                Policy {
+                    version: "1.0",
+                    documents,
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let old = json!({"policies": {"privacy": {"version": "1.0",
+            "en": {"name": "T", "url": "https://t/en"},
+            "zh": {"name": "Z", "url": "https://t/zh"}}}});
+        assert_eq!(serde_json::to_string(&policies).unwrap(), old.to_string());
+    }
 }

@@ -28,5 +28,5 @@ pub async fn whoami(token: Option<String>, state: Services) -> Result<Response, 
 
 /// `POST /_matrix/identity/v2/account/logout` (no terms gate, body ignored)
 pub async fn logout(token: Option<String>, state: Services) -> Result<Response, Infallible> {
-    respond(account::logout(&state, token).await)
+    respond(account::logout(&state, token).await.map(|()| json!({})))
 }

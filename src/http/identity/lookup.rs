@@ -31,6 +31,42 @@ struct FastBody<'a> {
     addresses: Vec<Cow<'a, str>>,
 }
 
+fn param_str<'a>(body: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, Error> {
+    match body.get(name) {
+        None | Some(Value::Null) => Err(Error::missing_params(&[name])),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Error::invalid_param(format!("{name} must be a string"))),
+    }
+}
+
+/// A `/v2/lookup` body not of the usual shape, validated field by field for a precise
+/// error on bad input.
+fn lookup_request(body: &Map<String, Value>) -> Result<lookup::LookupRequest<'_>, Error> {
+    let algorithm = param_str(body, "algorithm")?;
+    let pepper = param_str(body, "pepper")?;
+    let list = match body.get("addresses") {
+        None | Some(Value::Null) => return Err(Error::missing_params(&["addresses"])),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(Error::invalid_param("addresses must be a list of strings")),
+    };
+    let mut addresses = Vec::with_capacity(list.len());
+    for (i, a) in list.iter().enumerate() {
+        match a {
+            Value::String(s) => addresses.push(s.as_str()),
+            _ => {
+                return Err(Error::invalid_param(format!(
+                    "addresses[{i}] is not a string"
+                )))
+            }
+        }
+    }
+    Ok(lookup::LookupRequest {
+        algorithm,
+        pepper,
+        addresses,
+    })
+}
+
 /// `POST /_matrix/identity/v2/lookup`
 pub async fn lookup(
     token: Option<String>,
@@ -64,7 +100,7 @@ pub async fn answer_lookup(
         }),
         // Not the usual shape: parse it generically to say precisely what is wrong.
         Err(_) => crate::http::body::parse_object::<Map<String, Value>>(None, &bytes)
-            .and_then(|object| answer(&lookup::LookupRequest::from_object(&object)?)),
+            .and_then(|object| answer(&lookup_request(&object)?)),
     };
     Ok(result.unwrap_or_else(|e| crate::http::reply::error_response(&e)))
 }
@@ -74,11 +110,43 @@ pub async fn lookup_v1(
     query: HashMap<String, String>,
     state: Services,
 ) -> Result<Response, Infallible> {
-    respond(lookup::lookup_v1(
-        &state,
-        query.get("medium").map(String::as_str),
-        query.get("address").map(String::as_str),
-    ))
+    let medium = query.get("medium").map(String::as_str);
+    let address = query.get("address").map(String::as_str);
+    respond(match (medium, address) {
+        (Some(m), Some(a)) => lookup::lookup_v1(&state, m, a),
+        (None, None) => Err(Error::missing_params(&["medium", "address"])),
+        (None, _) => Err(Error::missing_params(&["medium"])),
+        (_, None) => Err(Error::missing_params(&["address"])),
+    })
+}
+
+/// The `(medium, address)` pairs of a bulk lookup body, `{"threepids": [[m, a], ...]}`.
+/// A list longer than `max` is refused before its entries are looked at.
+fn bulk_pairs(body: &Map<String, Value>, max: usize) -> Result<Vec<(&str, &str)>, Error> {
+    let list = match body.get("threepids") {
+        None | Some(Value::Null) => return Err(Error::missing_params(&["threepids"])),
+        Some(Value::Array(l)) => l,
+        Some(_) => {
+            return Err(Error::invalid_param(
+                "threepids must be a list of [medium, address] pairs",
+            ))
+        }
+    };
+    if list.len() > max {
+        return Err(lookup::too_many_threepids(max));
+    }
+    let mut pairs = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        match item.as_array().map(Vec::as_slice) {
+            Some([Value::String(m), Value::String(a)]) => pairs.push((m.as_str(), a.as_str())),
+            _ => {
+                return Err(Error::invalid_param(format!(
+                    "threepids[{i}] is not a [medium, address] pair of strings"
+                )))
+            }
+        }
+    }
+    Ok(pairs)
 }
 
 /// `POST /_matrix/identity/api/v1/bulk_lookup`
@@ -86,5 +154,12 @@ pub async fn bulk_lookup_v1(
     body: Result<Map<String, Value>, Error>,
     state: Services,
 ) -> Result<Response, Infallible> {
-    respond(body.and_then(|body| lookup::bulk_lookup_v1(&state, &body)))
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return Ok(crate::http::reply::error_response(&e)),
+    };
+    respond(
+        bulk_pairs(&body, lookup::bulk_max(&state))
+            .and_then(|pairs| lookup::bulk_lookup_v1(&state, &pairs)),
+    )
 }

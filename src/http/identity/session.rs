@@ -4,11 +4,12 @@
 //! the unauthenticated v1 prefix.
 
 use crate::error::Error;
+use crate::http::params;
 use crate::http::reply::respond;
-use crate::model::Medium;
+use crate::model::{Medium, Mxid, ThreePid};
 use crate::service::auth::{authenticate, Gate};
-use crate::service::bind::{self, Binder, UnbindAuth};
-use crate::service::session;
+use crate::service::bind::{self, BindRequest, Binder, UnbindAuth, UnbindRequest};
+use crate::service::session::{self, RequestToken, SessionCredentials, SubmitToken};
 use crate::service::Services;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -44,6 +45,50 @@ fn medium(name: &str) -> Result<Medium, Error> {
     Medium::parse(name).ok_or_else(Error::unrecognized_route)
 }
 
+/// A `requestToken` body: the address fields of `medium`, then `client_secret`,
+/// `send_attempt` and the optional `next_link`, checked in that order.
+fn request_token_body(medium: Medium, body: &Map<String, Value>) -> Result<RequestToken, Error> {
+    let (threepid, intl_fmt) = match medium {
+        Medium::Email => {
+            params::require_all(body, &["client_secret", "email", "send_attempt"])?;
+            let email = params::string(body, "email")?;
+            (session::email_threepid(email)?, None)
+        }
+        Medium::Msisdn => {
+            params::require_all(
+                body,
+                &["client_secret", "country", "phone_number", "send_attempt"],
+            )?;
+            let country = params::string(body, "country")?;
+            let number = params::string(body, "phone_number")?;
+            let (threepid, intl_fmt) = session::msisdn_threepid(country, number)?;
+            (threepid, Some(intl_fmt))
+        }
+    };
+    Ok(RequestToken {
+        threepid,
+        intl_fmt,
+        client_secret: params::client_secret(body)?.to_owned(),
+        send_attempt: params::integer(body, "send_attempt")?,
+        next_link: next_link(body)?,
+    })
+}
+
+/// The optional `next_link`: an absolute http(s) URL.
+fn next_link(body: &Map<String, Value>) -> Result<Option<String>, Error> {
+    let Some(link) = params::optional_string(body, "next_link")? else {
+        return Ok(None);
+    };
+    match url::Url::parse(link) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(Some(u.to_string()))
+        }
+        _ => Err(Error::invalid_param(
+            "next_link must be an http or https URL",
+        )),
+    }
+}
+
 /// `POST /validate/{medium}/requestToken`
 pub async fn request_token(
     medium_name: String,
@@ -55,7 +100,10 @@ pub async fn request_token(
     let result = async {
         let medium = medium(&medium_name)?;
         access.user(&state)?;
-        session::request_token(&state, medium, &body?, ip).await
+        let body = body?;
+        session::ensure_enabled(&state)?;
+        let request = request_token_body(medium, &body)?;
+        session::request_token(&state, request, ip).await
     };
     respond(result.await)
 }
@@ -73,11 +121,17 @@ pub async fn submit_token(
         let medium = medium(&medium_name)?;
         access.user(&state)?;
         let body = body?;
-        crate::service::params::require_all(&body, &["sid", "client_secret", "token"])?;
-        let sid = crate::service::params::string(&body, "sid")?;
-        let secret = crate::service::params::client_secret(&body)?;
-        let token = crate::service::params::string(&body, "token")?;
-        session::submit_token(&state, medium, sid, secret, token, ip).await
+        params::require_all(&body, &["sid", "client_secret", "token"])?;
+        let request = SubmitToken {
+            session: SessionCredentials {
+                sid: params::string(&body, "sid")?,
+                client_secret: params::client_secret(&body)?,
+            },
+            token: params::string(&body, "token")?,
+        };
+        session::submit_token(&state, medium, request, ip)
+            .await
+            .map(drop)
     };
     Ok(match result.await {
         Ok(_) => crate::http::reply::json_response(
@@ -135,8 +189,12 @@ pub async fn submit_token_get(
                 .map(String::as_str)
                 .ok_or_else(|| Error::missing_params(&[name]))
         };
-        let (sid, secret, token) = (get("sid")?, get("client_secret")?, get("token")?);
-        session::submit_token(&state, medium, sid, secret, token, ip).await
+        let (sid, client_secret, token) = (get("sid")?, get("client_secret")?, get("token")?);
+        let request = SubmitToken {
+            session: SessionCredentials { sid, client_secret },
+            token,
+        };
+        session::submit_token(&state, medium, request, ip).await
     };
     let view = &state.config.view;
     Ok(match result.await {
@@ -176,12 +234,58 @@ pub async fn get_validated(
         let sid = query
             .get("sid")
             .ok_or_else(|| Error::missing_params(&["sid"]))?;
-        let secret = query
+        let client_secret = query
             .get("client_secret")
             .ok_or_else(|| Error::missing_params(&["client_secret"]))?;
-        session::get_validated(&state, sid, secret)
+        session::get_validated(&state, SessionCredentials { sid, client_secret })
     })();
     respond(result)
+}
+
+fn mxid(body: &Map<String, Value>) -> Result<Mxid, Error> {
+    Mxid::parse(params::string(body, "mxid")?)
+        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))
+}
+
+/// A `/3pid/bind` body: `sid`, `client_secret` (its grammar checked), `mxid`.
+fn bind_body(body: &Map<String, Value>) -> Result<BindRequest<'_>, Error> {
+    params::require_all(body, &["sid", "client_secret", "mxid"])?;
+    let sid = params::string(body, "sid")?;
+    let client_secret = params::client_secret(body)?;
+    Ok(BindRequest {
+        session: SessionCredentials { sid, client_secret },
+        mxid: mxid(body)?,
+    })
+}
+
+/// A `/3pid/unbind` body: `mxid`, `threepid: {medium, address}`, and optionally both
+/// of `sid` and `client_secret`.
+fn unbind_body(body: &Map<String, Value>) -> Result<UnbindRequest<'_>, Error> {
+    params::require_all(body, &["mxid", "threepid"])?;
+    let mxid = mxid(body)?;
+    let threepid_obj = match body.get("threepid") {
+        Some(Value::Object(o)) => o,
+        _ => return Err(Error::invalid_param("threepid must be {medium, address}")),
+    };
+    params::require_all(threepid_obj, &["medium", "address"])?;
+    let medium = Medium::parse(params::string(threepid_obj, "medium")?)
+        .ok_or_else(|| Error::invalid_param("Unknown medium"))?;
+    let threepid = ThreePid::new(medium, params::string(threepid_obj, "address")?)
+        .map_err(|e| Error::invalid_param(format!("threepid.address: {e}")))?;
+    let sid = params::optional_string(body, "sid")?;
+    let client_secret = params::optional_string(body, "client_secret")?;
+    let session = match (sid, client_secret) {
+        (Some(sid), Some(client_secret)) => Some(SessionCredentials { sid, client_secret }),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::missing_params(&["sid", "client_secret"]))
+        }
+        (None, None) => None,
+    };
+    Ok(UnbindRequest {
+        mxid,
+        threepid,
+        session,
+    })
 }
 
 /// `POST /3pid/bind`
@@ -196,7 +300,8 @@ pub async fn bind(
             Some(u) => Binder::Account(u),
             None => Binder::Anonymous,
         };
-        bind::bind(&state, binder, &body?).await
+        let body = body?;
+        bind::bind(&state, binder, bind_body(&body)?).await
     };
     respond(result.await)
 }
@@ -218,16 +323,20 @@ pub async fn unbind(
     let result = async {
         state.limits.unbind(ip)?;
         let body = body?;
+        bind::ensure_unbind_enabled(&state)?;
+        let request = unbind_body(&body)?;
+        let content = Value::Object(body.clone());
         bind::unbind(
             &state,
-            &body,
+            request,
             UnbindAuth {
                 authorization: authorization.as_deref(),
                 method: "POST",
                 uri: &uri,
+                content: &content,
             },
         )
         .await
     };
-    respond(result.await)
+    respond(result.await.map(|()| serde_json::json!({})))
 }
