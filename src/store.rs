@@ -352,6 +352,17 @@ pub(crate) fn threepid_digest(threepid: &crate::model::ThreePid, extra: &[u8]) -
     h.finalize().into()
 }
 
+/// Where the store lives inside `storage.path`.
+pub fn dir(config: &crate::config::Config) -> std::path::PathBuf {
+    config.storage.path.join("store")
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        Self::internal("store", e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,16 +436,5 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(store.kv.count("notes").unwrap(), 200);
-    }
-}
-
-/// Where the store lives inside `storage.path`.
-pub fn dir(config: &crate::config::Config) -> std::path::PathBuf {
-    config.storage.path.join("store")
-}
-
-impl From<StoreError> for crate::error::Error {
-    fn from(e: StoreError) -> Self {
-        Self::internal("store", e)
     }
 }

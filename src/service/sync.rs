@@ -18,8 +18,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Most problems (skipped users, conflicts) kept in a status.
-
 /// The configured sources, each with a lock so runs of one source never overlap, and
 /// the runtime their runs execute on.
 #[derive(Debug, Default)]
