@@ -1,0 +1,91 @@
+//! The directory entries the sync sources list: one source's users as it last gave
+//! them, and every source's entries merged by Matrix ID (what search indexes). Read-only:
+//! entries are written by a run ([`super::apply`]), never here.
+
+use super::{source_prefix, SYNC_USER};
+use crate::model::DirectoryUser;
+use crate::store::codec::{decode, Record};
+use crate::store::{Store, StoreError};
+use std::collections::BTreeMap;
+
+impl Record for DirectoryUser {
+    const VERSION: u8 = 1;
+    const NAME: &'static str = "directory user";
+}
+
+/// Adds another source's entry for the same user: the first display name, everyone's
+/// 3PIDs, attributes and roles.
+fn merge_into(merged: &mut DirectoryUser, user: DirectoryUser) {
+    if merged.display_name.is_none() {
+        merged.display_name = user.display_name;
+    }
+    for t in user.threepids {
+        if !merged.threepids.contains(&t) {
+            merged.threepids.push(t);
+        }
+    }
+    for (k, v) in user.attributes {
+        merged.attributes.entry(k).or_default().extend(v);
+    }
+    merged.roles.extend(user.roles);
+}
+
+impl Store {
+    /// The users `source` listed at its last applied run, by Matrix ID.
+    pub fn directory_users(
+        &self,
+        source: &str,
+    ) -> Result<BTreeMap<String, DirectoryUser>, StoreError> {
+        let prefix = source_prefix(source);
+        self.kv
+            .scan_prefix(SYNC_USER, &prefix)
+            .map(|e| {
+                e.and_then(|(k, v)| {
+                    let mxid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                    Ok((mxid, decode(&v)?))
+                })
+            })
+            .collect()
+    }
+
+    /// Every source's directory entries, merged by Matrix ID (what search indexes):
+    /// the first source's display name, everyone's 3PIDs, attributes and roles.
+    pub fn directory_entries(&self) -> Result<BTreeMap<String, DirectoryUser>, StoreError> {
+        let mut out: BTreeMap<String, DirectoryUser> = BTreeMap::new();
+        for e in self.kv.scan_prefix(SYNC_USER, b"") {
+            let (k, v) = e?;
+            let Some(at) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let mxid = String::from_utf8_lossy(&k[at + 1..]).into_owned();
+            let user: DirectoryUser = decode(&v)?;
+            match out.entry(mxid) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(user);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    merge_into(slot.get_mut(), user);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One user's directory entry, merged across sources like [`Self::directory_entries`].
+    pub fn directory_entry(&self, mxid: &str) -> Result<Option<DirectoryUser>, StoreError> {
+        let mut merged: Option<DirectoryUser> = None;
+        for source in self.sync_sources()? {
+            let mut key = source_prefix(&source);
+            key.extend_from_slice(mxid.as_bytes());
+            let Some(raw) = self.kv.get(SYNC_USER, &key)? else {
+                continue;
+            };
+            let user: DirectoryUser = decode(&raw)?;
+            match &mut merged {
+                None => merged = Some(user),
+                Some(m) => merge_into(m, user),
+            }
+        }
+        Ok(merged)
+    }
+}
