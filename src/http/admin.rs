@@ -103,7 +103,7 @@ where
     respond(import_stream(body, &state).await)
 }
 
-async fn import_stream<S, B>(body: S, state: &Services) -> Result<serde_json::Value, Error>
+async fn import_stream<S, B>(body: S, state: &Services) -> Result<bindings::ImportReport, Error>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -161,10 +161,10 @@ pub async fn invites(
     query: HashMap<String, String>,
     state: Services,
 ) -> Result<Response, Infallible> {
-    respond(match query.get("token") {
-        Some(token) => invite::show(&state, token),
-        None => invite::list(&state),
-    })
+    match query.get("token") {
+        Some(token) => respond(invite::show(&state, token)),
+        None => respond(invite::list(&state)),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,10 +7,50 @@ use crate::model::now_ms;
 use crate::model::{Medium, Mxid, ThreePid};
 use crate::service::Services;
 use crate::store::bindings::{BindingChange, Origin};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// Associations made here are valid for 100 years, as Sydent's.
 pub const VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A 3PID's bindings as operators see them: every origin's entry and the one lookups
+/// answer with. (Fields in alphabetical order: the wire shape is the sorted object the
+/// admin API always gave.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindingView {
+    pub address: String,
+    /// `null` when no entry is effective.
+    pub effective: Option<Effective>,
+    pub entries: Vec<EntryView>,
+    pub medium: &'static str,
+}
+
+/// The entry lookups answer with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Effective {
+    pub mxid: String,
+    pub origin: String,
+}
+
+/// One origin's entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryView {
+    pub created_ms: u64,
+    pub mxid: String,
+    pub not_after: u64,
+    pub not_before: u64,
+    pub origin: String,
+    pub updated_ms: u64,
+}
+
+/// How a bulk import went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// The first bad lines, with why.
+    pub errors: Vec<String>,
+    pub imported: u64,
+    pub lines: u64,
+    pub skipped: u64,
+}
 
 /// Parses and normalises a (medium, address, mxid) triple from an operator.
 pub fn parse_triple(
@@ -46,7 +86,7 @@ pub async fn add(
     medium: &str,
     address: &str,
     mxid: &str,
-) -> Result<Value, Error> {
+) -> Result<BindingView, Error> {
     let (threepid, mxid) =
         parse_triple(medium, address, Some(mxid)).map_err(Error::invalid_param)?;
     let Some(mxid) = mxid else {
@@ -65,7 +105,7 @@ pub async fn add(
 
 /// Removes what operators and users bound for a 3PID. Sync sources' entries stay (the
 /// next sync would restore them anyway) and are reported.
-pub async fn remove(state: &Services, medium: &str, address: &str) -> Result<Value, Error> {
+pub async fn remove(state: &Services, medium: &str, address: &str) -> Result<BindingView, Error> {
     let (threepid, _) = parse_triple(medium, address, None).map_err(Error::invalid_param)?;
     state
         .store
@@ -84,33 +124,34 @@ pub async fn remove(state: &Services, medium: &str, address: &str) -> Result<Val
 }
 
 /// Every origin's entry for a 3PID and which one lookups answer with.
-pub fn show(state: &Services, medium: &str, address: &str) -> Result<Value, Error> {
+pub fn show(state: &Services, medium: &str, address: &str) -> Result<BindingView, Error> {
     let (threepid, _) = parse_triple(medium, address, None).map_err(Error::invalid_param)?;
     show_threepid(state, &threepid)
 }
 
-fn show_threepid(state: &Services, threepid: &ThreePid) -> Result<Value, Error> {
+fn show_threepid(state: &Services, threepid: &ThreePid) -> Result<BindingView, Error> {
     let record = state.store.binding(threepid)?.unwrap_or_default();
-    let entries: Vec<Value> = record
+    let entries = record
         .entries
         .iter()
-        .map(|e| {
-            json!({
-                "origin": e.origin.to_string(),
-                "mxid": e.mxid,
-                "created_ms": e.created_ms,
-                "updated_ms": e.updated_ms,
-                "not_before": e.not_before_ms,
-                "not_after": e.not_after_ms,
-            })
+        .map(|e| EntryView {
+            created_ms: e.created_ms,
+            mxid: e.mxid.clone(),
+            not_after: e.not_after_ms,
+            not_before: e.not_before_ms,
+            origin: e.origin.to_string(),
+            updated_ms: e.updated_ms,
         })
         .collect();
-    Ok(json!({
-        "medium": threepid.medium().as_str(),
-        "address": threepid.address(),
-        "effective": record.effective().map(|e| json!({"mxid": e.mxid, "origin": e.origin.to_string()})),
-        "entries": entries,
-    }))
+    Ok(BindingView {
+        address: threepid.address().to_owned(),
+        effective: record.effective().map(|e| Effective {
+            mxid: e.mxid.clone(),
+            origin: e.origin.to_string(),
+        }),
+        entries,
+        medium: threepid.medium().as_str(),
+    })
 }
 
 /// Lines applied per store batch during an import.
@@ -196,12 +237,46 @@ impl Import {
         Ok(())
     }
 
-    pub fn report(&self) -> Value {
-        json!({
-            "lines": self.line,
-            "imported": self.imported,
-            "skipped": self.skipped,
-            "errors": self.errors,
-        })
+    pub fn report(&self) -> ImportReport {
+        ImportReport {
+            errors: self.errors.clone(),
+            imported: self.imported,
+            lines: self.line,
+            skipped: self.skipped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn views_serialise_as_the_sorted_objects_they_replace() {
+        let view = BindingView {
+            address: "a@x.org".into(),
+            effective: None,
+            entries: vec![EntryView {
+                created_ms: 1,
+                mxid: "@a:x.org".into(),
+                not_after: 4,
+                not_before: 3,
+                origin: "admin".into(),
+                updated_ms: 2,
+            }],
+            medium: "email",
+        };
+        let before = json!({
+            "medium": "email", "address": "a@x.org", "effective": null,
+            "entries": [{"origin": "admin", "mxid": "@a:x.org", "created_ms": 1,
+                "updated_ms": 2, "not_before": 3, "not_after": 4}],
+        });
+        assert_eq!(serde_json::to_string(&view).unwrap(), before.to_string());
+        let report = Import::new().report();
+        assert_eq!(
+            serde_json::to_string(&report).unwrap(),
+            json!({"lines": 0, "imported": 0, "skipped": 0, "errors": []}).to_string()
+        );
     }
 }

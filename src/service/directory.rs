@@ -13,19 +13,21 @@ use crate::federation::{RawRequest, RawResponse};
 use crate::service::Services;
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Most results one search returns (Synapse's cap too).
 pub const MAX_LIMIT: usize = 50;
-const DEFAULT_LIMIT: usize = 10;
 /// Most bytes read from a homeserver's answer.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// A parsed `user_directory/search` body.
+/// A `user_directory/search` request, read by the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchRequest {
     pub term: String,
+    /// At most [`MAX_LIMIT`].
     pub limit: usize,
+    /// The client's body as it is passed on to the homeserver (JSON).
+    pub forward: Bytes,
 }
 
 /// One result, as the client-server API has it.
@@ -44,30 +46,6 @@ pub struct SearchResults {
     pub results: Vec<Found>,
 }
 
-fn missing_param(name: &str) -> Error {
-    Error::new(ErrCode::MissingParam, format!("Missing parameter: {name}"))
-}
-
-/// Reads the body: `search_term` (a string) and `limit` (an integer, default 10,
-/// clamped to 0..=50 as Synapse does).
-pub fn parse_search(body: &Map<String, Value>) -> Result<SearchRequest, Error> {
-    let term = match body.get("search_term") {
-        None | Some(Value::Null) => return Err(missing_param("search_term")),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(Error::invalid_param("search_term must be a string")),
-    };
-    let limit = match body.get("limit") {
-        None | Some(Value::Null) => DEFAULT_LIMIT,
-        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
-            (_, Some(u)) => usize::try_from(u).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
-            (Some(_), None) => 0,
-            _ => return Err(Error::invalid_param("limit must be an integer")),
-        },
-        Some(_) => return Err(Error::invalid_param("limit must be an integer")),
-    };
-    Ok(SearchRequest { term, limit })
-}
-
 /// What the local index is asked: a full Matrix ID becomes its localpart, a leading
 /// `@` goes (clients send what the user typed).
 fn local_term(term: &str) -> &str {
@@ -82,9 +60,8 @@ pub async fn search(
     token: String,
     host: Option<String>,
     version: &str,
-    body: Map<String, Value>,
+    request: SearchRequest,
 ) -> Result<SearchResults, Error> {
-    let request = parse_search(&body)?;
     let base = state
         .homeserver
         .base(&state.federation, host.as_deref())
@@ -93,7 +70,7 @@ pub async fn search(
         if state.config.directory.exclude_homeserver {
             return None;
         }
-        Some(remote_search(state, &base, &token, version, &body).await)
+        Some(remote_search(state, &base, &token, version, request.forward.clone()).await)
     };
     let (owner, remote) = tokio::join!(
         state.homeserver.whoami(&state.federation, &base, &token),
@@ -151,11 +128,10 @@ async fn remote_search(
     base: &Base,
     token: &str,
     version: &str,
-    body: &Map<String, Value>,
+    body: Bytes,
 ) -> Result<(Vec<Found>, bool), String> {
     let path = format!("/_matrix/client/{version}/user_directory/search");
     let authorization = format!("Bearer {token}");
-    let json = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let answer = state
         .homeserver
         .send(
@@ -165,7 +141,7 @@ async fn remote_search(
                 method: reqwest::Method::POST,
                 path_and_query: &path,
                 authorization: Some(&authorization),
-                body: Some((Bytes::from(json), Some("application/json"))),
+                body: Some((body, Some("application/json"))),
                 timeout: Some(USER_WAIT),
             },
             MAX_ANSWER,
@@ -406,14 +382,6 @@ pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawRes
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
 
     fn found(id: &str, name: Option<&str>, avatar: Option<&str>) -> Found {
         Found {
@@ -424,43 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn search_bodies_are_checked_and_limits_clamped() {
-        let p = |v| parse_search(&obj(v));
-        assert_eq!(
-            p(json!({"search_term": "ali"})).unwrap(),
-            SearchRequest {
-                term: "ali".into(),
-                limit: 10
-            }
-        );
-        assert_eq!(p(json!({"search_term": "a", "limit": 3})).unwrap().limit, 3);
-        assert_eq!(
-            p(json!({"search_term": "a", "limit": -5})).unwrap().limit,
-            0
-        );
-        assert_eq!(
-            p(json!({"search_term": "a", "limit": 1e300}))
-                .map_err(|e| e.code)
-                .unwrap_err(),
-            ErrCode::InvalidParam
-        );
-        assert_eq!(
-            p(json!({"search_term": "a", "limit": u64::MAX}))
-                .unwrap()
-                .limit,
-            MAX_LIMIT
-        );
-        assert_eq!(p(json!({})).unwrap_err().code, ErrCode::MissingParam);
-        assert_eq!(
-            p(json!({"search_term": 5})).unwrap_err().code,
-            ErrCode::InvalidParam
-        );
-        assert_eq!(
-            p(json!({"search_term": "a", "limit": "5"}))
-                .unwrap_err()
-                .code,
-            ErrCode::InvalidParam
-        );
+    fn local_terms_drop_the_at_and_the_server() {
         assert_eq!(local_term(" @alice:example.org "), "alice");
         assert_eq!(local_term("@ali"), "ali");
         assert_eq!(local_term("alice liddell"), "alice liddell");

@@ -4,27 +4,86 @@
 //! delivery on bind: when the address gets bound, its pending invites go to the Matrix
 //! ID's homeserver (`POST /_matrix/federation/v1/3pid/onbind`) through a durable outbox
 //! that retries with exponential backoff, survives restarts, and gives up after
-//! `invite.delivery.maxAttempts` (kept for operators to see).
+//! `invite.delivery.maxAttempts` (kept for operators to see). Here: storing, signing
+//! and queueing on bind; the delivery task is in `invite/delivery.rs`, operators' views
+//! in `invite/admin.rs`.
 
-use super::params;
+mod admin;
+mod delivery;
+
+pub use admin::{
+    list, outbox, remove, retry_failed, show, InviteList, InviteView, OutboxEntry, OutboxView,
+    Removed, Retried,
+};
+pub use delivery::delivery_task;
+
 use crate::crypto::sign::Signer;
 use crate::crypto::{b64_decode, b64_encode};
 use crate::error::{ErrCode, Error};
-use crate::metrics::Delivery;
 use crate::model::now_ms;
 use crate::model::{Medium, Mxid, ThreePid};
 use crate::notify::{template::Vars, Flow, NotifyError};
 use crate::service::Services;
 use crate::store::bindings::BindingEntry;
 use crate::store::invites::{InviteRecord, OutboxItem};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-/// The federation path homeservers receive bound invites on (POST, as Synapse serves it).
-pub const ONBIND_PATH: &str = "/_matrix/federation/v1/3pid/onbind";
-/// Largest onbind answer read (it is ignored beyond its status).
-const ONBIND_ANSWER_MAX: usize = 64 * 1024;
+// Answers' fields are declared in alphabetical order: serialised, they are byte for byte
+// the sorted objects these endpoints always gave.
+
+/// A `store-invite` request, read by the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInviteRequest {
+    pub medium: String,
+    pub address: String,
+    pub room_id: String,
+    pub sender: String,
+    /// Every other string field of the body (room name, sender's display name...), kept
+    /// for the mail and for operators; at most 32, names up to 64 bytes, values 2048.
+    pub details: BTreeMap<String, String>,
+}
+
+/// The answer to `store-invite`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredInvite {
+    pub display_name: String,
+    pub public_key: String,
+    pub public_keys: Vec<PublicKey>,
+    pub token: String,
+}
+
+/// A key the invite can be checked against, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicKey {
+    pub key_validity_url: String,
+    pub public_key: String,
+}
+
+/// A `sign-ed25519` request, read by the HTTP layer (body or sign link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignRequest {
+    pub mxid: Mxid,
+    pub token: String,
+    pub private_key: String,
+}
+
+/// `{mxid, sender, token}` signed with an invite's ephemeral key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedInvite {
+    pub mxid: String,
+    pub sender: String,
+    /// entity → key id → signature.
+    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
+    pub token: String,
+}
+
+/// Whether a public key is (still) valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Validity {
+    pub valid: bool,
+}
 
 fn percent(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -88,13 +147,15 @@ fn live_binding(state: &Services, threepid: &ThreePid) -> Result<Option<BindingE
 pub async fn store_invite(
     state: &Services,
     caller: &str,
-    body: &Map<String, Value>,
-) -> Result<Value, Error> {
-    params::require_all(body, &["medium", "address", "room_id", "sender"])?;
-    let medium = params::string(body, "medium")?;
-    let address = params::string(body, "address")?;
-    let room_id = params::string(body, "room_id")?;
-    let sender = params::string(body, "sender")?;
+    request: StoreInviteRequest,
+) -> Result<StoredInvite, Error> {
+    let StoreInviteRequest {
+        medium,
+        address,
+        room_id,
+        sender,
+        details,
+    } = request;
     if medium != Medium::Email.as_str() {
         return Err(Error::new(
             ErrCode::Unsupported,
@@ -102,7 +163,7 @@ pub async fn store_invite(
         ));
     }
     let invalid = || Error::new(ErrCode::InvalidEmail, "Invalid e-mail address");
-    let threepid = ThreePid::new(Medium::Email, address).map_err(|_| invalid())?;
+    let threepid = ThreePid::new(Medium::Email, &address).map_err(|_| invalid())?;
     threepid
         .address()
         .parse::<lettre::Address>()
@@ -116,7 +177,7 @@ pub async fn store_invite(
     if room_id.is_empty() || room_id.len() > 255 {
         return Err(Error::invalid_param("room_id must be 1-255 characters"));
     }
-    state.limits.store_invite(sender, threepid.address())?;
+    state.limits.store_invite(&sender, threepid.address())?;
     let now = now_ms();
     if let Some(entry) = live_binding(state, &threepid)? {
         return Err(Error::new(
@@ -126,18 +187,6 @@ pub async fn store_invite(
         .with("mxid", entry.mxid));
     }
 
-    // Every other string field is kept for the mail and for operators.
-    let mut details = BTreeMap::new();
-    for (k, v) in body {
-        if let (false, Value::String(v)) = (
-            matches!(k.as_str(), "medium" | "address" | "room_id" | "sender"),
-            v,
-        ) {
-            if details.len() < 32 && k.len() <= 64 && v.len() <= 2048 {
-                details.insert(k.clone(), v.clone());
-            }
-        }
-    }
     let token = crate::crypto::random_alphanumeric(64)
         .map_err(|e| Error::internal("generating an invite token", e))?;
     let seed = crate::crypto::random_bytes::<32>()
@@ -147,8 +196,8 @@ pub async fn store_invite(
     let invite = InviteRecord {
         token,
         threepid,
-        room_id: room_id.to_owned(),
-        sender: sender.to_owned(),
+        room_id,
+        sender,
         ephemeral_public_key: ephemeral_public.clone(),
         created_ms: now,
         details,
@@ -182,15 +231,21 @@ pub async fn store_invite(
     } else {
         redact_address(invite.threepid.address())
     };
-    Ok(json!({
-        "token": invite.token,
-        "public_keys": [
-            {"public_key": long_term, "key_validity_url": format!("{base}/_matrix/identity/v2/pubkey/isvalid")},
-            {"public_key": ephemeral_public, "key_validity_url": format!("{base}/_matrix/identity/v2/pubkey/ephemeral/isvalid")},
+    Ok(StoredInvite {
+        display_name,
+        public_key: long_term.clone(),
+        public_keys: vec![
+            PublicKey {
+                key_validity_url: format!("{base}/_matrix/identity/v2/pubkey/isvalid"),
+                public_key: long_term,
+            },
+            PublicKey {
+                key_validity_url: format!("{base}/_matrix/identity/v2/pubkey/ephemeral/isvalid"),
+                public_key: ephemeral_public,
+            },
         ],
-        "public_key": long_term,
-        "display_name": display_name,
-    }))
+        token: invite.token,
+    })
 }
 
 /// The invitation mail's placeholders (ma1sd's names, plus the sign URL and the invite
@@ -292,18 +347,13 @@ fn invite_vars(state: &Services, invite: &InviteRecord, private_key: &str) -> Va
 
 /// `POST /sign-ed25519`: `{mxid, sender, token, signatures}` signed with the invite's
 /// ephemeral key, which the caller proves to hold by sending it.
-pub fn sign_ed25519(state: &Services, body: &Map<String, Value>) -> Result<Value, Error> {
-    params::require_all(body, &["mxid", "token", "private_key"])?;
-    let mxid = Mxid::parse(params::string(body, "mxid")?)
-        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
-    let token = params::string(body, "token")?;
-    let private_key = params::string(body, "private_key")?;
+pub fn sign_ed25519(state: &Services, request: &SignRequest) -> Result<SignedInvite, Error> {
     let unknown = || Error::new(ErrCode::Unrecognized, "Didn't recognize token");
-    let invite = state.store.invite(token)?.ok_or_else(unknown)?;
+    let invite = state.store.invite(&request.token)?.ok_or_else(unknown)?;
     if expired(state, invite.created_ms) {
         return Err(unknown());
     }
-    let seed: [u8; 32] = b64_decode(&unmangle(private_key))
+    let seed: [u8; 32] = b64_decode(&unmangle(&request.private_key))
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| Error::invalid_param("private_key is not a base64 ed25519 seed"))?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -311,15 +361,15 @@ pub fn sign_ed25519(state: &Services, body: &Map<String, Value>) -> Result<Value
         return Err(Error::invalid_param("private_key is not this invite's key"));
     }
     let mut signed =
-        json!({ "mxid": mxid.as_str(), "sender": invite.sender, "token": invite.token });
+        json!({ "mxid": request.mxid.as_str(), "sender": invite.sender, "token": invite.token });
     Signer::new(key, "ed25519:0")
         .sign_json(&state.config.server.name, &mut signed)
         .map_err(|e| Error::internal("signing with an ephemeral key", e))?;
-    Ok(signed)
+    serde_json::from_value(signed).map_err(|e| Error::internal("reading a signed invite", e))
 }
 
 /// `GET /pubkey/ephemeral/isvalid?public_key=`
-pub fn ephemeral_is_valid(state: &Services, public_key: &str) -> Result<Value, Error> {
+pub fn ephemeral_is_valid(state: &Services, public_key: &str) -> Result<Validity, Error> {
     let valid = match normalise_key(public_key) {
         Some(k) => state
             .store
@@ -327,7 +377,7 @@ pub fn ephemeral_is_valid(state: &Services, public_key: &str) -> Result<Value, E
             .is_some_and(|key| !expired(state, key.created_ms)),
         None => false,
     };
-    Ok(json!({ "valid": valid }))
+    Ok(Validity { valid })
 }
 
 fn expired(state: &Services, created_ms: u64) -> bool {
@@ -433,214 +483,6 @@ pub async fn reconcile(state: &Services) -> Result<usize, Error> {
     Ok(queued)
 }
 
-/// How long to wait after the `attempts`-th failure: doubling from
-/// `invite.delivery.minDelay`, at most `maxDelay`.
-fn backoff(state: &Services, attempts: u32) -> Duration {
-    let cfg = &state.config.invite;
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1).min(30))
-        .unwrap_or(u32::MAX);
-    cfg.min_delay.saturating_mul(factor).min(cfg.max_delay)
-}
-
-/// Destinations delivered to at once; one slow homeserver holds up only its own items.
-const PARALLEL_DESTINATIONS: usize = 8;
-
-/// Tries one outbox item once and records the outcome.
-async fn deliver(state: &Services, id: &[u8], mut item: OutboxItem) -> Result<(), Error> {
-    let outcome = match serde_json::from_str::<Value>(&item.body) {
-        Ok(body) => match state
-            .federation
-            .post_json(&item.destination, ONBIND_PATH, &body, ONBIND_ANSWER_MAX)
-            .await
-        {
-            Ok((status, _)) if (200..300).contains(&status) => None,
-            Ok((status, _)) => Some(format!("{} answered HTTP {status}", item.destination)),
-            Err(e) => Some(e.to_string()),
-        },
-        // Cannot happen short of corruption; never retried.
-        Err(e) => {
-            item.attempts = state.config.invite.max_attempts;
-            Some(format!("unreadable body: {e}"))
-        }
-    };
-    let Some(why) = outcome else {
-        state.metrics.delivery(Delivery::Delivered);
-        state.store.delete_outbox(id).await?;
-        tracing::info!(
-            destination = %item.destination,
-            invites = item.invites.len(),
-            attempts = item.attempts + 1,
-            "invites delivered"
-        );
-        return Ok(());
-    };
-    item.attempts = item.attempts.saturating_add(1);
-    item.last_error = Some(why.clone());
-    if item.attempts >= state.config.invite.max_attempts {
-        state.metrics.delivery(Delivery::Failed);
-        item.failed = true;
-        tracing::warn!(destination = %item.destination, attempts = item.attempts, error = %why,
-            "invite delivery failed for good; see `mxisd outbox` (and `mxisd outbox --retry`)");
-    } else {
-        state.metrics.delivery(Delivery::Retry);
-        let wait = backoff(state, item.attempts);
-        item.next_attempt_ms =
-            now_ms().saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-        tracing::info!(destination = %item.destination, attempts = item.attempts, error = %why,
-            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "invite delivery failed; will retry");
-    }
-    state.store.update_outbox(id, &item).await?;
-    Ok(())
-}
-
-/// Tries every due outbox item once, a few destinations at a time (each destination's
-/// items in order). Returns when the next pending one is due, if any.
-async fn deliver_due(state: &Services) -> Result<Option<u64>, Error> {
-    use futures_util::StreamExt as _;
-    let now = now_ms();
-    let mut by_destination: BTreeMap<String, Vec<(Vec<u8>, OutboxItem)>> = BTreeMap::new();
-    for (id, item) in state.store.outbox()? {
-        if !item.failed && item.next_attempt_ms <= now {
-            by_destination
-                .entry(item.destination.clone())
-                .or_default()
-                .push((id, item));
-        }
-    }
-    futures_util::stream::iter(by_destination.into_values())
-        .for_each_concurrent(PARALLEL_DESTINATIONS, |items| async move {
-            for (id, item) in items {
-                if let Err(e) = deliver(state, &id, item).await {
-                    tracing::warn!(error = %e.message, "recording an outbox delivery failed");
-                }
-            }
-        })
-        .await;
-    Ok(state
-        .store
-        .outbox()?
-        .iter()
-        .filter(|(_, i)| !i.failed)
-        .map(|(_, i)| i.next_attempt_ms)
-        .min())
-}
-
-/// Delivers the outbox until shutdown: at start (what a previous run left), when woken
-/// by a new item, and when a retry is due. At start and every 10 minutes it also drops
-/// expired invites and queues those whose address got bound meanwhile.
-pub async fn delivery_task(state: Services, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut housekeeping: Option<std::time::Instant> = None;
-    loop {
-        if housekeeping.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
-            housekeeping = Some(std::time::Instant::now());
-            expire(&state).await;
-            match reconcile(&state).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(invites = n, "invites of addresses bound meanwhile queued"),
-                Err(e) => tracing::warn!(error = %e.message, "checking pending invites failed"),
-            }
-        }
-        let next = match deliver_due(&state).await {
-            Ok(next) => next,
-            Err(e) => {
-                tracing::warn!(error = %e.message, "outbox delivery round failed");
-                Some(now_ms() + 10_000)
-            }
-        };
-        let wait = next
-            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
-            .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = state.outbox_wake.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-/// Drops invites older than `invite.expiration.after`.
-pub async fn expire(state: &Services) {
-    let Some(after) = state.config.invite.expire_after else {
-        return;
-    };
-    let cutoff = now_ms().saturating_sub(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-    match state.store.expire_invites(cutoff).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(invites = n, "expired 3PID invites dropped"),
-        Err(e) => tracing::warn!(error = %e, "dropping expired invites failed"),
-    }
-}
-
-/// Operators: every pending invite.
-pub fn list(state: &Services) -> Result<Value, Error> {
-    let invites: Vec<Value> = state
-        .store
-        .all_invites()?
-        .iter()
-        .map(|i| describe(state, i))
-        .collect();
-    Ok(json!({ "invites": invites }))
-}
-
-fn describe(state: &Services, i: &InviteRecord) -> Value {
-    let expires = state.config.invite.expire_after.map(|a| {
-        i.created_ms
-            .saturating_add(u64::try_from(a.as_millis()).unwrap_or(u64::MAX))
-    });
-    json!({
-        "token": i.token, "medium": i.threepid.medium().as_str(), "address": i.threepid.address(),
-        "room_id": i.room_id, "sender": i.sender, "created_ms": i.created_ms, "expires_ms": expires,
-        "details": i.details,
-    })
-}
-
-/// Operators: one invite.
-pub fn show(state: &Services, token: &str) -> Result<Value, Error> {
-    state
-        .store
-        .invite(token)?
-        .map(|i| describe(state, &i))
-        .ok_or_else(|| Error::not_found("No pending invite has that token"))
-}
-
-/// Operators: drop one invite.
-pub async fn remove(state: &Services, token: &str) -> Result<Value, Error> {
-    Ok(json!({ "removed": state.store.remove_invite(token).await? }))
-}
-
-/// Operators: the outbox, pending and failed deliveries.
-pub fn outbox(state: &Services) -> Result<Value, Error> {
-    let mut pending = Vec::new();
-    let mut failed = Vec::new();
-    for (id, item) in state.store.outbox()? {
-        let mxid = serde_json::from_str::<Value>(&item.body)
-            .ok()
-            .and_then(|b| b.get("mxid").cloned())
-            .unwrap_or(Value::Null);
-        let entry = json!({
-            "id": id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "destination": item.destination, "mxid": mxid, "invites": item.invites,
-            "attempts": item.attempts, "next_attempt_ms": item.next_attempt_ms,
-            "last_error": item.last_error, "created_ms": item.created_ms,
-        });
-        if item.failed {
-            failed.push(entry);
-        } else {
-            pending.push(entry);
-        }
-    }
-    Ok(json!({ "pending": pending, "failed": failed }))
-}
-
-/// Operators: try failed deliveries again (from the start of their backoff).
-pub async fn retry_failed(state: &Services) -> Result<Value, Error> {
-    let n = state.store.retry_failed_outbox().await?;
-    state.outbox_wake.notify_one();
-    Ok(json!({ "retried": n }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,5 +506,36 @@ mod tests {
             Some(std.as_str())
         );
         assert_eq!(normalise_key("!!"), None);
+    }
+
+    #[test]
+    fn typed_answers_serialise_as_the_sorted_objects_they_replace() {
+        let mut signed = json!({ "mxid": "@a:x.org", "sender": "@b:x.org", "token": "t" });
+        Signer::new(ed25519_dalek::SigningKey::from_bytes(&[7; 32]), "ed25519:0")
+            .sign_json("id.x.org", &mut signed)
+            .unwrap();
+        let typed: SignedInvite = serde_json::from_value(signed.clone()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&typed).unwrap(),
+            serde_json::to_string(&signed).unwrap()
+        );
+        let entry = OutboxEntry {
+            attempts: 1,
+            created_ms: 2,
+            destination: "x.org".into(),
+            id: "00ff".into(),
+            invites: vec!["t".into()],
+            last_error: None,
+            mxid: Some("@a:x.org".into()),
+            next_attempt_ms: 3,
+        };
+        let before = json!({
+            "id": "00ff", "destination": "x.org", "mxid": "@a:x.org", "invites": ["t"],
+            "attempts": 1, "next_attempt_ms": 3, "last_error": null, "created_ms": 2,
+        });
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            serde_json::to_string(&before).unwrap()
+        );
     }
 }

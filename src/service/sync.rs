@@ -7,15 +7,23 @@
 //! Sources here: `memory` (ma1sd's `memory.identities`, inline in the config), `file`
 //! (the same list in a YAML or JSON file, re-read at every run) and `rest` (pages of
 //! users from a web service).
+//!
+//! Here: the driver, applying a run, keeping the search index up to date, and what
+//! operators see. Normalising a source's answer is in `sync/resolve.rs`, the threads
+//! runs execute on in `sync/runtime.rs`.
+
+mod resolve;
+mod runtime;
 
 use crate::config::stores::SourceConfig;
 use crate::error::{ErrCode, Error};
-use crate::model::{now_ms, DirectoryUser, Medium, Mxid, ThreePid, MAX_PROBLEMS};
+use crate::model::now_ms;
 use crate::service::Services;
-use crate::source::{fetch, Fetched};
+use crate::source::fetch;
 use crate::store::sync::SyncStatus;
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use resolve::{resolve, Resolved};
+use runtime::SyncThread;
+use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// The configured sources, each with a lock so runs of one source never overlap, and
@@ -25,75 +33,6 @@ pub struct Syncer {
     sources: Vec<(SourceConfig, tokio::sync::Mutex<()>)>,
     /// The sync thread's runtime (see [`SyncThread`]); `None`: runs go on the caller's.
     thread: Option<SyncThread>,
-}
-
-/// Sync runs (fetch, diff, apply) execute on a thread of their own in the SCHED_IDLE
-/// class: on a small server a run of a big directory would otherwise take a whole core
-/// from lookups for its duration. Idle, a run goes at full speed. The thread ends when
-/// the server's state is dropped.
-#[derive(Debug)]
-struct SyncThread {
-    handle: tokio::runtime::Handle,
-    /// A second thread, at normal priority, for the parts of a run that hold the
-    /// bindings lock (see [`crate::store::Store::apply_sync`]).
-    writer: tokio::runtime::Handle,
-    _stop: tokio::sync::watch::Sender<()>,
-}
-
-/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU time no
-/// other thread wants, and yields the moment one does (nice 19 still takes its share
-/// and is not preempted at once).
-fn set_idle_priority() {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
-    };
-    if let Err(e) = set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-    ) {
-        tracing::debug!(error = ?e, "cannot lower the sync thread's priority");
-    }
-}
-
-/// A thread running a current-thread runtime until `stop` is dropped. Threads inherit
-/// their creator's scheduling class, so both sync threads are made by the caller
-/// (a normal-priority thread at start-up) and only one then lowers itself.
-fn runtime_thread(
-    name: &str,
-    idle: bool,
-    stop: &tokio::sync::watch::Sender<()>,
-) -> std::io::Result<tokio::runtime::Handle> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name(name)
-        .build()?;
-    let handle = runtime.handle().clone();
-    let mut stopped = stop.subscribe();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if idle {
-                set_idle_priority();
-            }
-            runtime.block_on(async {
-                // Err once the sender is dropped.
-                while stopped.changed().await.is_ok() {}
-            });
-        })?;
-    Ok(handle)
-}
-
-impl SyncThread {
-    fn start() -> std::io::Result<Self> {
-        let (stop, _) = tokio::sync::watch::channel(());
-        Ok(Self {
-            handle: runtime_thread("mxisd-sync", true, &stop)?,
-            writer: runtime_thread("mxisd-sync-write", false, &stop)?,
-            _stop: stop,
-        })
-    }
 }
 
 impl Syncer {
@@ -125,129 +64,6 @@ impl Syncer {
     /// Where the locked part of applying a run goes (normal priority).
     fn writer(&self) -> Option<&tokio::runtime::Handle> {
         self.thread.as_ref().map(|t| &t.writer)
-    }
-}
-
-/// The Matrix ID of a source's `username`.
-fn mxid_of(username: &str, domain: &str) -> Option<String> {
-    let username = username.trim();
-    // Matrix IDs of synced users are lowercase (as Synapse makes them), whichever
-    // case the directory uses.
-    let candidate = if username.starts_with('@') {
-        username.to_lowercase()
-    } else {
-        format!("@{}:{domain}", username.to_lowercase())
-    };
-    Mxid::parse(&candidate).map(|m| m.as_str().to_owned())
-}
-
-/// What a source gave, normalised: 3PID → Matrix ID, the directory entries, and the
-/// problems found (the first few, and how many entries were skipped).
-struct Resolved {
-    wanted: BTreeMap<ThreePid, String>,
-    users: BTreeMap<String, DirectoryUser>,
-    problems: Vec<String>,
-    skipped: u64,
-}
-
-/// Normalises what a source gave.
-fn resolve(fetched: Fetched, domain: &str) -> Resolved {
-    let Fetched {
-        users,
-        mut problems,
-        mut skipped,
-    } = fetched;
-    problems.truncate(MAX_PROBLEMS);
-    let mut wanted: BTreeMap<ThreePid, String> = BTreeMap::new();
-    let mut directory: BTreeMap<String, DirectoryUser> = BTreeMap::new();
-    let mut note = |problems: &mut Vec<String>, p: String| {
-        skipped += 1;
-        if problems.len() < MAX_PROBLEMS {
-            problems.push(p);
-        }
-    };
-    for user in &users {
-        let Some(mxid) = mxid_of(&user.username, domain) else {
-            note(
-                &mut problems,
-                format!(
-                    "user {:?}: not a valid localpart or Matrix ID",
-                    user.username
-                ),
-            );
-            continue;
-        };
-        let entry = directory.entry(mxid.clone()).or_default();
-        // A user listed twice (two base DNs, two rows) is one entry.
-        if entry.display_name.is_none() {
-            entry.display_name = user
-                .display_name
-                .as_deref()
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .map(str::to_owned);
-        }
-        for (k, v) in &user.attributes {
-            entry
-                .attributes
-                .entry(k.clone())
-                .or_default()
-                .extend(v.iter().cloned());
-        }
-        entry.roles.extend(user.roles.iter().cloned());
-        for tp in &user.threepids {
-            let parsed = Medium::parse(&tp.medium.to_lowercase())
-                .ok_or_else(|| format!("unknown medium {:?}", tp.medium))
-                .and_then(|m| ThreePid::new(m, &tp.address).map_err(|e| e.to_string()));
-            let threepid = match parsed {
-                Ok(t) => t,
-                Err(why) => {
-                    note(&mut problems, format!("user {mxid}: {why}"));
-                    continue;
-                }
-            };
-            if let Some(entry) = directory.get_mut(&mxid) {
-                if !entry.threepids.contains(&threepid) {
-                    entry.threepids.push(threepid.clone());
-                }
-            }
-            match wanted.get(&threepid) {
-                // Two users claim one 3PID: the first Matrix ID in order keeps it,
-                // whatever order the source listed them in.
-                Some(other) if *other != mxid => {
-                    let (keep, drop) = if *other < mxid {
-                        (other.clone(), mxid.clone())
-                    } else {
-                        (mxid.clone(), other.clone())
-                    };
-                    note(
-                        &mut problems,
-                        format!(
-                            "{} {} is claimed by {keep} and {drop}: {keep} keeps it",
-                            threepid.medium(),
-                            crate::logging::redact_address(threepid.address())
-                        ),
-                    );
-                    wanted.insert(threepid, keep);
-                }
-                _ => {
-                    wanted.insert(threepid, mxid.clone());
-                }
-            }
-        }
-    }
-    for entry in directory.values_mut() {
-        entry.roles.sort();
-        entry.roles.dedup();
-        for values in entry.attributes.values_mut() {
-            values.dedup();
-        }
-    }
-    Resolved {
-        wanted,
-        users: directory,
-        problems,
-        skipped,
     }
 }
 
@@ -550,7 +366,55 @@ pub async fn sync_task(
     }
 }
 
-fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> Value {
+/// A source as operators see it: never run yet, or how its last run went. (Fields in
+/// alphabetical order: serialised, the sorted objects the admin API always gave.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SourceView {
+    Never { runs: u64, source: String },
+    Ran(Box<SourceRun>),
+}
+
+/// A source's last run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRun {
+    pub added: u64,
+    pub bindings: u64,
+    pub changed: u64,
+    pub duration_ms: u64,
+    pub last_attempt_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_success_ms: Option<u64>,
+    /// When the timer runs it next (`null` without an interval, or before any run).
+    pub next_run_ms: Option<u64>,
+    pub problems: Vec<String>,
+    pub removed: u64,
+    pub skipped: u64,
+    pub source: String,
+    pub users: u64,
+}
+
+/// Every source asked about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceViews {
+    pub sources: Vec<SourceView>,
+}
+
+/// One directory index hit, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexHit {
+    pub display_name: Option<String>,
+    pub user_id: String,
+}
+
+/// The directory index's answer to an operator's search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexSearch {
+    pub limited: bool,
+    pub results: Vec<IndexHit>,
+}
+
+fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> SourceView {
     let interval = state
         .sync
         .sources
@@ -558,7 +422,10 @@ fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> Value {
         .find(|(s, _)| s.name == name)
         .and_then(|(s, _)| s.interval);
     match status {
-        None => json!({ "source": name, "runs": 0 }),
+        None => SourceView::Never {
+            runs: 0,
+            source: name.to_owned(),
+        },
         Some(s) => {
             // The timer sleeps an interval after each run ends.
             let next_run_ms = interval.and_then(|every| {
@@ -567,46 +434,57 @@ fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> Value {
                         .saturating_add(u64::try_from(every.as_millis()).unwrap_or(u64::MAX))
                 })
             });
-            json!({
-                "source": name,
-                "last_success_ms": s.last_success_ms,
-                "last_attempt_ms": s.last_attempt_ms,
-                "next_run_ms": next_run_ms,
-                "last_error": s.last_error,
-                "users": s.users, "bindings": s.bindings,
-                "added": s.added, "changed": s.changed, "removed": s.removed,
-                "skipped": s.skipped, "problems": s.problems,
-                "duration_ms": s.duration_ms,
-            })
+            SourceView::Ran(Box::new(SourceRun {
+                added: s.added,
+                bindings: s.bindings,
+                changed: s.changed,
+                duration_ms: s.duration_ms,
+                last_attempt_ms: s.last_attempt_ms,
+                last_error: s.last_error,
+                last_success_ms: s.last_success_ms,
+                next_run_ms,
+                problems: s.problems,
+                removed: s.removed,
+                skipped: s.skipped,
+                source: name.to_owned(),
+                users: s.users,
+            }))
         }
     }
 }
 
 /// Operators: search the directory index (`GET /_mxisd/admin/v1/search`).
-pub fn search(state: &Services, term: &str, limit: usize) -> Result<Value, Error> {
+pub fn search(state: &Services, term: &str, limit: usize) -> Result<IndexSearch, Error> {
     let (hits, limited) = state
         .directory
         .search(term, limit, true)
         .map_err(|e| Error::internal("searching the directory", e))?;
-    let results: Vec<Value> = hits
+    let results = hits
         .into_iter()
-        .map(|h| json!({ "user_id": h.user_id, "display_name": h.display_name }))
+        .map(|h| IndexHit {
+            display_name: h.display_name,
+            user_id: h.user_id,
+        })
         .collect();
-    Ok(json!({ "limited": limited, "results": results }))
+    Ok(IndexSearch { limited, results })
 }
 
 /// Operators: every source's status.
-pub fn statuses(state: &Services) -> Result<Value, Error> {
+pub fn statuses(state: &Services) -> Result<SourceViews, Error> {
     let mut out = Vec::new();
     for name in state.sync.names() {
         let status = state.store.sync_status(&name)?;
         out.push(describe(state, &name, status));
     }
-    Ok(json!({ "sources": out }))
+    Ok(SourceViews { sources: out })
 }
 
 /// Operators: run one source, or all of them.
-pub async fn run_now(state: &Services, only: Option<&str>, force: bool) -> Result<Value, Error> {
+pub async fn run_now(
+    state: &Services,
+    only: Option<&str>,
+    force: bool,
+) -> Result<SourceViews, Error> {
     let names = match only {
         Some(n) => vec![n.to_owned()],
         None => state.sync.names(),
@@ -625,99 +503,44 @@ pub async fn run_now(state: &Services, only: Option<&str>, force: bool) -> Resul
             Err(_) => out.push(describe(state, &name, state.store.sync_status(&name)?)),
         }
     }
-    Ok(json!({ "sources": out }))
+    Ok(SourceViews { sources: out })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::stores::{ThreePidSpec, UserSpec};
-
-    fn user(name: &str, addrs: &[(&str, &str)]) -> UserSpec {
-        UserSpec {
-            username: name.into(),
-            display_name: None,
-            threepids: addrs
-                .iter()
-                .map(|(m, a)| ThreePidSpec {
-                    medium: (*m).into(),
-                    address: (*a).into(),
-                })
-                .collect(),
-            roles: vec![],
-            attributes: BTreeMap::new(),
-            password: None,
-        }
-    }
+    use serde_json::json;
 
     #[test]
-    fn a_fetch_digest_changes_with_anything_resolving_depends_on() {
-        let a = user("a", &[("email", "a@x.org")]);
-        let b = user("b", &[("email", "b@x.org")]);
-        let base = Fetched::from(vec![a.clone(), b.clone()]).digest("x.org");
+    fn source_views_serialise_as_the_sorted_objects_they_replace() {
+        let never = SourceView::Never {
+            runs: 0,
+            source: "ldap".into(),
+        };
         assert_eq!(
-            base,
-            Fetched::from(vec![a.clone(), b.clone()]).digest("x.org")
+            serde_json::to_string(&never).unwrap(),
+            json!({ "source": "ldap", "runs": 0 }).to_string()
         );
-        assert_ne!(
-            base,
-            Fetched::from(vec![b.clone(), a.clone()]).digest("x.org")
-        );
-        assert_ne!(
-            base,
-            Fetched::from(vec![a.clone(), b.clone()]).digest("y.org")
-        );
-        let mut renamed = b.clone();
-        renamed.display_name = Some("B".into());
-        assert_ne!(
-            base,
-            Fetched::from(vec![a.clone(), renamed]).digest("x.org")
-        );
-        let mut skipped = Fetched::from(vec![a, b]);
-        skipped.skipped = 1;
-        assert_ne!(base, skipped.digest("x.org"));
-    }
-
-    #[test]
-    fn users_resolve_to_normalised_bindings_with_problems_reported() {
-        let mut users = vec![
-            user(
-                "Zed",
-                &[
-                    ("email", "Shared@Example.org"),
-                    ("msisdn", "+1 202 555 0100"),
-                ],
-            ),
-            user("@amy:other.org", &[("email", "shared@example.org")]),
-            user("bad name!", &[("email", "x@example.org")]),
-            user("bob", &[("fax", "1"), ("email", "not-an-address")]),
-        ];
-        let mut twice = user("bob", &[("email", "bob@example.org")]);
-        twice.display_name = Some(" Bob ".into());
-        twice.roles = vec!["staff".into()];
-        users.push(twice);
-        let Resolved {
-            wanted,
-            users,
-            problems,
-            skipped,
-        } = resolve(users.into(), "example.org");
-        // Bob listed twice is one directory entry with everything he was listed with.
-        let bob = &users["@bob:example.org"];
-        assert_eq!(bob.display_name.as_deref(), Some("Bob"));
-        assert_eq!(bob.roles, vec!["staff".to_owned()]);
-        assert_eq!(bob.threepids.len(), 1);
-        assert_eq!(users["@zed:example.org"].threepids.len(), 2);
-        assert!(!users.contains_key("@bad name!:example.org"));
-        let shared = ThreePid::new(Medium::Email, "shared@example.org").unwrap();
-        assert_eq!(wanted[&shared], "@amy:other.org");
-        let phone = ThreePid::new(Medium::Msisdn, "12025550100").unwrap();
-        assert_eq!(wanted[&phone], "@zed:example.org");
-        assert_eq!(wanted.len(), 3);
-        assert_eq!(skipped, 4);
-        assert!(problems
-            .iter()
-            .any(|p| p.contains("claimed by @amy:other.org and @zed:example.org")));
-        assert!(problems.iter().all(|p| !p.contains("shared@example.org")));
+        let ran = SourceView::Ran(Box::new(SourceRun {
+            added: 1,
+            bindings: 2,
+            changed: 3,
+            duration_ms: 4,
+            last_attempt_ms: Some(5),
+            last_error: None,
+            last_success_ms: Some(5),
+            next_run_ms: None,
+            problems: vec!["p".into()],
+            removed: 6,
+            skipped: 7,
+            source: "ldap".into(),
+            users: 8,
+        }));
+        let before = json!({
+            "source": "ldap", "last_success_ms": 5, "last_attempt_ms": 5, "next_run_ms": null,
+            "last_error": null, "users": 8, "bindings": 2, "added": 1, "changed": 3,
+            "removed": 6, "skipped": 7, "problems": ["p"], "duration_ms": 4,
+        });
+        assert_eq!(serde_json::to_string(&ran).unwrap(), before.to_string());
     }
 }

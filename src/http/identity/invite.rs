@@ -4,11 +4,13 @@
 
 use crate::error::Error;
 use crate::http::reply::respond;
+use crate::model::Mxid;
 use crate::service::auth::{authenticate, Gate};
-use crate::service::invite;
+use crate::service::invite::{self, SignRequest, StoreInviteRequest};
+use crate::service::params;
 use crate::service::Services;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use warp::reply::Response;
 
@@ -20,9 +22,48 @@ pub async fn store_invite(
 ) -> Result<Response, Infallible> {
     let result = async {
         let caller = authenticate(&state, token, Gate::Terms)?;
-        invite::store_invite(&state, caller.user_id(), &body?).await
+        let request = store_invite_request(&body?)?;
+        invite::store_invite(&state, caller.user_id(), request).await
     };
     respond(result.await)
+}
+
+/// Reads a `store-invite` body: the four required strings (all missing ones reported
+/// together), and every other string field as a detail.
+fn store_invite_request(body: &Map<String, Value>) -> Result<StoreInviteRequest, Error> {
+    const REQUIRED: [&str; 4] = ["medium", "address", "room_id", "sender"];
+    params::require_all(body, &REQUIRED)?;
+    let medium = params::string(body, "medium")?.to_owned();
+    let address = params::string(body, "address")?.to_owned();
+    let room_id = params::string(body, "room_id")?.to_owned();
+    let sender = params::string(body, "sender")?.to_owned();
+    let mut details = BTreeMap::new();
+    for (k, v) in body {
+        if let (false, Value::String(v)) = (REQUIRED.contains(&k.as_str()), v) {
+            if details.len() < 32 && k.len() <= 64 && v.len() <= 2048 {
+                details.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Ok(StoreInviteRequest {
+        medium,
+        address,
+        room_id,
+        sender,
+        details,
+    })
+}
+
+/// Reads a `sign-ed25519` request's parameters.
+fn sign_request(fields: &Map<String, Value>) -> Result<SignRequest, Error> {
+    params::require_all(fields, &["mxid", "token", "private_key"])?;
+    let mxid = Mxid::parse(params::string(fields, "mxid")?)
+        .ok_or_else(|| Error::invalid_param("mxid is not a valid Matrix user ID"))?;
+    Ok(SignRequest {
+        mxid,
+        token: params::string(fields, "token")?.to_owned(),
+        private_key: params::string(fields, "private_key")?.to_owned(),
+    })
 }
 
 /// `POST .../sign-ed25519`: parameters from the JSON body, or from the query string
@@ -44,7 +85,7 @@ pub async fn sign_ed25519(
         }
         let raw = raw?;
         let body_empty = raw.iter().all(u8::is_ascii_whitespace) || raw.as_ref() == b"null";
-        let params: Map<String, Value> = if body_empty {
+        let fields: Map<String, Value> = if body_empty {
             query
                 .into_iter()
                 .filter(|(k, _)| k != "access_token")
@@ -60,7 +101,7 @@ pub async fn sign_ed25519(
             }
             body
         };
-        invite::sign_ed25519(&state, &params)
+        invite::sign_ed25519(&state, &sign_request(&fields)?)
     })();
     respond(result)
 }
