@@ -22,7 +22,6 @@ pub mod invite;
 pub mod keys;
 pub mod lookup;
 /// Transitional, for `invite` only (see the file).
-pub mod params;
 pub mod ratelimit;
 pub mod session;
 pub mod sync;

@@ -91,7 +91,7 @@ fn percent(text: &str) -> String {
 
 /// `f...@e...`: enough for the room to recognise whom they invited, never the whole
 /// address (it ends up in room state, visible to every member).
-pub fn redact_address(address: &str) -> String {
+pub fn invite_display_name(address: &str) -> String {
     let cut = |part: &str| {
         let n = part.chars().count();
         let keep = if n > 5 { 3 } else { 1.min(n) };
@@ -229,7 +229,7 @@ pub async fn store_invite(
     let display_name = if state.config.invite.full_display_name {
         invite.threepid.address().to_owned()
     } else {
-        redact_address(invite.threepid.address())
+        invite_display_name(invite.threepid.address())
     };
     Ok(StoredInvite {
         display_name,
@@ -489,10 +489,13 @@ mod tests {
 
     #[test]
     fn display_names_never_show_the_whole_address() {
-        assert_eq!(redact_address("alice@example.org"), "a...@exa...");
-        assert_eq!(redact_address("alexander@example.org"), "ale...@exa...");
-        assert_eq!(redact_address("bo@x.io"), "b...@x...");
-        assert_eq!(redact_address("nodomain"), "nod...");
+        assert_eq!(invite_display_name("alice@example.org"), "a...@exa...");
+        assert_eq!(
+            invite_display_name("alexander@example.org"),
+            "ale...@exa..."
+        );
+        assert_eq!(invite_display_name("bo@x.io"), "b...@x...");
+        assert_eq!(invite_display_name("nodomain"), "nod...");
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! `GET .../pubkey/ephemeral/isvalid`.
 
 use crate::error::Error;
+use crate::http::params;
 use crate::http::reply::respond;
 use crate::model::Mxid;
 use crate::service::auth::{authenticate, Gate};
 use crate::service::invite::{self, SignRequest, StoreInviteRequest};
-use crate::service::params;
 use crate::service::Services;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};

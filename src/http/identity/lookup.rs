@@ -67,16 +67,8 @@ fn lookup_request(body: &Map<String, Value>) -> Result<lookup::LookupRequest<'_>
     })
 }
 
-/// `POST /_matrix/identity/v2/lookup`
-pub async fn lookup(
-    token: Option<String>,
-    body: Result<bytes::Bytes, Error>,
-    state: Services,
-) -> Result<Response, Infallible> {
-    answer_lookup(token, body, &state).await
-}
-
-/// [`lookup`] on a borrowed state (the direct route keeps it for counting).
+/// `POST /_matrix/identity/v2/lookup` once its token and body are read (by
+/// `http::fast::answer`, the route's one entrance).
 pub async fn answer_lookup(
     token: Option<String>,
     body: Result<bytes::Bytes, Error>,
