@@ -96,9 +96,8 @@ pub fn client_ip(
         })
 }
 
-/// The raw body of a request that must carry JSON (Content-Type checked, size capped),
-/// for handlers that parse it themselves.
-pub fn json_bytes(
+/// The raw body of a request that must carry JSON (Content-Type checked, size capped).
+fn json_bytes(
     limit: u64,
 ) -> impl Filter<Extract = (Result<bytes::Bytes, Error>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-type")

@@ -67,8 +67,5 @@ where
     let read = body::read(length, stream, limit).await;
     // The Content-Type verdict comes first, as on the other routes.
     let bytes = body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
-    match identity::lookup::answer_lookup(token, bytes, state).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+    identity::lookup::answer_lookup(token, bytes, state)
 }

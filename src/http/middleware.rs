@@ -68,21 +68,16 @@ where
 /// Adds the request log.
 pub(crate) fn logged(
     routes: BoxedFilter<(Response,)>,
-    listener: &'static str,
+    listener: crate::metrics::Listener,
     state: &Services,
 ) -> BoxedFilter<(Response,)> {
     let state = state.clone();
-    let which = if listener == "admin" {
-        crate::metrics::Listener::Admin
-    } else {
-        crate::metrics::Listener::Public
-    };
     routes
         .with(warp::log::custom(move |info| {
             let route = state.metrics.route_id(info.path());
             log_request(
                 &state.metrics,
-                which,
+                listener,
                 route,
                 info.method().as_str(),
                 info.path(),

@@ -267,7 +267,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
         .recover(recover)
         .unify()
         .map(with_cors);
-    logged(routes.boxed(), "public", &state)
+    logged(routes.boxed(), crate::metrics::Listener::Public, &state)
 }
 
 /// The client-server endpoints a reverse proxy may route here: directory search and
@@ -497,5 +497,5 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
     )
     .recover(recover)
     .unify();
-    logged(routes.boxed(), "admin", &state)
+    logged(routes.boxed(), crate::metrics::Listener::Admin, &state)
 }

@@ -69,16 +69,16 @@ fn lookup_request(body: &Map<String, Value>) -> Result<lookup::LookupRequest<'_>
 
 /// `POST /_matrix/identity/v2/lookup` once its token and body are read (by
 /// `http::fast::answer`, the route's one entrance).
-pub async fn answer_lookup(
+pub fn answer_lookup(
     token: Option<String>,
     body: Result<bytes::Bytes, Error>,
     state: &Services,
-) -> Result<Response, Infallible> {
+) -> Response {
     let allowed = authenticate(state, token, Gate::Terms)
         .and_then(|caller| state.limits.lookup(&caller.token));
     let bytes = match allowed.and(body) {
         Ok(bytes) => bytes,
-        Err(e) => return Ok(crate::http::reply::error_response(&e)),
+        Err(e) => return crate::http::reply::error_response(&e),
     };
     let answer = |request: &lookup::LookupRequest<'_>| {
         lookup::lookup(state, request)
@@ -94,7 +94,7 @@ pub async fn answer_lookup(
         Err(_) => crate::http::body::parse_object::<Map<String, Value>>(None, &bytes)
             .and_then(|object| answer(&lookup_request(&object)?)),
     };
-    Ok(result.unwrap_or_else(|e| crate::http::reply::error_response(&e)))
+    result.unwrap_or_else(|e| crate::http::reply::error_response(&e))
 }
 
 /// `GET /_matrix/identity/api/v1/lookup?medium=&address=`
