@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 
-/// The listeners the caller bound for us.
+/// The TCP listeners the caller bound for us (the admin Unix socket is bound here, from
+/// `server.admin.socket`).
 pub struct Listeners {
     pub public: TcpListener,
-    /// None when the admin listener is disabled.
+    /// The TCP admin listener (`server.admin.port`, with its token), if configured.
     pub admin: Option<TcpListener>,
+    /// The metrics listener, unless `server.metrics.enabled` is false.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Why the server could not start (each a one-line message naming the cause).
@@ -103,6 +106,16 @@ pub async fn run(
         started,
     });
 
+    // Bound before anything starts, so a socket in the way stops us cleanly.
+    let admin_bound = if config.server.admin.enabled {
+        let a = &config.server.admin;
+        Some(
+            http::listen::bind_admin_socket(&a.socket, a.group.as_deref())
+                .map_err(StartError::Runtime)?,
+        )
+    } else {
+        None
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.shutdown_timeout;
     let mut tasks = tokio::task::JoinSet::new();
@@ -117,23 +130,60 @@ pub async fn run(
     }
     tasks.spawn(http::listen::serve(
         "public",
-        listeners.public,
+        http::listen::Bound::Tcp(listeners.public),
         tls,
         http::public_routes(state.clone()),
-        Some(state.clone()),
+        http::listen::Lane::Public(state.clone()),
         stop_rx.clone(),
         drain,
     ));
-    if let Some(admin) = listeners.admin {
-        if let Ok(addr) = admin.local_addr() {
-            tracing::info!(%addr, "admin listener listening");
-        }
+    let admin_socket = if let Some(bound) = admin_bound {
+        let a = &config.server.admin;
+        tracing::info!(path = %a.socket.display(), "admin socket listening");
         tasks.spawn(http::listen::serve(
             "admin",
-            admin,
+            bound,
             None,
             http::admin_routes(state.clone()),
+            http::listen::Lane::Admin(http::door::Door::socket(), state.clone()),
+            stop_rx.clone(),
+            drain,
+        ));
+        Some(a.socket.clone())
+    } else {
+        None
+    };
+    let admin_tcp = config
+        .server
+        .admin
+        .tcp
+        .as_ref()
+        .filter(|_| config.server.admin.enabled);
+    if let (Some(admin), Some(tcp)) = (listeners.admin, admin_tcp) {
+        if let Ok(addr) = admin.local_addr() {
+            tracing::info!(%addr, "admin TCP listener listening (bearer token required)");
+        }
+        let door = http::door::Door::tcp(tcp.token.expose(), tcp.allow_remote);
+        tasks.spawn(http::listen::serve(
+            "admin-tcp",
+            http::listen::Bound::Tcp(admin),
             None,
+            http::admin_routes(state.clone()),
+            http::listen::Lane::Admin(door, state.clone()),
+            stop_rx.clone(),
+            drain,
+        ));
+    }
+    if let Some(metrics) = listeners.metrics {
+        if let Ok(addr) = metrics.local_addr() {
+            tracing::info!(%addr, "metrics listener listening");
+        }
+        tasks.spawn(http::listen::serve(
+            "metrics",
+            http::listen::Bound::Tcp(metrics),
+            None,
+            http::routes::metrics_routes(state.clone()),
+            http::listen::Lane::Plain,
             stop_rx.clone(),
             drain,
         ));
@@ -209,6 +259,9 @@ pub async fn run(
                 .await
                 .map_err(|e| StartError::Runtime(e.to_string()))??;
         }
+    }
+    if let Some(path) = admin_socket {
+        let _ = std::fs::remove_file(path);
     }
     tracing::info!("stopped");
     Ok(())

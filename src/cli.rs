@@ -12,6 +12,7 @@
 mod admin;
 mod args;
 mod backup;
+mod client;
 mod local;
 
 pub use admin::{bindings, hashing, healthcheck, invites, outbox, reindex, search, status, sync};

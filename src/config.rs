@@ -30,7 +30,7 @@ pub use federation::FederationConfig;
 pub use hashing::{HashingConfig, LookupConfig};
 pub use logging::{LogFormat, LoggingConfig};
 pub use matrix::MatrixConfig;
-pub use server::{host_port, AdminConfig, ServerConfig, TlsConfig};
+pub use server::{host_port, AdminConfig, AdminTcp, MetricsConfig, ServerConfig, TlsConfig};
 pub use storage::{KeyConfig, StorageConfig};
 
 use reader::{Ctx, Section};
@@ -181,6 +181,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let server = server::read_server(
         &root.section("server"),
         matrix.as_ref().map(|m| m.domain.as_str()),
+        storage.as_ref().map(|s| s.path.as_path()),
     );
     let key = storage::read_key(&root.section("key"), storage.as_ref());
     let logging = logging::read_logging(&root.section("logging"));

@@ -97,12 +97,16 @@ fn serve(config: Config) -> anyhow::Result<()> {
         );
         let s = &config.server;
         let public = bind(&s.hostname, s.port, "server.hostname/server.port").await?;
-        let admin = if s.admin.enabled {
-            Some(bind(&s.admin.hostname, s.admin.port, "server.admin.hostname/server.admin.port").await?)
+        let admin = match s.admin.tcp.as_ref().filter(|_| s.admin.enabled) {
+            Some(t) => Some(bind(&t.hostname, t.port, "server.admin.hostname/server.admin.port").await?),
+            None => None,
+        };
+        let metrics = if s.metrics.enabled {
+            Some(bind(&s.metrics.hostname, s.metrics.port, "server.metrics.hostname/server.metrics.port").await?)
         } else {
             None
         };
-        mxisd::run(config, mxisd::Listeners { public, admin }, shutdown)
+        mxisd::run(config, mxisd::Listeners { public, admin, metrics }, shutdown)
             .await
             .map_err(anyhow::Error::from)
     })

@@ -25,6 +25,7 @@ NEEDED=(
   "ldapsearch:ldap-utils"
   "ldapmodify:ldap-utils"
   "runuser:util-linux"
+  "setpriv:util-linux"
 )
 
 missing=()

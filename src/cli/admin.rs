@@ -9,8 +9,10 @@ use super::args::{
     HealthcheckArgs, InvitesArgs, InvitesCommand, OutboxArgs, ReindexArgs, SearchArgs, StatusArgs,
     SyncArgs,
 };
+use super::client::{json_answer, Target};
 use super::{load_config, load_or_report, report_config_errors};
-use reqwest::Method;
+use bytes::Bytes;
+use http::Method;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,9 +22,6 @@ const QUICK_SECS: u64 = 30;
 /// Seconds to wait while the server does long work (a sync, a reindex, a rotation, an
 /// import).
 const LONG_SECS: u64 = 3600;
-
-const ADMIN_DISABLED: &str =
-    "the admin listener is disabled (server.admin.enabled: false); enable it to use this command";
 
 pub(super) fn http_client(timeout_secs: u64) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
@@ -44,7 +43,8 @@ struct AdminRequest<'a> {
     config: Option<&'a Path>,
     method: Method,
     route: String,
-    body: Option<reqwest::Body>,
+    /// Content-Type and bytes.
+    body: Option<(&'static str, Bytes)>,
     timeout_secs: u64,
 }
 
@@ -63,8 +63,10 @@ impl<'a> AdminRequest<'a> {
         Self::new(config, Method::GET, route)
     }
 
+    /// A POST; its body is `{}` unless one is given (the admin API wants every POST to
+    /// declare a JSON body).
     fn post(config: &'a Option<PathBuf>, route: &str) -> Self {
-        Self::new(config, Method::POST, route)
+        Self::new(config, Method::POST, route).json(&json!({}))
     }
 
     /// Appends `?name=value&...`, form-encoded.
@@ -77,13 +79,13 @@ impl<'a> AdminRequest<'a> {
         self
     }
 
-    /// The body: JSON text (the admin API reads it as JSON without a Content-Type).
+    /// A JSON body.
     fn json(self, value: &Value) -> Self {
-        self.body(value.to_string())
+        self.body("application/json", value.to_string())
     }
 
-    fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
-        self.body = Some(body.into());
+    fn body(mut self, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        self.body = Some((content_type, body.into()));
         self
     }
 
@@ -97,24 +99,12 @@ impl<'a> AdminRequest<'a> {
     /// what to do.
     async fn send(self) -> Result<(u16, Value), String> {
         let config = load_or_report(self.config).ok_or("invalid configuration")?;
-        let admin = config.admin_url().ok_or(ADMIN_DISABLED)?;
-        let url = format!("{admin}_mxisd/admin/v1/{}", self.route);
-        let client = http_client(self.timeout_secs)?;
-        let mut request = client.request(self.method, &url);
-        if let Some(body) = self.body {
-            request = request.body(body);
-        }
-        let response = request.send().await.map_err(|e| {
-            format!(
-                "cannot reach the admin listener at {admin}: {e} (is mxisd running with this config?)"
-            )
-        })?;
-        let status = response.status().as_u16();
-        let body = response
-            .json::<Value>()
-            .await
-            .map_err(|e| format!("the admin listener answered something that is not JSON: {e}"))?;
-        Ok((status, body))
+        let target = Target::of(&config)?;
+        let timeout = std::time::Duration::from_secs(self.timeout_secs.max(1));
+        let response = target
+            .send(self.method, &self.route, self.body, timeout)
+            .await?;
+        Ok(json_answer(response).await?)
     }
 
     /// Sends the request and prints what came back: what most verbs are.
@@ -146,66 +136,77 @@ fn print_result(result: Result<(u16, Value), String>) -> ExitCode {
     }
 }
 
-/// `mxisd healthcheck`
+/// `mxisd healthcheck`: the admin API's status (or `--url`, or the public `/status`
+/// when the admin API is disabled).
 pub async fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
-    let url = match &args.url {
-        Some(u) => u.clone(),
+    let answer = match &args.url {
+        Some(url) => get_url(url, args.timeout).await.map(|a| (url.clone(), a)),
         None => match load_config(args.config.as_deref()) {
-            Ok(c) => match c.admin_url() {
-                Some(admin) => format!("{admin}_mxisd/admin/v1/status"),
-                None => format!("{}/status", c.local_url()),
+            Ok(c) if c.server.admin.enabled => match Target::of(&c) {
+                Ok(target) => admin_status(&target, args.timeout)
+                    .await
+                    .map(|a| (target.to_string(), a)),
+                Err(e) => Err(e),
             },
+            Ok(c) => {
+                let url = format!("{}/status", c.local_url());
+                get_url(&url, args.timeout).await.map(|a| (url, a))
+            }
             Err(e) => {
                 report_config_errors(&e);
                 return ExitCode::FAILURE;
             }
         },
     };
-    let client = match http_client(args.timeout) {
-        Ok(c) => c,
+    let (place, (code, body)) = match answer {
+        Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("unreachable: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match client.get(&url).send().await {
-        Ok(resp) if resp.status().is_success() => {
-            let code = resp.status().as_u16();
-            let body = resp.json::<Value>().await.unwrap_or_default();
-            let problems: Vec<&str> = body["problems"]
-                .as_array()
-                .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
-                .unwrap_or_default();
-            if problems.is_empty() {
-                println!("ok: {url} answered {code}");
-                return ExitCode::SUCCESS;
-            }
-            println!("degraded: {url} answered {code}; needs attention:");
-            for p in &problems {
-                println!("  - {p}");
-            }
-            if args.strict {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
+    let problems: Vec<&str> = body["problems"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if !(200..300).contains(&code) {
+        eprintln!("unhealthy: {place} answered {code}");
+        for p in &problems {
+            eprintln!("  - {p}");
         }
-        Ok(resp) => {
-            let code = resp.status();
-            let body = resp.json::<Value>().await.unwrap_or_default();
-            eprintln!("unhealthy: {url} answered {code}");
-            if let Some(problems) = body["problems"].as_array() {
-                for p in problems.iter().filter_map(|v| v.as_str()) {
-                    eprintln!("  - {p}");
-                }
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("unreachable: {url}: {e} (is mxisd running? check --url or -c)");
-            ExitCode::FAILURE
-        }
+        return ExitCode::FAILURE;
     }
+    if problems.is_empty() {
+        println!("ok: {place} answered {code}");
+        return ExitCode::SUCCESS;
+    }
+    println!("degraded: {place} answered {code}; needs attention:");
+    for p in &problems {
+        println!("  - {p}");
+    }
+    if args.strict {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// GET of a status URL: its code and JSON (null when it is not JSON).
+async fn get_url(url: &str, timeout_secs: u64) -> Result<(u16, Value), String> {
+    let response = http_client(timeout_secs)?
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e} (is mxisd running? check --url or -c)"))?;
+    let code = response.status().as_u16();
+    Ok((code, response.json::<Value>().await.unwrap_or_default()))
+}
+
+/// The admin API's status document and its code.
+async fn admin_status(target: &Target, timeout_secs: u64) -> Result<(u16, Value), String> {
+    let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
+    let response = target.send(Method::GET, "status", None, timeout).await?;
+    Ok(json_answer(response).await?)
 }
 
 /// `mxisd status`: the status document whatever the answer's code (it explains a
@@ -214,34 +215,23 @@ pub async fn status(args: &StatusArgs) -> ExitCode {
     let Some(config) = load_or_report(args.config.as_deref()) else {
         return ExitCode::FAILURE;
     };
-    let Some(admin) = config.admin_url() else {
-        eprintln!("error: {ADMIN_DISABLED}");
-        return ExitCode::FAILURE;
+    let answer = match Target::of(&config) {
+        Ok(target) => admin_status(&target, 10).await,
+        Err(e) => Err(e),
     };
-    let url = format!("{admin}_mxisd/admin/v1/status");
-    let client = match http_client(10) {
-        Ok(c) => c,
+    match answer {
+        Ok((code, body)) => {
+            println!("{}", pretty(&body));
+            if (200..300).contains(&code) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    let response = match client.get(&url).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot reach the admin listener at {url}: {e} (is mxisd running with this config?)");
-            return ExitCode::FAILURE;
-        }
-    };
-    let ok = response.status().is_success();
-    match response.json::<Value>().await {
-        Ok(body) => println!("{}", pretty(&body)),
-        Err(e) => eprintln!("error: the admin listener answered something that is not JSON: {e}"),
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 
@@ -293,7 +283,7 @@ async fn import(args: &BindingsImportArgs) -> ExitCode {
         }
     };
     let result = AdminRequest::post(&args.config, "bindings/import")
-        .body(data)
+        .body("text/tab-separated-values", data)
         .long()
         .send()
         .await;

@@ -24,15 +24,15 @@ pub async fn backup(args: &BackupArgs) -> ExitCode {
         eprintln!("error: {} already exists", out.display());
         return ExitCode::FAILURE;
     }
-    let online = if args.offline {
+    let online = if args.offline || !config.server.admin.enabled {
         None
     } else {
-        config.admin_url()
+        super::client::Target::of(&config).ok()
     };
     let result = match online {
-        Some(admin) => match backup_online(&admin, &out).await {
+        Some(target) => match backup_online(&target, &out).await {
             Err(BackupFailure::Unreachable(why)) => {
-                eprintln!("the admin listener does not answer ({why}); reading the store directly");
+                eprintln!("the server is not running ({why}); reading the store directly");
                 // Nothing else runs on this runtime: blocking here is fine.
                 crate::service::backup::offline(&config, &out)
             }
@@ -66,51 +66,56 @@ enum BackupFailure {
     Other(String),
 }
 
-/// Streams a backup from the admin listener into `out` (through a `.partial` file that
-/// is checked whole before it is renamed).
+/// Streams a backup from the admin API into `out` (through a `.partial` file that is
+/// checked whole before it is renamed).
 async fn backup_online(
-    admin: &str,
+    target: &super::client::Target,
     out: &Path,
 ) -> Result<crate::store::backup::Summary, BackupFailure> {
+    use super::client::Failure;
+    use http_body_util::BodyExt as _;
     use std::io::Write as _;
-    let url = format!("{admin}_mxisd/admin/v1/backup");
-    let client = reqwest::Client::builder()
-        .dns_resolver(crate::dns::ForReqwest::new().map_err(BackupFailure::Other)?)
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .read_timeout(std::time::Duration::from_secs(300))
-        .no_proxy()
-        .build()
-        .map_err(|e| BackupFailure::Other(format!("cannot build an HTTP client: {e}")))?;
-    let mut response = client.get(&url).send().await.map_err(|e| {
-        if e.is_connect() {
-            BackupFailure::Unreachable(e.to_string())
-        } else {
-            BackupFailure::Other(format!("{url}: {e}"))
-        }
-    })?;
+    let response = target
+        .send(
+            http::Method::GET,
+            "backup",
+            None,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| match e {
+            Failure::NotRunning(why) => BackupFailure::Unreachable(why),
+            Failure::Other(why) => BackupFailure::Other(why),
+        })?;
     if !response.status().is_success() {
-        let status = response.status();
-        let body = response
-            .json::<serde_json::Value>()
+        let refused = super::client::json_answer(response)
             .await
-            .unwrap_or_default();
-        return Err(BackupFailure::Other(format!(
-            "{url} answered {status}: {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        )));
+            .map(|(status, body)| {
+                format!(
+                    "the admin API at {target} answered {status}: {}",
+                    body["error"].as_str().unwrap_or("no reason given")
+                )
+            })
+            .unwrap_or_else(|e| e.to_string());
+        return Err(BackupFailure::Other(refused));
     }
     let partial = crate::service::backup::partial_path(out);
     let file = crate::service::backup::create_private(&partial).map_err(BackupFailure::Other)?;
     let mut writer = std::io::BufWriter::with_capacity(256 * 1024, file);
+    let mut body = response.into_body();
     let written = async {
-        while let Some(chunk) = response
-            .chunk()
+        // A stalled server is given up on after five minutes without a byte.
+        let idle = std::time::Duration::from_secs(300);
+        while let Some(frame) = tokio::time::timeout(idle, body.frame())
             .await
-            .map_err(|e| format!("the backup stream broke off: {e}"))?
+            .map_err(|_| "the backup stream stalled for 5 minutes".to_owned())?
         {
-            writer
-                .write_all(&chunk)
-                .map_err(|e| format!("{}: {e}", partial.display()))?;
+            let frame = frame.map_err(|e| format!("the backup stream broke off: {e}"))?;
+            if let Some(chunk) = frame.data_ref() {
+                writer
+                    .write_all(chunk)
+                    .map_err(|e| format!("{}: {e}", partial.display()))?;
+            }
         }
         writer
             .into_inner()

@@ -1,12 +1,16 @@
 //! `server`: the public listener (name we sign with, address, public URL, body limit,
-//! optional TLS) and the admin listener under `server.admin`, plus the URLs a CLI verb
-//! uses to reach a running server. The admin listener stays on loopback unless the
-//! operator says otherwise: it has no authentication of its own.
+//! optional TLS), the admin door under `server.admin` and the metrics listener under
+//! `server.metrics`, plus the URL a CLI verb uses to reach the public listener.
+//!
+//! The admin API is served on a Unix socket whose peers are checked (root, the server's
+//! own user, a configured group); a TCP admin listener exists only with a bearer token
+//! read from a private file. `/metrics` (no secrets in it) gets a loopback TCP listener
+//! of its own so Prometheus can scrape it.
 
-use super::reader::Section;
+use super::reader::{Secret, Section};
 use super::Config;
 use crate::model::is_server_name;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -21,6 +25,7 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsConfig>,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -29,17 +34,49 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// `server.admin`: the operator's door.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub enabled: bool,
+    /// `server.admin.socket`: the Unix socket (default `<storage.path>/admin.sock`).
+    pub socket: PathBuf,
+    /// `server.admin.group`: a group whose members may use the socket besides root and
+    /// the server's own user (default: the server's own group).
+    pub group: Option<String>,
+    /// The TCP admin listener, only when `server.admin.port` is set.
+    pub tcp: Option<AdminTcp>,
+}
+
+/// A TCP admin listener (for containers): every request carries the bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminTcp {
     pub hostname: String,
     pub port: u16,
+    /// `server.admin.tokenFile`: where the token came from (for messages).
+    pub token_file: PathBuf,
+    pub token: Secret,
     /// `server.admin.allowRemote`: listen beyond loopback and accept any Host header.
-    /// The admin API has no authentication of its own.
     pub allow_remote: bool,
 }
 
-pub(crate) fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<ServerConfig> {
+/// `server.metrics`: a loopback TCP listener serving only `GET /metrics`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub hostname: String,
+    pub port: u16,
+}
+
+/// The longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+/// The shortest bearer token the TCP admin listener accepts.
+const MIN_TOKEN_LENGTH: usize = 16;
+
+pub(crate) fn read_server(
+    s: &Section<'_, '_>,
+    domain: Option<&str>,
+    storage: Option<&Path>,
+) -> Option<ServerConfig> {
     let name = s.string("name");
     let hostname = s.string("hostname").unwrap_or_else(|| "127.0.0.1".into());
     let port = s.port("port").unwrap_or(8090);
@@ -49,7 +86,8 @@ pub(crate) fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<S
         .duration("shutdownTimeout")
         .unwrap_or(Duration::from_secs(10));
     let tls = read_tls(&s.section("tls"));
-    let admin = read_admin(&s.section("admin"), port);
+    let admin = read_admin(&s.section("admin"), storage);
+    let metrics = read_metrics(&s.section("metrics"), port);
     s.finish(&[]);
 
     let mut ok = true;
@@ -83,16 +121,31 @@ pub(crate) fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<S
         s.problem("maxBodySize", "must be at least 1KiB");
         ok = false;
     }
-    if let Some(a) = &admin {
-        if a.enabled && a.port == port && a.hostname == hostname && port != 0 {
-            s.problem("admin.port", "the admin listener needs a port of its own");
-            ok = false;
+    let tcp_ports = [
+        admin
+            .as_ref()
+            .and_then(|a| a.tcp.as_ref().filter(|_| a.enabled))
+            .map(|t| ("admin.port", t.hostname.as_str(), t.port)),
+        metrics
+            .as_ref()
+            .filter(|m| m.enabled)
+            .map(|m| ("metrics.port", m.hostname.as_str(), m.port)),
+    ];
+    let public = ("port", hostname.as_str(), port);
+    for (i, (key, host, p)) in tcp_ports.iter().flatten().enumerate() {
+        let earlier = std::iter::once(&public).chain(tcp_ports[..i].iter().flatten());
+        for (other, other_host, other_port) in earlier {
+            if p == other_port && host == other_host && *p != 0 {
+                s.problem(key, format!("server.{key} is taken by server.{other}: each listener needs a port of its own"));
+                ok = false;
+            }
         }
     }
     if !ok || name.is_empty() {
         return None;
     }
     let admin = admin?;
+    let metrics = metrics?;
     Some(ServerConfig {
         name,
         hostname,
@@ -102,6 +155,7 @@ pub(crate) fn read_server(s: &Section<'_, '_>, domain: Option<&str>) -> Option<S
         shutdown_timeout,
         tls: tls?,
         admin,
+        metrics,
     })
 }
 
@@ -124,10 +178,118 @@ fn read_tls(s: &Section<'_, '_>) -> Option<Option<TlsConfig>> {
     }
 }
 
-fn read_admin(s: &Section<'_, '_>, public_port: u16) -> Option<AdminConfig> {
+fn read_admin(s: &Section<'_, '_>, storage: Option<&Path>) -> Option<AdminConfig> {
+    let enabled = s.bool("enabled").unwrap_or(true);
+    let socket = s.path("socket");
+    let group = s.string("group");
+    let hostname = s.string("hostname");
+    let port = s.port("port");
+    let token_file = s.path("tokenFile");
+    let allow_remote = s.bool("allowRemote").unwrap_or(false);
+    s.finish(&[]);
+    let socket = match (socket, storage) {
+        (Some(p), _) => p,
+        (None, Some(storage)) => storage.join("admin.sock"),
+        // storage.path has its own problem.
+        (None, None) => return None,
+    };
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        s.problem(
+            "socket",
+            format!(
+                "{} is longer than the {MAX_SOCKET_PATH} bytes a Unix socket path may have; set a shorter server.admin.socket",
+                socket.display()
+            ),
+        );
+        return None;
+    }
+    if group.as_deref().is_some_and(|g| g.trim().is_empty()) {
+        s.problem("group", "must not be empty");
+        return None;
+    }
+    let tcp = match (port, token_file) {
+        (None, None) => {
+            if hostname.is_some() || allow_remote {
+                s.problem(
+                    "port",
+                    "server.admin.hostname and allowRemote are for a TCP admin listener, which needs server.admin.port and server.admin.tokenFile; without them the admin API is on the Unix socket server.admin.socket",
+                );
+                return None;
+            }
+            None
+        }
+        (Some(_), None) => {
+            s.problem(
+                "tokenFile",
+                "a TCP admin listener (server.admin.port) needs a bearer token: put a random token of at least 16 characters in a file only the server's user can read (chmod 600) and name it in server.admin.tokenFile; or remove server.admin.port and use the Unix socket server.admin.socket",
+            );
+            return None;
+        }
+        (None, Some(_)) => {
+            s.problem(
+                "port",
+                "server.admin.tokenFile is set but server.admin.port is not: set the TCP port too, or remove tokenFile",
+            );
+            return None;
+        }
+        (Some(port), Some(token_file)) => {
+            let hostname = hostname.unwrap_or_else(|| "127.0.0.1".into());
+            if enabled && !allow_remote && !is_loopback_name(&hostname) {
+                s.problem(
+                    "hostname",
+                    format!("{hostname:?} is not a loopback address; keep the admin API on 127.0.0.1, or set server.admin.allowRemote: true (the token still guards it; use TLS in front of it)"),
+                );
+                return None;
+            }
+            let token = match read_token(&token_file) {
+                Ok(t) => t,
+                Err(why) => {
+                    s.problem("tokenFile", why);
+                    return None;
+                }
+            };
+            Some(AdminTcp {
+                hostname,
+                port,
+                token_file,
+                token,
+                allow_remote,
+            })
+        }
+    };
+    Some(AdminConfig {
+        enabled,
+        socket,
+        group,
+        tcp,
+    })
+}
+
+/// Reads the admin bearer token: a file only its owner can read, holding at least
+/// [`MIN_TOKEN_LENGTH`] characters (surrounding whitespace ignored).
+fn read_token(path: &Path) -> Result<Secret, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is readable by others (mode {mode:03o}); chmod 600 it"
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let token = text.trim();
+    if token.chars().count() < MIN_TOKEN_LENGTH || token.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{shown} must hold one token of at least {MIN_TOKEN_LENGTH} characters without spaces (e.g. from `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(Secret::new(token.to_owned()))
+}
+
+fn read_metrics(s: &Section<'_, '_>, public_port: u16) -> Option<MetricsConfig> {
     let enabled = s.bool("enabled").unwrap_or(true);
     let hostname = s.string("hostname").unwrap_or_else(|| "127.0.0.1".into());
-    let allow_remote = s.bool("allowRemote").unwrap_or(false);
     let port = match s.port("port") {
         Some(p) => p,
         None if public_port == 0 => 0,
@@ -140,33 +302,33 @@ fn read_admin(s: &Section<'_, '_>, public_port: u16) -> Option<AdminConfig> {
         },
     };
     s.finish(&[]);
-    let loopback = hostname == "localhost"
-        || hostname
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if enabled && !loopback && !allow_remote {
-        s.problem(
-            "hostname",
-            format!("{hostname:?} is not a loopback address; the admin API has no authentication, so keep it on 127.0.0.1 (or set server.admin.allowRemote: true and protect it yourself)"),
-        );
-        return None;
-    }
-    Some(AdminConfig {
+    Some(MetricsConfig {
         enabled,
         hostname,
         port,
-        allow_remote,
     })
 }
 
+/// `localhost` or a loopback address (IPv6 with or without brackets).
+fn is_loopback_name(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Config {
-    /// Base URL of the admin listener, for CLI verbs that talk to a running server.
-    pub fn admin_url(&self) -> Option<String> {
-        let a = &self.server.admin;
-        a.enabled
-            .then(|| format!("http://{}/", host_port(&a.hostname, a.port)))
+    /// URL of the metrics listener as seen from this machine.
+    pub fn metrics_url(&self) -> Option<String> {
+        let m = &self.server.metrics;
+        m.enabled.then(|| {
+            format!(
+                "http://{}/metrics",
+                host_port(local_host(&m.hostname), m.port)
+            )
+        })
     }
 
     /// URL of the public listener as seen from this machine.

@@ -1,7 +1,7 @@
 //! The human-readable summary of a loaded [`Config`] for `check-config` and the
 //! start-up log: the effective settings, one per line, with secrets left out.
 
-use super::{threepid, units, Config, LogFormat};
+use super::{host_port, threepid, units, Config, LogFormat};
 
 impl Config {
     /// A readable summary with secrets left out, for `check-config` and start-up logs.
@@ -38,10 +38,32 @@ impl Config {
             );
             line("server.tls.key", tls.key.display().to_string());
         }
+        if s.admin.enabled {
+            line("server.admin.socket", s.admin.socket.display().to_string());
+            line(
+                "server.admin.group",
+                s.admin
+                    .group
+                    .clone()
+                    .unwrap_or_else(|| "(the server's own group)".into()),
+            );
+            if let Some(tcp) = &s.admin.tcp {
+                line(
+                    "server.admin (TCP)",
+                    format!(
+                        "{} (bearer token from {})",
+                        host_port(&tcp.hostname, tcp.port),
+                        tcp.token_file.display()
+                    ),
+                );
+            }
+        } else {
+            line("server.admin", "disabled".into());
+        }
         line(
-            "server.admin",
-            if s.admin.enabled {
-                format!("{}:{}", s.admin.hostname, s.admin.port)
+            "server.metrics",
+            if s.metrics.enabled {
+                host_port(&s.metrics.hostname, s.metrics.port)
             } else {
                 "disabled".into()
             },

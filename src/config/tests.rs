@@ -23,7 +23,12 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(c.server.public_url, "https://example.org");
     assert_eq!(c.server.port, 8090);
     assert_eq!(c.server.hostname, "127.0.0.1");
-    assert_eq!(c.server.admin.port, 8091);
+    assert_eq!(c.server.metrics.port, 8091);
+    assert_eq!(
+        c.server.admin.socket,
+        PathBuf::from("/var/lib/mxisd/admin.sock")
+    );
+    assert!(c.server.admin.tcp.is_none());
     assert_eq!(c.server.max_body_size, 512 * 1024);
     assert_eq!(c.key.path, PathBuf::from("/var/lib/mxisd/keys"));
     assert_eq!(c.storage.cache_size, 8 << 20);
@@ -62,7 +67,7 @@ fn ma1sd_style_keys_are_read() {
     assert_eq!(c.server.name, "id.example.org");
     assert_eq!(c.server.public_url, "https://id.example.org");
     assert_eq!(c.server.port, 9000);
-    assert_eq!(c.server.admin.port, 9001);
+    assert_eq!(c.server.metrics.port, 9001);
     // Relative paths are resolved against the config file's directory.
     assert_eq!(c.key.path, PathBuf::from("/etc/mxisd/keys"));
     assert_eq!(c.storage.path, PathBuf::from("/etc/mxisd/data"));
@@ -202,8 +207,15 @@ fn summary_lists_the_effective_settings() {
     let c = load(MINIMAL).unwrap();
     let s = c.summary();
     assert!(s.contains("matrix.domain          example.org"), "{s}");
-    assert!(s.contains("server.admin           127.0.0.1:8091"), "{s}");
-    assert_eq!(c.admin_url().as_deref(), Some("http://127.0.0.1:8091/"));
+    assert!(
+        s.contains("server.admin.socket    /var/lib/mxisd/admin.sock"),
+        "{s}"
+    );
+    assert!(s.contains("server.metrics         127.0.0.1:8091"), "{s}");
+    assert_eq!(
+        c.metrics_url().as_deref(),
+        Some("http://127.0.0.1:8091/metrics")
+    );
     assert_eq!(c.local_url(), "http://127.0.0.1:8090");
 }
 

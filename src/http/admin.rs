@@ -94,13 +94,55 @@ pub async fn bindings_show(
 }
 
 /// `POST /_mxisd/admin/v1/bindings/import`: a body of `medium<TAB>address<TAB>mxid`
-/// lines, read as a stream (any size) and applied in batches.
-pub async fn bindings_import<S, B>(body: S, state: Services) -> Result<Response, Infallible>
+/// lines (`text/tab-separated-values`), read as a stream (any size) and applied in
+/// batches; or (`application/json`) an array of `{medium, address, mxid}` objects of at
+/// most [`MAX_JSON_IMPORT`] bytes.
+pub async fn bindings_import<S, B>(
+    content_type: Option<String>,
+    body: S,
+    state: Services,
+) -> Result<Response, Infallible>
 where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf + Send,
 {
-    respond(import_stream(body, &state).await)
+    let json = content_type.is_some_and(|t| crate::http::body::is_json_type(&t));
+    respond(if json {
+        import_json(body, &state).await
+    } else {
+        import_stream(body, &state).await
+    })
+}
+
+/// The largest JSON import body (a TSV import streams and has no limit).
+pub const MAX_JSON_IMPORT: u64 = 64 << 20;
+
+async fn import_json<S, B>(body: S, state: &Services) -> Result<bindings::ImportReport, Error>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let bytes = crate::http::body::read(None, body, MAX_JSON_IMPORT).await?;
+    let entries: Vec<BindingBody> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::bad_json(format!(
+            "a JSON import is an array of {{\"medium\", \"address\", \"mxid\"}} objects: {e}"
+        ))
+    })?;
+    let mut import = bindings::Import::new();
+    for entry in &entries {
+        let mxid = entry.mxid.as_deref().unwrap_or_default();
+        import
+            .feed_binding(state, &entry.medium, &entry.address, mxid)
+            .await?;
+    }
+    import.finish(state).await?;
+    tracing::info!(
+        entries = import.line,
+        imported = import.imported,
+        skipped = import.skipped,
+        "bindings imported"
+    );
+    Ok(import.report())
 }
 
 async fn import_stream<S, B>(body: S, state: &Services) -> Result<bindings::ImportReport, Error>

@@ -88,7 +88,7 @@ where
 
 /// True when a Content-Type names JSON (`application/json`, `*/*+json`), ignoring
 /// parameters such as `charset`.
-fn is_json_type(content_type: &str) -> bool {
+pub(crate) fn is_json_type(content_type: &str) -> bool {
     let media = content_type
         .split(';')
         .next()

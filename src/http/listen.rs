@@ -1,7 +1,11 @@
-//! Serving a warp filter on a listener we bound ourselves, over plain TCP or TLS
-//! (rustls), with graceful shutdown: on the signal we stop accepting, let requests in
-//! flight finish (bounded by `server.shutdownTimeout`) and return.
+//! Serving a warp filter on a listener we bound ourselves, over plain TCP, TLS (rustls)
+//! or the admin Unix socket, with graceful shutdown: on the signal we stop accepting,
+//! let requests in flight finish (bounded by `server.shutdownTimeout`) and return. The
+//! admin listeners pass every request through the admin door (`door`) first.
 
+use super::door::{Door, PeerCredentials, PeerRule};
+use crate::error::{ErrCode, Error};
+use crate::service::Services;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -11,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -46,14 +50,40 @@ pub fn tls_acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, Strin
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A listener we bound: TCP (public, metrics, the admin listener with a token) or the
+/// admin Unix socket with the rule its peers must meet.
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener, PeerRule),
+}
+
+/// What a listener does before warp's routes.
+#[derive(Clone)]
+pub enum Lane {
+    /// The public listener: exact lookups take the direct route.
+    Public(Services),
+    /// An admin listener: every request goes through the door first.
+    Admin(Door, Services),
+    /// Straight to the routes (metrics).
+    Plain,
+}
+
+/// What one connection carries to its requests.
+#[derive(Clone)]
+struct Connection {
+    peer: Option<std::net::SocketAddr>,
+    /// The admin socket refused this peer: every request is answered with this.
+    refused: Option<String>,
+}
+
 /// Serves `routes` on `listener` until `shutdown` turns true, then drains for at most
 /// `drain`.
 pub async fn serve(
     name: &'static str,
-    listener: TcpListener,
+    listener: Bound,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
-    fast: Option<crate::service::Services>,
+    lane: Lane,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -65,11 +95,11 @@ pub async fn serve(
         let accepted = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
             // Reap finished connection tasks as we go.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let (stream, peer) = match accepted {
+        let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -78,21 +108,38 @@ pub async fn serve(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let routes = routes.clone();
-        let fast = fast.clone();
+        let lane = lane.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
         connections.spawn(async move {
-            match tls {
-                None => serve_connection(stream, peer, routes, fast, watcher).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, peer, routes, fast, watcher).await
+            match accepted {
+                Accepted::Unix(stream, refused) => {
+                    let conn = Connection {
+                        peer: None,
+                        refused,
+                    };
+                    serve_connection(stream, conn, routes, lane, watcher).await
+                }
+                Accepted::Tcp(stream, peer) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = Connection {
+                        peer: Some(peer),
+                        refused: None,
+                    };
+                    match tls {
+                        None => serve_connection(stream, conn, routes, lane, watcher).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls_stream)) => {
+                                    serve_connection(tls_stream, conn, routes, lane, watcher).await
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
                         }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -119,11 +166,45 @@ pub async fn serve(
     }
 }
 
+enum Accepted {
+    Tcp(TcpStream, std::net::SocketAddr),
+    /// A Unix socket peer, and why it is refused if it is.
+    Unix(UnixStream, Option<String>),
+}
+
+async fn accept(listener: &Bound) -> std::io::Result<Accepted> {
+    match listener {
+        Bound::Tcp(l) => {
+            let (stream, peer) = l.accept().await?;
+            Ok(Accepted::Tcp(stream, peer))
+        }
+        Bound::Unix(l, rule) => {
+            let (stream, _) = l.accept().await?;
+            let verdict = match stream.peer_cred() {
+                Ok(cred) => rule.admits(&PeerCredentials {
+                    uid: cred.uid(),
+                    gid: cred.gid(),
+                    pid: cred.pid(),
+                }),
+                Err(e) => Err(format!("the peer's credentials are unknown: {e}")),
+            };
+            let refused = verdict.err();
+            if let Some(why) = &refused {
+                tracing::warn!(
+                    listener = "admin",
+                    "admin socket: refused a connection: {why}"
+                );
+            }
+            Ok(Accepted::Unix(stream, refused))
+        }
+    }
+}
+
 async fn serve_connection<S>(
     stream: S,
-    peer: std::net::SocketAddr,
+    conn: Connection,
     routes: BoxedFilter<(Response,)>,
-    fast: Option<crate::service::Services>,
+    lane: Lane,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -131,13 +212,27 @@ async fn serve_connection<S>(
     let filtered = warp::service(routes);
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            use futures_util::future::Either;
-            if let Some(state) = fast.as_ref().filter(|_| super::fast::is_lookup(&request)) {
-                return Either::Left(super::fast::lookup(state.clone(), request));
+            use futures_util::future::{ready, Either};
+            match &lane {
+                Lane::Public(state) if super::fast::is_lookup(&request) => {
+                    return Either::Left(Either::Left(super::fast::lookup(state.clone(), request)));
+                }
+                Lane::Admin(door, state) => {
+                    let verdict = match &conn.refused {
+                        Some(why) => Err(Error::new(ErrCode::Forbidden, why.clone())),
+                        None => door.check(&request),
+                    };
+                    if let Err(e) = verdict {
+                        return Either::Left(Either::Right(ready(Ok(refuse(state, &request, &e)))));
+                    }
+                }
+                _ => {}
             }
-            request
-                .extensions_mut()
-                .insert(super::extract::PeerAddr(peer));
+            if let Some(peer) = conn.peer {
+                request
+                    .extensions_mut()
+                    .insert(super::extract::PeerAddr(peer));
+            }
             let mut filtered = filtered.clone();
             Either::Right(tower_service::Service::call(&mut filtered, request))
         });
@@ -152,4 +247,79 @@ async fn serve_connection<S>(
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// The answer to a request the admin door refused, counted and logged like any other.
+fn refuse<B>(state: &Services, request: &hyper::Request<B>, error: &Error) -> Response {
+    let response = super::reply::error_response(error);
+    let path = request.uri().path();
+    super::middleware::log_request(
+        &state.metrics,
+        crate::metrics::Listener::Admin,
+        state.metrics.route_id(path),
+        request.method().as_str(),
+        path,
+        response.status().as_u16(),
+        Duration::ZERO,
+    );
+    tracing::warn!(
+        listener = "admin",
+        method = request.method().as_str(),
+        path,
+        "admin request refused: {}",
+        error.message
+    );
+    response
+}
+
+/// Binds the admin Unix socket at `path`: a socket left by a server that is gone is
+/// replaced, a live one is not; the file gets mode 0660 and `group` (or keeps the
+/// server's own group). Returns the listener and who may use it.
+pub fn bind_admin_socket(path: &Path, group: Option<&str>) -> Result<Bound, String> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+    let shown = path.display();
+    let gid = group.map(super::door::group_id).transpose()?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!(
+                    "cannot create {} for the admin socket (server.admin.socket): {e}",
+                    parent.display()
+                )
+            })?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "another server is listening on the admin socket {shown} (server.admin.socket); stop it first"
+                ));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| format!("cannot replace the old admin socket {shown}: {e}"))?;
+        }
+        Ok(_) => {
+            return Err(format!(
+                "{shown} (server.admin.socket) exists and is not a socket; move it away or choose another path"
+            ))
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| format!("cannot listen on the admin socket {shown}: {e}"))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| format!("cannot give {shown} to group {gid} (server.admin.group): {e}"))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    Ok(Bound::Unix(
+        listener,
+        PeerRule {
+            own_uid: meta.uid(),
+            group: meta.gid(),
+        },
+    ))
 }

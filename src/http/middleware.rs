@@ -11,28 +11,6 @@ use warp::http::{header, HeaderValue};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-/// True for `localhost`, loopback addresses and `*.localhost`, with or without a port.
-pub(crate) fn is_local_host(host: &str) -> bool {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        })
-    };
-    let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Refuses a declared body over the limit before routing, whatever the endpoint;
 /// bodies without Content-Length (chunked) are capped while read (`body`).
 pub(crate) fn body_guard(
@@ -149,31 +127,4 @@ pub(crate) fn with_cors(mut response: Response) -> Response {
         HeaderValue::from_static("Origin, X-Requested-With, Content-Type, Accept, Authorization"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn local_hosts() {
-        for h in [
-            "localhost",
-            "localhost:8091",
-            "127.0.0.1:8091",
-            "127.1.2.3",
-            "[::1]:8091",
-            "[::1]",
-            "admin.localhost",
-        ] {
-            assert!(super::is_local_host(h), "{h}");
-        }
-        for h in [
-            "evil.example",
-            "evil.example:8091",
-            "10.0.0.1:8091",
-            "[fe80::1]:1",
-            "localhost.evil.example",
-        ] {
-            assert!(!super::is_local_host(h), "{h}");
-        }
-    }
 }

@@ -3,9 +3,9 @@
 //! (body limit, CORS, log line, rejection → Matrix error) is in `middleware`.
 
 use super::identity::{account, discovery, invite, keys as pubkey, lookup, session, terms};
-use super::middleware::{body_guard, is_local_host, logged, recover, with_cors};
+use super::middleware::{body_guard, logged, recover, with_cors};
 use super::{admin, client::directory, extract as api};
-use crate::error::{ErrCode, Error};
+use crate::error::Error;
 use crate::service::Services;
 use warp::filters::BoxedFilter;
 use warp::http::{Method, StatusCode};
@@ -353,11 +353,10 @@ fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
     routes!(search, profile).boxed()
 }
 
-/// The admin listener's routes: no CORS (browsers must not reach it) and only requests
-/// addressed to a local host name, which defeats DNS rebinding from a web page.
+/// The admin listeners' routes. No CORS: browsers must not reach them; the admin door
+/// (`door`, run by the listener before these) refuses what a web page could send.
 pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
     let limit = state.config.server.max_body_size;
-    let check_host = !state.config.server.admin.allow_remote;
     let st = api::with_state(state.clone());
     let base = warp::path!("_mxisd" / "admin" / "v1" / ..).boxed();
     let status = base
@@ -404,6 +403,11 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
         .clone()
         .and(warp::path!("bindings" / "import"))
         .and(warp::post())
+        .and(
+            warp::header::optional::<String>("content-type")
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
         .and(warp::body::stream())
         .and(st.clone())
         .and_then(admin::bindings_import);
@@ -464,22 +468,9 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(st)
         .and_then(admin::rotate_pepper);
-    let host_guard =
-        warp::header::optional::<String>("host").and_then(move |host: Option<String>| async move {
-            match host {
-                Some(h) if check_host && !is_local_host(&h) => {
-                    Ok(super::reply::error_response(&Error::new(
-                        ErrCode::Forbidden,
-                        "The admin API only answers requests addressed to this machine",
-                    )))
-                }
-                _ => Err(warp::reject::not_found()),
-            }
-        });
     // Boxed in groups: one long chain of `or`s makes type checking very slow.
     let operations = routes!(status, metrics, backup).boxed();
     let routes = routes!(
-        host_guard,
         import,
         operations,
         add,
@@ -497,5 +488,15 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
     )
     .recover(recover)
     .unify();
+    logged(routes.boxed(), crate::metrics::Listener::Admin, &state)
+}
+
+/// The metrics listener: `GET /metrics` and nothing else.
+pub fn metrics_routes(state: Services) -> BoxedFilter<(Response,)> {
+    let metrics = warp::path!("metrics")
+        .and(get())
+        .and(api::with_state(state.clone()))
+        .and_then(admin::metrics);
+    let routes = metrics.recover(recover).unify();
     logged(routes.boxed(), crate::metrics::Listener::Admin, &state)
 }

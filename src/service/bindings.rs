@@ -203,6 +203,28 @@ impl Import {
                 fields.len()
             )),
         };
+        self.take(state, parsed, "line").await
+    }
+
+    /// One binding given as fields (an entry of a JSON import).
+    pub async fn feed_binding(
+        &mut self,
+        state: &Services,
+        medium: &str,
+        address: &str,
+        mxid: &str,
+    ) -> Result<(), Error> {
+        self.line += 1;
+        let parsed = parse_triple(medium, address, Some(mxid));
+        self.take(state, parsed, "entry").await
+    }
+
+    async fn take(
+        &mut self,
+        state: &Services,
+        parsed: Result<(ThreePid, Option<Mxid>), String>,
+        unit: &str,
+    ) -> Result<(), Error> {
         match parsed {
             Ok((threepid, Some(mxid))) => {
                 self.pending.push(set(threepid, &mxid, self.now));
@@ -214,7 +236,7 @@ impl Import {
             Err(why) => {
                 self.skipped += 1;
                 if self.errors.len() < MAX_REPORTED {
-                    self.errors.push(format!("line {}: {why}", self.line));
+                    self.errors.push(format!("{unit} {}: {why}", self.line));
                 }
             }
         }

@@ -109,7 +109,11 @@ async fn admin_bad_input_and_protections() {
         "M_BAD_JSON",
     );
     let r = s
-        .send(s.client.post(format!("{}{add}", s.admin)).body("{"))
+        .send(
+            s.admin_request(reqwest::Method::POST, add)
+                .header("content-type", "application/json")
+                .body("{"),
+        )
         .await;
     assert_error(&r, 400, "M_NOT_JSON");
     assert_error(
@@ -128,16 +132,14 @@ async fn admin_bad_input_and_protections() {
     assert!(r.headers.get("access-control-allow-origin").is_none());
     let r = s
         .send(
-            s.client
-                .get(format!("{}/_mxisd/admin/v1/status", s.admin))
+            s.admin_request(reqwest::Method::GET, "/_mxisd/admin/v1/status")
                 .header("Host", "evil.example:8091"),
         )
         .await;
     assert_error(&r, 403, "M_FORBIDDEN");
     let r = s
         .send(
-            s.client
-                .get(format!("{}/_mxisd/admin/v1/status", s.admin))
+            s.admin_request(reqwest::Method::GET, "/_mxisd/admin/v1/status")
                 .header("Host", "localhost:8091"),
         )
         .await;
@@ -159,8 +161,8 @@ async fn import_over_http_reports_bad_lines() {
     body.push_str("msisdn\t+1 555 0100\t@phone:example.org"); // no final newline
     let r = s
         .send(
-            s.client
-                .post(format!("{}/_mxisd/admin/v1/bindings/import", s.admin))
+            s.admin_request(reqwest::Method::POST, "/_mxisd/admin/v1/bindings/import")
+                .header("content-type", "text/tab-separated-values")
                 .body(body),
         )
         .await;

@@ -30,7 +30,7 @@ pub(crate) fn text(o: &Output) -> (String, String) {
 pub(crate) struct Running {
     child: Option<Child>,
     pub(crate) port: u16,
-    pub(crate) admin: u16,
+    pub(crate) metrics: u16,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -58,7 +58,7 @@ impl Running {
             .args(args)
             .current_dir(dir)
             .env("MXISD_SERVER_PORT", "0")
-            .env("MXISD_SERVER_ADMIN_PORT", "0")
+            .env("MXISD_SERVER_METRICS_PORT", "0")
             .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
@@ -77,7 +77,7 @@ impl Running {
                 .map_while(Result::ok)
             {
                 if let Some(port) = logged_port(&line) {
-                    let _ = tx.send((line.contains("admin listener"), port));
+                    let _ = tx.send((line.contains("metrics listener"), port));
                 }
                 let mut log = sink.lock().unwrap();
                 log.push_str(&line);
@@ -87,13 +87,13 @@ impl Running {
         let mut r = Self {
             child: Some(child),
             port: 0,
-            admin: 0,
+            metrics: 0,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while r.port == 0 || r.admin == 0 {
+        while r.port == 0 || r.metrics == 0 {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok((true, p)) => r.admin = p,
+                Ok((true, p)) => r.metrics = p,
                 Ok((false, p)) => r.port = p,
                 Err(_) => {
                     if let Some(status) = r.child.as_mut().unwrap().try_wait().unwrap() {
@@ -138,13 +138,13 @@ impl Running {
         self.stop_with("-TERM")
     }
 
-    /// CLI verbs pointed at this server's admin listener.
+    /// CLI verbs pointed at this server (its public port; the admin socket is found
+    /// from the config).
     pub(crate) fn cli(&self, dir: &Path, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
             .current_dir(dir)
             .env("MXISD_SERVER_PORT", self.port.to_string())
-            .env("MXISD_SERVER_ADMIN_PORT", self.admin.to_string())
             .env_remove("RUST_LOG")
             .output()
             .unwrap()
@@ -236,7 +236,6 @@ fn run_on_the_embedded_default_then_sigterm() {
         .args(["status"])
         .current_dir(dir.path())
         .env("MXISD_SERVER_PORT", server.port.to_string())
-        .env("MXISD_SERVER_ADMIN_PORT", server.admin.to_string())
         .output()
         .unwrap();
     assert!(o.status.success(), "{:?}", text(&o));
@@ -248,7 +247,6 @@ fn run_on_the_embedded_default_then_sigterm() {
     let o = Command::new(BIN)
         .args(["healthcheck"])
         .current_dir(dir.path())
-        .env("MXISD_SERVER_ADMIN_PORT", server.admin.to_string())
         .output()
         .unwrap();
     assert!(o.status.success(), "{:?}", text(&o));
@@ -411,7 +409,7 @@ fn start_up_failures_are_clear_and_harmless() {
     let port = taken.local_addr().unwrap().port();
     assert_start_fails(
         d,
-        &format!("matrix:\n  domain: example.org\nstorage:\n  path: s1\nserver:\n  port: {port}\n  admin:\n    port: 0\n"),
+        &format!("matrix:\n  domain: example.org\nstorage:\n  path: s1\nserver:\n  port: {port}\n  metrics:\n    port: 0\n"),
         &format!("cannot listen on 127.0.0.1:{port}"),
     );
 
@@ -425,7 +423,7 @@ fn start_up_failures_are_clear_and_harmless() {
     std::fs::write(d.join("keys/regular/ed25519/0"), "corrupt").unwrap();
     assert_start_fails(
         d,
-        "matrix:\n  domain: example.org\nstorage:\n  path: s2\nkey:\n  path: keys\nserver:\n  port: 0\n  admin:\n    port: 0\n",
+        "matrix:\n  domain: example.org\nstorage:\n  path: s2\nkey:\n  path: keys\nserver:\n  port: 0\n  metrics:\n    port: 0\n",
         "is not a valid key file",
     );
     assert_eq!(
@@ -437,7 +435,7 @@ fn start_up_failures_are_clear_and_harmless() {
     std::fs::write(d.join("blocker"), "").unwrap();
     assert_start_fails(
         d,
-        "matrix:\n  domain: example.org\nstorage:\n  path: blocker/state\nserver:\n  port: 0\n  admin:\n    port: 0\n",
+        "matrix:\n  domain: example.org\nstorage:\n  path: blocker/state\nserver:\n  port: 0\n  metrics:\n    port: 0\n",
         "blocker/state",
     );
 

@@ -43,10 +43,16 @@ pub fn base_yaml(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The bearer token of every test server's TCP admin listener.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub struct TestServer {
     /// `http://127.0.0.1:PORT` (or https).
     pub base: String,
+    /// The TCP admin listener (bearer token [`ADMIN_TOKEN`]).
     pub admin: String,
+    /// The metrics listener.
+    pub metrics: String,
     pub dir: TempDir,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -79,21 +85,33 @@ impl TestServer {
     /// Starts a server with exactly this config text (paths relative to `dir`).
     pub async fn start_raw(dir: TempDir, yaml: &str) -> Self {
         init();
-        let config = config::load_str(yaml, "test", dir.path().to_owned(), &|_| None)
+        let mut config = config::load_str(yaml, "test", dir.path().to_owned(), &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let tls = config.server.tls.is_some();
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        if config.server.admin.tcp.is_none() {
+            config.server.admin.tcp = Some(config::AdminTcp {
+                hostname: "127.0.0.1".into(),
+                port: admin.local_addr().unwrap().port(),
+                token_file: dir.path().join("admin.token"),
+                token: config::reader::Secret::new(ADMIN_TOKEN.into()),
+                allow_remote: false,
+            });
+        }
         let scheme = if tls { "https" } else { "http" };
         let host = if tls { "localhost" } else { "127.0.0.1" };
         let base = format!("{scheme}://{host}:{}", public.local_addr().unwrap().port());
         let admin_url = format!("http://127.0.0.1:{}", admin.local_addr().unwrap().port());
+        let metrics_url = format!("http://127.0.0.1:{}", metrics.local_addr().unwrap().port());
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(mxisd::run(
             config,
             mxisd::Listeners {
                 public,
                 admin: Some(admin),
+                metrics: Some(metrics),
             },
             async move {
                 let _ = rx.await;
@@ -103,6 +121,7 @@ impl TestServer {
         let server = Self {
             base,
             admin: admin_url,
+            metrics: metrics_url,
             dir,
             client,
             stop: Some(tx),
@@ -142,8 +161,20 @@ impl TestServer {
     }
 
     pub async fn admin_get(&self, path: &str) -> Resp {
-        self.send(self.client.get(format!("{}{path}", self.admin)))
+        self.send(self.admin_request(reqwest::Method::GET, path))
             .await
+    }
+
+    /// A request to the TCP admin listener, with its token.
+    pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// The admin Unix socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.state_dir().join("admin.sock")
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
@@ -458,7 +489,7 @@ impl TestServer {
     }
 
     pub async fn admin_post(&self, path: &str, body: &Value) -> Resp {
-        self.send(self.client.post(format!("{}{path}", self.admin)).json(body))
+        self.send(self.admin_request(reqwest::Method::POST, path).json(body))
             .await
     }
 
@@ -546,4 +577,57 @@ fn rand_seed() -> [u8; 32] {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).unwrap();
     seed
+}
+
+/// Sends raw HTTP/1.1 `request` text (it should say `Connection: close`) to the Unix
+/// socket at `path`: the status and the body as JSON (or a string).
+pub fn raw_unix(path: &Path, request: &str) -> (u16, Value) {
+    let stream = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", path.display()));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    raw_exchange(stream, request)
+}
+
+/// [`raw_unix`] over TCP to `addr` (`host:port`).
+pub fn raw_tcp(addr: &str, request: &str) -> (u16, Value) {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    raw_exchange(stream, request)
+}
+
+fn raw_exchange(mut stream: impl std::io::Read + std::io::Write, request: &str) -> (u16, Value) {
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, value)
 }

@@ -192,7 +192,6 @@ async fn check_served(dir: &Path, hs: &FakeHomeserver) {
     crate::common::init();
     let server = Running::start(dir, &["run", "-c", "out/mxisd.yaml"]);
     let base = format!("http://127.0.0.1:{}", server.port);
-    let admin = format!("http://127.0.0.1:{}", server.admin);
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let get = |url: String| {
         let client = client.clone();
@@ -222,7 +221,11 @@ async fn check_served(dir: &Path, hs: &FakeHomeserver) {
     .await;
     assert_eq!(body, json!({"valid": true}));
 
-    let (status, body) = get(format!("{admin}/_mxisd/admin/v1/invites")).await;
+    let socket = dir.join("out/state/admin.sock");
+    let (status, body) = crate::common::raw_unix(
+        &socket,
+        "GET /_mxisd/admin/v1/invites HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status, 200, "{body}");
     let invites = body["invites"].as_array().unwrap();
     assert_eq!(invites.len(), 1, "{body}");

@@ -10,6 +10,7 @@ mod architecture;
 mod bindings;
 mod cli;
 mod directory;
+mod door;
 mod http;
 mod invites;
 mod lookup;

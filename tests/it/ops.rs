@@ -13,24 +13,21 @@ use std::sync::{Arc, Mutex};
 const BIN: &str = env!("CARGO_BIN_EXE_mxisd");
 const V1_LOOKUP: &str = "/_matrix/identity/api/v1/lookup";
 
-/// The binary pointed at a config file, with the admin port of an in-process server.
-fn mxisd(dir: &Path, admin_port: Option<u16>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(dir).env_remove("RUST_LOG");
-    if let Some(p) = admin_port {
-        cmd.env("MXISD_SERVER_ADMIN_PORT", p.to_string());
-    }
-    cmd.output().unwrap()
-}
-
-fn port_of(url: &str) -> u16 {
-    url.rsplit(':').next().unwrap().parse().unwrap()
+/// The binary pointed at a config file (an in-process server's admin socket is found
+/// from its storage path).
+fn mxisd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
 }
 
 async fn metrics(s: &TestServer) -> String {
     let r = s
         .client
-        .get(format!("{}/metrics", s.admin))
+        .get(format!("{}/metrics", s.metrics))
         .send()
         .await
         .unwrap();
@@ -223,7 +220,7 @@ fn healthcheck_reports_problems_and_fails_only_when_strict_or_down() {
     assert_eq!(strict.status.code(), Some(1), "{:?}", text(&strict));
     let (status, _) = server.stop_with("-TERM");
     assert!(status.success());
-    let down = mxisd(d, None, &["healthcheck", "-c", "c.yaml", "--timeout", "2"]);
+    let down = mxisd(d, &["healthcheck", "-c", "c.yaml", "--timeout", "2"]);
     assert_eq!(down.status.code(), Some(1));
 }
 
@@ -236,7 +233,6 @@ async fn backup_under_load_is_consistent_and_restores() {
     let s = Arc::new(TestServer::start().await);
     let d = s.dir.path().to_owned();
     std::fs::write(d.join("c.yaml"), base_yaml(&d, "")).unwrap();
-    let admin_port = port_of(&s.admin);
     for i in 0..200 {
         s.bind(
             "email",
@@ -285,13 +281,7 @@ async fn backup_under_load_is_consistent_and_restores() {
         .collect();
     let backup = tokio::task::spawn_blocking({
         let d = d.clone();
-        move || {
-            mxisd(
-                &d,
-                Some(admin_port),
-                &["backup", "-c", "c.yaml", "-o", "b.mxisd-backup"],
-            )
-        }
+        move || mxisd(&d, &["backup", "-c", "c.yaml", "-o", "b.mxisd-backup"])
     })
     .await
     .unwrap();
@@ -319,16 +309,11 @@ async fn backup_under_load_is_consistent_and_restores() {
     assert!(!d.join("b.mxisd-backup.partial").exists());
 
     // An existing output is not overwritten.
-    let again = mxisd(
-        &d,
-        Some(admin_port),
-        &["backup", "-c", "c.yaml", "-o", "b.mxisd-backup"],
-    );
+    let again = mxisd(&d, &["backup", "-c", "c.yaml", "-o", "b.mxisd-backup"]);
     assert!(!again.status.success());
     // Restore refuses while a server holds the target store.
     let busy = mxisd(
         &d,
-        None,
         &["restore", "-c", "c.yaml", "--force", "b.mxisd-backup"],
     );
     assert!(!busy.status.success());
@@ -351,7 +336,7 @@ async fn backup_under_load_is_consistent_and_restores() {
     let mid = damaged.len() / 2;
     damaged[mid] ^= 1;
     std::fs::write(n.join("damaged"), &damaged).unwrap();
-    let bad = mxisd(n, None, &["restore", "-c", "c.yaml", "damaged"]);
+    let bad = mxisd(n, &["restore", "-c", "c.yaml", "damaged"]);
     assert!(!bad.status.success());
     assert!(
         text(&bad).1.contains("checksum") || text(&bad).1.contains("backup"),
@@ -361,15 +346,15 @@ async fn backup_under_load_is_consistent_and_restores() {
     assert!(!n.join("state/store").exists() && !n.join("state/store.restoring").exists());
     damaged.truncate(mid);
     std::fs::write(n.join("cut"), &damaged).unwrap();
-    assert!(!mxisd(n, None, &["restore", "-c", "c.yaml", "cut"])
+    assert!(!mxisd(n, &["restore", "-c", "c.yaml", "cut"])
         .status
         .success());
     assert!(!n.join("state/store").exists());
 
-    let restored = mxisd(n, None, &["restore", "-c", "c.yaml", "b.mxisd-backup"]);
+    let restored = mxisd(n, &["restore", "-c", "c.yaml", "b.mxisd-backup"]);
     assert!(restored.status.success(), "{:?}", text(&restored));
     // A second restore over it needs --force and keeps the replaced store.
-    let twice = mxisd(n, None, &["restore", "-c", "c.yaml", "b.mxisd-backup"]);
+    let twice = mxisd(n, &["restore", "-c", "c.yaml", "b.mxisd-backup"]);
     assert!(!twice.status.success());
     assert!(text(&twice).1.contains("--force"));
 
@@ -410,7 +395,6 @@ async fn backup_under_load_is_consistent_and_restores() {
     // With the server stopped, the backup reads the store directly.
     let offline = mxisd(
         old.path(),
-        Some(crate::common::free_port()),
         &["backup", "-c", "c.yaml", "-o", "offline.mxisd-backup"],
     );
     assert!(offline.status.success(), "{:?}", text(&offline));
@@ -434,7 +418,7 @@ async fn newer_store_schema_is_refused_and_older_is_migrated() {
 
     // Written by a newer mxisd: this one refuses to start and to touch it.
     mxisd::store::Store::stamp_schema_version(&store, current + 1).unwrap();
-    let o = mxisd(d, None, &["run", "-c", "c.yaml"]);
+    let o = mxisd(d, &["run", "-c", "c.yaml"]);
     assert!(!o.status.success());
     let err = text(&o).1;
     assert!(
@@ -447,7 +431,6 @@ async fn newer_store_schema_is_refused_and_older_is_migrated() {
     // Its backup cannot be restored by this mxisd either.
     let b = mxisd(
         d,
-        None,
         &[
             "backup",
             "--offline",
@@ -462,7 +445,6 @@ async fn newer_store_schema_is_refused_and_older_is_migrated() {
     std::fs::write(other.path().join("c.yaml"), base_yaml(other.path(), "")).unwrap();
     let r = mxisd(
         other.path(),
-        None,
         &[
             "restore",
             "-c",

@@ -65,6 +65,7 @@ async fn a_broken_certificate_stops_start_up_with_a_clear_error() {
     let listeners = mxisd::Listeners {
         public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: None,
+        metrics: None,
     };
     let err = mxisd::run(config, listeners, std::future::pending())
         .await
