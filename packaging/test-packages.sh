@@ -150,12 +150,14 @@ $SUDO runuser -u mxisd -- /usr/bin/mxisd check-config -c /etc/mxisd/mxisd.yaml >
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-export MXISD_SERVER_PORT MXISD_SERVER_ADMIN_PORT
+export MXISD_SERVER_PORT MXISD_SERVER_METRICS_PORT
 MXISD_SERVER_PORT=$(free_port)
-MXISD_SERVER_ADMIN_PORT=$(free_port)
+MXISD_SERVER_METRICS_PORT=$(free_port)
 server_log=$(mktemp)
+# What the unit's RuntimeDirectory= gives the server: the admin socket's directory.
+$SUDO install -d -o mxisd -g mxisd -m 0750 /run/mxisd
 # setpriv execs the server, so $server_pid is mxisd itself and gets the SIGTERM.
-$SUDO env MXISD_SERVER_PORT="$MXISD_SERVER_PORT" MXISD_SERVER_ADMIN_PORT="$MXISD_SERVER_ADMIN_PORT" \
+$SUDO env MXISD_SERVER_PORT="$MXISD_SERVER_PORT" MXISD_SERVER_METRICS_PORT="$MXISD_SERVER_METRICS_PORT" \
   setpriv --reuid=mxisd --regid=mxisd --init-groups -- /usr/bin/mxisd run -c /etc/mxisd/mxisd.yaml >"$server_log" 2>&1 &
 server_pid=$!
 base="http://127.0.0.1:$MXISD_SERVER_PORT"
@@ -166,8 +168,15 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$base/_matrix/identity/v2" | grep -q '{}' || { cat "$server_log" >&2; fail "/_matrix/identity/v2 did not answer {}"; }
 curl -fsS "$base/status" >/dev/null || fail "/status did not answer"
-$SUDO env MXISD_SERVER_PORT="$MXISD_SERVER_PORT" MXISD_SERVER_ADMIN_PORT="$MXISD_SERVER_ADMIN_PORT" \
+$SUDO env MXISD_SERVER_PORT="$MXISD_SERVER_PORT" MXISD_SERVER_METRICS_PORT="$MXISD_SERVER_METRICS_PORT" \
   runuser -u mxisd -- /usr/bin/mxisd healthcheck -c /etc/mxisd/mxisd.yaml || fail "mxisd healthcheck failed"
+[ "$($SUDO stat -c '%a %U %G' /run/mxisd/admin.sock)" = "660 mxisd mxisd" ] \
+  || fail "the admin socket is $($SUDO stat -c '%a %U %G' /run/mxisd/admin.sock)"
+$SUDO /usr/bin/mxisd status -c /etc/mxisd/mxisd.yaml >/dev/null || fail "root could not use the admin socket"
+if $SUDO runuser -u nobody -- curl -fsS --unix-socket /run/mxisd/admin.sock \
+  http://localhost/_mxisd/admin/v1/status >/dev/null 2>&1; then
+  fail "user nobody could use the admin socket"
+fi
 [ "$($SUDO stat -c '%U' /var/lib/mxisd/keys)" = "mxisd" ] || fail "the signing key directory is not mxisd's"
 $SUDO kill -TERM "$server_pid"
 wait "$server_pid" || { cat "$server_log" >&2; fail "the server did not exit 0 on SIGTERM"; }

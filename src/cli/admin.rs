@@ -206,7 +206,13 @@ async fn get_url(url: &str, timeout_secs: u64) -> Result<(u16, Value), String> {
 async fn admin_status(target: &Target, timeout_secs: u64) -> Result<(u16, Value), String> {
     let timeout = std::time::Duration::from_secs(timeout_secs.max(1));
     let response = target.send(Method::GET, "status", None, timeout).await?;
-    Ok(json_answer(response).await?)
+    let (code, body) = json_answer(response).await?;
+    // The door's refusal is not a status document.
+    if code == 401 || code == 403 {
+        let why = body["error"].as_str().unwrap_or("refused");
+        return Err(format!("{target} refused the request: {why}"));
+    }
+    Ok((code, body))
 }
 
 /// `mxisd status`: the status document whatever the answer's code (it explains a

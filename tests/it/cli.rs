@@ -263,7 +263,7 @@ fn run_on_the_embedded_default_then_sigterm() {
         .args(["run"])
         .current_dir(dir.path())
         .env("MXISD_SERVER_PORT", "0")
-        .env("MXISD_SERVER_ADMIN_PORT", "0")
+        .env("MXISD_SERVER_METRICS_PORT", "0")
         .output()
         .unwrap();
     assert!(!o.status.success());

@@ -221,7 +221,7 @@ async fn check_served(dir: &Path, hs: &FakeHomeserver) {
     .await;
     assert_eq!(body, json!({"valid": true}));
 
-    let socket = dir.join("out/state/admin.sock");
+    let socket = dir.join("state/admin.sock");
     let (status, body) = crate::common::raw_unix(
         &socket,
         "GET /_mxisd/admin/v1/invites HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",

@@ -410,7 +410,7 @@ async fn newer_store_schema_is_refused_and_older_is_migrated() {
     let d = dir.path();
     std::fs::write(
         d.join("c.yaml"),
-        base_yaml(d, "server:\n  port: 0\n  admin:\n    port: 0\n"),
+        base_yaml(d, "server:\n  port: 0\n  metrics:\n    port: 0\n"),
     )
     .unwrap();
     let store = d.join("state/store");
