@@ -123,7 +123,7 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 http_port=$(free_port)
-admin_port=$(free_port)
+metrics_port=$(free_port)
 
 cat >"$root/etc/mxisd/mxisd.yaml" <<EOF
 matrix:
@@ -132,9 +132,9 @@ server:
   hostname: localhost
   port: $http_port
   publicUrl: http://localhost:$http_port
-  admin:
+  metrics:
     hostname: localhost
-    port: $admin_port
+    port: $metrics_port
 storage:
   path: /var/lib/mxisd
 accountConfig:
@@ -197,9 +197,12 @@ done
 curl -fsS "$base/_matrix/identity/v2" >/dev/null || { cat "$work/server.log" >&2; fail "the server on localhost:$http_port does not answer"; }
 echo "ok: listeners bound on localhost"
 
-in_root /mxisd healthcheck --url "http://localhost:$admin_port/_mxisd/admin/v1/status" >/dev/null \
+in_root /mxisd healthcheck --url "http://localhost:$http_port/status" >/dev/null \
   || fail "healthcheck --url http://localhost:... failed"
-echo "ok: healthcheck reached http://localhost:$admin_port"
+echo "ok: healthcheck reached http://localhost:$http_port"
+curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -q '^mxisd_uptime_seconds' \
+  || fail "the metrics listener on localhost:$metrics_port does not answer"
+echo "ok: metrics listener bound on localhost"
 
 # Federation through an override: the name is resolved, the homeserver vouches for alice.
 reg=$(curl -sS -X POST -H 'Content-Type: application/json' "$base/_matrix/identity/v2/account/register" \
