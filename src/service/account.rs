@@ -42,8 +42,14 @@ pub struct Registered {
     pub token: String,
 }
 
-/// `POST /v2/account/register`: returns `{token, access_token}`.
-pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registered, Error> {
+/// `POST /v2/account/register` from `ip`: returns `{token, access_token}`.
+pub async fn register(
+    state: &Services,
+    openid: OpenIdToken,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Registered, Error> {
+    // Before anything else: each request that gets further costs an outbound call.
+    state.limits.register(ip)?;
     let server = openid.matrix_server_name.trim().to_ascii_lowercase();
     if !crate::model::is_server_name(&server) {
         return Err(Error::invalid_param(
@@ -94,10 +100,12 @@ pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registere
         })?;
     match status {
         200 => {}
+        // The homeserver's verdict on the token, whatever its body says (or fails to).
         401 | 403 => {
-            return Err(crate::service::auth::unauthorized(
-                "The homeserver did not accept the OpenID token",
-            ))
+            tracing::info!(homeserver = %server, status, "OpenID userinfo: token refused");
+            return Err(crate::service::auth::unauthorized(&format!(
+                "The homeserver {server} refused the OpenID token (HTTP {status}); get a new one from it"
+            )));
         }
         other => {
             tracing::info!(homeserver = %server, status = other, "OpenID userinfo refused");
