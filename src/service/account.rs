@@ -48,8 +48,6 @@ pub async fn register(
     openid: OpenIdToken,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Registered, Error> {
-    // Before anything else: each request that gets further costs an outbound call.
-    state.limits.register(ip)?;
     let server = openid.matrix_server_name.trim().to_ascii_lowercase();
     if !crate::model::is_server_name(&server) {
         return Err(Error::invalid_param(
@@ -70,6 +68,8 @@ pub async fn register(
             "This identity server only accepts users of {domain}"
         )));
     }
+    // Counted once it would cost an outbound call (refusals above cost nothing).
+    state.limits.register(ip)?;
     let path = format!(
         "/_matrix/federation/v1/openid/userinfo?access_token={}",
         form_urlencoded::byte_serialize(openid.access_token.as_bytes()).collect::<String>()

@@ -242,10 +242,7 @@ pub async fn store_invite(
     // Keys are checked where the invite was made (Sydent's v1 answer points at v1).
     let keys_base = match inviter {
         Inviter::Account(_) => format!("{}/_matrix/identity/v2", state.config.server.public_url),
-        Inviter::V1 { .. } => format!(
-            "{}/_matrix/identity/api/v1",
-            state.config.server.public_url
-        ),
+        Inviter::V1 { .. } => format!("{}/_matrix/identity/api/v1", state.config.server.public_url),
     };
     let long_term = state
         .keys
