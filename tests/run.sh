@@ -2,7 +2,8 @@
 # Runs mxisd's whole test suite on a fresh Debian machine.
 #
 # Installs what the tests need through apt when it is missing (the test servers they
-# start themselves: slapd and ldap-utils, postgresql, procps), then runs every unit
+# start themselves: slapd and ldap-utils, postgresql, procps, caddy for the README's
+# reverse-proxy example), then runs every unit
 # and integration test, then the package test (packaging/test-packages.sh: builds the
 # static binary, the .deb and the .rpm, installs the .deb on this machine, runs it and
 # purges it; it installs its own tools).
@@ -26,6 +27,7 @@ NEEDED=(
   "ldapmodify:ldap-utils"
   "runuser:util-linux"
   "setpriv:util-linux"
+  "caddy:caddy"
 )
 
 missing=()

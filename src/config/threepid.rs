@@ -136,6 +136,10 @@ pub struct RateLimitConfig {
     pub unbind_per_ip: Limit,
     pub store_invite_per_sender: Limit,
     pub store_invite_per_address: Limit,
+    /// The v1 `store-invite`, which has no account to count by.
+    pub store_invite_per_ip: Limit,
+    /// `account/register` (each makes an outbound userinfo call).
+    pub register_per_ip: Limit,
     pub lookup_per_token: Limit,
 }
 
@@ -501,6 +505,8 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
     let unbind_per_ip = limit("unbindPerIp", 20, secs(6));
     let store_invite_per_sender = limit("storeInvitePerSender", 50, secs(10));
     let store_invite_per_address = limit("storeInvitePerAddress", 10, secs(600));
+    let store_invite_per_ip = limit("storeInvitePerIp", 10, secs(30));
+    let register_per_ip = limit("registerPerIp", 30, secs(2));
     let lookup_per_token = limit("lookupPerToken", 600, Duration::from_millis(20));
     s.finish(&[]);
     if !ok {
@@ -516,6 +522,8 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         unbind_per_ip: unbind_per_ip?,
         store_invite_per_sender: store_invite_per_sender?,
         store_invite_per_address: store_invite_per_address?,
+        store_invite_per_ip: store_invite_per_ip?,
+        register_per_ip: register_per_ip?,
         lookup_per_token: lookup_per_token?,
     })
 }

@@ -31,7 +31,8 @@ pub struct RawResponse {
 }
 
 impl Federation {
-    /// Returns the HTTP status with the body, so callers can map 401 and the like.
+    /// Returns the HTTP status with the body, so callers can map 401 and the like (the
+    /// body of an answer other than 2xx is `null` when it is not JSON or cut short).
     pub async fn get_json(
         &self,
         server_name: &str,
@@ -195,11 +196,22 @@ impl Federation {
             .await
             .map_err(|e| classify_error(&e, &shown))?;
         let status = response.status().as_u16();
-        let bytes = read_capped(response, max_bytes, &shown).await?;
+        // A refusal's status says all there is to say: its body may be cut short or
+        // not JSON at all, and callers look at the status first.
+        let failed = !(200..300).contains(&status);
+        let bytes = match read_capped(response, max_bytes, &shown).await {
+            Ok(bytes) => bytes,
+            Err(_) if failed => return Ok((status, Value::Null)),
+            Err(e) => return Err(e),
+        };
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|_| OutboundError::NotJsonStatus(status))?
+            match serde_json::from_slice(&bytes) {
+                Ok(value) => value,
+                Err(_) if failed => Value::Null,
+                Err(_) => return Err(OutboundError::NotJsonStatus(status)),
+            }
         };
         Ok((status, value))
     }

@@ -93,7 +93,15 @@ pub fn error_body(error: &Error) -> serde_json::Value {
 }
 
 pub fn error_response(error: &Error) -> Response {
-    json_response(status_and_errcode(error.code).0, &error_body(error))
+    let mut response = json_response(status_and_errcode(error.code).0, &error_body(error));
+    // A 429's wait also as the standard header (whole seconds, rounded up), for
+    // proxies and clients that read no body.
+    if let Some(ms) = error.extra.get("retry_after_ms").and_then(|v| v.as_u64()) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000)));
+    }
+    response
 }
 
 /// 200 with the value, or the error.
@@ -102,4 +110,28 @@ pub fn respond<T: Serialize>(result: Result<T, Error>) -> Result<Response, Infal
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(e) => error_response(&e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_also_a_retry_after_header_in_whole_seconds() {
+        let header_for = |ms: u64| {
+            let e = Error::new(ErrCode::LimitExceeded, "slow down").with("retry_after_ms", ms);
+            let response = error_response(&e);
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            response.headers()[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(header_for(1), "1");
+        assert_eq!(header_for(1000), "1");
+        assert_eq!(header_for(1001), "2");
+        assert_eq!(header_for(599_999), "600");
+        let plain = error_response(&Error::new(ErrCode::NotFound, "no"));
+        assert!(plain.headers().get(header::RETRY_AFTER).is_none());
+    }
 }

@@ -168,9 +168,13 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(api::token())
         .and(st.clone())
         .and_then(lookup::hash_details);
+    let ip = api::client_ip(std::sync::Arc::new(
+        state.config.rate_limit.trusted_proxies.clone(),
+    ));
     let register = warp::path!("account" / "register")
         .and(warp::post())
         .and(api::json_body(limit))
+        .and(ip.clone())
         .and(st.clone())
         .and_then(account::register);
     let whoami = warp::path!("account")
@@ -199,6 +203,13 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(api::params_body(limit))
         .and(st.clone())
         .and_then(invite::store_invite);
+    // v1 (Sydent's, which Synapse used before v2): no account, the same body.
+    let store_invite_v1 = warp::path!("store-invite")
+        .and(warp::post())
+        .and(api::params_body(limit))
+        .and(ip)
+        .and(st.clone())
+        .and_then(invite::store_invite_v1);
     let v2 = warp::path!("_matrix" / "identity" / "v2" / ..)
         .and(routes!(
             lookup_v2,
@@ -244,6 +255,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
                 shared_routes(&state),
                 lookup_v1,
                 bulk_lookup,
+                store_invite_v1,
                 session_routes(&state, false)
             ))
             .boxed();

@@ -4,8 +4,8 @@
 //! `Content-Type:`), an empty line, the body, single-part or `multipart/*`. Rendering
 //! substitutes placeholders *for where they land*: in headers, values lose control
 //! characters (no header injection) and non-ASCII headers become RFC 2047 encoded words;
-//! in `text/html` parts values are HTML-escaped; parts with non-ASCII text are sent in
-//! base64. `From`, `To`, `Date`, `Message-ID` and `MIME-Version` are always ours.
+//! in HTML parts values are HTML-escaped, in JSON parts escaped for a JSON string, in
+//! other (text) parts left as they are; parts with non-ASCII text are sent in base64. `From`, `To`, `Date`, `Message-ID` and `MIME-Version` are always ours.
 
 use base64::Engine as _;
 
@@ -58,7 +58,23 @@ const MAX_SUBJECT: usize = 200;
 enum Escape {
     Text,
     Html,
+    /// Inside a JSON string: the template puts the quotes around the placeholder.
+    Json,
     Header,
+}
+
+impl Escape {
+    /// How values are escaped in a part of this (lower-cased) content type.
+    fn for_part(content_type: &str) -> Self {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        if media == "text/html" || media == "application/xhtml+xml" {
+            Escape::Html
+        } else if media == "application/json" || media.ends_with("+json") {
+            Escape::Json
+        } else {
+            Escape::Text
+        }
+    }
 }
 
 /// Values are single lines everywhere: a line break in a value could end a header, or
@@ -75,6 +91,19 @@ fn escape_into(out: &mut String, value: &str, escape: Escape) {
                     '>' => out.push_str("&gt;"),
                     '"' => out.push_str("&quot;"),
                     '\'' => out.push_str("&#39;"),
+                    c => out.push(c),
+                }
+            }
+        }
+        Escape::Json => {
+            for c in clean {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    // `<`, `>` and `&` too, so the JSON may sit inside HTML unharmed.
+                    '<' => out.push_str("\\u003c"),
+                    '>' => out.push_str("\\u003e"),
+                    '&' => out.push_str("\\u0026"),
                     c => out.push(c),
                 }
             }
@@ -263,12 +292,7 @@ fn render_entity(
         headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-transfer-encoding"));
         return Ok((headers, out));
     }
-    let escape = if lower.starts_with("text/html") {
-        Escape::Html
-    } else {
-        Escape::Text
-    };
-    let text = substitute(body, vars, escape);
+    let text = substitute(body, vars, Escape::for_part(&lower));
     headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-transfer-encoding"));
     let plain = text.is_ascii() && text.lines().all(|l| l.len() <= 998);
     let encoded = if plain {
@@ -399,6 +423,37 @@ mod tests {
         assert!(decoded.contains("&lt;b&gt;Zoé&lt;/b&gt;"));
         assert!(body.trim_end().ends_with("--b1--"));
         assert!(!out.replace("\r\n", "").contains('\n'));
+    }
+
+    #[test]
+    fn each_part_escapes_for_its_content_type() {
+        let t = "Subject: x\nContent-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nT %V%\n--b\nContent-Type: TEXT/HTML; charset=UTF-8\n\n<p title=\"%V%\">%V%</p>\n--b\nContent-Type: application/json\n\n{\"v\": \"%V%\", \"n\": 1}\n--b\nContent-Type: application/ld+json\n\n[\"%V%\"]\n--b--\n";
+        let value = r#"He said "hi" <b>&amp; \o/ 'ok'"#;
+        let mut v = Vars::new();
+        v.set("V", format!("{value}\nnext"));
+        let out = String::from_utf8(render_email(t, &v, &env()).unwrap()).unwrap();
+        let parts: Vec<&str> = out.split("--b\r\n").skip(1).collect();
+        let body = |part: &str| {
+            part.split_once("\r\n\r\n")
+                .unwrap()
+                .1
+                .trim_end_matches("--b--\r\n")
+                .trim_end()
+                .to_owned()
+        };
+        // Text: as it is (control characters only become spaces).
+        assert_eq!(body(parts[0]), format!("T {value} next"));
+        // HTML: escaped, in text and in attributes.
+        assert_eq!(
+            body(parts[1]),
+            "<p title=\"He said &quot;hi&quot; &lt;b&gt;&amp;amp; \\o/ &#39;ok&#39; next\">He said &quot;hi&quot; &lt;b&gt;&amp;amp; \\o/ &#39;ok&#39; next</p>"
+        );
+        // JSON: still JSON, holding the value.
+        let json: serde_json::Value = serde_json::from_str(&body(parts[2])).unwrap();
+        assert_eq!(json["v"], format!("{value} next"));
+        assert_eq!(json["n"], 1);
+        let json: serde_json::Value = serde_json::from_str(&body(parts[3])).unwrap();
+        assert_eq!(json[0], format!("{value} next"));
     }
 
     #[test]

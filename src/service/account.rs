@@ -42,8 +42,12 @@ pub struct Registered {
     pub token: String,
 }
 
-/// `POST /v2/account/register`: returns `{token, access_token}`.
-pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registered, Error> {
+/// `POST /v2/account/register` from `ip`: returns `{token, access_token}`.
+pub async fn register(
+    state: &Services,
+    openid: OpenIdToken,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Registered, Error> {
     let server = openid.matrix_server_name.trim().to_ascii_lowercase();
     if !crate::model::is_server_name(&server) {
         return Err(Error::invalid_param(
@@ -64,6 +68,8 @@ pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registere
             "This identity server only accepts users of {domain}"
         )));
     }
+    // Counted once it would cost an outbound call (refusals above cost nothing).
+    state.limits.register(ip)?;
     let path = format!(
         "/_matrix/federation/v1/openid/userinfo?access_token={}",
         form_urlencoded::byte_serialize(openid.access_token.as_bytes()).collect::<String>()
@@ -94,10 +100,12 @@ pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registere
         })?;
     match status {
         200 => {}
+        // The homeserver's verdict on the token, whatever its body says (or fails to).
         401 | 403 => {
-            return Err(crate::service::auth::unauthorized(
-                "The homeserver did not accept the OpenID token",
-            ))
+            tracing::info!(homeserver = %server, status, "OpenID userinfo: token refused");
+            return Err(crate::service::auth::unauthorized(&format!(
+                "The homeserver {server} refused the OpenID token (HTTP {status}); get a new one from it"
+            )));
         }
         other => {
             tracing::info!(homeserver = %server, status = other, "OpenID userinfo refused");

@@ -234,6 +234,14 @@ fn fill_display_names(state: &Services, results: &mut [Found]) -> Result<(), Err
     Ok(())
 }
 
+/// Whether a homeserver's answer is a Matrix `M_NOT_FOUND` error.
+fn not_found(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("errcode").and_then(Value::as_str).map(str::to_owned))
+        .is_some_and(|code| code == "M_NOT_FOUND")
+}
+
 /// 401 for a request without an access token.
 pub fn missing_token() -> Error {
     Error::new(ErrCode::MissingToken, "Missing access token")
@@ -289,7 +297,8 @@ pub struct ProfileRequest {
 }
 
 /// Passes a profile request to the homeserver. A `GET` of a whole profile or of
-/// `displayname` that comes back without a display name gets the directory's; with
+/// `displayname` that comes back without a display name, or as the 404 Synapse gives a
+/// local user with neither name nor avatar, gets the directory's; with
 /// `directory.profile.threepids`, a whole profile asked for by an authenticated local
 /// user gets the directory's 3PIDs too.
 pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawResponse, Error> {
@@ -324,13 +333,23 @@ pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawRes
     let config = &state.config.directory;
     let whole = request.tail.len() == 1;
     let display = request.tail.len() == 2 && request.tail[1] == "displayname";
-    if request.method != http::Method::GET || answer.status != 200 || !(whole || display) {
+    let user_id = &request.tail[0];
+    if request.method != http::Method::GET || !(whole || display) {
         return Ok(answer);
     }
-    let Ok(Value::Object(mut profile)) = serde_json::from_slice::<Value>(&answer.body) else {
-        return Ok(answer);
+    let mut profile = match answer.status {
+        200 => match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(Value::Object(profile)) => profile,
+            _ => return Ok(answer),
+        },
+        // Synapse answers 404 for a user with neither display name nor avatar: for a
+        // local user the directory knows, that is an empty profile to fill in. A
+        // user it does not know stays unknown (nothing changes below).
+        404 if state.homeserver.is_local(user_id) && not_found(&answer.body) => {
+            serde_json::Map::new()
+        }
+        _ => return Ok(answer),
     };
-    let user_id = &request.tail[0];
     let wants_threepids = whole && config.profile_threepids;
     if !(config.profile_display_name || wants_threepids) {
         return Ok(answer);

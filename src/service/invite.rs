@@ -45,6 +45,15 @@ pub struct StoreInviteRequest {
     pub details: BTreeMap<String, String>,
 }
 
+/// Who asks for a `store-invite`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inviter<'a> {
+    /// v2: the access token's user, who must be the `sender`.
+    Account(&'a str),
+    /// v1 (Sydent's, no account): any `sender`, counted per client address too.
+    V1 { ip: Option<std::net::IpAddr> },
+}
+
 /// The answer to `store-invite`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredInvite {
@@ -143,12 +152,15 @@ fn live_binding(state: &Services, threepid: &ThreePid) -> Result<Option<BindingE
         .filter(|e| e.not_before_ms <= now && now < e.not_after_ms))
 }
 
-/// `POST /v2/store-invite` by `caller` (the access token's user).
+/// `POST /v2/store-invite` by the access token's user, or `POST /api/v1/store-invite`.
 pub async fn store_invite(
     state: &Services,
-    caller: &str,
+    inviter: Inviter<'_>,
     request: StoreInviteRequest,
 ) -> Result<StoredInvite, Error> {
+    if let Inviter::V1 { ip } = inviter {
+        state.limits.store_invite_ip(ip)?;
+    }
     let StoreInviteRequest {
         medium,
         address,
@@ -168,11 +180,17 @@ pub async fn store_invite(
         .address()
         .parse::<lettre::Address>()
         .map_err(|_| invalid())?;
-    if sender != caller {
-        return Err(Error::new(
-            ErrCode::NotYours,
-            "sender must be the user of the access token",
-        ));
+    match inviter {
+        Inviter::Account(caller) if sender != caller => {
+            return Err(Error::new(
+                ErrCode::NotYours,
+                "sender must be the user of the access token",
+            ));
+        }
+        Inviter::V1 { .. } if Mxid::parse(&sender).is_none() => {
+            return Err(Error::invalid_param("sender is not a valid Matrix user ID"));
+        }
+        _ => {}
     }
     if room_id.is_empty() || room_id.len() > 255 {
         return Err(Error::invalid_param("room_id must be 1-255 characters"));
@@ -221,7 +239,11 @@ pub async fn store_invite(
         on_bind(state, &invite.threepid, &entry).await?;
     }
 
-    let base = &state.config.server.public_url;
+    // Keys are checked where the invite was made (Sydent's v1 answer points at v1).
+    let keys_base = match inviter {
+        Inviter::Account(_) => format!("{}/_matrix/identity/v2", state.config.server.public_url),
+        Inviter::V1 { .. } => format!("{}/_matrix/identity/api/v1", state.config.server.public_url),
+    };
     let long_term = state
         .keys
         .public_key(state.keys.key_id())
@@ -236,11 +258,11 @@ pub async fn store_invite(
         public_key: long_term.clone(),
         public_keys: vec![
             PublicKey {
-                key_validity_url: format!("{base}/_matrix/identity/v2/pubkey/isvalid"),
+                key_validity_url: format!("{keys_base}/pubkey/isvalid"),
                 public_key: long_term,
             },
             PublicKey {
-                key_validity_url: format!("{base}/_matrix/identity/v2/pubkey/ephemeral/isvalid"),
+                key_validity_url: format!("{keys_base}/pubkey/ephemeral/isvalid"),
                 public_key: ephemeral_public,
             },
         ],

@@ -1,5 +1,7 @@
 //! Request rate limits (GCRA through `governor`): `requestToken` per client IP and per
-//! destination address, `submitToken` per session and per IP, lookups per access token.
+//! destination address, `submitToken` per session and per IP, `store-invite` per sender
+//! and per address (and per IP on v1), `account/register` per IP, lookups per access
+//! token.
 //! Over a limit: 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`. Keys seen long ago are
 //! dropped by [`Limiters::forget_idle`], run every ten minutes, so memory stays bounded.
 
@@ -31,6 +33,8 @@ pub struct Limiters {
     unbind_ip: Keyed<IpAddr>,
     store_invite_sender: Keyed<String>,
     store_invite_address: Keyed<String>,
+    store_invite_ip: Keyed<IpAddr>,
+    register_ip: Keyed<IpAddr>,
     /// Keyed by a hash of the token: no copy of it per request, none kept in memory.
     lookup_token: Keyed<u64>,
 }
@@ -76,6 +80,8 @@ impl Limiters {
             unbind_ip: keyed(config.unbind_per_ip),
             store_invite_sender: keyed(config.store_invite_per_sender),
             store_invite_address: keyed(config.store_invite_per_address),
+            store_invite_ip: keyed(config.store_invite_per_ip),
+            register_ip: keyed(config.register_per_ip),
             lookup_token: keyed(config.lookup_per_token),
         }
     }
@@ -125,6 +131,22 @@ impl Limiters {
         self.check(&self.store_invite_address, &address.to_owned())
     }
 
+    /// The v1 `store-invite` from `ip` (no account: anyone may name any sender).
+    pub fn store_invite_ip(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        match ip {
+            Some(ip) => self.check(&self.store_invite_ip, &client_key(ip)),
+            None => Ok(()),
+        }
+    }
+
+    /// `account/register` from `ip` (each asks a homeserver about the token).
+    pub fn register(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        match ip {
+            Some(ip) => self.check(&self.register_ip, &client_key(ip)),
+            None => Ok(()),
+        }
+    }
+
     /// A lookup by the holder of `token`.
     pub fn lookup(&self, token: &str) -> Result<(), Error> {
         let mut h = std::hash::DefaultHasher::new();
@@ -141,6 +163,8 @@ impl Limiters {
         self.unbind_ip.retain_recent();
         self.store_invite_sender.retain_recent();
         self.store_invite_address.retain_recent();
+        self.store_invite_ip.retain_recent();
+        self.register_ip.retain_recent();
         self.lookup_token.retain_recent();
         self.request_token_address.shrink_to_fit();
         self.lookup_token.shrink_to_fit();
@@ -167,6 +191,8 @@ mod tests {
             unbind_per_ip: l,
             store_invite_per_sender: l,
             store_invite_per_address: l,
+            store_invite_per_ip: l,
+            register_per_ip: l,
             lookup_per_token: l,
         }
     }
@@ -188,6 +214,11 @@ mod tests {
         assert!(limits.lookup("t").is_ok());
         assert!(limits.lookup("t").is_err());
         assert!(limits.lookup("u").is_ok());
+        assert!(limits.register(ip).is_ok());
+        assert!(limits.register(ip).is_ok());
+        assert!(limits.register(ip).is_err());
+        assert!(limits.register(other).is_ok());
+        assert!(limits.store_invite_ip(ip).is_ok());
         // One IPv6 /64 is one client.
         let a = Some("2001:db8::1".parse().unwrap());
         let b = Some("2001:db8::ffff:2".parse().unwrap());

@@ -23,6 +23,13 @@ async fn setup(extra: &str) -> (TestServer, FakeHomeserver) {
             )),
         ),
         ("teapot", Userinfo::Status(418, "{}".into())),
+        // Refusals whose bodies are broken: the status is what counts.
+        (
+            "cut401",
+            Userinfo::Status(401, r#"{"errcode":"M_UNKNOWN_TOK"#.into()),
+        ),
+        ("html403", Userinfo::Status(403, "<html>Forbidden".into())),
+        ("dropped401", Userinfo::Truncated(401)),
         ("slow", Userinfo::Slow(5_000)),
     ])
     .await;
@@ -267,6 +274,15 @@ async fn register_refuses_bad_input() {
         async move { s.post_json(REGISTER, &body, None).await }
     };
     assert_error(&reg("unknown-token").await, 401, "M_UNAUTHORIZED");
+    for refused in ["cut401", "html403", "dropped401"] {
+        let r = reg(refused).await;
+        assert_error(&r, 401, "M_UNAUTHORIZED");
+        let message = r.body["error"].as_str().unwrap();
+        assert!(
+            message.contains("refused the OpenID token"),
+            "{refused}: {message}"
+        );
+    }
     assert_error(&reg("other").await, 401, "M_UNAUTHORIZED");
     assert_error(&reg("nosub").await, 502, "M_UNKNOWN");
     assert_error(&reg("badsub").await, 502, "M_UNKNOWN");
@@ -282,8 +298,8 @@ async fn register_refuses_bad_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_local_users_by_default_and_others_when_allowed() {
-    let (s, hs) = setup("").await;
+async fn only_local_users_by_default_and_registration_limited_per_client() {
+    let (s, hs) = setup("rateLimit:\n  registerPerIp:\n    burst: 3\n    interval: 1h\n").await;
     let r = s
         .post_json(
             REGISTER,
@@ -293,6 +309,41 @@ async fn only_local_users_by_default_and_others_when_allowed() {
         .await;
     assert_error(&r, 403, "M_FORBIDDEN");
     assert_eq!(hs.hits(), 0, "refused before any outbound call");
+
+    // Three registrations at once, then 429 with a Retry-After, and no more userinfo
+    // calls however many follow.
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        let r = s
+            .post_json(
+                REGISTER,
+                &json!({"access_token": "good", "matrix_server_name": "example.org"}),
+                None,
+            )
+            .await;
+        answers.push(r);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+    for r in &answers[3..] {
+        assert_error(r, 429, "M_LIMIT_EXCEEDED");
+        let ms = r.body["retry_after_ms"].as_u64().unwrap();
+        let header: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(
+            header >= 1 && header == ms.div_ceil(1000),
+            "{header} s vs {ms} ms"
+        );
+    }
+    assert_eq!(hs.hits(), 3, "refused registrations make no outbound call");
+    // Refusals before any outbound call are not counted: still 403, not 429.
+    let r = s
+        .post_json(
+            REGISTER,
+            &json!({"access_token": "good", "matrix_server_name": "elsewhere.example"}),
+            None,
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,6 +278,8 @@ pub enum Userinfo {
     Status(u16, String),
     Raw(String),
     Slow(u64),
+    /// This status, and a body cut off mid-way (the connection drops).
+    Truncated(u16),
 }
 
 impl FakeHomeserver {
@@ -368,6 +370,7 @@ impl FakeHomeserver {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 async move {
                     use warp::http::Response;
+                    use warp::Reply;
                     let token = q.get("access_token").cloned().unwrap_or_default();
                     let text = |status: u16, body: String, ct: &str| {
                         Response::builder()
@@ -375,6 +378,7 @@ impl FakeHomeserver {
                             .header("content-type", ct)
                             .body(body)
                             .unwrap()
+                            .into_response()
                     };
                     match table.get(&token).cloned() {
                         // Deliberately not application/json: the server must parse anyway.
@@ -392,6 +396,21 @@ impl FakeHomeserver {
                                 r#"{"sub":"@slow:example.org"}"#.into(),
                                 "application/json",
                             )
+                        }
+                        Some(Userinfo::Truncated(status)) => {
+                            use futures_util::StreamExt;
+                            // The head and the first part go out; then the connection
+                            // breaks (a pause lets hyper flush before it does).
+                            let head = futures_util::stream::iter([Ok::<_, std::io::Error>(
+                                r#"{"errcode":"M_UNKNOWN_TO"#,
+                            )]);
+                            let cut = futures_util::stream::once(async {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                Err(std::io::Error::other("cut off"))
+                            });
+                            let mut r = warp::reply::stream(head.chain(cut)).into_response();
+                            *r.status_mut() = warp::http::StatusCode::from_u16(status).unwrap();
+                            r
                         }
                         None => text(
                             401,

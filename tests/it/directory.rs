@@ -431,10 +431,11 @@ async fn profiles_are_proxied_with_the_directory_name_filled_in() {
     let profiles = vec![
         (
             "@alice:example.org",
-            json!({"avatar_url": "mxc://example.org/alice"}),
+            json!({"displayname": "", "avatar_url": "mxc://example.org/alice"}),
         ),
         ("@bob:example.org", json!({"displayname": "Bobby"})),
-        ("@carol:example.org", json!({"displayname": ""})),
+        // Neither name nor avatar: Synapse answers the whole profile with 404.
+        ("@carol:example.org", json!({})),
     ];
     let mut hs = FakeClientApi::start(&tokens, vec![], profiles.clone()).await;
     let s = memory_server(&hs, "").await;
@@ -453,12 +454,22 @@ async fn profiles_are_proxied_with_the_directory_name_filled_in() {
     let r = s
         .get(&profile_path("v3", "@alice:example.org", "/displayname"))
         .await;
-    assert_eq!(r.body, json!({"displayname": "Alice Liddell"}));
-    let r = s.get(&profile_path("v3", "@carol:example.org", "")).await;
     assert_eq!(
-        r.body["displayname"], "Carol",
+        r.body,
+        json!({"displayname": "Alice Liddell"}),
         "an empty name counts as none"
     );
+    // Synapse's 404 for a local user without a profile: the directory's name.
+    let r = s.get(&profile_path("v3", "@carol:example.org", "")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, json!({"displayname": "Carol"}));
+    let r = s
+        .get(&profile_path("v3", "@carol:example.org", "/displayname"))
+        .await;
+    assert_eq!(r.body, json!({"displayname": "Carol"}));
+    // A 404 for a remote user is passed on, directory or not.
+    let r = s.get(&profile_path("v3", "@carol:elsewhere.org", "")).await;
+    assert_error(&r, 404, "M_NOT_FOUND");
     // A name of their own is kept; unknown users stay unknown; nothing leaks 3PIDs.
     let r = s.get(&profile_path("v3", "@bob:example.org", "")).await;
     assert_eq!(r.body, json!({"displayname": "Bobby"}));

@@ -476,7 +476,7 @@ async fn store_invite_bad_input_and_operator_commands() {
     let s = TestServer::start_with(&config(
         &sink,
         &hs,
-        "rateLimit:\n  storeInvitePerSender:\n    burst: 3\n    interval: 1h\n",
+        "rateLimit:\n  storeInvitePerSender:\n    burst: 3\n    interval: 1h\n  storeInvitePerIp:\n    burst: 2\n    interval: 1h\n",
     ))
     .await;
     let alice = s.register("example.org", "alice").await;
@@ -599,6 +599,35 @@ async fn store_invite_bad_input_and_operator_commands() {
         .admin_get(&format!("/_mxisd/admin/v1/invites?token={}", tokens[0]))
         .await;
     assert_eq!(r.status, 404);
+
+    // v1 (as Sydent, and Synapse before v2): no token, the same body; the keys are
+    // checked on v1; the sender must be a Matrix ID; each client is limited.
+    let v1 = "/_matrix/identity/api/v1/store-invite";
+    let mut body = invite_body("v1@example.org");
+    body["sender"] = json!("@carol:example.org");
+    let r = s.post_json(v1, &body, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.body["public_keys"][1]["key_validity_url"],
+        "https://example.org/_matrix/identity/api/v1/pubkey/ephemeral/isvalid"
+    );
+    let mail = sink.next().await;
+    assert_eq!(mail.to, vec!["<v1@example.org>"]);
+    let one = s
+        .admin_get(&format!("/_mxisd/admin/v1/invites?token={token}"))
+        .await;
+    assert_eq!(one.body["sender"], "@carol:example.org", "{}", one.body);
+    body["sender"] = json!("carol");
+    assert_error(&s.post_json(v1, &body, None).await, 400, "M_INVALID_PARAM");
+    body["sender"] = json!("@carol:example.org");
+    let r = s.post_json(v1, &body, None).await;
+    assert_error(&r, 429, "M_LIMIT_EXCEEDED");
+    let header: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        header,
+        r.body["retry_after_ms"].as_u64().unwrap().div_ceil(1000)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -898,7 +898,7 @@ async fn every_session_endpoint_refuses_malformed_bodies() {
     ];
     for prefix in [V2, V1] {
         for endpoint in endpoints {
-            if prefix == V1 && (endpoint == "store-invite" || endpoint == "lookup") {
+            if prefix == V1 && endpoint == "lookup" {
                 continue; // v2 only (v1 lookup is a GET)
             }
             let url = format!("{}{prefix}/{endpoint}", s.base);
@@ -972,10 +972,16 @@ async fn custom_templates_terms_gate_and_v2_links_without_v1() {
         "Subject: Código para %RECIPIENT_ADDRESS%\nContent-Type: text/plain; charset=UTF-8\n\nToken: %VALIDATION_TOKEN%\nLink: %VALIDATION_LINK%\n",
     )
     .unwrap();
+    // An invitation with a text, an HTML and a JSON part: each escapes for its type.
+    std::fs::write(
+        dir.path().join("invite.eml"),
+        "Subject: Invite\nContent-Type: multipart/mixed; boundary=\"p\"\n\n--p\nContent-Type: text/plain\n\nRoom: %ROOM_NAME%\n--p\nContent-Type: text/html\n\n<b>%ROOM_NAME%</b>\n--p\nContent-Type: application/json\n\n{\"room\": \"%ROOM_NAME%\", \"by\": \"%SENDER_NAME%\"}\n--p--\n",
+    )
+    .unwrap();
     let yaml = format!(
         "matrix:\n  domain: example.org\n  v1: false\nstorage:\n  path: {}\n{}{}policy:\n  policies:\n    tos:\n      version: \"1\"\n      terms:\n        en:\n          name: Terms\n          url: https://example.org/tos\n",
         dir.path().join("state").display(),
-        sink.config("      generators:\n        template:\n          session:\n            validation: mine.eml\n"),
+        sink.config("      generators:\n        template:\n          session:\n            validation: mine.eml\n          invite: invite.eml\n"),
         federation_override("example.org", &hs)
     );
     let s = TestServer::start_raw(dir, &yaml).await;
@@ -997,6 +1003,39 @@ async fn custom_templates_terms_gate_and_v2_links_without_v1() {
     assert!(mail.header("Subject").unwrap().starts_with("=?UTF-8?B?"));
     let (token, link) = link_params(&mail);
     assert!(mail.text().contains(&format!("Token: {token}")));
+
+    let room = r#"The "A" <team> & \ co"#;
+    let r = s
+        .post_json(
+            &format!("{V2}/store-invite"),
+            &json!({"medium": "email", "address": "inv@example.org", "room_id": "!r:example.org",
+                "sender": "@alice:example.org", "room_name": room, "sender_display_name": "Al \"x\""}),
+            Some(&alice),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let invitation = sink.next().await;
+    let parts: Vec<String> = invitation
+        .data
+        .split("--p\r\n")
+        .skip(1)
+        .map(|p| {
+            let body = p.split_once("\r\n\r\n").unwrap().1;
+            body.split("\r\n--p--")
+                .next()
+                .unwrap()
+                .trim_end()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(parts[0], format!("Room: {room}"));
+    assert_eq!(
+        parts[1],
+        "<b>The &quot;A&quot; &lt;team&gt; &amp; \\ co</b>"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&parts[2]).unwrap_or_else(|e| panic!("{e}: {:?}", invitation.data));
+    assert_eq!(json, json!({"room": room, "by": "Al \"x\""}));
     // v1 is off: its routes are gone, the v2 link still works without a token.
     let r = s
         .post_json(

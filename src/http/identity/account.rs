@@ -12,10 +12,11 @@ use warp::reply::Response;
 /// `POST /_matrix/identity/v2/account/register`
 pub async fn register(
     body: Result<OpenIdToken, Error>,
+    ip: Option<std::net::IpAddr>,
     state: Services,
 ) -> Result<Response, Infallible> {
     let result = match body {
-        Ok(openid) => account::register(&state, openid).await,
+        Ok(openid) => account::register(&state, openid, ip).await,
         Err(e) => Err(e),
     };
     respond(result)

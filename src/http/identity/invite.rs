@@ -1,4 +1,5 @@
-//! 3PID room invites: `POST /v2/store-invite`, `POST .../sign-ed25519` (the sign link in
+//! 3PID room invites: `POST /v2/store-invite` (and v1's, without an account),
+//! `POST .../sign-ed25519` (the sign link in
 //! invitation mails POSTs with its parameters in the query string and no access token),
 //! `GET .../pubkey/ephemeral/isvalid`.
 
@@ -7,7 +8,7 @@ use crate::http::params;
 use crate::http::reply::respond;
 use crate::model::Mxid;
 use crate::service::auth::{authenticate, Gate};
-use crate::service::invite::{self, SignRequest, StoreInviteRequest};
+use crate::service::invite::{self, Inviter, SignRequest, StoreInviteRequest};
 use crate::service::Services;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +24,21 @@ pub async fn store_invite(
     let result = async {
         let caller = authenticate(&state, token, Gate::Terms)?;
         let request = store_invite_request(&body?)?;
-        invite::store_invite(&state, caller.user_id(), request).await
+        invite::store_invite(&state, Inviter::Account(caller.user_id()), request).await
+    };
+    respond(result.await)
+}
+
+/// `POST /_matrix/identity/api/v1/store-invite`: no access token (as Sydent); the
+/// body is the same.
+pub async fn store_invite_v1(
+    body: Result<Map<String, Value>, Error>,
+    ip: Option<std::net::IpAddr>,
+    state: Services,
+) -> Result<Response, Infallible> {
+    let result = async {
+        let request = store_invite_request(&body?)?;
+        invite::store_invite(&state, Inviter::V1 { ip }, request).await
     };
     respond(result.await)
 }

@@ -1,7 +1,8 @@
 //! A homeserver's client-server API stand-in on 127.0.0.1, for the features the
 //! reverse proxy routes to mxisd: `account/whoami` from a token table, a user directory
 //! (`user_directory/search` matching a word of a user ID or display name), and profiles
-//! (GET whole or `displayname`, PUT `displayname`). Counts what it is asked and can be
+//! (GET whole or `displayname`, PUT `displayname`; a whole profile with neither name
+//! nor avatar is Synapse's 404 `M_NOT_FOUND`). Counts what it is asked and can be
 //! taken down.
 
 use serde_json::{json, Value};
@@ -162,9 +163,11 @@ impl FakeClientApi {
                         .collect();
                     let mut profiles = profiles.lock().unwrap();
                     match (method.as_str(), parts.as_slice()) {
+                        // As Synapse: a user with neither display name nor avatar
+                        // has no profile to show.
                         ("GET", [user]) => match profiles.get(user) {
-                            Some(p) => reply(200, p.clone()),
-                            None => reply(404, json!({"errcode": "M_NOT_FOUND", "error": "Profile was not found"})),
+                            Some(p) if p.get("displayname").is_some() || p.get("avatar_url").is_some() => reply(200, p.clone()),
+                            _ => reply(404, json!({"errcode": "M_NOT_FOUND", "error": "Profile was not found"})),
                         },
                         ("GET", [user, field]) => match profiles.get(user) {
                             Some(p) => reply(200, json!({ field.as_str(): p.get(field).cloned().unwrap_or(Value::Null) })),
