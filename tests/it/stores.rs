@@ -541,6 +541,45 @@ fn ldap_config_mistakes_are_caught_by_check_config() {
         .unwrap()
         .to_string();
     assert!(err.contains("baseDNs"), "{err}");
+
+    // The uid attribute: its default, and the warnings about AD-only attributes.
+    let load = |extra: &str| {
+        let yaml = format!(
+            "{}ldap:\n  enabled: true\n  connection:\n    host: 127.0.0.1\n    baseDNs: [dc=x]\n{extra}",
+            crate::common::base_yaml(dir.path(), "")
+        );
+        let c = mxisd::config::load_str(&yaml, "t", dir.path().to_owned(), &|_| None).unwrap();
+        let mxisd::config::stores::SourceKind::Ldap(ldap) = &c.sync[0].kind else {
+            panic!("not ldap");
+        };
+        (
+            ldap.uid_attr.clone(),
+            ldap.uid_fallback.clone(),
+            ldap.filter.clone(),
+            c.warnings.join("\n"),
+        )
+    };
+    let (attr, fallback, filter, warnings) = load("");
+    assert_eq!(
+        (attr.as_str(), fallback.as_deref()),
+        ("sAMAccountName", Some("uid"))
+    );
+    assert_eq!(filter, "(|(sAMAccountName=*)(uid=*))");
+    assert!(!warnings.contains("attribute.uid"), "{warnings}");
+    let (attr, fallback, _, warnings) =
+        load("  activeDirectory: true\n  defaultDomain: corp.example\n");
+    assert_eq!((attr.as_str(), fallback), ("userPrincipalName", None));
+    assert!(!warnings.contains("attribute.uid"), "{warnings}");
+    let (attr, fallback, filter, warnings) =
+        load("  attribute:\n    uid:\n      value: userPrincipalName\n");
+    assert_eq!((attr.as_str(), fallback), ("userPrincipalName", None));
+    assert_eq!(filter, "(userPrincipalName=*)");
+    assert!(
+        warnings.contains("ldap.attribute.uid.value: userPrincipalName values are login@domain"),
+        "{warnings}"
+    );
+    let (_, _, _, warnings) = load("  attribute:\n    uid:\n      value: uid\n");
+    assert!(!warnings.contains("attribute.uid"), "{warnings}");
 }
 
 /// A slice of Synapse's schema: what the `synapseSql` preset reads.
