@@ -117,7 +117,7 @@ fn describe(e: LdapError) -> String {
 
 /// One search result entry: its DN and every attribute with all its values, in the
 /// order the server sent them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Entry {
     dn: String,
     attrs: Vec<(String, Vec<String>)>,
