@@ -93,7 +93,12 @@ pub struct LdapSource {
     pub bind: Option<(String, Secret)>,
     pub base_dns: Vec<String>,
     pub filter: String,
+    /// The attribute holding each user's uid (`attribute.uid.value`).
     pub uid_attr: String,
+    /// Where an entry without `uid_attr` finds its uid instead: set only when
+    /// `attribute.uid.value` is left out, so the default (`sAMAccountName`, as in ma1sd)
+    /// also works on OpenLDAP and other directories, whose entries have `uid`.
+    pub uid_fallback: Option<String>,
     pub uid_kind: UidKind,
     pub name_attr: String,
     /// Medium (`email`, `msisdn`) → attributes holding it.
@@ -296,6 +301,26 @@ fn attribute_list(s: &Section<'_, '_>, key: &str, default: &[&str]) -> Option<Ve
     }
 }
 
+/// Why an explicit uid attribute is suspect without `activeDirectory`: it exists only in
+/// Active Directory (elsewhere no entry has it and the source lists nobody), or its
+/// values are UPNs, which only `activeDirectory` makes localparts of.
+fn ad_only_uid(attr: &str) -> Option<String> {
+    if attr.eq_ignore_ascii_case("sAMAccountName") {
+        Some(format!(
+            "{attr} exists only in Active Directory: on OpenLDAP and other directories no entry has it and the source lists nobody. \
+             Set your directory's login attribute (usually uid), or leave attribute.uid.value out \
+             (sAMAccountName where entries have it, else uid)"
+        ))
+    } else if attr.eq_ignore_ascii_case("userPrincipalName") {
+        Some(format!(
+            "{attr} values are login@domain, which is no Matrix localpart unless activeDirectory is true \
+             (with defaultDomain); without it every entry is skipped"
+        ))
+    } else {
+        None
+    }
+}
+
 /// `ldap`: an LDAP directory or Active Directory, searched whole every
 /// `ldap.sync.interval`. `Some(None)`: not enabled; `None`: a problem was reported.
 pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<SourceConfig>> {
@@ -329,7 +354,21 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
             None
         }
     };
-    let uid_attr = attribute(&uid, "value", Some("saMAccountName"));
+    // Left out: Active Directory's login name, or `uid` for entries without one (the
+    // rest of the world); with activeDirectory, the UPN that mode maps.
+    let uid_given = !uid.string_is_absent("value");
+    let uid_default = if active_directory {
+        "userPrincipalName"
+    } else {
+        "sAMAccountName"
+    };
+    let uid_attr = attribute(&uid, "value", Some(uid_default));
+    let uid_fallback = (!uid_given && !active_directory).then(|| "uid".to_owned());
+    if let (true, false, Some(Some(attr))) = (uid_given, active_directory, &uid_attr) {
+        if let Some(why) = ad_only_uid(attr) {
+            uid.warning("value", why);
+        }
+    }
     uid.finish(&[]);
     let name_attr = attribute(&a, "name", Some("displayName"));
     let groups_attr = attribute(&a, "groups", None);
@@ -460,7 +499,10 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
         .filter(|f| !f.trim().is_empty())
         .or(Some(filter).filter(|f| !f.trim().is_empty()))
         .map(|f| f.trim().to_owned())
-        .unwrap_or_else(|| format!("({uid_attr}=*)"));
+        .unwrap_or_else(|| match &uid_fallback {
+            Some(other) => format!("(|({uid_attr}=*)({other}=*))"),
+            None => format!("({uid_attr}=*)"),
+        });
     if !is_valid_filter(&filter) {
         s.problem(
             "filter",
@@ -485,6 +527,7 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
             base_dns,
             filter,
             uid_attr,
+            uid_fallback,
             uid_kind,
             name_attr,
             threepid_attrs,

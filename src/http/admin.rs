@@ -271,7 +271,10 @@ pub struct SyncBody {
     pub force: bool,
 }
 
-/// `POST /_mxisd/admin/v1/sync` `{source?}`: run one source, or all, now.
+/// `POST /_mxisd/admin/v1/sync` `{source?}`: run one source, or all, now. 200 with
+/// each source's status when every run worked; when one failed, its error's status
+/// (502 a source that failed, 409 a run refused by the shrink guard, 500 our own
+/// failure) with the Matrix error and the same statuses in `sources`, so scripts notice.
 pub async fn sync_run(
     body: Result<SyncBody, Error>,
     state: Services,
@@ -280,7 +283,17 @@ pub async fn sync_run(
         Ok(b) => crate::service::sync::run_now(&state, b.source.as_deref(), b.force).await,
         Err(e) => Err(e),
     };
-    respond(result)
+    Ok(match result {
+        Ok(report) => match report.failed {
+            None => crate::http::reply::json_response(http::StatusCode::OK, &report.views),
+            Some(e) => {
+                let sources =
+                    serde_json::to_value(&report.views.sources).unwrap_or(serde_json::Value::Null);
+                crate::http::reply::error_response(&e.with("sources", sources))
+            }
+        },
+        Err(e) => crate::http::reply::error_response(&e),
+    })
 }
 
 /// Chunks of a backup on their way from the writing thread to the response.

@@ -89,8 +89,12 @@ pub struct OutboxStatus {
 #[derive(Debug, Serialize)]
 pub struct SourceStatus {
     pub source: String,
-    /// `ok`, `failing` (the last run failed; the last good data is served) or `never run`.
+    /// `ok`, `failing` (the last run failed; the last good data is served), `degraded`
+    /// (the last run worked but gave nobody, or skipped more than it kept) or `never run`.
     pub state: &'static str,
+    /// Why it is `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub last_success_ms: Option<u64>,
     pub last_attempt_ms: Option<u64>,
     pub last_error: Option<String>,
@@ -137,17 +141,19 @@ fn source_statuses(state: &Services) -> Result<Vec<SourceStatus>, String> {
                     last_success_ms: None,
                     last_attempt_ms: None,
                     last_error: None,
+                    reason: None,
                     users: 0,
                     bindings: 0,
                     duration_ms: 0,
                 },
                 Some(s) => SourceStatus {
                     source: name,
-                    state: if s.last_error.is_some() {
-                        "failing"
-                    } else {
-                        "ok"
+                    state: match (&s.last_error, degraded(&s)) {
+                        (Some(_), _) => "failing",
+                        (None, Some(_)) => "degraded",
+                        (None, None) => "ok",
                     },
+                    reason: degraded(&s).filter(|_| s.last_error.is_none()),
                     last_success_ms: s.last_success_ms,
                     last_attempt_ms: s.last_attempt_ms,
                     last_error: s.last_error,
@@ -158,6 +164,29 @@ fn source_statuses(state: &Services) -> Result<Vec<SourceStatus>, String> {
             })
         })
         .collect()
+}
+
+/// Why a source whose last run worked still needs attention: it listed nobody (an
+/// empty directory is more likely a wrong filter, base DN or uid attribute), or it
+/// skipped more entries and addresses than it kept users (most entries lack the uid
+/// attribute, say). The first problem the run noted says which.
+fn degraded(s: &crate::store::sync::SyncStatus) -> Option<String> {
+    s.last_success_ms?;
+    let first = s
+        .problems
+        .first()
+        .map(|p| format!(": {p}"))
+        .unwrap_or_default();
+    if s.users == 0 {
+        Some(format!("its last run listed no users{first}"))
+    } else if s.skipped > s.users {
+        Some(format!(
+            "its last run skipped {} entries or addresses and kept only {} users{first}",
+            s.skipped, s.users
+        ))
+    } else {
+        None
+    }
 }
 
 /// The admin listener's status: every part, and what needs attention.
@@ -191,12 +220,16 @@ pub fn admin_status(state: &Services) -> AdminStatus {
         problems.push(format!("sync status: {e}"));
         Vec::new()
     });
-    for s in sync.iter().filter(|s| s.state == "failing") {
-        problems.push(format!(
-            "sync source {}: last run failed: {}",
-            s.source,
-            s.last_error.as_deref().unwrap_or("")
-        ));
+    for s in &sync {
+        if s.state == "failing" {
+            problems.push(format!(
+                "sync source {}: last run failed: {}",
+                s.source,
+                s.last_error.as_deref().unwrap_or("")
+            ));
+        } else if let Some(why) = &s.reason {
+            problems.push(format!("sync source {}: {why}", s.source));
+        }
     }
     let serving = store.is_ok();
     AdminStatus {

@@ -69,7 +69,8 @@ impl Syncer {
 
 /// A run that would shrink a source of at least this many bindings to less than half
 /// is refused unless forced: a directory that suddenly lists (almost) nobody is more
-/// likely broken than emptied.
+/// likely broken than emptied. A run that would leave a source with no bindings at all
+/// is refused at any size.
 const SHRINK_GUARD_MIN: usize = 100;
 
 /// Runs one source now (`force`: even if it would remove most of its bindings), on the
@@ -143,7 +144,9 @@ async fn run_here(state: &Services, name: &str, force: bool) -> Result<SyncStatu
     let listed = fetched.users.len();
     let resolved = resolve(fetched, &state.config.matrix.domain);
     let before = state.store.synced(name)?.len();
-    if !force && before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2 {
+    let shrinks = before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2;
+    let empties = before > 0 && resolved.wanted.is_empty();
+    if !force && (shrinks || empties) {
         let why = format!(
             "refused: the source now gives {} bindings instead of {before}; if that is right, run `mxisd sync --source {name} --force`",
             resolved.wanted.len()
@@ -400,6 +403,15 @@ pub struct SourceViews {
     pub sources: Vec<SourceView>,
 }
 
+/// What an operator's run of sources did: each source's status afterwards, and, if
+/// any run failed or was refused, that failure (the first one's kind, every one's
+/// reason), so the answer can say so in its status.
+#[derive(Debug)]
+pub struct RunReport {
+    pub views: SourceViews,
+    pub failed: Option<Error>,
+}
+
 /// One directory index hit, as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IndexHit {
@@ -484,12 +496,13 @@ pub async fn run_now(
     state: &Services,
     only: Option<&str>,
     force: bool,
-) -> Result<SourceViews, Error> {
+) -> Result<RunReport, Error> {
     let names = match only {
         Some(n) => vec![n.to_owned()],
         None => state.sync.names(),
     };
     let mut out = Vec::new();
+    let mut failed: Option<Error> = None;
     for name in names {
         // In a task of its own: a client that hangs up must not cut a run short.
         let task_state = state.clone();
@@ -500,10 +513,25 @@ pub async fn run_now(
         match outcome {
             Ok(status) => out.push(describe(state, &name, Some(status))),
             Err(e) if e.code == ErrCode::NotFound => return Err(e),
-            Err(_) => out.push(describe(state, &name, state.store.sync_status(&name)?)),
+            Err(e) => {
+                // An internal error's message is generic: name the source.
+                let why = if e.code == ErrCode::Internal {
+                    format!("sync of {name} failed: {} (see the server log)", e.message)
+                } else {
+                    e.message
+                };
+                failed = Some(match failed {
+                    None => Error::new(e.code, why),
+                    Some(first) => Error::new(first.code, format!("{}; {why}", first.message)),
+                });
+                out.push(describe(state, &name, state.store.sync_status(&name)?));
+            }
         }
     }
-    Ok(SourceViews { sources: out })
+    Ok(RunReport {
+        views: SourceViews { sources: out },
+        failed,
+    })
 }
 
 #[cfg(test)]

@@ -11,14 +11,17 @@
 use super::Fetched;
 use crate::config::stores::{LdapSource, UidKind, UserSpec};
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use ldap3::asn1::StructureTag;
+use ldap3::{LdapConnAsync, LdapConnSettings, LdapError, ResultEntry, Scope};
 use rustls::pki_types::pem::PemObject;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 impl LdapSource {
     fn attributes(&self) -> Vec<String> {
-        let mut attrs = vec![self.uid_attr.clone(), self.name_attr.clone()];
+        let mut attrs = vec![self.uid_attr.clone()];
+        attrs.extend(self.uid_fallback.iter().cloned());
+        attrs.push(self.name_attr.clone());
         for (_, list) in &self.threepid_attrs {
             attrs.extend(list.iter().cloned());
         }
@@ -112,12 +115,49 @@ fn describe(e: LdapError) -> String {
     }
 }
 
-fn first(entry: &SearchEntry, attr: &str) -> Option<String> {
+/// One search result entry: its DN and every attribute with all its values, in the
+/// order the server sent them.
+#[derive(Debug)]
+struct Entry {
+    dn: String,
+    attrs: Vec<(String, Vec<String>)>,
+}
+
+impl Entry {
+    /// Reads a SearchResultEntry (RFC 4511 §4.5.2). ldap3's own `SearchEntry` keeps
+    /// attributes in a map, so an attribute the server lists twice (as slapd does for an
+    /// entry loaded with `slapadd -q` that names `mail` in two places) would keep only
+    /// its last values; here every listing is kept. `None` for a malformed entry
+    /// (where ldap3 would panic). Values that are not UTF-8 are left out.
+    fn read(entry: ResultEntry) -> Option<Self> {
+        let mut parts = entry.0.match_id(4)?.expect_constructed()?.into_iter();
+        let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+        let mut attrs = Vec::new();
+        for attr in parts.next()?.expect_constructed()? {
+            let mut attr = attr.expect_constructed()?.into_iter();
+            let name = String::from_utf8(attr.next()?.expect_primitive()?).ok()?;
+            let values: Vec<String> = attr
+                .next()?
+                .expect_constructed()?
+                .into_iter()
+                .map(StructureTag::expect_primitive)
+                .collect::<Option<Vec<_>>>()?
+                .into_iter()
+                .filter_map(|v| String::from_utf8(v).ok())
+                .collect();
+            attrs.push((name, values));
+        }
+        Some(Self { dn, attrs })
+    }
+}
+
+fn first(entry: &Entry, attr: &str) -> Option<String> {
     values(entry, attr).first().map(|v| (*v).to_owned())
 }
 
-/// An attribute's values; attribute names are case-insensitive.
-fn values<'e>(entry: &'e SearchEntry, attr: &str) -> Vec<&'e str> {
+/// An attribute's values, from every listing of it; attribute names are
+/// case-insensitive.
+fn values<'e>(entry: &'e Entry, attr: &str) -> Vec<&'e str> {
     entry
         .attrs
         .iter()
@@ -216,16 +256,20 @@ async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetch
                     return Err(format!("search of {base:?} failed: {}", describe(e)));
                 }
             };
-            // ldap3 panics on an entry it cannot parse; one bad entry from a
-            // misbehaving server must fail the run, not the process.
-            let entry = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                SearchEntry::construct(entry)
-            }))
-            .map_err(|_| format!("search of {base:?}: the server sent an unreadable entry"))?;
+            // One bad entry from a misbehaving server fails the run.
+            let entry = Entry::read(entry).ok_or_else(|| {
+                format!("search of {base:?}: the server sent an unreadable entry")
+            })?;
             if !seen_dns.insert(entry.dn.to_ascii_lowercase()) {
                 continue;
             }
-            let Some(uid) = first(&entry, &source.uid_attr) else {
+            let uid = first(&entry, &source.uid_attr).or_else(|| {
+                source
+                    .uid_fallback
+                    .as_deref()
+                    .and_then(|other| first(&entry, other))
+            });
+            let Some(uid) = uid else {
                 missing_uid += 1;
                 continue;
             };
@@ -241,17 +285,28 @@ async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetch
         users,
         ..Fetched::default()
     };
+    let uid_attrs = match &source.uid_fallback {
+        Some(other) => format!("{} or {other}", source.uid_attr),
+        None => source.uid_attr.clone(),
+    };
     if missing_uid > 0 {
         fetched.skipped = missing_uid;
         fetched.problems.push(format!(
-            "{missing_uid} entries have no {} attribute (ldap.attribute.uid.value) and were skipped",
-            source.uid_attr
+            "{missing_uid} of {} entries have no {uid_attrs} attribute (ldap.attribute.uid.value) and were skipped",
+            seen_dns.len()
+        ));
+    } else if seen_dns.is_empty() {
+        // Nothing to skip, nothing listed: say where nothing was found.
+        fetched.problems.push(format!(
+            "no entry under {} matches the filter {} (ldap.filter, connection.baseDNs; a uid attribute {uid_attrs} the directory does not know matches nothing)",
+            source.base_dns.join("; "),
+            source.filter
         ));
     }
     Ok(fetched)
 }
 
-fn to_user(source: &LdapSource, entry: &SearchEntry, uid: &str) -> UserSpec {
+fn to_user(source: &LdapSource, entry: &Entry, uid: &str) -> UserSpec {
     let mut threepids = Vec::new();
     for (medium, attrs) in &source.threepid_attrs {
         for attr in attrs {
@@ -300,6 +355,7 @@ mod tests {
             base_dns: vec![],
             filter: "(objectClass=*)".into(),
             uid_attr: "uid".into(),
+            uid_fallback: None,
             uid_kind: UidKind::Localpart,
             name_attr: "cn".into(),
             threepid_attrs: vec![],
@@ -350,6 +406,69 @@ mod tests {
         assert_eq!(s.username("jdoe"), "@jdoe:example.org");
         s.uid_kind = UidKind::Mxid;
         assert_eq!(s.username("@jdoe:example.org"), "@jdoe:example.org");
+    }
+
+    fn tag(id: u64, payload: ldap3::asn1::PL) -> StructureTag {
+        StructureTag {
+            class: ldap3::asn1::TagClass::Universal,
+            id,
+            payload,
+        }
+    }
+
+    fn octets(s: &str) -> StructureTag {
+        tag(4, ldap3::asn1::PL::P(s.as_bytes().to_vec()))
+    }
+
+    fn attribute(name: &str, vals: &[&str]) -> StructureTag {
+        use ldap3::asn1::PL;
+        tag(
+            16,
+            PL::C(vec![
+                octets(name),
+                tag(17, PL::C(vals.iter().map(|v| octets(v)).collect())),
+            ]),
+        )
+    }
+
+    #[test]
+    fn an_attribute_listed_twice_keeps_every_value() {
+        use ldap3::asn1::{TagClass, PL};
+        let entry = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![
+                octets("uid=erin,ou=people"),
+                tag(
+                    16,
+                    PL::C(vec![
+                        attribute("mail", &["erin@example.org"]),
+                        attribute("uid", &["erin"]),
+                        attribute("MAIL", &["erin.b@example.org", "e@example.org"]),
+                    ]),
+                ),
+            ]),
+        };
+        let e = Entry::read(ResultEntry::new(entry)).unwrap();
+        assert_eq!(e.dn, "uid=erin,ou=people");
+        assert_eq!(
+            values(&e, "mail"),
+            vec!["erin@example.org", "erin.b@example.org", "e@example.org"]
+        );
+        assert_eq!(first(&e, "UID").as_deref(), Some("erin"));
+        // Malformed: no attribute list, or a primitive where a set belongs.
+        let bad = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets("cn=x")]),
+        };
+        assert!(Entry::read(ResultEntry::new(bad)).is_none());
+        let bad = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![octets("cn=x"), tag(16, PL::C(vec![octets("mail")]))]),
+        };
+        assert!(Entry::read(ResultEntry::new(bad)).is_none());
     }
 
     #[test]

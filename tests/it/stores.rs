@@ -71,13 +71,25 @@ pub(crate) async fn first_run(s: &TestServer, source: &str, since: u64) -> Value
     panic!("{source} did not run at start");
 }
 
-/// Runs `source` now; its status afterwards.
+/// Runs `source` now; its status afterwards. A run that failed is answered with an
+/// error status and errcode, the statuses still in `sources`.
 pub(crate) async fn sync_now(s: &TestServer, source: &str) -> Value {
     let r = s
         .admin_post("/_mxisd/admin/v1/sync", &json!({"source": source}))
         .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["sources"][0].clone()
+    let st = r.body["sources"][0].clone();
+    if st["last_error"].is_null() {
+        assert_eq!(r.status, 200, "{}", r.body);
+    } else {
+        assert!(matches!(r.status, 409 | 502), "{} {}", r.status, r.body);
+        assert_eq!(r.body["errcode"], "M_UNKNOWN", "{}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap().contains(source),
+            "{}",
+            r.body
+        );
+    }
+    st
 }
 
 /// The operators' search of the directory index: the Matrix IDs found, and `limited`.
@@ -372,6 +384,127 @@ async fn ldap_misconfigurations_are_reported_and_change_nothing() {
     );
 }
 
+/// erin's `mail` is listed twice with another attribute between (kept so by the
+/// fixture's `slapadd -q`, which does not merge them): slapd then sends two `mail`
+/// attributes, and both addresses must survive.
+fn erin() -> String {
+    format!(
+        "dn: uid=erin,{PEOPLE}\nobjectClass: inetOrgPerson\nmail: erin@example.org\nuid: erin\ncn: Erin\nsn: Erin\nmail: erin.b@example.org\ndisplayName: Erin\n\n"
+    )
+}
+
+/// An entry without uid or sAMAccountName (a printer, a shared mailbox).
+fn device(name: &str) -> String {
+    format!(
+        "dn: cn={name},{PEOPLE}\nobjectClass: inetOrgPerson\ncn: {name}\nsn: {name}\nmail: {name}@example.org\n\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_uid_default_repeated_attributes_and_sources_that_give_nobody() {
+    let mut ldif = person("alice", "Alice", &["alice@example.org"], &[]);
+    ldif.push_str(&erin());
+    for name in ["printer1", "printer2", "printer3"] {
+        ldif.push_str(&device(name));
+    }
+    let slapd = Slapd::start(&ldif);
+    let hs = alice_and_bob().await;
+    // ldap.attribute.uid left out: OpenLDAP entries give their uid.
+    let default_uid = ldap_yaml(&slapd.url, "", SYNC_PW)
+        .replace("    uid:\n      type: uid\n      value: uid\n", "");
+    assert!(!default_uid.contains("value: uid"));
+    let t0 = crate::common::now_ms();
+    let s = server(&hs, tempfile::tempdir().unwrap(), &default_uid).await;
+    let st = first_run(&s, "ldap", t0).await;
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(
+        (st["users"].clone(), st["skipped"].clone()),
+        (json!(2), json!(3)),
+        "{st}"
+    );
+    let look = Looker::new(&s).await;
+    for (address, mxid) in [
+        ("alice@example.org", "@alice:example.org"),
+        ("erin@example.org", "@erin:example.org"),
+        ("erin.b@example.org", "@erin:example.org"),
+    ] {
+        assert_eq!(look.find(&s, "email", address).await, mxid, "{address}");
+    }
+    // Three of five entries skipped for lacking a uid: DEGRADED, saying why.
+    let status = s.admin_get("/_mxisd/admin/v1/status").await.body;
+    assert_eq!(status["status"]["health"], "DEGRADED", "{status}");
+    assert_eq!(status["sync"][0]["state"], "degraded", "{status}");
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("3 of 5 entries have no sAMAccountName or uid attribute"),
+        "{problems}"
+    );
+    // Two of them go: one skipped for two kept is fine.
+    slapd.modify(&format!(
+        "dn: cn=printer1,{PEOPLE}\nchangetype: delete\n\ndn: cn=printer2,{PEOPLE}\nchangetype: delete\n\n"
+    ));
+    let st = sync_now(&s, "ldap").await;
+    assert_eq!(st["skipped"], 1, "{st}");
+    let status = s.admin_get("/_mxisd/admin/v1/status").await.body;
+    assert_eq!(status["status"]["health"], "OK", "{status}");
+    assert_eq!(status["sync"][0]["state"], "ok", "{status}");
+    drop(s);
+
+    // ma1sd's trap: an Active Directory attribute named on OpenLDAP (and the default
+    // filter built from it) lists nobody. check-config warns; the run is DEGRADED,
+    // and `healthcheck --strict` fails.
+    let ad_uid = default_uid
+        .replace("  filter: '(objectClass=inetOrgPerson)'\n", "")
+        .replacen(
+            "\n  attribute:\n",
+            "\n  attribute:\n    uid:\n      value: sAMAccountName\n",
+            1,
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let yaml = crate::common::base_yaml(
+        &d,
+        &format!("{}{ad_uid}", federation_override("example.org", &hs)),
+    );
+    std::fs::write(d.join("c.yaml"), &yaml).unwrap();
+    let o = crate::cli::mxisd(&d, &["check-config", "-c", "c.yaml"]);
+    let (out, err) = crate::cli::text(&o);
+    assert!(o.status.success(), "{out} {err}");
+    assert!(
+        out.contains(
+            "warning: ldap.attribute.uid.value: sAMAccountName exists only in Active Directory"
+        ),
+        "{out}"
+    );
+    let t0 = crate::common::now_ms();
+    let s = server(&hs, dir, &ad_uid).await;
+    let st = first_run(&s, "ldap", t0).await;
+    assert!(st["last_error"].is_null(), "{st}");
+    assert_eq!(st["users"], 0, "{st}");
+    let status = s.admin_get("/_mxisd/admin/v1/status").await.body;
+    assert_eq!(status["status"]["health"], "DEGRADED", "{status}");
+    let reason = status["sync"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("its last run listed no users"),
+        "{status}"
+    );
+    assert!(reason.contains("(sAMAccountName=*)"), "{reason}");
+    let strict = tokio::task::spawn_blocking(move || {
+        crate::cli::mxisd(&d, &["healthcheck", "-c", "c.yaml", "--strict"])
+    })
+    .await
+    .unwrap();
+    let (out, err) = crate::cli::text(&strict);
+    assert_eq!(strict.status.code(), Some(1), "{out} {err}");
+    assert!(
+        out.contains("sync source ldap: its last run listed no users"),
+        "{out}"
+    );
+}
+
 #[test]
 fn ldap_config_mistakes_are_caught_by_check_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -408,6 +541,45 @@ fn ldap_config_mistakes_are_caught_by_check_config() {
         .unwrap()
         .to_string();
     assert!(err.contains("baseDNs"), "{err}");
+
+    // The uid attribute: its default, and the warnings about AD-only attributes.
+    let load = |extra: &str| {
+        let yaml = format!(
+            "{}ldap:\n  enabled: true\n  connection:\n    host: 127.0.0.1\n    baseDNs: [dc=x]\n{extra}",
+            crate::common::base_yaml(dir.path(), "")
+        );
+        let c = mxisd::config::load_str(&yaml, "t", dir.path().to_owned(), &|_| None).unwrap();
+        let mxisd::config::stores::SourceKind::Ldap(ldap) = &c.sync[0].kind else {
+            panic!("not ldap");
+        };
+        (
+            ldap.uid_attr.clone(),
+            ldap.uid_fallback.clone(),
+            ldap.filter.clone(),
+            c.warnings.join("\n"),
+        )
+    };
+    let (attr, fallback, filter, warnings) = load("");
+    assert_eq!(
+        (attr.as_str(), fallback.as_deref()),
+        ("sAMAccountName", Some("uid"))
+    );
+    assert_eq!(filter, "(|(sAMAccountName=*)(uid=*))");
+    assert!(!warnings.contains("attribute.uid"), "{warnings}");
+    let (attr, fallback, _, warnings) =
+        load("  activeDirectory: true\n  defaultDomain: corp.example\n");
+    assert_eq!((attr.as_str(), fallback), ("userPrincipalName", None));
+    assert!(!warnings.contains("attribute.uid"), "{warnings}");
+    let (attr, fallback, filter, warnings) =
+        load("  attribute:\n    uid:\n      value: userPrincipalName\n");
+    assert_eq!((attr.as_str(), fallback), ("userPrincipalName", None));
+    assert_eq!(filter, "(userPrincipalName=*)");
+    assert!(
+        warnings.contains("ldap.attribute.uid.value: userPrincipalName values are login@domain"),
+        "{warnings}"
+    );
+    let (_, _, _, warnings) = load("  attribute:\n    uid:\n      value: uid\n");
+    assert!(!warnings.contains("attribute.uid"), "{warnings}");
 }
 
 /// A slice of Synapse's schema: what the `synapseSql` preset reads.

@@ -49,11 +49,7 @@ async fn wait_first_sync(s: &TestServer) -> Value {
 }
 
 async fn sync_now(s: &TestServer) -> Value {
-    let r = s
-        .admin_post("/_mxisd/admin/v1/sync", &json!({"source": "file"}))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["sources"][0].clone()
+    crate::stores::sync_now(s, "file").await
 }
 
 const USERS: &str = r#"
@@ -321,6 +317,11 @@ fn sync_verbs_of_the_cli() {
     std::fs::write(d.join("users.yaml"), "nope: [").unwrap();
     let o = server.cli(d, &["sync", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    // An empty file fails the run, and the command, saying why.
+    std::fs::write(d.join("users.yaml"), "").unwrap();
+    let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("users.yaml is empty"), "{:?}", text(&o));
     let o = server.cli(d, &["sync", "--source", "ldap", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("No sync source"), "{:?}", text(&o));
@@ -339,7 +340,7 @@ fn sync_verbs_of_the_cli() {
     std::fs::write(d.join("users.yaml"), USERS).unwrap();
     let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
-    assert!(text(&o).0.contains("--force"), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--force"), "{:?}", text(&o));
     let o = server.cli(
         d,
         &["sync", "--source", "file", "--force", "-c", "mxisd.yaml"],
@@ -480,18 +481,77 @@ async fn rest_source_pages_and_failures() {
     }
 }
 
+/// The admin status's entry for the file source, and its problems.
+async fn health(s: &TestServer) -> (Value, Vec<String>) {
+    let r = s.admin_get("/_mxisd/admin/v1/status").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let problems = r.body["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    (r.body["sync"][0].clone(), problems)
+}
+
+/// A small source (40 users, below the half-shrink guard's 100) whose file comes back
+/// empty, then lists nobody: neither is believed, and an operator's `force` is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_that_suddenly_lists_nobody_is_not_believed_unless_forced() {
     let dir = tempfile::tempdir().unwrap();
-    let users: String = (0..150)
+    let users: String = (0..40)
         .map(|i| format!("- username: u{i}\n  threepids:\n    - {{medium: email, address: u{i}@example.org}}\n"))
         .collect();
-    std::fs::write(dir.path().join("users.yaml"), users).unwrap();
+    std::fs::write(dir.path().join("users.yaml"), &users).unwrap();
     let config = file_config(dir.path());
     let s = TestServer::start_in(dir, &config).await;
-    assert_eq!(wait_first_sync(&s).await["bindings"], 150);
-    std::fs::write(s.dir.path().join("users.yaml"), "[]\n").unwrap();
-    let st = sync_now(&s).await;
+    assert_eq!(wait_first_sync(&s).await["bindings"], 40);
+    assert_eq!(health(&s).await.0["state"], "ok");
+    let file = s.dir.path().join("users.yaml");
+
+    // A 0-byte or blank file is an error, answered with 502: nothing removed.
+    for empty in ["", " \n\n  \n"] {
+        std::fs::write(&file, empty).unwrap();
+        let r = s
+            .admin_post("/_mxisd/admin/v1/sync", &json!({"source": "file"}))
+            .await;
+        assert_eq!(r.status, 502, "{}", r.body);
+        assert_eq!(r.body["errcode"], "M_UNKNOWN", "{}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap().contains("is empty"),
+            "{}",
+            r.body
+        );
+        let st = &r.body["sources"][0];
+        assert!(
+            st["last_error"].as_str().unwrap().contains("is empty"),
+            "{st}"
+        );
+        assert_eq!(st["bindings"], 40, "{st}");
+        assert_eq!(
+            lookup(&s, "email", "u7@example.org").await,
+            "@u7:example.org"
+        );
+        let (source, problems) = health(&s).await;
+        assert_eq!(source["state"], "failing", "{source}");
+        assert!(
+            problems.iter().any(|p| p.contains("is empty")),
+            "{problems:?}"
+        );
+    }
+
+    // An explicit empty list would remove every binding: refused (409) at any size.
+    std::fs::write(&file, "[]\n").unwrap();
+    let r = s
+        .admin_post("/_mxisd/admin/v1/sync", &json!({"source": "file"}))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.body["error"].as_str().unwrap().contains("--force"),
+        "{}",
+        r.body
+    );
+    let st = &r.body["sources"][0];
     assert!(
         st["last_error"].as_str().unwrap().contains("refused"),
         "{st}"
@@ -500,14 +560,51 @@ async fn a_source_that_suddenly_lists_nobody_is_not_believed_unless_forced() {
         lookup(&s, "email", "u7@example.org").await,
         "@u7:example.org"
     );
+
+    // Forced: applied, and then the source stands out as listing nobody.
     let r = s
         .admin_post(
             "/_mxisd/admin/v1/sync",
             &json!({"source": "file", "force": true}),
         )
         .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     let st = &r.body["sources"][0];
     assert!(st["last_error"].is_null(), "{st}");
-    assert_eq!(st["removed"], 150);
+    assert_eq!(st["removed"], 40);
     assert_eq!(lookup(&s, "email", "u7@example.org").await, Value::Null);
+    let (source, problems) = health(&s).await;
+    assert_eq!(source["state"], "degraded", "{source}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("sync source file: its last run listed no users")),
+        "{problems:?}"
+    );
+
+    // More skipped than kept is DEGRADED too; back to normal when the users return.
+    std::fs::write(
+        &file,
+        "- username: ok\n- username: 'not valid'\n- username: 'no good'\n",
+    )
+    .unwrap();
+    let st = sync_now(&s).await;
+    assert_eq!(
+        (st["users"].clone(), st["skipped"].clone()),
+        (json!(1), json!(2)),
+        "{st}"
+    );
+    let (source, problems) = health(&s).await;
+    assert_eq!(source["state"], "degraded", "{source}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("skipped 2") && p.contains("not a valid localpart")),
+        "{problems:?}"
+    );
+    std::fs::write(&file, &users).unwrap();
+    assert!(sync_now(&s).await["last_error"].is_null());
+    let (source, problems) = health(&s).await;
+    assert_eq!(source["state"], "ok", "{source}");
+    assert!(problems.is_empty(), "{problems:?}");
 }
