@@ -141,11 +141,7 @@ impl Jobs {
 
 impl Job {
     fn snapshot(&self) -> Snapshot {
-        let phase = self
-            .phase
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let phase = self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let done = self.done.load(Ordering::Relaxed);
         let in_phase = phase.started.elapsed().as_secs_f64();
         Snapshot {
@@ -247,12 +243,18 @@ mod tests {
             (listed[0].kind, listed[0].phase, listed[0].done),
             ("import", "importing", 7)
         );
-        assert!(listed[0].line().starts_with("bindings import: importing 7 lines ("));
+        assert!(listed[0]
+            .line()
+            .starts_with("bindings import: importing 7 lines ("));
         p.phase("rehashing", "bindings", Some(10));
         p.add(2);
         let s = p.snapshot().unwrap();
         assert_eq!((s.done, s.total), (2, Some(10)));
-        assert!(s.line().contains("rehashing 2 of 10 bindings"), "{}", s.line());
+        assert!(
+            s.line().contains("rehashing 2 of 10 bindings"),
+            "{}",
+            s.line()
+        );
         let clone = p.clone();
         drop(p);
         assert_eq!(jobs.list().len(), 1, "a clone keeps the job alive");
@@ -269,9 +271,6 @@ mod tests {
         assert_eq!(Jobs::interval_from(None), LOG_INTERVAL);
         assert_eq!(Jobs::interval_from(Some("x")), LOG_INTERVAL);
         assert_eq!(Jobs::interval_from(Some("0")), LOG_INTERVAL);
-        assert_eq!(
-            Jobs::interval_from(Some("250")),
-            Duration::from_millis(250)
-        );
+        assert_eq!(Jobs::interval_from(Some("250")), Duration::from_millis(250));
     }
 }

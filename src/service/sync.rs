@@ -121,8 +121,14 @@ async fn run_here(
     progress: &Progress,
 ) -> Result<SyncStatus, Error> {
     let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
+        let names = state.sync.names();
+        let known = if names.is_empty() {
+            "no source is configured".to_owned()
+        } else {
+            format!("the sources are: {}", names.join(", "))
+        };
         return Err(Error::not_found(format!(
-            "No sync source is named {name:?}"
+            "No sync source is named {name:?}; {known}"
         )));
     };
     progress.phase("waiting for the previous run", "", None);
