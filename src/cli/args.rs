@@ -424,3 +424,27 @@ pub struct StatusArgs {
     #[argh(switch)]
     pub json: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn short_help_and_version_are_the_long_ones() {
+        assert_eq!(normalise_args(&strings(&["-V"])), ["--version"]);
+        assert_eq!(normalise_args(&strings(&["-h"])), ["--help"]);
+        assert_eq!(
+            normalise_args(&strings(&["sync", "-h", "-V"])),
+            ["sync", "--help", "-V"]
+        );
+        // After `--`, words are left alone (a search term may be `-h`).
+        assert_eq!(
+            normalise_args(&strings(&["search", "--", "-h"])),
+            ["search", "--", "-h"]
+        );
+    }
+}
