@@ -106,7 +106,8 @@ impl<'a> AdminRequest<'a> {
     /// Sends the request. Returns the status and the JSON answer, or a message saying
     /// what could not be reached and what to do.
     async fn send(self) -> Result<(u16, Value), String> {
-        let config = load_or_report(self.config).ok_or("no usable configuration")?;
+        // Its problems are printed already: nothing more to say.
+        let config = load_or_report(self.config).ok_or_else(String::new)?;
         let target = Target::of(&config)?;
         let timeout = std::time::Duration::from_secs(self.timeout_secs.max(1));
         let call = async {
@@ -146,18 +147,23 @@ fn answer(
             }
             ExitCode::SUCCESS
         }
-        Ok((status, body)) => {
-            refused(status, &body);
-            if json {
-                outln!("{}", pretty(&body));
+        Ok((status, body)) => answer_refused(status, &body, json),
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
             }
             ExitCode::FAILURE
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
+}
+
+/// A refusal shown: on standard error, and with `json` its body on standard output.
+fn answer_refused(status: u16, body: &Value, json: bool) -> ExitCode {
+    refused(status, body);
+    if json {
+        outln!("{}", pretty(body));
+    }
+    ExitCode::FAILURE
 }
 
 /// `error: <the server's reason> (<errcode>)`.
@@ -253,6 +259,10 @@ pub async fn status(args: &StatusArgs) -> ExitCode {
         Err(e) => Err(e),
     };
     match answer {
+        // A refusal, not a status document (a 503 one explains itself).
+        Ok((code, body)) if !(200..300).contains(&code) && body["errcode"].is_string() => {
+            answer_refused(code, &body, args.json)
+        }
         Ok((code, body)) => {
             if args.json {
                 outln!("{}", pretty(&body));
@@ -288,13 +298,25 @@ pub async fn bindings(args: &BindingsArgs) -> ExitCode {
                 .await
         }
         BindingsCommand::Show(a) => {
-            AdminRequest::get(&a.config, "bindings")
+            let result = AdminRequest::get(&a.config, "bindings")
                 .query(&[("medium", &a.medium), ("address", &a.address)])
-                .show(a.json, |b| show::binding(b, None))
-                .await
+                .send()
+                .await;
+            let bound = !matches!(&result, Ok((200, b)) if array_empty(&b["entries"]));
+            let code = answer(result, a.json, |b| show::binding(b, None));
+            // Nothing bound is a failure, as `grep` finding nothing (also with --json).
+            if bound {
+                code
+            } else {
+                ExitCode::FAILURE
+            }
         }
         BindingsCommand::Import(a) => import(a).await,
     }
+}
+
+fn array_empty(v: &Value) -> bool {
+    v.as_array().is_none_or(Vec::is_empty)
 }
 
 /// `mxisd bindings import FILE|-`: a one-line summary, and a failure if any line was
@@ -415,7 +437,9 @@ pub async fn sync(args: &SyncArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -88,7 +88,11 @@ pub fn status(b: &Value) {
                 time_or(&s["last_success_ms"], "never"),
                 s["users"].as_u64().unwrap_or(0).to_string(),
                 s["bindings"].as_u64().unwrap_or(0).to_string(),
-                duration_ms(s["duration_ms"].as_u64().unwrap_or(0)),
+                if s["state"] == "never run" {
+                    "-".to_owned()
+                } else {
+                    duration_ms(s["duration_ms"].as_u64().unwrap_or(0))
+                },
             ]);
         }
         t.print();

@@ -266,7 +266,6 @@ fn run_on_the_embedded_default_then_sigterm() {
         .args(["run"])
         .current_dir(dir.path())
         .env("MXISD_SERVER_PORT", "0")
-        .env("MXISD_SERVER_ADMIN_PORT", "0")
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -618,9 +617,9 @@ fn cli_with(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Out
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(dir)
-        .envs(env.iter().copied())
         .env_remove("RUST_LOG")
         .env_remove("MXISD_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -668,8 +667,28 @@ fn the_cli_speaks_to_people_and_to_scripts() {
         "{out}"
     );
     assert!(out.contains("\nstore          ok: schema "), "{out}");
-    assert!(out.contains("SOURCE  STATE  LAST SUCCESS"), "{out}");
-    assert!(!out.contains("Ok") && !has_epoch_ms(&out), "{out}");
+    // The sources' table: its columns start where their headings do.
+    let lines: Vec<&str> = out.lines().collect();
+    let header = lines.iter().position(|l| l.starts_with("SOURCE")).unwrap();
+    assert_eq!(
+        lines[header].split_whitespace().collect::<Vec<_>>(),
+        ["SOURCE", "STATE", "LAST", "SUCCESS", "USERS", "BINDINGS", "TOOK"],
+        "{out}"
+    );
+    let users_at = lines[header].find("USERS").unwrap();
+    assert!(lines[header + 1].starts_with("memory "), "{out}");
+    assert!(lines[header + 1][..users_at].ends_with("  "), "{out}");
+    assert!(
+        lines[header + 1][users_at..].starts_with(|c: char| c.is_ascii_digit()),
+        "{out}"
+    );
+    let rust_words = ["Ok", "Err", "Some", "None"];
+    assert!(
+        !out.split(|c: char| !c.is_alphanumeric())
+            .any(|w| rust_words.contains(&w)),
+        "{out}"
+    );
+    assert!(!has_epoch_ms(&out), "{out}");
     // --json for scripts, in the server's shape.
     let o = server.cli(d, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
