@@ -141,7 +141,7 @@ directory:
   exclude:
     homeserver: $([ "$merged" = true ] && echo false || echo true)
 YAML
-    cli() { (cd "$DIR" && "$BIN" "$@" -c mxisd.yaml); }
+    cli() { (cd "$DIR" && "$BIN" "$@" --json -c mxisd.yaml); }
     (cd "$DIR" && RUST_LOG=warn exec "$BIN" run -c mxisd.yaml 2>>"$DIR/server.log") &
     PID=$!; PIDS+=($PID)
     wait_port "$PORT"

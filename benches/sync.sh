@@ -48,7 +48,7 @@ file:
   sync:
     interval: 24h
 YAML
-cli() { (cd "$WORK" && "$BIN" "$@" -c mxisd.yaml); }
+cli() { (cd "$WORK" && "$BIN" "$@" --json -c mxisd.yaml); }
 (cd "$WORK" && RUST_LOG=warn exec "$BIN" run -c mxisd.yaml 2>>"$WORK/server.log") &
 PID=$!
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d['sources'][0].get('$1'))"; }

@@ -10,7 +10,7 @@
 //! http, migrate             warp routes and handlers; import-ma1sd
 //! service                   domain logic, one file per area, and the sync driver
 //! store index source notify federation
-//! crypto metrics dns logging
+//! crypto metrics dns logging progress
 //! config
 //! model error
 //! ```
@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod notify;
+pub mod progress;
 pub mod service;
 pub mod source;
 pub mod store;

@@ -7,11 +7,11 @@ use mxisd::config::{host_port, Config};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Cli = argh::from_env();
+    let args = parse_args();
     // One TLS stack everywhere: ring's provider, installed before anything uses rustls.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if args.version {
-        println!("mxisd {}", env!("CARGO_PKG_VERSION"));
+        mxisd::outln!("mxisd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     let Some(command) = args.command else {
@@ -45,6 +45,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// The command line, `-h` and `-V` read as `--help` and `--version` (see
+/// [`cli::normalise_args`]); help and usage errors are printed here and end the process,
+/// as `argh::from_env` would.
+fn parse_args() -> Cli {
+    use argh::FromArgs as _;
+    let raw: Vec<String> = std::env::args().collect();
+    let name = raw
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("mxisd")
+        .to_owned();
+    let rest = cli::normalise_args(raw.get(1..).unwrap_or_default());
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match Cli::from_args(&[&name], &rest) {
+        Ok(cli) => cli,
+        Err(early) => match early.status {
+            Ok(()) => {
+                mxisd::outln!("{}", early.output.trim_end());
+                std::process::exit(0)
+            }
+            Err(()) => {
+                eprintln!(
+                    "{}\nRun `{name} --help` (or `{name} COMMAND --help`) for more.",
+                    early.output.trim_end()
+                );
+                std::process::exit(1)
+            }
+        },
+    }
+}
+
 fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,7 +91,14 @@ fn block_on<F: std::future::Future<Output = ExitCode>>(fut: F) -> ExitCode {
 }
 
 fn run(config_path: Option<&std::path::Path>) -> ExitCode {
-    let config = match cli::load_config(config_path) {
+    let source = match cli::find_config(config_path, true) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match cli::load_from(&source) {
         Ok(c) => c,
         Err(e) => {
             cli::report_config_errors(&e);
@@ -67,7 +106,7 @@ fn run(config_path: Option<&std::path::Path>) -> ExitCode {
         }
     };
     mxisd::logging::init(&config.logging);
-    match serve(config) {
+    match serve(config, source.to_string()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -77,7 +116,8 @@ fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the server; `config_source` says where its configuration came from (logged).
+fn serve(config: Config, config_source: String) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mxisd")
@@ -90,7 +130,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         }
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
-            config = %config.source.as_ref().map_or_else(|| "embedded default".into(), |p| p.display().to_string()),
+            config = %config_source,
             storage = %config.storage.path.display(),
             keys = %config.key.path.display(),
             "starting mxisd"
@@ -98,17 +138,39 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let s = &config.server;
         let public = bind(&s.hostname, s.port, "server.hostname/server.port").await?;
         let admin = match s.admin.tcp.as_ref().filter(|_| s.admin.enabled) {
-            Some(t) => Some(bind(&t.hostname, t.port, "server.admin.hostname/server.admin.port").await?),
+            Some(t) => Some(
+                bind(
+                    &t.hostname,
+                    t.port,
+                    "server.admin.hostname/server.admin.port",
+                )
+                .await?,
+            ),
             None => None,
         };
         let metrics = if s.metrics.enabled {
-            Some(bind(&s.metrics.hostname, s.metrics.port, "server.metrics.hostname/server.metrics.port").await?)
+            Some(
+                bind(
+                    &s.metrics.hostname,
+                    s.metrics.port,
+                    "server.metrics.hostname/server.metrics.port",
+                )
+                .await?,
+            )
         } else {
             None
         };
-        mxisd::run(config, mxisd::Listeners { public, admin, metrics }, shutdown)
-            .await
-            .map_err(anyhow::Error::from)
+        mxisd::run(
+            config,
+            mxisd::Listeners {
+                public,
+                admin,
+                metrics,
+            },
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
     })
 }
 

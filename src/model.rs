@@ -212,9 +212,25 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A UTC time for file names, readable and sortable: `2026-12-04T140311Z` (no colons,
+/// which some file systems and tools refuse).
+pub fn utc_stamp(ms: u64) -> String {
+    let seconds = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    match jiff::Timestamp::from_second(seconds) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H%M%SZ").to_string(),
+        Err(_) => seconds.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_stamps_are_readable() {
+        assert_eq!(utc_stamp(1_796_392_991_000), "2026-12-04T140311Z");
+        assert_eq!(utc_stamp(0), "1970-01-01T000000Z");
+    }
 
     fn email(a: &str) -> Result<String, AddressError> {
         ThreePid::new(Medium::Email, a).map(|t| t.address().to_owned())

@@ -21,6 +21,7 @@ pub mod health;
 pub mod invite;
 pub mod keys;
 pub mod lookup;
+pub mod progress;
 /// Transitional, for `invite` only (see the file).
 pub mod ratelimit;
 pub mod session;
@@ -74,6 +75,9 @@ pub struct Core {
     /// Wakes the outbox delivery task when something was queued.
     pub(in crate::service) outbox_wake: tokio::sync::Notify,
     pub(in crate::service) started: Instant,
+    /// Long work running now (sync runs, imports, rotations, reindexes): the admin
+    /// API's `progress`, and a log line every few seconds.
+    pub(in crate::service) jobs: crate::progress::Jobs,
 }
 
 /// The services of one server instance (each test has its own); one `Arc` for the lot:
@@ -97,6 +101,10 @@ impl Services {
             directory: parts.directory,
             outbox_wake: tokio::sync::Notify::new(),
             started: parts.started,
+            // Tests shorten the log interval; operators have no need to.
+            jobs: crate::progress::Jobs::new(crate::progress::Jobs::interval_from(
+                std::env::var("MXISD_PROGRESS_INTERVAL_MS").ok().as_deref(),
+            )),
         }))
     }
 }

@@ -1,8 +1,9 @@
-//! The HTTP client for a running server, and the verbs that are calls to it. Most verbs
-//! are one `AdminRequest` (route, method, body, how long to wait) whose JSON answer is
-//! printed as it came, or whose error is printed as `error: ...`; `sync` and
-//! `bindings import` read the answer first, `status` and `healthcheck` keep their own
-//! output. Nothing here opens the store: sled lets only the server do that.
+//! The HTTP client for a running server, and the verbs that are calls to it. Each verb
+//! is one `AdminRequest` (route, method, body, how long to wait); its answer is shown
+//! to people by `show` (or printed as it came with `--json`), a refusal or our own
+//! failure as `error: ...` on standard error. Long work (sync, import, rotation,
+//! reindex) draws a progress bar meanwhile (`progress`). Nothing here opens the store:
+//! sled lets only the server do that.
 
 use super::args::{
     BindingsArgs, BindingsCommand, BindingsImportArgs, HashingArgs, HashingCommand,
@@ -10,7 +11,8 @@ use super::args::{
     SyncArgs,
 };
 use super::client::{json_answer, Target};
-use super::{load_config, load_or_report, report_config_errors};
+use super::{load_config, load_or_report, report_config_errors, show};
+use crate::outln;
 use bytes::Bytes;
 use http::Method;
 use serde_json::{json, Value};
@@ -32,7 +34,7 @@ pub(super) fn http_client(timeout_secs: u64) -> Result<reqwest::Client, String> 
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
-/// Pretty JSON for people (and still JSON for scripts).
+/// Pretty JSON, for `--json`.
 fn pretty(body: &Value) -> String {
     serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string())
 }
@@ -46,6 +48,9 @@ struct AdminRequest<'a> {
     /// Content-Type and bytes.
     body: Option<(&'static str, Bytes)>,
     timeout_secs: u64,
+    /// The kind of server job to draw a progress bar of, and a total to use when the
+    /// server does not know one.
+    progress: Option<(&'static str, Option<u64>)>,
 }
 
 impl<'a> AdminRequest<'a> {
@@ -56,6 +61,7 @@ impl<'a> AdminRequest<'a> {
             route: route.to_owned(),
             body: None,
             timeout_secs: QUICK_SECS,
+            progress: None,
         }
     }
 
@@ -89,50 +95,83 @@ impl<'a> AdminRequest<'a> {
         self
     }
 
-    /// For routes where the server works before it answers.
-    fn long(mut self) -> Self {
+    /// For routes where the server works before it answers: a long wait, and a
+    /// progress bar of the server's `kind` job on a terminal.
+    fn long(mut self, kind: &'static str, total_hint: Option<u64>) -> Self {
         self.timeout_secs = LONG_SECS;
+        self.progress = Some((kind, total_hint));
         self
     }
 
     /// Sends the request. Returns the status and the JSON answer, or a message saying
-    /// what to do.
+    /// what could not be reached and what to do.
     async fn send(self) -> Result<(u16, Value), String> {
-        let config = load_or_report(self.config).ok_or("invalid configuration")?;
+        // Its problems are printed already: nothing more to say.
+        let config = load_or_report(self.config).ok_or_else(String::new)?;
         let target = Target::of(&config)?;
         let timeout = std::time::Duration::from_secs(self.timeout_secs.max(1));
-        let response = target
-            .send(self.method, &self.route, self.body, timeout)
-            .await?;
-        Ok(json_answer(response).await?)
+        let call = async {
+            let response = target
+                .send(self.method, &self.route, self.body, timeout)
+                .await?;
+            Ok::<_, String>(json_answer(response).await?)
+        };
+        match self.progress {
+            Some((kind, hint)) => {
+                super::progress::watch(Some(target.clone()), kind, hint, call).await
+            }
+            None => call.await,
+        }
     }
 
-    /// Sends the request and prints what came back: what most verbs are.
-    async fn run(self) -> ExitCode {
-        print_result(self.send().await)
+    /// Sends the request and shows what came back: people get `human`'s text, scripts
+    /// (`json`) the answer as it came.
+    async fn show(self, json: bool, human: impl FnOnce(&Value)) -> ExitCode {
+        answer(self.send().await, json, human)
     }
 }
 
-/// The answer as pretty JSON on stdout (exit 0), or the server's refusal or our own
-/// error on stderr (exit 1).
-fn print_result(result: Result<(u16, Value), String>) -> ExitCode {
+/// A 2xx answer shown (exit 0); a refusal or our own error on standard error (exit 1).
+/// With `json`, a refusal's body also goes to standard output, for scripts.
+fn answer(
+    result: Result<(u16, Value), String>,
+    json: bool,
+    human: impl FnOnce(&Value),
+) -> ExitCode {
     match result {
         Ok((status, body)) if (200..300).contains(&status) => {
-            println!("{}", pretty(&body));
+            if json {
+                outln!("{}", pretty(&body));
+            } else {
+                human(&body);
+            }
             ExitCode::SUCCESS
         }
-        Ok((_, body)) => {
-            eprintln!(
-                "error: {} ({})",
-                body["error"].as_str().unwrap_or("request refused"),
-                body["errcode"].as_str().unwrap_or("?")
-            );
-            ExitCode::FAILURE
-        }
+        Ok((status, body)) => answer_refused(status, &body, json),
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A refusal shown: on standard error, and with `json` its body on standard output.
+fn answer_refused(status: u16, body: &Value, json: bool) -> ExitCode {
+    refused(status, body);
+    if json {
+        outln!("{}", pretty(body));
+    }
+    ExitCode::FAILURE
+}
+
+/// `error: <the server's reason> (<errcode>)`.
+fn refused(status: u16, body: &Value) {
+    match (body["error"].as_str(), body["errcode"].as_str()) {
+        (Some(why), Some(code)) => eprintln!("error: {why} ({code})"),
+        (Some(why), None) => eprintln!("error: {why}"),
+        _ => eprintln!("error: the admin API refused the request ({status})"),
     }
 }
 
@@ -177,12 +216,12 @@ pub async fn healthcheck(args: &HealthcheckArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if problems.is_empty() {
-        println!("ok: {place} answered {code}");
+        outln!("ok: {place} answered {code}");
         return ExitCode::SUCCESS;
     }
-    println!("degraded: {place} answered {code}; needs attention:");
+    outln!("degraded: {place} answered {code}; needs attention:");
     for p in &problems {
-        println!("  - {p}");
+        outln!("  - {p}");
     }
     if args.strict {
         ExitCode::FAILURE
@@ -226,8 +265,16 @@ pub async fn status(args: &StatusArgs) -> ExitCode {
         Err(e) => Err(e),
     };
     match answer {
+        // A refusal, not a status document (a 503 one explains itself).
+        Ok((code, body)) if !(200..300).contains(&code) && body["errcode"].is_string() => {
+            answer_refused(code, &body, args.json)
+        }
         Ok((code, body)) => {
-            println!("{}", pretty(&body));
+            if args.json {
+                outln!("{}", pretty(&body));
+            } else {
+                show::status(&body);
+            }
             if (200..300).contains(&code) {
                 ExitCode::SUCCESS
             } else {
@@ -247,30 +294,43 @@ pub async fn bindings(args: &BindingsArgs) -> ExitCode {
         BindingsCommand::Add(a) => {
             AdminRequest::post(&a.config, "bindings")
                 .json(&json!({"medium": a.medium, "address": a.address, "mxid": a.mxid}))
-                .run()
+                .show(a.json, |b| show::binding(b, Some("bound")))
                 .await
         }
         BindingsCommand::Remove(a) => {
             AdminRequest::post(&a.config, "bindings/remove")
                 .json(&json!({"medium": a.medium, "address": a.address}))
-                .run()
+                .show(a.json, |b| show::binding(b, Some("removed")))
                 .await
         }
         BindingsCommand::Show(a) => {
-            AdminRequest::get(&a.config, "bindings")
+            let result = AdminRequest::get(&a.config, "bindings")
                 .query(&[("medium", &a.medium), ("address", &a.address)])
-                .run()
-                .await
+                .send()
+                .await;
+            let bound = !matches!(&result, Ok((200, b)) if array_empty(&b["entries"]));
+            let code = answer(result, a.json, |b| show::binding(b, None));
+            // Nothing bound is a failure, as `grep` finding nothing (also with --json).
+            if bound {
+                code
+            } else {
+                ExitCode::FAILURE
+            }
         }
         BindingsCommand::Import(a) => import(a).await,
     }
 }
 
-/// `mxisd bindings import FILE`: a one-line summary, and a failure if any line was
+fn array_empty(v: &Value) -> bool {
+    v.as_array().is_none_or(Vec::is_empty)
+}
+
+/// `mxisd bindings import FILE|-`: a one-line summary, and a failure if any line was
 /// skipped.
 async fn import(args: &BindingsImportArgs) -> ExitCode {
     let started = std::time::Instant::now();
-    let data = if args.file.as_os_str() == "-" {
+    let stdin = args.file.as_os_str() == "-";
+    let data = if stdin {
         let mut buf = Vec::new();
         match std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
             Ok(_) => buf,
@@ -283,89 +343,131 @@ async fn import(args: &BindingsImportArgs) -> ExitCode {
         match std::fs::read(&args.file) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("error: cannot read {}: {e}", args.file.display());
+                eprintln!(
+                    "error: cannot read {}: {} (give a file of medium<TAB>address<TAB>mxid lines, or - for standard input)",
+                    args.file.display(),
+                    super::human::io_reason(&e)
+                );
                 return ExitCode::FAILURE;
             }
         }
     };
+    let lines = data.iter().filter(|b| **b == b'\n').count() as u64
+        + u64::from(data.last().is_some_and(|b| *b != b'\n'));
     let result = AdminRequest::post(&args.config, "bindings/import")
         .body("text/tab-separated-values", data)
-        .long()
+        .long("import", Some(lines))
         .send()
         .await;
-    match result {
-        Ok((200, report)) => {
-            let skipped = report["skipped"].as_u64().unwrap_or(0);
-            for e in report["errors"].as_array().into_iter().flatten() {
-                eprintln!("  {}", e.as_str().unwrap_or_default());
-            }
-            println!(
-                "imported {} bindings from {} in {:.1} s ({} lines, {} skipped)",
-                report["imported"],
-                args.file.display(),
-                started.elapsed().as_secs_f64(),
-                report["lines"],
-                skipped
-            );
-            if skipped > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        other => print_result(other),
-    }
-}
-
-/// `mxisd invites ...`
-pub async fn invites(args: &InvitesArgs) -> ExitCode {
-    let request = match &args.command {
-        InvitesCommand::List(a) => AdminRequest::get(&a.config, "invites"),
-        InvitesCommand::Show(a) => {
-            AdminRequest::get(&a.config, "invites").query(&[("token", &a.token)])
-        }
-        InvitesCommand::Remove(a) => {
-            AdminRequest::post(&a.config, "invites/remove").json(&json!({ "token": a.token }))
-        }
+    let from = if stdin {
+        "standard input".to_owned()
+    } else {
+        args.file.display().to_string()
     };
-    request.run().await
-}
-
-/// `mxisd sync [status] [--source NAME]`
-pub async fn sync(args: &SyncArgs) -> ExitCode {
-    let request = match args.what.as_deref() {
-        Some("status") => AdminRequest::get(&args.config, "sync"),
-        None => AdminRequest::post(&args.config, "sync")
-            .json(&json!({ "source": args.source, "force": args.force }))
-            .long(),
-        Some(other) => {
-            eprintln!(
-                "error: unknown `mxisd sync {other}`; use `mxisd sync` or `mxisd sync status`"
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = request.send().await;
-    // A source that failed makes the command fail too (for scripts and cron).
-    let failed = matches!(&result, Ok((200, body)) if body["sources"]
-        .as_array()
-        .is_some_and(|list| args.what.is_none() && list.iter().any(|s| !s["last_error"].is_null())));
-    let code = print_result(result);
-    if failed {
+    let mut skipped = 0;
+    let code = answer(result, args.json, |report| {
+        skipped = report["skipped"].as_u64().unwrap_or(0);
+        show::import(report, &from, started.elapsed());
+    });
+    if skipped > 0 {
         ExitCode::FAILURE
     } else {
         code
     }
 }
 
-/// `mxisd outbox`
+/// `mxisd invites ...`
+pub async fn invites(args: &InvitesArgs) -> ExitCode {
+    match &args.command {
+        InvitesCommand::List(a) => {
+            AdminRequest::get(&a.config, "invites")
+                .show(a.json, show::invites)
+                .await
+        }
+        InvitesCommand::Show(a) => {
+            AdminRequest::get(&a.config, "invites")
+                .query(&[("token", &a.token)])
+                .show(a.json, show::invite)
+                .await
+        }
+        InvitesCommand::Remove(a) => {
+            AdminRequest::post(&a.config, "invites/remove")
+                .json(&json!({ "token": a.token }))
+                .show(a.json, |b| {
+                    if b["removed"] == true {
+                        outln!("removed the invite; it will not be delivered");
+                    } else {
+                        outln!("no pending invite has that token; nothing removed");
+                    }
+                })
+                .await
+        }
+    }
+}
+
+/// `mxisd sync [status | NAME] [--source NAME]`
+pub async fn sync(args: &SyncArgs) -> ExitCode {
+    let only = match (args.what.as_deref(), args.source.as_deref()) {
+        (Some("status"), _) => {
+            return AdminRequest::get(&args.config, "sync")
+                .show(args.json, show::sync_status)
+                .await
+        }
+        (Some(name), Some(other)) if name != other => {
+            eprintln!("error: `mxisd sync {name} --source {other}` names two sources; name one");
+            return ExitCode::FAILURE;
+        }
+        (Some(name), _) => Some(name),
+        (None, source) => source,
+    };
+    let result = AdminRequest::post(&args.config, "sync")
+        .json(&json!({ "source": only, "force": args.force }))
+        .long("sync", None)
+        .send()
+        .await;
+    match result {
+        Ok((status, body)) => {
+            if args.json {
+                outln!("{}", pretty(&body));
+            }
+            let ok = (200..300).contains(&status);
+            if !ok {
+                refused(status, &body);
+            }
+            // A source that failed makes the command fail too (for scripts and cron).
+            let all_ran = show::sync_run(&body, !args.json, body["error"].as_str());
+            if ok && all_ran {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mxisd outbox [--retry]`
 pub async fn outbox(args: &OutboxArgs) -> ExitCode {
-    let request = if args.retry {
+    if args.retry {
         AdminRequest::post(&args.config, "outbox/retry")
+            .show(args.json, |b| {
+                let n = b["retried"].as_u64().unwrap_or(0);
+                outln!(
+                    "put {} back in line",
+                    super::human::count(n, "failed delivery")
+                );
+            })
+            .await
     } else {
         AdminRequest::get(&args.config, "outbox")
-    };
-    request.run().await
+            .show(args.json, show::outbox)
+            .await
+    }
 }
 
 /// `mxisd search TERM`
@@ -373,15 +475,22 @@ pub async fn search(args: &SearchArgs) -> ExitCode {
     let limit = args.limit.unwrap_or(10).to_string();
     AdminRequest::get(&args.config, "search")
         .query(&[("term", &args.term), ("limit", &limit)])
-        .run()
+        .show(args.json, show::search)
         .await
 }
 
 /// `mxisd reindex`
 pub async fn reindex(args: &ReindexArgs) -> ExitCode {
+    let started = std::time::Instant::now();
     AdminRequest::post(&args.config, "reindex")
-        .long()
-        .run()
+        .long("reindex", None)
+        .show(args.json, |b| {
+            outln!(
+                "rebuilt the directory index: {} in {}",
+                super::human::count_of(&b["entries"], "entry"),
+                super::human::duration_ms(started.elapsed().as_millis() as u64)
+            );
+        })
         .await
 }
 
@@ -389,9 +498,16 @@ pub async fn reindex(args: &ReindexArgs) -> ExitCode {
 pub async fn hashing(args: &HashingArgs) -> ExitCode {
     match &args.command {
         HashingCommand::Rotate(a) => {
+            let started = std::time::Instant::now();
             AdminRequest::post(&a.config, "hashing/rotate")
-                .long()
-                .run()
+                .long("rotate", None)
+                .show(a.json, |b| {
+                    outln!(
+                        "rotated the lookup pepper in {}: now generation {}; clients fetch /hash_details again",
+                        super::human::duration_ms(started.elapsed().as_millis() as u64),
+                        b["generation"]
+                    );
+                })
                 .await
         }
     }

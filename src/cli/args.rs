@@ -5,6 +5,25 @@
 use argh::FromArgs;
 use std::path::PathBuf;
 
+/// argh knows only `--help` and `--version`: `-h` anywhere (before a `--`) becomes
+/// `--help`, and `-V` first on the line `--version`, as in most tools.
+pub fn normalise_args(args: &[String]) -> Vec<String> {
+    let mut rest = false;
+    args.iter()
+        .enumerate()
+        .map(|(i, a)| match a.as_str() {
+            _ if rest => a.clone(),
+            "--" => {
+                rest = true;
+                a.clone()
+            }
+            "-h" => "--help".into(),
+            "-V" if i == 0 => "--version".into(),
+            _ => a.clone(),
+        })
+        .collect()
+}
+
 /// mxisd: a federated Matrix identity server.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
@@ -47,7 +66,7 @@ pub struct BackupArgs {
     /// admin listener does not answer)
     #[argh(switch)]
     pub offline: bool,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 }
@@ -62,7 +81,7 @@ pub struct RestoreArgs {
     /// replace an existing store (and a different signing key); both are kept beside
     #[argh(switch)]
     pub force: bool,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 }
@@ -102,18 +121,24 @@ pub struct SearchArgs {
     /// most results (default 10)
     #[argh(option)]
     pub limit: Option<usize>,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Rebuild the directory index of a running server from its store.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "reindex")]
 pub struct ReindexArgs {
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Identity-source sync on a running server: `mxisd sync` runs every source now (or
@@ -130,9 +155,12 @@ pub struct SyncArgs {
     /// apply even if the source would lose more than half of its bindings
     #[argh(switch)]
     pub force: bool,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Pending 3PID room invites, on a running server.
@@ -155,9 +183,12 @@ pub enum InvitesCommand {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "list")]
 pub struct InvitesListArgs {
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Show one pending invite.
@@ -167,9 +198,12 @@ pub struct InvitesTokenArgs {
     /// the invite's token
     #[argh(positional)]
     pub token: String,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Drop one pending invite (it will not be delivered).
@@ -179,9 +213,12 @@ pub struct InvitesRemoveArgs {
     /// the invite's token
     #[argh(positional)]
     pub token: String,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Onbind deliveries to homeservers: pending (with their last error) and failed.
@@ -191,9 +228,12 @@ pub struct OutboxArgs {
     /// put failed deliveries back in line (from the start of their backoff)
     #[argh(switch)]
     pub retry: bool,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Operator bindings (3PID → Matrix ID), on a running server.
@@ -226,9 +266,12 @@ pub struct BindingsAddArgs {
     /// the Matrix user ID, @user:domain
     #[argh(positional)]
     pub mxid: String,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Remove the operator's and the user's binding of a 3PID.
@@ -241,9 +284,12 @@ pub struct BindingsRemoveArgs {
     /// the address
     #[argh(positional)]
     pub address: String,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Show every origin's binding of a 3PID and the one lookups answer with.
@@ -256,9 +302,12 @@ pub struct BindingsShowArgs {
     /// the address
     #[argh(positional)]
     pub address: String,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// Import bindings from a file of `medium<TAB>address<TAB>mxid` lines.
@@ -268,9 +317,12 @@ pub struct BindingsImportArgs {
     /// the file to import (- for standard input)
     #[argh(positional)]
     pub file: PathBuf,
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// The lookup pepper.
@@ -291,12 +343,16 @@ pub enum HashingCommand {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "rotate")]
 pub struct HashingRotateArgs {
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
 }
 
-/// Run the identity server (without -c: the embedded default, state under ./mxisd-data).
+/// Run the identity server. Without -c: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml, else
+/// the embedded default (state under ./mxisd-data).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "run")]
 pub struct RunArgs {
@@ -309,9 +365,9 @@ pub struct RunArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "check-config")]
 pub struct CheckConfigArgs {
-    /// configuration file (YAML)
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 }
 
 /// Signing keys.
@@ -332,7 +388,7 @@ pub enum KeysCommand {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "show")]
 pub struct KeysShowArgs {
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
 }
@@ -346,7 +402,7 @@ pub struct HealthcheckArgs {
     /// URL to probe (default: the admin listener's status, else the public /status)
     #[argh(option)]
     pub url: Option<String>,
-    /// configuration file to find the server from (default: the embedded default)
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
     /// seconds to wait for an answer (default 5)
@@ -361,7 +417,34 @@ pub struct HealthcheckArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "status")]
 pub struct StatusArgs {
-    /// configuration file (YAML); the embedded default when absent
+    /// configuration file (default: $MXISD_CONFIG, else /etc/mxisd/mxisd.yaml)
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,
+    /// print the answer as JSON, for scripts (default: text for people)
+    #[argh(switch)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn short_help_and_version_are_the_long_ones() {
+        assert_eq!(normalise_args(&strings(&["-V"])), ["--version"]);
+        assert_eq!(normalise_args(&strings(&["-h"])), ["--help"]);
+        assert_eq!(
+            normalise_args(&strings(&["sync", "-h", "-V"])),
+            ["sync", "--help", "-V"]
+        );
+        // After `--`, words are left alone (a search term may be `-h`).
+        assert_eq!(
+            normalise_args(&strings(&["search", "--", "-h"])),
+            ["search", "--", "-h"]
+        );
+    }
 }

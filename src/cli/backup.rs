@@ -6,6 +6,7 @@
 
 use super::args::{BackupArgs, RestoreArgs};
 use super::load_or_report;
+use crate::outln;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,7 +18,7 @@ pub async fn backup(args: &BackupArgs) -> ExitCode {
     let out = args.output.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
             "mxisd-{}.mxisd-backup",
-            crate::model::now_ms() / 1000
+            crate::model::utc_stamp(crate::model::now_ms())
         ))
     });
     if out.exists() {
@@ -43,14 +44,14 @@ pub async fn backup(args: &BackupArgs) -> ExitCode {
     };
     match result {
         Ok(s) => {
-            println!(
+            outln!(
                 "backup written to {}: {} store entries, {} key files, {} bytes (checked)",
                 out.display(),
                 s.entries,
                 s.files,
                 s.bytes
             );
-            println!("it holds the signing key: keep it as private as the key itself");
+            outln!("it holds the signing key: keep it as private as the key itself");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -135,7 +136,7 @@ pub fn restore(args: &RestoreArgs) -> ExitCode {
     };
     match crate::service::backup::restore(&config, &args.file, args.force) {
         Ok(r) => {
-            println!(
+            outln!(
                 "restored {} store entries and {} key files from a backup of {} made by mxisd {} (store schema {})",
                 r.summary.entries,
                 r.summary.files,
@@ -144,18 +145,18 @@ pub fn restore(args: &RestoreArgs) -> ExitCode {
                 r.header.schema
             );
             if r.keys_written == 0 && r.summary.files > 0 {
-                println!(
+                outln!(
                     "the signing key in {} is the backup's already; left as it is",
                     config.key.path.display()
                 );
             }
             if let Some(p) = r.previous_store {
-                println!("the store it replaced is kept in {}", p.display());
+                outln!("the store it replaced is kept in {}", p.display());
             }
             if let Some(p) = r.previous_keys {
-                println!("the key directory it replaced is kept in {}", p.display());
+                outln!("the key directory it replaced is kept in {}", p.display());
             }
-            println!("start mxisd: the store is migrated if needed and the search index rebuilt");
+            outln!("start mxisd: the store is migrated if needed and the search index rebuilt");
             ExitCode::SUCCESS
         }
         Err(e) => {

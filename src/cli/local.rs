@@ -3,21 +3,28 @@
 //! `migrate` never depends on the command line.
 
 use super::args::{CheckConfigArgs, ImportMa1sdArgs, KeysShowArgs};
-use super::{env_lookup, load_or_report, report_config_errors};
-use crate::config;
+use super::{load_or_report, report_config_errors, write_out};
 use crate::migrate;
+use crate::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// `mxisd check-config -c FILE`
 pub fn check_config(args: &CheckConfigArgs) -> ExitCode {
-    match config::load_file(&args.config, &env_lookup) {
+    let source = match super::find_config(args.config.as_deref(), false) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match super::load_from(&source) {
         Ok(c) => {
-            println!("{}: valid", args.config.display());
+            outln!("{source}: valid");
             for w in &c.warnings {
-                println!("  warning: {w}");
+                outln!("  warning: {w}");
             }
-            print!("{}", c.summary());
+            write_out(format_args!("{}", c.summary()));
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -34,7 +41,7 @@ pub fn keys_show(args: &KeysShowArgs) -> ExitCode {
     };
     match crate::crypto::keyfile::load(&config.key.path) {
         Ok(Some(signer)) => {
-            println!("{} {}", signer.key_id(), signer.public_key_b64());
+            outln!("{} {}", signer.key_id(), signer.public_key_b64());
             ExitCode::SUCCESS
         }
         Ok(None) => {

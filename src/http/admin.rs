@@ -128,7 +128,7 @@ where
             "a JSON import is an array of {{\"medium\", \"address\", \"mxid\"}} objects: {e}"
         ))
     })?;
-    let mut import = bindings::Import::new();
+    let mut import = bindings::Import::watched(state);
     for entry in &entries {
         let mxid = entry.mxid.as_deref().unwrap_or_default();
         import
@@ -150,7 +150,7 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let mut import = bindings::Import::new();
+    let mut import = bindings::Import::watched(state);
     let mut body = std::pin::pin!(body);
     let mut carry: Vec<u8> = Vec::new();
     while let Some(chunk) = body.next().await {
@@ -255,6 +255,12 @@ pub async fn reindex(state: Services) -> Result<Response, Infallible> {
         .await
         .map(|n| serde_json::json!({ "entries": n }));
     respond(result)
+}
+
+/// `GET /_mxisd/admin/v1/progress`: the long work running now (sync runs, imports,
+/// rotations, reindexes), which `mxisd` polls for its progress bar.
+pub async fn progress(state: Services) -> Result<Response, Infallible> {
+    respond(Ok::<_, Error>(crate::service::progress::running(&state)))
 }
 
 /// `GET /_mxisd/admin/v1/sync`: every sync source's status.

@@ -475,13 +475,19 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(api::json_body(limit))
         .and(st.clone())
         .and_then(admin::sync_run);
+    let progress = base
+        .clone()
+        .and(warp::path!("progress"))
+        .and(get())
+        .and(st.clone())
+        .and_then(admin::progress);
     let rotate = base
         .and(warp::path!("hashing" / "rotate"))
         .and(warp::post())
         .and(st)
         .and_then(admin::rotate_pepper);
     // Boxed in groups: one long chain of `or`s makes type checking very slow.
-    let operations = routes!(status, metrics, backup).boxed();
+    let operations = routes!(status, metrics, backup, progress).boxed();
     let routes = routes!(
         import,
         operations,

@@ -197,7 +197,7 @@ pub fn restore(config: &Config, file: &Path, force: bool) -> Result<Restored, St
     }
 
     // Everything checked: switch over.
-    let stamp = crate::model::now_ms() / 1000;
+    let stamp = crate::model::utc_stamp(crate::model::now_ms());
     let previous_store = if store_path.exists() {
         let aside = config
             .storage

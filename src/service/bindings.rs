@@ -167,6 +167,8 @@ pub struct Import {
     pub skipped: u64,
     pub errors: Vec<String>,
     now: u64,
+    /// Lines (or entries) read so far, for `mxisd` and the log.
+    progress: crate::progress::Progress,
 }
 
 impl Default for Import {
@@ -184,6 +186,18 @@ impl Import {
             skipped: 0,
             errors: Vec::new(),
             now: now_ms(),
+            progress: crate::progress::Progress::default(),
+        }
+    }
+
+    /// An import the server watches: listed by the admin API's progress and logged
+    /// every few seconds while it runs.
+    pub fn watched(state: &Services) -> Self {
+        let progress = state.jobs.start("import", "bindings import");
+        progress.phase("importing", "lines", None);
+        Self {
+            progress,
+            ..Self::new()
         }
     }
 
@@ -191,6 +205,7 @@ impl Import {
     /// skipped. Applies a batch when enough lines are pending.
     pub async fn feed(&mut self, state: &Services, line: &str) -> Result<(), Error> {
         self.line += 1;
+        self.progress.add(1);
         let line = line.trim_end_matches(['\r', '\n']);
         if line.trim().is_empty() || line.starts_with('#') {
             return Ok(());
@@ -215,6 +230,7 @@ impl Import {
         mxid: &str,
     ) -> Result<(), Error> {
         self.line += 1;
+        self.progress.add(1);
         let parsed = parse_triple(medium, address, Some(mxid));
         self.take(state, parsed, "entry").await
     }
@@ -255,6 +271,7 @@ impl Import {
     /// After the last batch: invites of the addresses imported go out.
     pub async fn finish(&mut self, state: &Services) -> Result<(), Error> {
         self.flush(state).await?;
+        self.progress.phase("delivering invites", "", None);
         super::invite::reconcile(state).await?;
         Ok(())
     }

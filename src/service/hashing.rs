@@ -15,7 +15,8 @@ pub async fn rotate(state: &Services) -> Result<PepperState, Error> {
     let pepper = crate::crypto::random_alphanumeric(state.config.hashing.pepper_length)
         .map_err(|e| Error::internal("random pepper", e))?;
     let started = std::time::Instant::now();
-    let next = state.store.rotate_pepper(pepper).await?;
+    let progress = state.jobs.start("rotate", "pepper rotation");
+    let next = state.store.rotate_pepper(pepper, &progress).await?;
     tracing::info!(
         generation = next.generation,
         ms = started.elapsed().as_millis() as u64,

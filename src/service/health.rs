@@ -54,6 +54,8 @@ pub struct AdminStatus {
     pub storage_path: String,
     /// Generation of the lookup pepper (bumped by every rotation).
     pub pepper_generation: u32,
+    /// `{"ok": true, "schema_version": …}` or `{"ok": false, "error": "…"}`.
+    #[serde(serialize_with = "store_report")]
     pub store: Result<StoreStatus, String>,
     pub index: IndexStatus,
     pub outbox: OutboxStatus,
@@ -65,6 +67,27 @@ pub struct AdminStatus {
     /// Whether the server can answer at all (the store works).
     #[serde(skip)]
     pub serving: bool,
+}
+
+/// The store's part of the status, without Rust's `Ok`/`Err` showing through.
+fn store_report<S: serde::Serializer>(
+    store: &Result<StoreStatus, String>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Report<'a> {
+        ok: bool,
+        #[serde(flatten)]
+        status: Option<&'a StoreStatus>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+    }
+    Report {
+        ok: store.is_ok(),
+        status: store.as_ref().ok(),
+        error: store.as_ref().err().map(String::as_str),
+    }
+    .serialize(out)
 }
 
 #[derive(Debug, Serialize)]

@@ -18,6 +18,7 @@ mod runtime;
 use crate::config::stores::SourceConfig;
 use crate::error::{ErrCode, Error};
 use crate::model::now_ms;
+use crate::progress::Progress;
 use crate::service::Services;
 use crate::source::fetch;
 use crate::store::sync::SyncStatus;
@@ -77,7 +78,8 @@ const SHRINK_GUARD_MIN: usize = 100;
 /// sync thread. Its status (success or failure) is recorded either way.
 pub async fn run(state: &Services, name: &str, force: bool) -> Result<SyncStatus, Error> {
     let started = Instant::now();
-    let result = run_somewhere(state, name, force).await;
+    let progress = state.jobs.start("sync", format!("sync of {name}"));
+    let result = run_somewhere(state, name, force, progress).await;
     // An unknown source is not a run.
     if !matches!(&result, Err(e) if e.code == ErrCode::NotFound) {
         state
@@ -87,15 +89,20 @@ pub async fn run(state: &Services, name: &str, force: bool) -> Result<SyncStatus
     result
 }
 
-async fn run_somewhere(state: &Services, name: &str, force: bool) -> Result<SyncStatus, Error> {
+async fn run_somewhere(
+    state: &Services,
+    name: &str,
+    force: bool,
+    progress: Progress,
+) -> Result<SyncStatus, Error> {
     let Some(thread) = &state.sync.thread else {
-        return run_here(state, name, force).await;
+        return run_here(state, name, force, &progress).await;
     };
     let task_state = state.clone();
     let task_name = name.to_owned();
     let task = thread
         .handle
-        .spawn(async move { run_here(&task_state, &task_name, force).await });
+        .spawn(async move { run_here(&task_state, &task_name, force, &progress).await });
     // Dropping this future (shutdown) stops the run too, between two atomic chunks.
     struct AbortOnDrop(tokio::task::AbortHandle);
     impl Drop for AbortOnDrop {
@@ -108,15 +115,28 @@ async fn run_somewhere(state: &Services, name: &str, force: bool) -> Result<Sync
         .map_err(|e| Error::internal("running a sync", e))?
 }
 
-async fn run_here(state: &Services, name: &str, force: bool) -> Result<SyncStatus, Error> {
+async fn run_here(
+    state: &Services,
+    name: &str,
+    force: bool,
+    progress: &Progress,
+) -> Result<SyncStatus, Error> {
     let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
+        let names = state.sync.names();
+        let known = if names.is_empty() {
+            "no source is configured".to_owned()
+        } else {
+            format!("the sources are: {}", names.join(", "))
+        };
         return Err(Error::not_found(format!(
-            "No sync source is named {name:?}"
+            "No sync source is named {name:?}; {known}"
         )));
     };
+    progress.phase("waiting for the previous run", "", None);
     let _running = lock.lock().await;
     let started = Instant::now();
     let at = now_ms();
+    progress.phase("fetching", "", None);
     let fetched = match fetch(&source.kind).await {
         Ok(fetched) => fetched,
         Err(why) => {
@@ -142,6 +162,7 @@ async fn run_here(state: &Services, name: &str, force: bool) -> Result<SyncStatu
         return Ok(status);
     }
     let listed = fetched.users.len();
+    progress.phase("comparing", "", None);
     let resolved = resolve(fetched, &state.config.matrix.domain);
     let before = state.store.synced(name)?.len();
     let shrinks = before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2;
@@ -162,9 +183,10 @@ async fn run_here(state: &Services, name: &str, force: bool) -> Result<SyncStatu
     // and the index may lag behind the store (rebuilt at start if we stop here).
     state.store.set_sync_digest(name, None).await?;
     state.store.set_index_dirty(name, true).await?;
-    match apply(state, name, listed, resolved, started, at).await {
+    match apply(state, name, listed, resolved, started, at, progress).await {
         Ok((status, users_changed)) => {
             state.store.set_sync_digest(name, Some(&digest)).await?;
+            progress.phase("indexing", "", None);
             // Search follows the store; a failure here leaves the index marked stale
             // (rebuilt whole by the next run, at start, or by `mxisd reindex`).
             match index_changes(state, name, &users_changed).await {
@@ -197,6 +219,7 @@ async fn apply(
     resolved: Resolved,
     started: Instant,
     at: u64,
+    progress: &Progress,
 ) -> Result<(SyncStatus, Vec<String>), Error> {
     let Resolved {
         wanted,
@@ -217,7 +240,7 @@ async fn apply(
     };
     let diff = state
         .store
-        .apply_sync(name, &wanted, &users, status, state.sync.writer())
+        .apply_sync(name, &wanted, &users, status, state.sync.writer(), progress)
         .await?;
     // The whole run (fetch, resolve, apply), for the status.
     state
@@ -267,9 +290,11 @@ fn index_error(e: crate::index::IndexError) -> Error {
 /// clears its own when its update is in.)
 pub async fn reindex(state: &Services) -> Result<u64, Error> {
     let task_state = state.clone();
+    let progress = state.jobs.start("reindex", "reindex");
     tokio::task::spawn_blocking(move || {
+        progress.phase("waiting for the index", "", None);
         let writer = task_state.directory.writer().map_err(index_error)?;
-        rebuild(&task_state, writer)
+        rebuild(&task_state, writer, &progress)
     })
     .await
     .map_err(|e| Error::internal("reindexing", e))?
@@ -277,10 +302,19 @@ pub async fn reindex(state: &Services) -> Result<u64, Error> {
 
 /// The rebuild itself, holding the index's writer while reading the store (so no
 /// other update can slip in between with older entries).
-fn rebuild(state: &Services, writer: crate::index::IndexWriting<'_>) -> Result<u64, Error> {
+fn rebuild(
+    state: &Services,
+    writer: crate::index::IndexWriting<'_>,
+    progress: &Progress,
+) -> Result<u64, Error> {
+    progress.phase("reading the store", "", None);
     let entries = state.store.directory_entries()?;
+    progress.phase("indexing", "entries", Some(entries.len() as u64));
     writer
-        .replace_all(entries.iter().map(|(m, u)| (m.as_str(), u)))
+        .replace_all(entries.iter().map(|(m, u)| {
+            progress.add(1);
+            (m.as_str(), u)
+        }))
         .map_err(index_error)
 }
 
@@ -298,7 +332,7 @@ pub async fn index_changes(state: &Services, source: &str, mxids: &[String]) -> 
             if mxids.is_empty() && !stale {
                 0
             } else {
-                rebuild(state, writer)?
+                rebuild(state, writer, &Progress::default())?
             }
         } else {
             for mxid in mxids {

@@ -494,11 +494,13 @@ fn other_users_are_refused_every_admin_verb() {
             "show",
             "email",
             "ceo@corp.example",
+            "--json",
             "-c",
             "c.yaml",
         ],
     );
-    assert!(o.status.success(), "{:?}", text(&o));
+    // Not bound: the command says so and exits 1; the document has no entry.
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).0.contains("\"entries\": []"), "{:?}", text(&o));
     let o = server.cli(d, &["sync", "-c", "c.yaml"]);
     assert!(o.status.success(), "root: {:?}", text(&o));

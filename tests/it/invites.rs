@@ -754,7 +754,7 @@ async fn a_crash_during_failing_delivery_loses_nothing() {
     let listed = tokio::task::spawn_blocking(move || {
         let mut listed = Value::Null;
         for _ in 0..50 {
-            let o = server.cli(&d, &["outbox", "-c", "mxisd.yaml"]);
+            let o = server.cli(&d, &["outbox", "--json", "-c", "mxisd.yaml"]);
             assert!(o.status.success(), "{:?}", text(&o));
             listed = serde_json::from_str(&text(&o).0).unwrap();
             if listed["pending"] == json!([]) {

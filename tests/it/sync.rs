@@ -306,17 +306,34 @@ fn sync_verbs_of_the_cli() {
     let server = Running::start(d, &["run", "-c", "mxisd.yaml"]);
     let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).0.contains("\"bindings\": 3"), "{:?}", text(&o));
-    let o = server.cli(d, &["sync", "status", "-c", "mxisd.yaml"]);
-    assert!(o.status.success(), "{:?}", text(&o));
     assert!(
-        text(&o).0.contains("\"source\": \"file\""),
+        text(&o).0.starts_with("file: 2 users, 3 bindings ("),
         "{:?}",
         text(&o)
     );
+    // The same source by name, for scripts: the answer as JSON.
+    let o = server.cli(d, &["sync", "file", "--json", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let run: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert_eq!(run["sources"][0]["bindings"], 3, "{run}");
+    let o = server.cli(d, &["sync", "status", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let out = text(&o).0;
+    let table: Vec<&str> = out.lines().collect();
+    assert!(table[0].starts_with("SOURCE  STATE  LAST SUCCESS"), "{out}");
+    assert!(table[1].starts_with("file    ok     20"), "{out}");
     std::fs::write(d.join("users.yaml"), "nope: [").unwrap();
     let o = server.cli(d, &["sync", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    // The failure comes first, with its reason; the counts shown are the last good
+    // run's, said to be so.
+    let err = text(&o).1;
+    assert!(err.starts_with("error: sync of file failed: "), "{err}");
+    assert!(
+        err.contains("nothing changed: file still serves its last good run, of 20"),
+        "{err}"
+    );
+    assert!(!text(&o).0.contains("3 bindings"), "{:?}", text(&o));
     // An empty file fails the run, and the command, saying why.
     std::fs::write(d.join("users.yaml"), "").unwrap();
     let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
@@ -325,6 +342,16 @@ fn sync_verbs_of_the_cli() {
     let o = server.cli(d, &["sync", "--source", "ldap", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
     assert!(text(&o).1.contains("No sync source"), "{:?}", text(&o));
+    // An unknown name lists the real ones.
+    let o = server.cli(d, &["sync", "ldpa", "-c", "mxisd.yaml"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .1
+            .contains("No sync source is named \"ldpa\"; the sources are: file"),
+        "{:?}",
+        text(&o)
+    );
 
     // A directory that shrinks below half is refused until --force confirms it.
     let many: String = (0..120)
@@ -340,13 +367,29 @@ fn sync_verbs_of_the_cli() {
     std::fs::write(d.join("users.yaml"), USERS).unwrap();
     let o = server.cli(d, &["sync", "--source", "file", "-c", "mxisd.yaml"]);
     assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
-    assert!(text(&o).1.contains("--force"), "{:?}", text(&o));
+    // Refused says so first, with the new reason; the 120 are the last good run's.
+    let (out, err) = text(&o);
+    assert!(
+        err.starts_with(
+            "error: sync of file refused: the source now gives 3 bindings instead of 120"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(err.contains("(120 users, 120 bindings)"), "{err}");
+    assert!(out.is_empty(), "{out}");
     let o = server.cli(
         d,
         &["sync", "--source", "file", "--force", "-c", "mxisd.yaml"],
     );
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).0.contains("\"bindings\": 3"), "{:?}", text(&o));
+    assert!(
+        text(&o)
+            .0
+            .starts_with("file: 2 users, 3 bindings (3 added, 0 changed, 120 removed) in "),
+        "{:?}",
+        text(&o)
+    );
 }
 
 /// A web service listing users in two pages, behind a bearer token; it can also answer

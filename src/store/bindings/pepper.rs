@@ -103,14 +103,17 @@ impl Store {
     pub async fn rotate_pepper(
         self: &std::sync::Arc<Self>,
         new_pepper: String,
+        progress: &crate::progress::Progress,
     ) -> Result<PepperState, StoreError> {
+        progress.phase("waiting for writers", "", None);
         let guard = std::sync::Arc::clone(&self.bindings_lock)
             .lock_owned()
             .await;
         let store = std::sync::Arc::clone(self);
+        let progress = progress.clone();
         let state = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            store.rebuild_hashes(new_pepper)
+            store.rebuild_hashes(new_pepper, &progress)
         })
         .await
         .map_err(|e| StoreError::Io {
@@ -121,7 +124,11 @@ impl Store {
         Ok(state)
     }
 
-    fn rebuild_hashes(&self, new_pepper: String) -> Result<PepperState, StoreError> {
+    fn rebuild_hashes(
+        &self,
+        new_pepper: String,
+        progress: &crate::progress::Progress,
+    ) -> Result<PepperState, StoreError> {
         let old = self.pepper();
         let next = PepperState {
             pepper: new_pepper,
@@ -130,6 +137,10 @@ impl Store {
         };
         // Leftovers of an interrupted rotation to the same generation.
         self.delete_generation(next.generation)?;
+        // Only the old generation is left: its size is the tree's.
+        progress.phase("counting", "", None);
+        let total = self.kv.count(BINDING)?;
+        progress.phase("rehashing", "bindings", Some(total));
         let mut batch = Batch::new();
         for item in self.kv.scan_prefix(BINDING, &old.generation.to_be_bytes()) {
             let (_, value) = item?;
@@ -140,10 +151,13 @@ impl Store {
             // Same record, new place.
             batch.put(BINDING, record_key(&next, threepid).to_vec(), value);
             if batch.len() >= 10_000 {
+                progress.add(batch.len() as u64);
                 self.apply(std::mem::take(&mut batch))?;
             }
         }
+        progress.add(batch.len() as u64);
         self.apply(batch)?;
+        progress.phase("removing the old hashes", "", None);
         self.kv.flush()?;
         let mut switch = Batch::new();
         switch.put(META, KEY_PEPPER.to_vec(), encode(&next)?);
@@ -264,7 +278,10 @@ mod tests {
             .unwrap();
         let old = store.pepper();
         let new = store
-            .rotate_pepper("freshpepperfreshpepper".into())
+            .rotate_pepper(
+                "freshpepperfreshpepper".into(),
+                &crate::progress::Progress::default(),
+            )
             .await
             .unwrap();
         assert_eq!(new.generation, old.generation + 1);

@@ -77,6 +77,7 @@ impl Store {
                 &BTreeMap::new(),
                 SyncStatus::default(),
                 writer,
+                &crate::progress::Progress::default(),
             )
             .await?;
         let mut batch = Batch::new();
@@ -107,6 +108,7 @@ impl Store {
         users: &BTreeMap<String, DirectoryUser>,
         mut status: SyncStatus,
         writer: Option<&tokio::runtime::Handle>,
+        progress: &crate::progress::Progress,
     ) -> Result<SyncDiff, StoreError> {
         let origin = Origin::Sync(source.to_owned());
         let mut diff = SyncDiff::default();
@@ -164,12 +166,15 @@ impl Store {
         status.changed = diff.changed;
         status.removed = diff.removed;
         let chunks = steps.len().div_ceil(SYNC_CHUNK).max(1);
+        progress.phase("applying", "changes", Some(steps.len() as u64));
         let mut steps = steps.into_iter();
         for chunk in 0..chunks {
             let mut batch = Batch::new();
             let mut changes = Vec::new();
             let mut touched = Vec::new();
+            let mut in_chunk = 0;
             for step in steps.by_ref().take(SYNC_CHUNK) {
+                in_chunk += 1;
                 match step {
                     Step::Binding(change, entry) => {
                         match (&change, entry) {
@@ -228,6 +233,7 @@ impl Store {
                 }
             }
             self.flusher.flush().await?;
+            progress.add(in_chunk);
             tokio::task::yield_now().await;
         }
         Ok(diff)
@@ -256,6 +262,7 @@ mod tests {
                 &BTreeMap::new(),
                 SyncStatus::default(),
                 None,
+                &crate::progress::Progress::default(),
             )
             .await
             .unwrap();
@@ -282,6 +289,7 @@ mod tests {
                 &BTreeMap::new(),
                 SyncStatus::default(),
                 None,
+                &crate::progress::Progress::default(),
             )
             .await
             .unwrap();
@@ -304,6 +312,7 @@ mod tests {
                 &BTreeMap::new(),
                 SyncStatus::default(),
                 None,
+                &crate::progress::Progress::default(),
             )
             .await
             .unwrap();
@@ -335,7 +344,14 @@ mod tests {
             })
             .collect();
         let d = store
-            .apply_sync("file", &wanted, &users, SyncStatus::default(), None)
+            .apply_sync(
+                "file",
+                &wanted,
+                &users,
+                SyncStatus::default(),
+                None,
+                &crate::progress::Progress::default(),
+            )
             .await
             .unwrap();
         assert_eq!(d.added as usize, n);
@@ -359,6 +375,7 @@ mod tests {
                 &other,
                 SyncStatus::default(),
                 None,
+                &crate::progress::Progress::default(),
             )
             .await
             .unwrap();
@@ -384,6 +401,7 @@ mod tests {
                 &BTreeMap::new(),
                 SyncStatus::default(),
                 None,
+                &crate::progress::Progress::default(),
             )
             .await
             .unwrap();
