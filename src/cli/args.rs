@@ -30,6 +30,7 @@ pub enum Command {
     Sync(SyncArgs),
     Search(SearchArgs),
     Reindex(ReindexArgs),
+    Reload(ReloadArgs),
     Backup(BackupArgs),
     Restore(RestoreArgs),
     ImportMa1sd(ImportMa1sdArgs),
@@ -111,6 +112,19 @@ pub struct SearchArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "reindex")]
 pub struct ReindexArgs {
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+/// Make a running server re-read its configuration file (as SIGHUP does) and say what
+/// changed, what needs a restart, or why the new file was refused.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reload")]
+pub struct ReloadArgs {
+    /// print the server's answer as JSON
+    #[argh(switch)]
+    pub json: bool,
     /// configuration file (YAML); the embedded default when absent
     #[argh(option, short = 'c')]
     pub config: Option<PathBuf>,

@@ -58,8 +58,8 @@ pub async fn register(state: &Services, openid: OpenIdToken) -> Result<Registere
             return Err(Error::invalid_param("token_type must be Bearer"));
         }
     }
-    let domain = &state.config.matrix.domain;
-    if state.config.accounts.allow_only_trust_domains && !server.eq_ignore_ascii_case(domain) {
+    let domain = &state.config().matrix.domain;
+    if state.config().accounts.allow_only_trust_domains && !server.eq_ignore_ascii_case(domain) {
         return Err(forbidden(format!(
             "This identity server only accepts users of {domain}"
         )));
