@@ -134,7 +134,32 @@ impl Running {
         }
     }
 
-    fn terminate(self) -> (std::process::ExitStatus, String) {
+    /// Everything logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` to the running server (which goes on running).
+    pub(crate) fn signal(&self, signal: &str) {
+        let id = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill").args([signal, &id]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits until the log holds `needle` `times` times (or fails after 30 s).
+    pub(crate) fn wait_log(&self, needle: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub(crate) fn terminate(self) -> (std::process::ExitStatus, String) {
         self.stop_with("-TERM")
     }
 
@@ -160,7 +185,7 @@ impl Drop for Running {
     }
 }
 
-fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

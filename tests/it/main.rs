@@ -16,6 +16,7 @@ mod invites;
 mod lookup;
 mod ma1sd;
 mod ops;
+mod reload;
 mod sessions;
 mod stores;
 mod sync;
