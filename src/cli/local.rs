@@ -13,12 +13,28 @@ use std::process::ExitCode;
 pub fn check_config(args: &CheckConfigArgs) -> ExitCode {
     match config::load_file(&args.config, &env_lookup) {
         Ok(c) => {
-            println!("{}: valid", args.config.display());
+            let unreadable = c.file_problems();
+            if unreadable.is_empty() {
+                println!("{}: valid", args.config.display());
+            } else {
+                println!(
+                    "{}: valid, but {} file(s) it names cannot be read:",
+                    args.config.display(),
+                    unreadable.len()
+                );
+                for p in &unreadable {
+                    println!("  - {p}");
+                }
+            }
             for w in &c.warnings {
                 println!("  warning: {w}");
             }
             print!("{}", c.summary());
-            ExitCode::SUCCESS
+            if unreadable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(errors) => {
             report_config_errors(&errors);

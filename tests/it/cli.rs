@@ -601,3 +601,42 @@ fn bindings_verbs_and_import_then_crash_and_recover() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).1.contains("is mxisd running"), "{:?}", text(&o));
 }
+
+#[test]
+fn check_config_shows_each_source_and_files_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sources.yaml"),
+        "matrix:\n  domain: example.org\nstorage:\n  path: data\n\
+         file:\n  enabled: true\n  path: users-missing.yaml\n  sync:\n    interval: 15m\n\
+         ldap:\n  enabled: true\n  connection:\n    host: ldap.example.org\n    port: 389\n    baseDNs: ['ou=people,dc=example,dc=org']\n  attribute:\n    uid:\n      type: uid\n      value: uid\n\
+         sql:\n  enabled: true\n  type: postgresql\n  connection: //db.example.org/users\n  sync:\n    query: SELECT mxid, medium, address FROM people\n\
+         rest:\n  enabled: true\n  sync:\n    url: https://users.example.org/list\n\
+         threepid:\n  medium:\n    email:\n      identity:\n        from: id@example.org\n      connectors:\n        smtp:\n          host: smtp.example.org\n          port: 465\n          tls: 3\n",
+    )
+    .unwrap();
+    let o = mxisd(dir.path(), &["check-config", "-c", "sources.yaml"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    for expected in [
+        "1 file(s) it names cannot be read",
+        "file.path: ",
+        "users-missing.yaml: No such file",
+        "file.sync              at start, then every 15m",
+        "ldap.connection        ldap://ldap.example.org:389",
+        "ldap.baseDNs           ou=people,dc=example,dc=org",
+        "ldap.filter",
+        "ldap.attribute.uid     uid (as a localpart)",
+        "sql.driver             PostgreSQL",
+        "sql.query              SELECT mxid, medium, address FROM people",
+        "rest.url               https://users.example.org/list",
+        "smtp smtp.example.org:465 (TLS), from id@example.org",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    assert!(!out.contains("Implicit"), "{out}");
+    std::fs::write(dir.path().join("users-missing.yaml"), "[]\n").unwrap();
+    let o = mxisd(dir.path(), &["check-config", "-c", "sources.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("sources.yaml: valid\n"), "{:?}", text(&o));
+}
