@@ -323,7 +323,10 @@ impl Config {
             for (what, path) in [
                 ("session.validation", &templates.validation),
                 ("invite", &templates.invite),
-                ("session.unbind.notification", &templates.unbind_notification),
+                (
+                    "session.unbind.notification",
+                    &templates.unbind_notification,
+                ),
             ] {
                 if let Some(p) = path {
                     files.push((

@@ -638,5 +638,9 @@ fn check_config_shows_each_source_and_files_it_cannot_read() {
     std::fs::write(dir.path().join("users-missing.yaml"), "[]\n").unwrap();
     let o = mxisd(dir.path(), &["check-config", "-c", "sources.yaml"]);
     assert!(o.status.success(), "{:?}", text(&o));
-    assert!(text(&o).0.contains("sources.yaml: valid\n"), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("sources.yaml: valid\n"),
+        "{:?}",
+        text(&o)
+    );
 }
