@@ -47,7 +47,7 @@ pub(crate) fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
     };
     s.absent_feature(
         "requests",
-        "logging request and response bodies (they carry tokens and 3PIDs)",
+        "logging request and response bodies (mxisd never logs request or response bodies: they carry tokens and 3PIDs)",
         &[],
     );
     let root = level("root");

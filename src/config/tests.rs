@@ -96,7 +96,7 @@ fn every_problem_is_reported_at_once_with_its_key_path() {
         "server.tls.key: required when server.tls.certificate is set",
         "storage.path: required",
         "ldap.connection.host: required when ldap.enabled is true",
-        "logging.requests: logging request and response bodies (they carry",
+        "logging.requests: logging request and response bodies (mxisd never logs request",
         "logging.format: \"xml\" is not text or json",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
