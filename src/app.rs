@@ -40,6 +40,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_reloadable(config, listeners, shutdown, None).await
+}
+
+/// [`run`], also reloading the config file each time `reload` yields (the binary sends
+/// one per SIGHUP).
+pub async fn run_reloadable(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<tokio::sync::mpsc::Receiver<()>>,
+) -> Result<(), StartError> {
     let started = Instant::now();
     let store_path = store::dir(&config);
     let cache = config.storage.cache_size;
@@ -225,13 +236,22 @@ pub async fn run(
         }
     }
     tasks.spawn(service::sync::forget_removed_sources(state.clone()));
-    for source in &config.sync {
-        tasks.spawn(service::sync::sync_task(
-            state.clone(),
-            source.name.clone(),
-            source.interval,
-            stop_rx.clone(),
-        ));
+    tasks.spawn(service::sync::scheduler(state.clone(), stop_rx.clone()));
+    if let Some(mut requests) = reload {
+        let state = state.clone();
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    asked = requests.recv() => match asked {
+                        // Logged by the reload itself, problems included.
+                        Some(()) => { let _ = service::reload::from_file(&state).await; }
+                        None => return,
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        });
     }
 
     shutdown.await;

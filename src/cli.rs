@@ -19,7 +19,9 @@ mod local;
 mod progress;
 mod show;
 
-pub use admin::{bindings, hashing, healthcheck, invites, outbox, reindex, search, status, sync};
+pub use admin::{
+    bindings, hashing, healthcheck, invites, outbox, reindex, reload, search, status, sync,
+};
 pub use args::*;
 pub use backup::{backup, restore};
 pub use local::{check_config, import_ma1sd, keys_show};

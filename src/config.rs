@@ -102,6 +102,45 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("internal", "ma1sd's internal endpoints do not exist in mxisd; operator commands use the admin listener (server.admin)"),
 ];
 
+/// ma1sd's sections for features mxisd does not have: accepted with a note when they
+/// are off, refused by name when they ask for the feature.
+fn absent_features(root: &Section<'_, '_>) {
+    root.absent_feature("netiq", "the NetIQ identity store", &[]);
+    root.absent_feature(
+        "exec",
+        "the exec identity store (use the rest source or a file source)",
+        &[],
+    );
+    root.absent_feature("firebase", "the Firebase identity store", &[]);
+    root.absent_feature(
+        "wordpress",
+        "the WordPress identity store (use the sql source on its database)",
+        &[],
+    );
+    root.absent_feature(
+        "forward",
+        "forwarding lookups to other identity servers",
+        &[],
+    );
+    root.absent_feature("auth", "check_credentials and login rewriting", &[]);
+    root.absent_feature(
+        "register",
+        "ma1sd's registration policy (Synapse's own registration settings apply)",
+        &[("policy.invite", "*")],
+    );
+    root.absent_feature(
+        "notification",
+        "a notification handler other than raw (SendGrid)",
+        &[("handler.email", "raw"), ("handler.msisdn", "raw")],
+    );
+    root.absent_feature("appsvc", "the application service", &[]);
+    root.absent_feature(
+        "internal",
+        "ma1sd's internal endpoints (operator commands use the admin socket, server.admin)",
+        &[],
+    );
+}
+
 /// Loads and validates the config file at `path`.
 pub fn load_file(path: &Path, env: reader::EnvLookup<'_>) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
@@ -157,6 +196,7 @@ pub fn load_str_traced(
     let ctx = Ctx::new(env, base_dir);
     let root = ctx.root(&value);
     let config = build(&root);
+    absent_features(&root);
     root.finish(TOP_LEVEL_HINTS);
     let (problems, warnings, trace) = ctx.into_traced_parts();
     let result = match config {

@@ -38,4 +38,4 @@ pub mod service;
 pub mod source;
 pub mod store;
 
-pub use app::{run, Listeners, StartError};
+pub use app::{run, run_reloadable, Listeners, StartError};

@@ -4,21 +4,75 @@
 //! addresses.
 
 use crate::config::{LogFormat, LoggingConfig};
+use std::sync::OnceLock;
 use tracing_subscriber::EnvFilter;
+
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Replaces the installed subscriber's filter (a SIGHUP changing `logging.root`/`.app`).
+/// Process-wide like the subscriber it belongs to; set once by [`init`].
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+fn filter_of(config: &LoggingConfig) -> EnvFilter {
+    EnvFilter::new(format!("{},mxisd={}", config.root, config.app))
+}
+
+fn from_env() -> Option<EnvFilter> {
+    std::env::var_os(EnvFilter::DEFAULT_ENV)
+        .is_some()
+        .then(EnvFilter::try_from_default_env)
+        .and_then(Result::ok)
+}
 
 /// Installs the global subscriber. Safe to call once per process; later calls are no-ops.
 pub fn init(config: &LoggingConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},mxisd={}", config.root, config.app)));
+    let filter = from_env().unwrap_or_else(|| filter_of(config));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match config.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+    let installed = match config.format {
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().map(|()| -> SetFilter {
+                Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+            })
+        }
+        LogFormat::Text => {
+            let builder = builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.try_init().map(|()| -> SetFilter {
+                Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+            })
+        }
     };
+    if let Ok(set) = installed {
+        let _ = SET_FILTER.set(set);
+    }
+}
+
+/// What [`set_levels`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Levels {
+    /// The new levels are in force.
+    Applied,
+    /// `RUST_LOG` decides the levels; the config's are not used.
+    FromEnvironment,
+    /// No subscriber of ours is installed (the server runs inside another program).
+    NotOurs,
+}
+
+/// Puts `logging.root` and `logging.app` in force without a restart.
+pub fn set_levels(config: &LoggingConfig) -> Result<Levels, String> {
+    if from_env().is_some() {
+        return Ok(Levels::FromEnvironment);
+    }
+    match SET_FILTER.get() {
+        Some(set) => set(filter_of(config)).map(|()| Levels::Applied),
+        None => Ok(Levels::NotOurs),
+    }
 }
 
 /// Shortens a 3PID address for logs: `alice@example.org` → `al…@example.org`,

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         Command::Sync(a) => block_on(cli::sync(&a)),
         Command::Search(a) => block_on(cli::search(&a)),
         Command::Reindex(a) => block_on(cli::reindex(&a)),
+        Command::Reload(a) => block_on(cli::reload(&a)),
         Command::Backup(a) => block_on(cli::backup(&a)),
         Command::Restore(a) => cli::restore(&a),
         Command::ImportMa1sd(a) => block_on(cli::import_ma1sd(&a)),
@@ -125,6 +126,7 @@ fn serve(config: Config, config_source: String) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let shutdown = shutdown_signal()?;
+        let reload = reload_signal()?;
         for warning in &config.warnings {
             tracing::warn!("config: {warning}");
         }
@@ -160,7 +162,7 @@ fn serve(config: Config, config_source: String) -> anyhow::Result<()> {
         } else {
             None
         };
-        mxisd::run(
+        mxisd::run_reloadable(
             config,
             mxisd::Listeners {
                 public,
@@ -168,6 +170,7 @@ fn serve(config: Config, config_source: String) -> anyhow::Result<()> {
                 metrics,
             },
             shutdown,
+            Some(reload),
         )
         .await
         .map_err(anyhow::Error::from)
@@ -188,6 +191,24 @@ async fn bind(host: &str, port: u16, keys: &str) -> anyhow::Result<tokio::net::T
                 "cannot listen on {addr} (set by {keys}; is another mxisd or service using it?)"
             )
         })
+}
+
+/// Registers the SIGHUP handler now (without one, SIGHUP ends the process) and hands
+/// each signal on as a reload request.
+fn reload_signal() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received");
+            // A reload already waiting covers this signal too.
+            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Registers the SIGTERM and SIGINT handlers now (so a signal during start-up is not

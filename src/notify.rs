@@ -76,8 +76,9 @@ pub struct Notifier {
     sms: sms::SmsSender,
     email_templates: TemplateSet,
     sms_templates: TemplateSet,
-    /// Messages handed over / refused: [email sent, email failed, sms sent, sms failed].
-    counts: [std::sync::atomic::AtomicU64; 4],
+    /// Messages handed over / refused: [email sent, email failed, sms sent, sms failed];
+    /// shared with the notifier a reload replaces this one with.
+    counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 4]>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -118,6 +119,24 @@ impl Notifier {
             )?,
             counts: Default::default(),
         })
+    }
+
+    /// A notifier built from `config` (templates re-read) that goes on counting where
+    /// this one is.
+    pub fn reloaded(&self, config: &Config) -> Result<Self, String> {
+        let mut next = Self::new(config)?;
+        next.counts = std::sync::Arc::clone(&self.counts);
+        Ok(next)
+    }
+
+    /// Whether `other` would render any message differently (a template's text).
+    pub fn templates_differ(&self, other: &Self) -> bool {
+        [Flow::Validation, Flow::Invite, Flow::UnbindNotification]
+            .iter()
+            .any(|&f| {
+                self.email_templates.get(f) != other.email_templates.get(f)
+                    || self.sms_templates.get(f) != other.sms_templates.get(f)
+            })
     }
 
     /// Whether messages of `medium` really leave this server.

@@ -24,6 +24,7 @@ pub mod lookup;
 pub mod progress;
 /// Transitional, for `invite` only (see the file).
 pub mod ratelimit;
+pub mod reload;
 pub mod session;
 pub mod sync;
 pub mod terms;
@@ -59,17 +60,19 @@ pub struct Parts {
 }
 
 /// The handles the services share. Fields are private to `service` except the two
-/// that every layer may read.
+/// that every layer may read. What a reload may replace (the config, the notifier with
+/// its templates, the rate limiters) is one [`reload::Live`] swapped atomically: read it
+/// through [`Core::config`], [`Core::limits`] and [`Core::notifier`].
 #[derive(Debug)]
 pub struct Core {
-    pub(crate) config: Arc<Config>,
+    pub(in crate::service) live: arc_swap::ArcSwap<reload::Live>,
     pub(crate) metrics: Metrics,
     pub(in crate::service) store: Arc<Store>,
     pub(crate) keys: keys::Keys,
     pub(in crate::service) federation: Federation,
-    pub(in crate::service) notifier: Notifier,
-    pub(crate) limits: ratelimit::Limiters,
     pub(in crate::service) sync: sync::Syncer,
+    /// One reload at a time (SIGHUP and the admin route may meet).
+    pub(in crate::service) reloading: tokio::sync::Mutex<()>,
     pub(in crate::service) homeserver: Homeserver,
     pub(in crate::service) directory: DirectoryIndex,
     /// Wakes the outbox delivery task when something was queued.
@@ -89,14 +92,17 @@ pub struct Services(Arc<Core>);
 impl Services {
     pub fn new(parts: Parts) -> Self {
         Self(Arc::new(Core {
-            config: parts.config,
+            live: arc_swap::ArcSwap::from_pointee(reload::Live {
+                config: parts.config,
+                notifier: Arc::new(parts.notifier),
+                limits: Arc::new(parts.limits),
+            }),
             metrics: parts.metrics,
             store: parts.store,
             keys: parts.keys,
             federation: parts.federation,
-            notifier: parts.notifier,
-            limits: parts.limits,
             sync: parts.sync,
+            reloading: tokio::sync::Mutex::new(()),
             homeserver: parts.homeserver,
             directory: parts.directory,
             outbox_wake: tokio::sync::Notify::new(),
@@ -106,6 +112,25 @@ impl Services {
                 std::env::var("MXISD_PROGRESS_INTERVAL_MS").ok().as_deref(),
             )),
         }))
+    }
+}
+
+impl Core {
+    /// The config in force: the one the server started with, with the reloadable
+    /// sections of the last good reload (see [`reload`]). A cheap, lock-free read; do
+    /// not keep it across long waits.
+    pub(crate) fn config(&self) -> reload::Current<Config> {
+        reload::Current::new(self.live.load(), |l| &l.config)
+    }
+
+    /// The rate limiters in force.
+    pub(crate) fn limits(&self) -> reload::Current<ratelimit::Limiters> {
+        reload::Current::new(self.live.load(), |l| &l.limits)
+    }
+
+    /// The notifier in force (kept by a send for as long as it takes).
+    pub(in crate::service) fn notifier(&self) -> Arc<Notifier> {
+        Arc::clone(&self.live.load().notifier)
     }
 }
 

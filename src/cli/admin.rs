@@ -7,8 +7,8 @@
 
 use super::args::{
     BindingsArgs, BindingsCommand, BindingsImportArgs, HashingArgs, HashingCommand,
-    HealthcheckArgs, InvitesArgs, InvitesCommand, OutboxArgs, ReindexArgs, SearchArgs, StatusArgs,
-    SyncArgs,
+    HealthcheckArgs, InvitesArgs, InvitesCommand, OutboxArgs, ReindexArgs, ReloadArgs, SearchArgs,
+    StatusArgs, SyncArgs,
 };
 use super::client::{json_answer, Target};
 use super::{load_config, load_or_report, report_config_errors, show};
@@ -492,6 +492,76 @@ pub async fn reindex(args: &ReindexArgs) -> ExitCode {
             );
         })
         .await
+}
+
+/// `mxisd reload`: what the server put in force, what waits for a restart, or every
+/// problem of the file it refused (exit 1; the server goes on with its old config).
+pub async fn reload(args: &ReloadArgs) -> ExitCode {
+    let (status, body) = match AdminRequest::post(&args.config, "reload").send().await {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ok = (200..300).contains(&status);
+    if args.json {
+        println!("{}", pretty(&body));
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    let list = |key: &str| -> Vec<String> {
+        body[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if !ok {
+        eprintln!(
+            "error: {}",
+            body["error"]
+                .as_str()
+                .unwrap_or("the server refused to reload")
+        );
+        for problem in list("problems") {
+            eprintln!("  - {problem}");
+        }
+        eprintln!("The server goes on with its running configuration; fix the file and run `mxisd reload` again.");
+        return ExitCode::FAILURE;
+    }
+    let changed = list("changed");
+    let restart = list("restart_needed");
+    if changed.is_empty() {
+        println!(
+            "Reloaded {}: nothing reloadable changed.",
+            body["source"].as_str().unwrap_or("the configuration")
+        );
+    } else {
+        println!(
+            "Reloaded {}; now in force:",
+            body["source"].as_str().unwrap_or("the configuration")
+        );
+        for c in &changed {
+            println!("  - {c}");
+        }
+    }
+    if !restart.is_empty() {
+        println!("Changed, but only a restart puts them in force (the running values are kept):");
+        for r in &restart {
+            println!("  - {r}");
+        }
+    }
+    for w in list("warnings") {
+        println!("warning: {w}");
+    }
+    ExitCode::SUCCESS
 }
 
 /// `mxisd hashing rotate`

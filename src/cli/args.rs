@@ -6,22 +6,35 @@ use argh::FromArgs;
 use std::path::PathBuf;
 
 /// argh knows only `--help` and `--version`: `-h` anywhere (before a `--`) becomes
-/// `--help`, and `-V` first on the line `--version`, as in most tools.
+/// `--help`, and `-V` first on the line `--version`, as in most tools. argh also takes a
+/// bare `-` (standard input, as in `bindings import -`) for an unknown option, so it is
+/// moved behind a `--`, where argh reads it as the positional it is.
 pub fn normalise_args(args: &[String]) -> Vec<String> {
     let mut rest = false;
-    args.iter()
-        .enumerate()
-        .map(|(i, a)| match a.as_str() {
-            _ if rest => a.clone(),
-            "--" => {
-                rest = true;
-                a.clone()
-            }
-            "-h" => "--help".into(),
-            "-V" if i == 0 => "--version".into(),
-            _ => a.clone(),
-        })
-        .collect()
+    let mut dashes = 0;
+    let mut out: Vec<String> = Vec::with_capacity(args.len() + 1);
+    for (i, a) in args.iter().enumerate() {
+        match a.as_str() {
+            _ if rest => out.push(a.clone()),
+            "--" => rest = true,
+            "-" => dashes += 1,
+            "-h" => out.push("--help".into()),
+            "-V" if i == 0 => out.push("--version".into()),
+            _ => out.push(a.clone()),
+        }
+    }
+    if rest || dashes > 0 {
+        // Everything that followed the `--` stays after it, the moved `-` first.
+        let after = args
+            .iter()
+            .position(|a| a == "--")
+            .map_or(&[][..], |at| &args[at + 1..]);
+        out.truncate(out.len() - after.len());
+        out.push("--".into());
+        out.extend(std::iter::repeat_n("-".to_owned(), dashes));
+        out.extend(after.iter().cloned());
+    }
+    out
 }
 
 /// mxisd: a federated Matrix identity server.
@@ -49,6 +62,7 @@ pub enum Command {
     Sync(SyncArgs),
     Search(SearchArgs),
     Reindex(ReindexArgs),
+    Reload(ReloadArgs),
     Backup(BackupArgs),
     Restore(RestoreArgs),
     ImportMa1sd(ImportMa1sdArgs),
@@ -139,6 +153,19 @@ pub struct ReindexArgs {
     /// print the answer as JSON, for scripts (default: text for people)
     #[argh(switch)]
     pub json: bool,
+}
+
+/// Make a running server re-read its configuration file (as SIGHUP does) and say what
+/// changed, what needs a restart, or why the new file was refused.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reload")]
+pub struct ReloadArgs {
+    /// print the server's answer as JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// configuration file (YAML); the embedded default when absent
+    #[argh(option, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// Identity-source sync on a running server: `mxisd sync` runs every source now (or
@@ -445,6 +472,15 @@ mod tests {
         assert_eq!(
             normalise_args(&strings(&["search", "--", "-h"])),
             ["search", "--", "-h"]
+        );
+        // A bare `-` goes behind `--` so that argh takes it as a positional.
+        assert_eq!(
+            normalise_args(&strings(&["bindings", "import", "-", "--json"])),
+            ["bindings", "import", "--json", "--", "-"]
+        );
+        assert_eq!(
+            normalise_args(&strings(&["search", "-", "--", "-x"])),
+            ["search", "--", "-", "-x"]
         );
     }
 }

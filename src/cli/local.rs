@@ -20,12 +20,27 @@ pub fn check_config(args: &CheckConfigArgs) -> ExitCode {
     };
     match super::load_from(&source) {
         Ok(c) => {
-            outln!("{source}: valid");
+            let unreadable = c.file_problems();
+            if unreadable.is_empty() {
+                outln!("{source}: valid");
+            } else {
+                outln!(
+                    "{source}: valid, but {} file(s) it names cannot be read:",
+                    unreadable.len()
+                );
+                for p in &unreadable {
+                    outln!("  - {p}");
+                }
+            }
             for w in &c.warnings {
                 outln!("  warning: {w}");
             }
             write_out(format_args!("{}", c.summary()));
-            ExitCode::SUCCESS
+            if unreadable.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(errors) => {
             report_config_errors(&errors);

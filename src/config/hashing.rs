@@ -21,10 +21,7 @@ pub struct LookupConfig {
     pub bulk_enabled: bool,
 }
 
-const LOOKUP_HINTS: &[(&str, &str)] = &[(
-    "recursive",
-    "recursive and federated lookups are not supported by this version of mxisd yet",
-)];
+const LOOKUP_HINTS: &[(&str, &str)] = &[];
 
 pub(crate) fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
     let mut ok = true;
@@ -118,6 +115,15 @@ pub(crate) fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
 }
 
 pub(crate) fn read_lookup(s: &Section<'_, '_>) -> Option<LookupConfig> {
+    s.absent_feature(
+        "recursive",
+        "recursive lookups (DNS federation, bridges, forwarders)",
+        &[
+            ("allowedCidr", "*"),
+            ("bridge.recursiveOnly", "*"),
+            ("bridge.server", "*"),
+        ],
+    );
     let max_addresses = s.u64("maxAddresses").unwrap_or(10_000);
     let bulk = s.section("bulk");
     let bulk_enabled = bulk.bool("enabled").unwrap_or(true);

@@ -19,10 +19,7 @@ pub struct LoggingConfig {
     pub app: String,
 }
 
-const LOGGING_HINTS: &[(&str, &str)] = &[(
-    "requests",
-    "not supported: mxisd never logs request or response bodies (they carry tokens and 3PIDs); remove it",
-)];
+const LOGGING_HINTS: &[(&str, &str)] = &[];
 
 pub(crate) fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
     let format = match s.string("format").as_deref() {
@@ -48,6 +45,11 @@ pub(crate) fn read_logging(s: &Section<'_, '_>) -> Option<LoggingConfig> {
             }
         }
     };
+    s.absent_feature(
+        "requests",
+        "logging request and response bodies (mxisd never logs request or response bodies: they carry tokens and 3PIDs)",
+        &[],
+    );
     let root = level("root");
     let app = level("app");
     s.finish(LOGGING_HINTS);

@@ -16,12 +16,17 @@ pub struct MatrixConfig {
     pub homeserver_url: Option<String>,
 }
 
-const MATRIX_HINTS: &[(&str, &str)] = &[(
-    "identity",
-    "matrix.identity.servers (forwarding lookups) is not supported by this version of mxisd yet",
-)];
+const MATRIX_HINTS: &[(&str, &str)] = &[];
 
 pub(crate) fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
+    s.ignored(
+        "identity",
+        "ignored: these server lists only serve ma1sd's forward.servers, and mxisd does not forward lookups",
+    );
+    s.ignored(
+        "v2",
+        "ignored: the v2 API is always served (it is the one clients use); matrix.v1 switches v1 off",
+    );
     let domain = s.string("domain");
     let v1 = s.bool("v1").unwrap_or(true);
     let hs = s.section("homeserver");

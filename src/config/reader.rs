@@ -171,6 +171,27 @@ impl<'a, 'v> Section<'a, 'v> {
         }
     }
 
+    /// A section of ma1sd's for a feature mxisd does not have. Switched off (`enabled:
+    /// false`, or nothing but empty lists, `false`, empty text, or the `defaults` given as
+    /// `(leaf path, value)`, `"*"` for any value) it is accepted with a note; asking for
+    /// the feature, it is a problem that says so.
+    pub fn absent_feature(&self, key: &str, feature: &str, defaults: &[(&str, &str)]) {
+        let Some(value) = self.raw(key) else { return };
+        let path = self.key_path(key);
+        if is_switched_off(value, "", defaults) {
+            let why =
+                format!("accepted and ignored: {feature} is off here, and mxisd does not have it");
+            self.ctx.warning(&path, &why);
+            self.ctx.trace.borrow_mut().ignored.push((path, why));
+        } else {
+            let why = format!(
+                "{feature} is not available in mxisd; remove {path} (or switch it off with enabled: false)"
+            );
+            self.ctx.problem(&path, &why);
+            self.ctx.trace.borrow_mut().unused.push((path, why));
+        }
+    }
+
     /// The entries of a mapping whose keys are names chosen by the operator
     /// (`policy.policies.<name>`), each as a section.
     pub fn named_sections(&self, key: &str) -> Vec<(String, Section<'a, 'v>)> {
@@ -473,6 +494,46 @@ impl<'a, 'v> Section<'a, 'v> {
                 .unused
                 .push((self.key_path(&name), why.to_owned()));
         }
+    }
+}
+
+/// Whether a ma1sd feature section asks for nothing (see [`Section::absent_feature`]).
+fn is_switched_off(value: &Value, at: &str, defaults: &[(&str, &str)]) -> bool {
+    let scalar = match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    if let Some(text) = scalar {
+        let is_default = defaults
+            .iter()
+            .any(|(path, v)| *path == at && (*v == "*" || v.eq_ignore_ascii_case(&text)));
+        return is_default || text.is_empty() || text == "false";
+    }
+    match value {
+        Value::Null => true,
+        Value::Sequence(items) => items.is_empty(),
+        Value::Mapping(m) => {
+            let enabled = m.get("enabled").and_then(|v| match v {
+                Value::Bool(b) => Some(*b),
+                Value::String(s) => parse_bool(s),
+                _ => None,
+            });
+            match enabled {
+                Some(on) => !on,
+                None => m.iter().all(|(k, v)| {
+                    let name = k.as_str().unwrap_or_default();
+                    let child = if at.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{at}.{name}")
+                    };
+                    is_switched_off(v, &child, defaults)
+                }),
+            }
+        }
+        _ => false,
     }
 }
 

@@ -17,10 +17,19 @@ pub struct StorageConfig {
     pub cache_size: u64,
 }
 
-const STORAGE_HINTS: &[(&str, &str)] = &[
-    ("backend", "mxisd keeps its state in an embedded store under storage.path; remove storage.backend"),
-    ("provider", "mxisd keeps its state in an embedded store under storage.path; remove storage.provider (ma1sd's SQLite/PostgreSQL settings)"),
-];
+const STORAGE_HINTS: &[(&str, &str)] = &[];
+
+/// ma1sd's database settings: mxisd's state lives in storage.path instead.
+fn ignore_ma1sd_database(s: &Section<'_, '_>) {
+    s.ignored(
+        "backend",
+        "ignored: mxisd keeps its state in an embedded store under storage.path (`mxisd import-ma1sd` reads ma1sd's database)",
+    );
+    s.ignored(
+        "provider",
+        "ignored: mxisd keeps its state in an embedded store under storage.path (`mxisd import-ma1sd` reads ma1sd's database)",
+    );
+}
 
 pub(crate) fn read_key(s: &Section<'_, '_>, storage: Option<&StorageConfig>) -> Option<KeyConfig> {
     let path = match s.string("path").as_deref() {
@@ -38,6 +47,7 @@ pub(crate) fn read_key(s: &Section<'_, '_>, storage: Option<&StorageConfig>) -> 
 pub(crate) fn read_storage(s: &Section<'_, '_>) -> Option<StorageConfig> {
     let path = s.path("path");
     let cache_size = s.size("cacheSize").unwrap_or(8 << 20);
+    ignore_ma1sd_database(s);
     s.finish(STORAGE_HINTS);
     let mut ok = true;
     if cache_size < (1 << 20) {

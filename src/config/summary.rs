@@ -1,7 +1,53 @@
 //! The human-readable summary of a loaded [`Config`] for `check-config` and the
-//! start-up log: the effective settings, one per line, with secrets left out.
+//! start-up log: the effective settings, one per line, with secrets left out; every
+//! identity source with what it will really use ([`Config::source_lines`]); and the
+//! files the config names that cannot be read now ([`Config::file_problems`]).
+//! Each part is a list of lines, so a new check is one more push.
 
+use super::stores::{Dialect, RestAuth, SourceKind, UidKind};
 use super::{host_port, threepid, units, Config, LogFormat};
+use std::path::Path;
+use std::time::Duration;
+
+/// `tls` of `threepid.medium.email.connectors.smtp` in words.
+pub fn smtp_tls_words(tls: threepid::SmtpTls) -> &'static str {
+    match tls {
+        threepid::SmtpTls::None => "no TLS",
+        threepid::SmtpTls::Opportunistic => "STARTTLS if offered",
+        threepid::SmtpTls::Required => "STARTTLS",
+        threepid::SmtpTls::Implicit => "TLS",
+    }
+}
+
+fn every(interval: Option<Duration>) -> String {
+    match interval {
+        Some(d) => {
+            let s = d.as_secs();
+            let text = if s % 86_400 == 0 && s > 0 {
+                format!("{}d", s / 86_400)
+            } else if s % 3600 == 0 && s > 0 {
+                format!("{}h", s / 3600)
+            } else if s % 60 == 0 && s > 0 {
+                format!("{}m", s / 60)
+            } else {
+                format!("{s}s")
+            };
+            format!("at start, then every {text}")
+        }
+        None => "at start and on demand (no sync.interval)".into(),
+    }
+}
+
+/// Why `path` cannot be read as a file now, if it cannot.
+fn unreadable_file(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(e) => Some(format!("{}: {e}", path.display())),
+        Ok(m) if m.is_dir() => Some(format!("{}: is a directory, not a file", path.display())),
+        Ok(_) => std::fs::File::open(path)
+            .err()
+            .map(|e| format!("{}: cannot be read: {e}", path.display())),
+    }
+}
 
 impl Config {
     /// A readable summary with secrets left out, for `check-config` and start-up logs.
@@ -100,8 +146,11 @@ impl Config {
             "e-mail",
             match &self.threepid.email.connector {
                 threepid::EmailConnector::Smtp(smtp) => format!(
-                    "smtp {}:{} ({:?} TLS), from {}",
-                    smtp.host, smtp.port, smtp.tls, self.threepid.email.from
+                    "smtp {}:{} ({}), from {}",
+                    smtp.host,
+                    smtp.port,
+                    smtp_tls_words(smtp.tls),
+                    self.threepid.email.from
                 ),
                 threepid::EmailConnector::None => "none (messages are dropped)".into(),
             },
@@ -146,6 +195,12 @@ impl Config {
             ),
         );
         line("lookup.maxAddresses", self.lookup.max_addresses.to_string());
+        if self.sync.is_empty() {
+            line("identity sources", "none".into());
+        }
+        for (key, value) in self.source_lines() {
+            line(&key, value);
+        }
         line(
             "logging",
             format!(
@@ -159,5 +214,171 @@ impl Config {
             ),
         );
         out
+    }
+}
+
+impl Config {
+    /// Every identity source with its effective settings (defaults filled in, secrets
+    /// left out), as (label, value) lines.
+    pub fn source_lines(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for source in &self.sync {
+            let name = &source.name;
+            let mut line = |k: &str, v: String| out.push((format!("{name}.{k}"), v));
+            match &source.kind {
+                SourceKind::Memory(users) => {
+                    line("users", format!("{} listed in the config", users.len()))
+                }
+                SourceKind::File(path) => line("path", path.display().to_string()),
+                SourceKind::Rest(rest) => {
+                    line("url", rest.url.clone());
+                    line(
+                        "auth",
+                        match &rest.auth {
+                            RestAuth::None => "none".into(),
+                            RestAuth::Bearer(_) => "bearer token".into(),
+                            RestAuth::Basic(user, _) => format!("basic, user {user}"),
+                        },
+                    );
+                    line("timeout", format!("{} s", rest.timeout.as_secs()));
+                }
+                SourceKind::Ldap(ldap) => {
+                    line(
+                        "connection",
+                        format!(
+                            "{}{}",
+                            ldap.url,
+                            if ldap.starttls { " with STARTTLS" } else { "" }
+                        ),
+                    );
+                    line(
+                        "bind",
+                        ldap.bind
+                            .as_ref()
+                            .map_or_else(|| "anonymous".into(), |(dn, _)| dn.clone()),
+                    );
+                    line("baseDNs", ldap.base_dns.join("; "));
+                    line("filter", ldap.filter.clone());
+                    line(
+                        "attribute.uid",
+                        format!(
+                            "{}{} (as {})",
+                            ldap.uid_attr,
+                            ldap.uid_fallback
+                                .as_ref()
+                                .map_or_else(String::new, |f| format!(", else {f}")),
+                            match ldap.uid_kind {
+                                UidKind::Localpart => "a localpart",
+                                UidKind::Mxid => "a Matrix ID",
+                            }
+                        ),
+                    );
+                    line("attribute.name", ldap.name_attr.clone());
+                    for (medium, attrs) in &ldap.threepid_attrs {
+                        line(&format!("attribute.threepid.{medium}"), attrs.join(", "));
+                    }
+                    if let Some(domain) = &ldap.active_directory {
+                        line("activeDirectory", format!("yes, default domain {domain}"));
+                    }
+                }
+                SourceKind::Sql(sql) => {
+                    line(
+                        "driver",
+                        match sql.dialect {
+                            Dialect::Postgres => "PostgreSQL",
+                            Dialect::MySql => "MySQL",
+                            Dialect::Sqlite => "SQLite",
+                        }
+                        .into(),
+                    );
+                    if name == "synapseSql" {
+                        line("query", "the Synapse users preset".into());
+                    } else {
+                        line("query", sql.query.clone());
+                    }
+                }
+            }
+            line("sync", every(source.interval));
+        }
+        out
+    }
+
+    /// The files this config names that cannot be read now (a source's file, template
+    /// files, pages, TLS certificate and key, CA files, the signing key), one line each.
+    /// Files the server creates itself (the signing key on first start) are fine absent.
+    pub fn file_problems(&self) -> Vec<String> {
+        let mut files: Vec<(String, &Path)> = Vec::new();
+        for source in &self.sync {
+            match &source.kind {
+                SourceKind::File(path) => files.push((format!("{}.path", source.name), path)),
+                SourceKind::Ldap(ldap) => {
+                    if let Some(ca) = &ldap.ca_file {
+                        files.push(("ldap.connection.caFile".into(), ca));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (medium, templates) in [
+            ("email", &self.threepid.email.templates),
+            ("msisdn", &self.threepid.msisdn.templates),
+        ] {
+            for (what, path) in [
+                ("session.validation", &templates.validation),
+                ("invite", &templates.invite),
+                (
+                    "session.unbind.notification",
+                    &templates.unbind_notification,
+                ),
+            ] {
+                if let Some(p) = path {
+                    files.push((
+                        format!("threepid.medium.{medium}.generators.template.{what}"),
+                        p,
+                    ));
+                }
+            }
+        }
+        if let threepid::EmailConnector::Smtp(smtp) = &self.threepid.email.connector {
+            if let Some(ca) = &smtp.ca_file {
+                files.push(("threepid.medium.email.connectors.smtp.caFile".into(), ca));
+            }
+        }
+        for (what, path) in [
+            ("success", &self.view.success_page),
+            ("failure", &self.view.failure_page),
+        ] {
+            if let Some(p) = path {
+                files.push((format!("view.session.onTokenSubmit.{what}"), p));
+            }
+        }
+        if let Some(tls) = &self.server.tls {
+            files.push(("server.tls.certificate".into(), &tls.certificate));
+            files.push(("server.tls.key".into(), &tls.key));
+        }
+        if let Some(tcp) = &self.server.admin.tcp {
+            files.push(("server.admin.tokenFile".into(), &tcp.token_file));
+        }
+        let mut problems: Vec<String> = files
+            .into_iter()
+            .filter_map(|(key, path)| unreadable_file(path).map(|why| format!("{key}: {why}")))
+            .collect();
+        // The key store is created on first start; once there, it must be readable.
+        if let Ok(entries) = std::fs::read_dir(&self.key.path) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_file() {
+                    if let Some(why) = unreadable_file(&path) {
+                        problems.push(format!("key.path: {why}"));
+                    }
+                }
+            }
+        } else if self.key.path.exists() {
+            problems.push(format!(
+                "key.path: {}: cannot be listed",
+                self.key.path.display()
+            ));
+        }
+        problems
     }
 }

@@ -94,11 +94,9 @@ fn every_problem_is_reported_at_once_with_its_key_path() {
         "matrix.domain: required",
         "server.port: 99999 is not a TCP port",
         "server.tls.key: required when server.tls.certificate is set",
-        "storage.backend: mxisd keeps its state in an embedded store",
-        "storage.provider: mxisd keeps its state",
         "storage.path: required",
         "ldap.connection.host: required when ldap.enabled is true",
-        "logging.requests: not supported",
+        "logging.requests: logging request and response bodies (mxisd never logs request",
         "logging.format: \"xml\" is not text or json",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
@@ -342,4 +340,56 @@ fn memory_identities_with_bad_addresses_are_config_errors() {
         "{e}"
     );
     assert!(!e.contains("not-mail"), "{e}");
+}
+
+#[test]
+fn every_ma1sd_key_is_used_or_explained() {
+    let text = include_str!("testdata/ma1sd-full.yaml");
+    let c = load(text).unwrap_or_else(|e| panic!("{e}"));
+    // Each ignored key is named, with why.
+    for key in [
+        "matrix.identity:",
+        "matrix.v2:",
+        "storage.backend:",
+        "storage.provider:",
+        "session.policy.validation.forLocal:",
+        "session.policy.validation.forRemote:",
+        "lookup.recursive: accepted and ignored",
+        "invite.policy: accepted and ignored",
+        "invite.resolution:",
+        "forward: accepted and ignored",
+        "auth: accepted and ignored",
+        "register: accepted and ignored",
+        "notification: accepted and ignored",
+        "appsvc: accepted and ignored",
+        "internal: accepted and ignored",
+        "logging.requests: accepted and ignored",
+        "exec: accepted and ignored",
+        "firebase: accepted and ignored",
+        "wordpress: accepted and ignored",
+        "netiq: accepted and ignored",
+    ] {
+        assert!(
+            c.warnings.iter().any(|w| w.starts_with(key)),
+            "{key} not explained in {:#?}",
+            c.warnings
+        );
+    }
+    // Switched on, a missing feature is refused by name, never as a typo.
+    let on = text
+        .replace("appsvc:\n  enabled: false", "appsvc:\n  enabled: true")
+        .replace(
+            "forward:\n  servers: []",
+            "forward:\n  servers: [matrix-org]",
+        )
+        .replace(
+            "notification:\n  handler:\n    email: raw",
+            "notification:\n  handler:\n    email: sendgrid",
+        );
+    let problems = load(&on).unwrap_err().problems;
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    for p in &problems {
+        assert!(p.contains("is not available in mxisd"), "{p}");
+        assert!(!p.contains("unknown key"), "{p}");
+    }
 }

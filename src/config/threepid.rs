@@ -143,15 +143,21 @@ pub struct RateLimitConfig {
     pub lookup_per_token: Limit,
 }
 
-const DELIVERY_HINTS: &[(&str, &str)] = &[
-    ("generator", "only the template generator exists; remove it"),
-    (
-        "generators",
-        "expected generators.template.<flow>: a path to a template file",
-    ),
-];
+const DELIVERY_HINTS: &[(&str, &str)] = &[(
+    "generators",
+    "expected generators.template.<flow>: a path to a template file",
+)];
 
 fn read_templates(medium: &Section<'_, '_>) -> Templates {
+    match medium.string("generator").as_deref() {
+        None | Some("template") => {}
+        Some(other) => medium.problem(
+            "generator",
+            format!(
+                "{other:?}: only the template generator exists here; remove it or write template"
+            ),
+        ),
+    }
     let generators = medium.section("generators");
     let template = generators.section("template");
     let session = template.section("session");
@@ -389,6 +395,12 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
         .duration("lifetime")
         .unwrap_or(Duration::from_secs(24 * 3600));
     let max_attempts = validation.u64("maxAttempts").unwrap_or(5);
+    for key in ["forLocal", "forRemote"] {
+        validation.ignored(
+            key,
+            "ignored: mxisd validates every 3PID itself and never hands a session to another identity server",
+        );
+    }
     validation.finish(&[]);
     let unbind = policy.section("unbind");
     let unbind_enabled = unbind.bool("enabled").unwrap_or(true);
@@ -427,8 +439,14 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
 pub fn read_view(s: &Section<'_, '_>) -> Option<ViewConfig> {
     let session = s.section("session");
     let submit = session.section("onTokenSubmit");
-    let success_page = submit.path("success");
-    let failure_page = submit.path("failure");
+    // ma1sd wrote '' for "the built-in page".
+    let page = |key: &str| match submit.string(key) {
+        Some(text) if text.trim().is_empty() => None,
+        Some(_) => submit.path(key),
+        None => None,
+    };
+    let success_page = page("success");
+    let failure_page = page("failure");
     submit.finish(&[]);
     session.ignored(
         "local",
@@ -581,10 +599,12 @@ pub fn read_invite(s: &Section<'_, '_>) -> Option<InviteConfig> {
         "resolution",
         "ignored: invites are delivered when their address is bound (and retried from a durable outbox)",
     );
-    s.finish(&[(
+    s.absent_feature(
         "policy",
-        "invite policies by role need the application service, which mxisd does not have yet",
-    )]);
+        "an invite policy by the sender's role (it needs ma1sd's application service)",
+        &[],
+    );
+    s.finish(&[]);
     let mut ok = true;
     if !(web_client_url.starts_with("https://") || web_client_url.starts_with("http://")) {
         s.problem("webClientUrl", "must be an http(s) URL");

@@ -263,6 +263,13 @@ pub async fn progress(state: Services) -> Result<Response, Infallible> {
     respond(Ok::<_, Error>(crate::service::progress::running(&state)))
 }
 
+/// `POST /_mxisd/admin/v1/reload`: re-read the config file (as SIGHUP does); answers
+/// what changed and what needs a restart, or 409 with every problem of a bad file
+/// (nothing changed then).
+pub async fn reload(state: Services) -> Result<Response, Infallible> {
+    respond(crate::service::reload::from_file(&state).await)
+}
+
 /// `GET /_mxisd/admin/v1/sync`: every sync source's status.
 pub async fn sync_status(state: Services) -> Result<Response, Infallible> {
     respond(crate::service::sync::statuses(&state))

@@ -56,7 +56,7 @@ where
 {
     let header_text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let token = extract::access_token(header_text(header::AUTHORIZATION), query);
-    let limit = state.config.server.max_body_size;
+    let limit = state.config().server.max_body_size;
     let length = header_text(header::CONTENT_LENGTH);
     if let Some(n) = length
         .and_then(|v| v.trim().parse::<u64>().ok())

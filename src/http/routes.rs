@@ -49,11 +49,11 @@ fn shared_routes(state: &Services) -> BoxedFilter<(Response,)> {
 /// Sessions, bind and unbind, under v2 (`v2: true`, access token and terms) or v1 (no
 /// accounts). GET submitToken and unbind never take an access token.
 fn session_routes(state: &Services, v2: bool) -> BoxedFilter<(Response,)> {
-    let limit = state.config.server.max_body_size;
+    let limit = state.config().server.max_body_size;
     let st = api::with_state(state.clone());
     let st_sign = st.clone();
     let ip = api::client_ip(std::sync::Arc::new(
-        state.config.rate_limit.trusted_proxies.clone(),
+        state.config().rate_limit.trusted_proxies.clone(),
     ));
     let access = api::token()
         .map(move |token: Option<String>| {
@@ -142,7 +142,7 @@ fn session_routes(state: &Services, v2: bool) -> BoxedFilter<(Response,)> {
 /// Every route of the public listener, with CORS, logging and error rendering. Each
 /// prefix is matched once, and the hot routes (lookups) come first.
 pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
-    let limit = state.config.server.max_body_size;
+    let limit = state.config().server.max_body_size;
     let st = api::with_state(state.clone());
 
     // An exact `POST .../v2/lookup` is answered by the fast lane before warp sees it;
@@ -169,7 +169,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(st.clone())
         .and_then(lookup::hash_details);
     let ip = api::client_ip(std::sync::Arc::new(
-        state.config.rate_limit.trusted_proxies.clone(),
+        state.config().rate_limit.trusted_proxies.clone(),
     ));
     let register = warp::path!("account" / "register")
         .and(warp::post())
@@ -237,7 +237,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and_then(discovery::status);
 
     let client = client_routes(&state);
-    let all = if state.config.matrix.v1 {
+    let all = if state.config().matrix.v1 {
         // v1: the shared routes plus the legacy single (signed) and bulk lookups,
         // unauthenticated.
         let lookup_v1 = warp::path!("lookup")
@@ -285,7 +285,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
 /// The client-server endpoints a reverse proxy may route here: directory search and
 /// profiles (`r0` and `v3`).
 fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
-    let limit = state.config.server.max_body_size;
+    let limit = state.config().server.max_body_size;
     let st = api::with_state(state.clone());
     let version = warp::path!("_matrix" / "client" / String / ..)
         .and_then(|v: String| async move {
@@ -368,7 +368,7 @@ fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
 /// The admin listeners' routes. No CORS: browsers must not reach them; the admin door
 /// (`door`, run by the listener before these) refuses what a web page could send.
 pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
-    let limit = state.config.server.max_body_size;
+    let limit = state.config().server.max_body_size;
     let st = api::with_state(state.clone());
     let base = warp::path!("_mxisd" / "admin" / "v1" / ..).boxed();
     let status = base
@@ -462,6 +462,12 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(st.clone())
         .and_then(admin::reindex);
+    let reload = base
+        .clone()
+        .and(warp::path!("reload"))
+        .and(warp::post())
+        .and(st.clone())
+        .and_then(admin::reload);
     let sync_status = base
         .clone()
         .and(warp::path!("sync"))
@@ -501,6 +507,7 @@ pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
         sync_status,
         search,
         reindex,
+        reload,
         sync_run,
         rotate
     )

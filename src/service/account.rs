@@ -62,14 +62,14 @@ pub async fn register(
             return Err(Error::invalid_param("token_type must be Bearer"));
         }
     }
-    let domain = &state.config.matrix.domain;
-    if state.config.accounts.allow_only_trust_domains && !server.eq_ignore_ascii_case(domain) {
+    let domain = &state.config().matrix.domain;
+    if state.config().accounts.allow_only_trust_domains && !server.eq_ignore_ascii_case(domain) {
         return Err(forbidden(format!(
             "This identity server only accepts users of {domain}"
         )));
     }
     // Counted once it would cost an outbound call (refusals above cost nothing).
-    state.limits.register(ip)?;
+    state.limits().register(ip)?;
     let path = format!(
         "/_matrix/federation/v1/openid/userinfo?access_token={}",
         form_urlencoded::byte_serialize(openid.access_token.as_bytes()).collect::<String>()

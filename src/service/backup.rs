@@ -272,7 +272,7 @@ pub fn start_online(services: &super::Services) -> Result<OnlineBackup, Error> {
         }
         Err(e) => return Err(e.into()),
     };
-    let keys = key_files(&services.config.key.path)
+    let keys = key_files(&services.config().key.path)
         .map_err(|e| Error::internal("reading the key files", e))?;
     Ok(OnlineBackup {
         services: services.clone(),
@@ -289,7 +289,7 @@ impl OnlineBackup {
         let s = &self.services;
         let written = s
             .store
-            .write_backup(&self.running, &s.config.server.name, &self.keys, out);
+            .write_backup(&self.running, &s.config().server.name, &self.keys, out);
         let saved = self.running.snapshot_len();
         drop(self.running);
         match written {

@@ -62,17 +62,17 @@ pub async fn bind(
         }
         Binder::Account(_) => {}
         // Without an account nothing ties the Matrix ID to the caller.
-        Binder::Anonymous if !state.config.session.bind_v1 => {
+        Binder::Anonymous if !state.config().session.bind_v1 => {
             return Err(forbidden(
                 "The v1 bind is disabled on this server; use /_matrix/identity/v2/3pid/bind",
             ));
         }
         Binder::Anonymous => {}
     }
-    if state.config.session.bind_only_local && mxid.server() != state.config.matrix.domain {
+    if state.config().session.bind_only_local && mxid.server() != state.config().matrix.domain {
         return Err(forbidden(format!(
             "This server only binds Matrix IDs of {}",
-            state.config.matrix.domain
+            state.config().matrix.domain
         )));
     }
     let session = session::validated(state, sid, client_secret)?;
@@ -151,7 +151,7 @@ pub struct UnbindRequest<'a> {
 /// Refuses when unbinding is disabled; `http` asks before it parses an unbind body, so
 /// a disabled server answers that whatever the body.
 pub fn ensure_unbind_enabled(state: &Services) -> Result<(), Error> {
-    if state.config.session.unbind_enabled {
+    if state.config().session.unbind_enabled {
         Ok(())
     } else {
         Err(forbidden("Unbinding is disabled on this server"))
@@ -190,8 +190,9 @@ pub async fn unbind(
                     mxid.server()
                 )));
             }
-            let public_host = public_host(&state.config.server.public_url);
-            let mut names = vec![state.config.server.name.as_str()];
+            let config = state.config();
+            let public_host = public_host(&config.server.public_url);
+            let mut names = vec![config.server.name.as_str()];
             if let Some(h) = public_host.filter(|h| !h.eq_ignore_ascii_case(names[0])) {
                 names.push(h);
             }
@@ -238,14 +239,14 @@ pub async fn unbind(
             address = %crate::logging::redact_address(threepid.address()),
             "3PID unbound"
         );
-        if state.config.session.unbind_notifications {
+        if state.config().session.unbind_notifications {
             let state = state.clone();
             let mxid = mxid.as_str().to_owned();
             tokio::spawn(async move {
                 let mut vars = Vars::new();
                 vars.set("MATRIX_ID", mxid);
                 if let Err(e) = state
-                    .notifier
+                    .notifier()
                     .send(&threepid, Flow::UnbindNotification, vars)
                     .await
                 {

@@ -67,7 +67,7 @@ pub async fn search(
         .base(&state.federation, host.as_deref())
         .await;
     let remote = async {
-        if state.config.directory.exclude_homeserver {
+        if state.config().directory.exclude_homeserver {
             return None;
         }
         Some(remote_search(state, &base, &token, version, request.forward.clone()).await)
@@ -98,7 +98,7 @@ async fn local_search(
 ) -> Result<(Vec<Found>, bool), Error> {
     let term = local_term(&request.term).to_owned();
     let limit = request.limit;
-    let threepids = !state.config.directory.exclude_threepid;
+    let threepids = !state.config().directory.exclude_threepid;
     let (hits, limited) = match state.directory.cached(&term, limit, threepids) {
         Some(found) => found,
         None => {
@@ -330,7 +330,7 @@ pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawRes
                 "The homeserver could not be reached; try again later",
             )
         })?;
-    let config = &state.config.directory;
+    let config = &state.config().directory;
     let whole = request.tail.len() == 1;
     let display = request.tail.len() == 2 && request.tail[1] == "displayname";
     let user_id = &request.tail[0];

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 /// Rotates the pepper now.
 pub async fn rotate(state: &Services) -> Result<PepperState, Error> {
-    let pepper = crate::crypto::random_alphanumeric(state.config.hashing.pepper_length)
+    let pepper = crate::crypto::random_alphanumeric(state.config().hashing.pepper_length)
         .map_err(|e| Error::internal("random pepper", e))?;
     let started = std::time::Instant::now();
     let progress = state.jobs.start("rotate", "pepper rotation");

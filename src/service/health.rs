@@ -265,10 +265,10 @@ pub fn admin_status(state: &Services) -> AdminStatus {
         },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
-        server_name: state.config.server.name.clone(),
-        public_url: state.config.server.public_url.clone(),
+        server_name: state.config().server.name.clone(),
+        public_url: state.config().server.public_url.clone(),
         key_id: state.keys.key_id().to_owned(),
-        storage_path: state.config.storage.path.display().to_string(),
+        storage_path: state.config().storage.path.display().to_string(),
         pepper_generation: state.store.pepper().generation,
         store,
         index,
@@ -309,7 +309,7 @@ pub fn metrics_text(state: &Services) -> String {
         "counter",
         "E-mails and SMS handed to the mail server or SMS gateway (sent) or refused by it (failed).",
     );
-    for (medium, sent, failed) in state.notifier.counts() {
+    for (medium, sent, failed) in state.notifier().counts() {
         let m = medium.as_str();
         let _ = writeln!(
             out,

@@ -135,7 +135,7 @@ fn send_error(e: &NotifyError) -> Error {
 }
 
 fn prefix(state: &Services) -> &'static str {
-    if state.config.matrix.v1 {
+    if state.config().matrix.v1 {
         "/_matrix/identity/api/v1"
     } else {
         "/_matrix/identity/v2"
@@ -159,7 +159,7 @@ pub async fn store_invite(
     request: StoreInviteRequest,
 ) -> Result<StoredInvite, Error> {
     if let Inviter::V1 { ip } = inviter {
-        state.limits.store_invite_ip(ip)?;
+        state.limits().store_invite_ip(ip)?;
     }
     let StoreInviteRequest {
         medium,
@@ -195,7 +195,7 @@ pub async fn store_invite(
     if room_id.is_empty() || room_id.len() > 255 {
         return Err(Error::invalid_param("room_id must be 1-255 characters"));
     }
-    state.limits.store_invite(&sender, threepid.address())?;
+    state.limits().store_invite(&sender, threepid.address())?;
     let now = now_ms();
     if let Some(entry) = live_binding(state, &threepid)? {
         return Err(Error::new(
@@ -224,7 +224,7 @@ pub async fn store_invite(
     // The mail first: when it cannot go out, nothing is stored and the answer says so.
     let vars = invite_vars(state, &invite, &b64_encode(&seed));
     state
-        .notifier
+        .notifier()
         .send(&invite.threepid, Flow::Invite, vars)
         .await
         .map_err(|e| send_error(&e))?;
@@ -241,14 +241,17 @@ pub async fn store_invite(
 
     // Keys are checked where the invite was made (Sydent's v1 answer points at v1).
     let keys_base = match inviter {
-        Inviter::Account(_) => format!("{}/_matrix/identity/v2", state.config.server.public_url),
-        Inviter::V1 { .. } => format!("{}/_matrix/identity/api/v1", state.config.server.public_url),
+        Inviter::Account(_) => format!("{}/_matrix/identity/v2", state.config().server.public_url),
+        Inviter::V1 { .. } => format!(
+            "{}/_matrix/identity/api/v1",
+            state.config().server.public_url
+        ),
     };
     let long_term = state
         .keys
         .public_key(state.keys.key_id())
         .unwrap_or_default();
-    let display_name = if state.config.invite.full_display_name {
+    let display_name = if state.config().invite.full_display_name {
         invite.threepid.address().to_owned()
     } else {
         invite_display_name(invite.threepid.address())
@@ -285,14 +288,15 @@ fn invite_vars(state: &Services, invite: &InviteRecord, private_key: &str) -> Va
     let room_alias = detail("room_alias");
     let sign_url = format!(
         "{}{}/sign-ed25519?token={}&private_key={}",
-        state.config.server.public_url,
+        state.config().server.public_url,
         prefix(state),
         percent(&invite.token),
         percent(private_key)
     );
     // Always the configured client: a link in a mail from us must not point wherever a
     // caller asks (`org.matrix.web_client_location` is not trusted).
-    let web = state.config.invite.web_client_url.as_str();
+    let config = state.config();
+    let web = config.invite.web_client_url.as_str();
     let room_ref = if room_alias.is_empty() {
         invite.room_id.as_str()
     } else {
@@ -315,13 +319,13 @@ fn invite_vars(state: &Services, invite: &InviteRecord, private_key: &str) -> Va
         }
     }
     let register_url = state
-        .config
+        .config()
         .threepid
         .email
         .templates
         .register_url
         .clone()
-        .unwrap_or_else(|| format!("https://{}", state.config.matrix.domain));
+        .unwrap_or_else(|| format!("https://{}", state.config().matrix.domain));
     let mut vars = Vars::new();
     vars.set("SENDER_ID", invite.sender.clone())
         .set_truncated("SENDER_NAME", sender_name, 20)
@@ -385,7 +389,7 @@ pub fn sign_ed25519(state: &Services, request: &SignRequest) -> Result<SignedInv
     let mut signed =
         json!({ "mxid": request.mxid.as_str(), "sender": invite.sender, "token": invite.token });
     Signer::new(key, "ed25519:0")
-        .sign_json(&state.config.server.name, &mut signed)
+        .sign_json(&state.config().server.name, &mut signed)
         .map_err(|e| Error::internal("signing with an ephemeral key", e))?;
     serde_json::from_value(signed).map_err(|e| Error::internal("reading a signed invite", e))
 }
@@ -403,7 +407,7 @@ pub fn ephemeral_is_valid(state: &Services, public_key: &str) -> Result<Validity
 }
 
 fn expired(state: &Services, created_ms: u64) -> bool {
-    state.config.invite.expire_after.is_some_and(|after| {
+    state.config().invite.expire_after.is_some_and(|after| {
         created_ms.saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX)) <= now_ms()
     })
 }

@@ -21,7 +21,7 @@ pub struct HashDetails {
 /// `GET /v2/hash_details`
 pub fn hash_details(state: &Services) -> HashDetails {
     let mut algorithms = vec!["sha256"];
-    if state.config.hashing.allow_none {
+    if state.config().hashing.allow_none {
         algorithms.push("none");
     }
     HashDetails {
@@ -54,7 +54,7 @@ fn invalid_pepper(current: String) -> Error {
 /// Plain-text lookups (v1 single and bulk) follow `hashing.algorithms`: an operator who
 /// removed `none` wants no lookup of clear addresses at all.
 fn plain_allowed(state: &Services) -> Result<(), Error> {
-    if state.config.hashing.allow_none {
+    if state.config().hashing.allow_none {
         Ok(())
     } else {
         Err(Error::new(
@@ -74,7 +74,7 @@ pub struct Mappings<'a> {
 pub fn lookup<'a>(state: &Services, request: &LookupRequest<'a>) -> Result<Mappings<'a>, Error> {
     let use_hash = match request.algorithm {
         "sha256" => true,
-        "none" if state.config.hashing.allow_none => false,
+        "none" if state.config().hashing.allow_none => false,
         other => {
             return Err(Error::invalid_param(format!(
                 "Unsupported algorithm {:?}",
@@ -86,7 +86,7 @@ pub fn lookup<'a>(state: &Services, request: &LookupRequest<'a>) -> Result<Mappi
         .store
         .check_pepper(request.pepper)
         .map_err(invalid_pepper)?;
-    let max = state.config.lookup.max_addresses;
+    let max = state.config().lookup.max_addresses;
     if request.addresses.len() > max {
         return Err(Error::new(
             ErrCode::TooMany,
@@ -276,7 +276,7 @@ pub struct BulkLookup<'a> {
 
 /// Most 3PIDs one bulk lookup may ask for: `lookup.maxAddresses`.
 pub fn bulk_max(state: &Services) -> usize {
-    state.config.lookup.max_addresses
+    state.config().lookup.max_addresses
 }
 
 /// `POST /api/v1/bulk_lookup`: `(medium, address)` pairs as sent → the matches.
@@ -289,7 +289,7 @@ pub fn bulk_lookup_v1<'a>(
         return Err(too_many_threepids(max));
     }
     plain_allowed(state)?;
-    if !state.config.lookup.bulk_enabled {
+    if !state.config().lookup.bulk_enabled {
         return Ok(BulkLookup {
             threepids: Vec::new(),
         });

@@ -66,7 +66,7 @@ fn ct_eq(a: &str, b: &str) -> bool {
 }
 
 fn lifetime_ms(state: &Services) -> u64 {
-    u64::try_from(state.config.session.lifetime.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(state.config().session.lifetime.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn expired(state: &Services, session: &SessionRecord, now: u64) -> bool {
@@ -74,7 +74,7 @@ fn expired(state: &Services, session: &SessionRecord, now: u64) -> bool {
 }
 
 fn dead(state: &Services, session: &SessionRecord) -> bool {
-    session.failed_attempts >= state.config.session.max_attempts
+    session.failed_attempts >= state.config().session.max_attempts
 }
 
 /// A new secret for the 3PID: 32 letters and digits by e-mail (clicked or pasted), six
@@ -105,7 +105,7 @@ pub fn is_session_id(text: &str) -> bool {
 /// Refuses when 3PID validation is disabled; `http` asks before it parses a
 /// `requestToken` body, so a disabled server answers that whatever the body.
 pub fn ensure_enabled(state: &Services) -> Result<(), Error> {
-    if state.config.session.validation_enabled {
+    if state.config().session.validation_enabled {
         Ok(())
     } else {
         Err(disabled())
@@ -186,7 +186,7 @@ fn validation_link(state: &Services, session: &SessionRecord) -> String {
         .finish();
     format!(
         "{}/_matrix/identity/v2/validate/{}/submitToken?{query}",
-        state.config.server.public_url,
+        state.config().server.public_url,
         session.threepid.medium().as_str()
     )
 }
@@ -197,7 +197,7 @@ async fn send_token(state: &Services, session: &SessionRecord) -> Result<(), Err
         .set("VALIDATION_TOKEN", session.token.clone())
         .set("NEXT_URL", session.next_link.clone().unwrap_or_default());
     state
-        .notifier
+        .notifier()
         .send(&session.threepid, Flow::Validation, vars)
         .await
         .map_err(|e| send_error(session.threepid.medium(), &e))
@@ -218,7 +218,9 @@ pub async fn request_token(
         next_link,
     } = request;
     let medium = threepid.medium();
-    state.limits.request_token(client_ip, threepid.address())?;
+    state
+        .limits()
+        .request_token(client_ip, threepid.address())?;
 
     let now = now_ms();
     let existing = state
@@ -338,10 +340,10 @@ pub async fn submit_token(
     if token.is_empty() || token.chars().count() > 255 {
         return Err(Error::invalid_param("token must be 1-255 characters"));
     }
-    state.limits.submit_token_ip(client_ip)?;
+    state.limits().submit_token_ip(client_ip)?;
     let _guard = state.store.sessions_guard().await;
     let mut session = find(state, sid, client_secret)?;
-    state.limits.submit_token_session(sid)?;
+    state.limits().submit_token_session(sid)?;
     if session.threepid.medium() != medium {
         return Err(no_valid_session());
     }
@@ -400,7 +402,7 @@ pub async fn purge_task(state: Services, mut shutdown: tokio::sync::watch::Recei
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
-        state.limits.forget_idle();
+        state.limits().forget_idle();
         let cutoff = now_ms().saturating_sub(lifetime_ms(&state).saturating_mul(2));
         match state.store.purge_sessions(cutoff).await {
             Ok(0) => {}

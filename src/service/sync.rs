@@ -25,46 +25,122 @@ use crate::store::sync::SyncStatus;
 use resolve::{resolve, Resolved};
 use runtime::SyncThread;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The configured sources, each with a lock so runs of one source never overlap, and
-/// the runtime their runs execute on.
-#[derive(Debug, Default)]
+/// the runtime their runs execute on. A reload replaces the sources ([`Syncer::replace`]);
+/// the scheduler ([`scheduler`]) then restarts the timers of what changed.
+#[derive(Debug)]
 pub struct Syncer {
-    sources: Vec<(SourceConfig, tokio::sync::Mutex<()>)>,
-    /// The sync thread's runtime (see [`SyncThread`]); `None`: runs go on the caller's.
-    thread: Option<SyncThread>,
+    sources: arc_swap::ArcSwap<Vec<Arc<Source>>>,
+    /// The sync thread's runtime (see [`SyncThread`]), started with the first source;
+    /// `Some(None)`: it could not start, runs go on the caller's.
+    thread: std::sync::OnceLock<Option<SyncThread>>,
+    /// Bumped by every [`Syncer::replace`], for the scheduler.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+/// One source's definition and the lock its runs take (kept across reloads by name).
+#[derive(Debug)]
+struct Source {
+    config: SourceConfig,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a [`Syncer::replace`] changed, by source name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceChanges {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Defined differently (secrets are not compared: a changed password alone is
+    /// installed but not reported).
+    pub changed: Vec<String>,
+}
+
+impl Default for Syncer {
+    fn default() -> Self {
+        Self::new(Vec::new())
+    }
 }
 
 impl Syncer {
     pub fn new(sources: Vec<SourceConfig>) -> Self {
-        let thread = if sources.is_empty() {
-            None
-        } else {
-            match SyncThread::start() {
+        let syncer = Self {
+            sources: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            thread: std::sync::OnceLock::new(),
+            generation: tokio::sync::watch::Sender::new(0),
+        };
+        syncer.replace(sources);
+        syncer
+    }
+
+    /// Installs new source definitions (every one, so a changed secret is used too);
+    /// runs already going finish with the old definition.
+    pub fn replace(&self, sources: Vec<SourceConfig>) -> SourceChanges {
+        if !sources.is_empty() {
+            self.thread.get_or_init(|| match SyncThread::start() {
                 Ok(t) => Some(t),
                 Err(e) => {
                     tracing::warn!(error = %e, "no thread of its own for sync runs; they share the server's");
                     None
                 }
-            }
-        };
-        Self {
-            sources: sources
-                .into_iter()
-                .map(|s| (s, tokio::sync::Mutex::new(())))
-                .collect(),
-            thread,
+            });
         }
+        let old = self.sources.load_full();
+        let mut changes = SourceChanges::default();
+        let new: Vec<Arc<Source>> = sources
+            .into_iter()
+            .map(|config| {
+                let before = old.iter().find(|s| s.config.name == config.name);
+                let lock = match before {
+                    None => {
+                        changes.added.push(config.name.clone());
+                        Arc::default()
+                    }
+                    Some(b) => {
+                        if format!("{:?}", b.config) != format!("{config:?}") {
+                            changes.changed.push(config.name.clone());
+                        }
+                        Arc::clone(&b.lock)
+                    }
+                };
+                Arc::new(Source { config, lock })
+            })
+            .collect();
+        changes.removed = old
+            .iter()
+            .map(|s| s.config.name.clone())
+            .filter(|n| !new.iter().any(|s| &s.config.name == n))
+            .collect();
+        self.sources.store(Arc::new(new));
+        self.generation.send_modify(|g| *g = g.wrapping_add(1));
+        changes
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.sources.iter().map(|(s, _)| s.name.clone()).collect()
+        self.sources
+            .load()
+            .iter()
+            .map(|s| s.config.name.clone())
+            .collect()
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Source>> {
+        self.sources
+            .load()
+            .iter()
+            .find(|s| s.config.name == name)
+            .cloned()
+    }
+
+    fn thread(&self) -> Option<&SyncThread> {
+        self.thread.get().and_then(Option::as_ref)
     }
 
     /// Where the locked part of applying a run goes (normal priority).
     fn writer(&self) -> Option<&tokio::runtime::Handle> {
-        self.thread.as_ref().map(|t| &t.writer)
+        self.thread().map(|t| &t.writer)
     }
 }
 
@@ -95,7 +171,7 @@ async fn run_somewhere(
     force: bool,
     progress: Progress,
 ) -> Result<SyncStatus, Error> {
-    let Some(thread) = &state.sync.thread else {
+    let Some(thread) = state.sync.thread() else {
         return run_here(state, name, force, &progress).await;
     };
     let task_state = state.clone();
@@ -121,7 +197,7 @@ async fn run_here(
     force: bool,
     progress: &Progress,
 ) -> Result<SyncStatus, Error> {
-    let Some((source, lock)) = state.sync.sources.iter().find(|(s, _)| s.name == name) else {
+    let Some(found) = state.sync.find(name) else {
         let names = state.sync.names();
         let known = if names.is_empty() {
             "no source is configured".to_owned()
@@ -133,7 +209,8 @@ async fn run_here(
         )));
     };
     progress.phase("waiting for the previous run", "", None);
-    let _running = lock.lock().await;
+    let _running = found.lock.lock().await;
+    let source = &found.config;
     let started = Instant::now();
     let at = now_ms();
     progress.phase("fetching", "", None);
@@ -149,7 +226,7 @@ async fn run_here(
         }
     };
     // The same answer as at the last fully applied run: nothing to diff or write.
-    let digest = fetched.digest(&state.config.matrix.domain);
+    let digest = fetched.digest(&state.config().matrix.domain);
     if !force && state.store.sync_digest(name)?.as_deref() == Some(&digest[..]) {
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let status = state.store.sync_unchanged(name, at, ms).await?;
@@ -163,7 +240,7 @@ async fn run_here(
     }
     let listed = fetched.users.len();
     progress.phase("comparing", "", None);
-    let resolved = resolve(fetched, &state.config.matrix.domain);
+    let resolved = resolve(fetched, &state.config().matrix.domain);
     let before = state.store.synced(name)?.len();
     let shrinks = before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2;
     let empties = before > 0 && resolved.wanted.is_empty();
@@ -378,28 +455,61 @@ pub async fn forget_removed_sources(state: Services) {
     }
 }
 
-/// Runs `source` at start and then every interval, until shutdown.
-pub async fn sync_task(
-    state: Services,
-    name: String,
-    interval: Option<Duration>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+/// Runs every source at start and then every interval, until shutdown. After a reload
+/// an added or redefined source runs at once (on its new definition) and keeps its new
+/// interval; a removed one stops (a run under way is cut short between two atomic
+/// chunks, as at shutdown) and what it contributed is removed.
+pub async fn scheduler(state: Services, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut reloaded = state.sync.generation.subscribe();
+    let mut timers: std::collections::HashMap<String, (String, tokio::task::AbortHandle)> =
+        std::collections::HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let current = state.sync.sources.load_full();
+        timers.retain(|name, (_, handle)| {
+            let keep = current.iter().any(|s| &s.config.name == name);
+            if !keep {
+                handle.abort();
+            }
+            keep
+        });
+        for source in current.iter() {
+            let definition = format!("{:?}", source.config);
+            let name = &source.config.name;
+            if timers.get(name).is_some_and(|(d, _)| *d == definition) {
+                continue;
+            }
+            if let Some((_, old)) = timers.remove(name) {
+                old.abort();
+            }
+            let handle = tasks.spawn(sync_task(
+                state.clone(),
+                name.clone(),
+                source.config.interval,
+            ));
+            timers.insert(name.clone(), (definition, handle));
+        }
+        tokio::select! {
+            changed = reloaded.changed() => if changed.is_err() { break },
+            _ = shutdown.changed() => break,
+            // Finished timers (sources without an interval) are simply reaped.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks.shutdown().await;
+}
+
+/// Runs `source` now and then every interval (until aborted by the scheduler).
+async fn sync_task(state: Services, name: String, interval: Option<Duration>) {
     loop {
         // Failures are recorded in the status and logged by `run`. Shutdown does not
         // wait for a run: a fetch has applied nothing yet, and an apply stops between
         // atomic chunks (the next run finishes it).
-        tokio::select! {
-            _ = run(&state, &name, false) => {}
-            _ = shutdown.changed() => return,
-        }
+        let _ = run(&state, &name, false).await;
         let Some(every) = interval else {
             return;
         };
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.changed() => return,
-        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -461,12 +571,7 @@ pub struct IndexSearch {
 }
 
 fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> SourceView {
-    let interval = state
-        .sync
-        .sources
-        .iter()
-        .find(|(s, _)| s.name == name)
-        .and_then(|(s, _)| s.interval);
+    let interval = state.sync.find(name).and_then(|s| s.config.interval);
     match status {
         None => SourceView::Never {
             runs: 0,

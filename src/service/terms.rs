@@ -51,10 +51,9 @@ impl Serialize for Policy<'_> {
     }
 }
 
-/// `GET /terms` body.
-pub fn policies(state: &Services) -> Policies<'_> {
-    let policies = state
-        .config
+/// `GET /terms` body, borrowed from the config in force (`state.config()`).
+pub fn policies(config: &crate::config::Config) -> Policies<'_> {
+    let policies = config
         .terms
         .policies
         .iter()
@@ -76,7 +75,7 @@ pub fn policies(state: &Services) -> Policies<'_> {
 
 /// True when the user accepted every current policy (always, with none configured).
 pub fn satisfied(state: &Services, user_id: &str) -> Result<bool, Error> {
-    let policies = &state.config.terms.policies;
+    let policies = &state.config().terms.policies;
     if policies.is_empty() {
         return Ok(true);
     }
@@ -94,7 +93,7 @@ pub fn satisfied(state: &Services, user_id: &str) -> Result<bool, Error> {
 pub async fn accept(state: &Services, user_id: &str, urls: Vec<String>) -> Result<(), Error> {
     let known = |u: &String| {
         state
-            .config
+            .config()
             .terms
             .policies
             .values()

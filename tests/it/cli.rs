@@ -134,7 +134,32 @@ impl Running {
         }
     }
 
-    fn terminate(self) -> (std::process::ExitStatus, String) {
+    /// Everything logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` to the running server (which goes on running).
+    pub(crate) fn signal(&self, signal: &str) {
+        let id = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill").args([signal, &id]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits until the log holds `needle` `times` times (or fails after 30 s).
+    pub(crate) fn wait_log(&self, needle: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "{needle:?} never logged:\n{log}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub(crate) fn terminate(self) -> (std::process::ExitStatus, String) {
         self.stop_with("-TERM")
     }
 
@@ -160,7 +185,7 @@ impl Drop for Running {
     }
 }
 
-fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -356,7 +381,6 @@ fn check_config_lists_every_problem_or_summarises() {
     for expected in [
         "matrix.domian: unknown key",
         "matrix.domain: required",
-        "storage.backend:",
         "storage.path: required",
         "server.port: expected a whole number",
     ] {
@@ -825,4 +849,47 @@ fn the_cli_speaks_to_people_and_to_scripts() {
     let (status, log) = server.terminate();
     assert!(status.success());
     assert!(log.contains("bindings import: importing "), "{log}");
+}
+
+#[test]
+fn check_config_shows_each_source_and_files_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sources.yaml"),
+        "matrix:\n  domain: example.org\nstorage:\n  path: data\n\
+         file:\n  enabled: true\n  path: users-missing.yaml\n  sync:\n    interval: 15m\n\
+         ldap:\n  enabled: true\n  connection:\n    host: ldap.example.org\n    port: 389\n    baseDNs: ['ou=people,dc=example,dc=org']\n  attribute:\n    uid:\n      type: uid\n      value: uid\n\
+         sql:\n  enabled: true\n  type: postgresql\n  connection: //db.example.org/users\n  sync:\n    query: SELECT mxid, medium, address FROM people\n\
+         rest:\n  enabled: true\n  sync:\n    url: https://users.example.org/list\n\
+         threepid:\n  medium:\n    email:\n      identity:\n        from: id@example.org\n      connectors:\n        smtp:\n          host: smtp.example.org\n          port: 465\n          tls: 3\n",
+    )
+    .unwrap();
+    let o = mxisd(dir.path(), &["check-config", "-c", "sources.yaml"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    for expected in [
+        "1 file(s) it names cannot be read",
+        "file.path: ",
+        "users-missing.yaml: No such file",
+        "file.sync              at start, then every 15m",
+        "ldap.connection        ldap://ldap.example.org:389",
+        "ldap.baseDNs           ou=people,dc=example,dc=org",
+        "ldap.filter",
+        "ldap.attribute.uid     uid (as a localpart)",
+        "sql.driver             PostgreSQL",
+        "sql.query              SELECT mxid, medium, address FROM people",
+        "rest.url               https://users.example.org/list",
+        "smtp smtp.example.org:465 (TLS), from id@example.org",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    assert!(!out.contains("Implicit"), "{out}");
+    std::fs::write(dir.path().join("users-missing.yaml"), "[]\n").unwrap();
+    let o = mxisd(dir.path(), &["check-config", "-c", "sources.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("sources.yaml: valid\n"),
+        "{:?}",
+        text(&o)
+    );
 }

@@ -17,6 +17,7 @@ mod lookup;
 mod ma1sd;
 mod ops;
 mod proxy;
+mod reload;
 mod sessions;
 mod stores;
 mod sync;

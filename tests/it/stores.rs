@@ -449,6 +449,17 @@ async fn ldap_uid_default_repeated_attributes_and_sources_that_give_nobody() {
     assert_eq!(status["status"]["health"], "OK", "{status}");
     assert_eq!(status["sync"][0]["state"], "ok", "{status}");
     drop(s);
+    // check-config says what the default is.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = crate::common::base_yaml(dir.path(), &default_uid);
+    std::fs::write(dir.path().join("c.yaml"), &yaml).unwrap();
+    let o = crate::cli::mxisd(dir.path(), &["check-config", "-c", "c.yaml"]);
+    let (out, err) = crate::cli::text(&o);
+    assert!(o.status.success(), "{out} {err}");
+    assert!(
+        out.contains("ldap.attribute.uid     sAMAccountName, else uid (as a localpart)"),
+        "{out}"
+    );
 
     // ma1sd's trap: an Active Directory attribute named on OpenLDAP (and the default
     // filter built from it) lists nobody. check-config warns; the run is DEGRADED,

@@ -75,7 +75,7 @@ pub fn answer_lookup(
     state: &Services,
 ) -> Response {
     let allowed = authenticate(state, token, Gate::Terms)
-        .and_then(|caller| state.limits.lookup(&caller.token));
+        .and_then(|caller| state.limits().lookup(&caller.token));
     let bytes = match allowed.and(body) {
         Ok(bytes) => bytes,
         Err(e) => return crate::http::reply::error_response(&e),

@@ -152,7 +152,7 @@ fn page(state: &Services, configured: Option<&std::path::Path>, default: &str) -
             }
         })
         .unwrap_or_else(|| default.to_owned());
-    text.replace("%DOMAIN%", &state.config.matrix.domain)
+    text.replace("%DOMAIN%", &state.config().matrix.domain)
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -196,7 +196,7 @@ pub async fn submit_token_get(
         };
         session::submit_token(&state, medium, request, ip).await
     };
-    let view = &state.config.view;
+    let view = &state.config().view;
     Ok(match result.await {
         Ok(session) => match session.next_link {
             Some(link) => match HeaderValue::from_str(&link) {
@@ -321,7 +321,7 @@ pub async fn unbind(
         None => path.as_str().to_owned(),
     };
     let result = async {
-        state.limits.unbind(ip)?;
+        state.limits().unbind(ip)?;
         let body = body?;
         bind::ensure_unbind_enabled(&state)?;
         let request = unbind_body(&body)?;

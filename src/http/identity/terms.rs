@@ -11,7 +11,8 @@ use warp::reply::Response;
 
 /// `GET /_matrix/identity/v2/terms`
 pub async fn get_terms(state: Services) -> Result<Response, Infallible> {
-    respond(Ok(terms::policies(&state)))
+    let config = state.config();
+    respond(Ok(terms::policies(&config)))
 }
 
 /// `POST /_matrix/identity/v2/terms` with `{"user_accepts": [url, ...]}` (a single URL

@@ -78,7 +78,7 @@ pub fn list(state: &Services) -> Result<InviteList, Error> {
 }
 
 fn describe(state: &Services, i: &InviteRecord) -> InviteView {
-    let expires = state.config.invite.expire_after.map(|a| {
+    let expires = state.config().invite.expire_after.map(|a| {
         i.created_ms
             .saturating_add(u64::try_from(a.as_millis()).unwrap_or(u64::MAX))
     });

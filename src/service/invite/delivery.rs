@@ -23,7 +23,7 @@ const ONBIND_ANSWER_MAX: usize = 64 * 1024;
 /// How long to wait after the `attempts`-th failure: doubling from
 /// `invite.delivery.minDelay`, at most `maxDelay`.
 fn backoff(state: &Services, attempts: u32) -> Duration {
-    let cfg = &state.config.invite;
+    let cfg = &state.config().invite;
     let factor = 1u32
         .checked_shl(attempts.saturating_sub(1).min(30))
         .unwrap_or(u32::MAX);
@@ -47,7 +47,7 @@ async fn deliver(state: &Services, id: &[u8], mut item: OutboxItem) -> Result<()
         },
         // Cannot happen short of corruption; never retried.
         Err(e) => {
-            item.attempts = state.config.invite.max_attempts;
+            item.attempts = state.config().invite.max_attempts;
             Some(format!("unreadable body: {e}"))
         }
     };
@@ -64,7 +64,7 @@ async fn deliver(state: &Services, id: &[u8], mut item: OutboxItem) -> Result<()
     };
     item.attempts = item.attempts.saturating_add(1);
     item.last_error = Some(why.clone());
-    if item.attempts >= state.config.invite.max_attempts {
+    if item.attempts >= state.config().invite.max_attempts {
         state.metrics.delivery(Delivery::Failed);
         item.failed = true;
         tracing::warn!(destination = %item.destination, attempts = item.attempts, error = %why,
@@ -149,7 +149,7 @@ pub async fn delivery_task(state: Services, mut shutdown: tokio::sync::watch::Re
 
 /// Drops invites older than `invite.expiration.after`.
 pub async fn expire(state: &Services) {
-    let Some(after) = state.config.invite.expire_after else {
+    let Some(after) = state.config().invite.expire_after else {
         return;
     };
     let cutoff = now_ms().saturating_sub(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
