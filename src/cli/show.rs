@@ -73,27 +73,9 @@ pub fn status(b: &Value) {
     let sources = array(&b["sync"]);
     if !sources.is_empty() {
         outln!("");
-        let mut t = Table::new(&[
-            "SOURCE",
-            "STATE",
-            "LAST SUCCESS",
-            "USERS",
-            "BINDINGS",
-            "TOOK",
-        ]);
+        let mut t = Table::new(&SOURCE_COLUMNS);
         for s in sources {
-            t.row(vec![
-                text(&s["source"], "?").to_owned(),
-                text(&s["state"], "?").to_owned(),
-                time_or(&s["last_success_ms"], "never"),
-                s["users"].as_u64().unwrap_or(0).to_string(),
-                s["bindings"].as_u64().unwrap_or(0).to_string(),
-                if s["state"] == "never run" {
-                    "-".to_owned()
-                } else {
-                    duration_ms(s["duration_ms"].as_u64().unwrap_or(0))
-                },
-            ]);
+            t.row(source_cells(s));
         }
         t.print();
     }
@@ -257,16 +239,37 @@ pub fn search(b: &Value) {
     }
 }
 
-/// A source's state word: `never run`, `failing` or `ok`.
-fn state(s: &Value) -> &'static str {
-    if s.get("runs").is_some() {
-        "never run"
-    } else if s["last_error"].is_string() {
-        "failing"
-    } else {
-        "ok"
-    }
+/// A source's state word as the server gives it (`ok`, `failing`, `degraded`), or
+/// `never run` for a source with no run yet.
+fn state(s: &Value) -> &str {
+    s["state"].as_str().unwrap_or("never run")
 }
+
+/// The cells every table of sources starts with: SOURCE, STATE, LAST SUCCESS, USERS,
+/// BINDINGS, TOOK.
+fn source_cells(s: &Value) -> Vec<String> {
+    let state = state(s);
+    vec![
+        text(&s["source"], "?").to_owned(),
+        state.to_owned(),
+        time_or(&s["last_success_ms"], "never"),
+        s["users"].as_u64().unwrap_or(0).to_string(),
+        s["bindings"].as_u64().unwrap_or(0).to_string(),
+        match s["duration_ms"].as_u64() {
+            Some(ms) if state != "never run" => duration_ms(ms),
+            _ => "-".to_owned(),
+        },
+    ]
+}
+
+const SOURCE_COLUMNS: [&str; 6] = [
+    "SOURCE",
+    "STATE",
+    "LAST SUCCESS",
+    "USERS",
+    "BINDINGS",
+    "TOOK",
+];
 
 /// `mxisd sync status`
 pub fn sync_status(b: &Value) {
@@ -275,27 +278,13 @@ pub fn sync_status(b: &Value) {
         outln!("no identity source is configured");
         return;
     }
-    let mut t = Table::new(&[
-        "SOURCE",
-        "STATE",
-        "LAST SUCCESS",
-        "USERS",
-        "BINDINGS",
-        "TOOK",
-        "NEXT RUN",
-    ]);
+    let mut columns = SOURCE_COLUMNS.to_vec();
+    columns.push("NEXT RUN");
+    let mut t = Table::new(&columns);
     for s in sources {
-        t.row(vec![
-            text(&s["source"], "?").to_owned(),
-            state(s).to_owned(),
-            time_or(&s["last_success_ms"], "never"),
-            s["users"].as_u64().unwrap_or(0).to_string(),
-            s["bindings"].as_u64().unwrap_or(0).to_string(),
-            s["duration_ms"]
-                .as_u64()
-                .map_or_else(|| "-".to_owned(), duration_ms),
-            time_or(&s["next_run_ms"], "-"),
-        ]);
+        let mut cells = source_cells(s);
+        cells.push(time_or(&s["next_run_ms"], "-"));
+        t.row(cells);
     }
     t.print();
     for s in sources.iter().filter(|s| state(s) == "failing") {
@@ -304,6 +293,13 @@ pub fn sync_status(b: &Value) {
             text(&s["source"], "?"),
             time_or(&s["last_attempt_ms"], "?"),
             text(&s["last_error"], "?")
+        );
+    }
+    for s in sources.iter().filter(|s| state(s) == "degraded") {
+        outln!(
+            "{}: degraded: {}",
+            text(&s["source"], "?"),
+            text(&s["reason"], "?")
         );
     }
 }
@@ -336,7 +332,7 @@ pub fn sync_run(b: &Value, print: bool, error: Option<&str>) -> bool {
                 None => eprintln!("  nothing changed: {name} has never synced successfully"),
             }
         }
-        for s in sources.iter().filter(|s| state(s) == "ok") {
+        for s in sources.iter().filter(|s| state(s) != "failing") {
             let changes = ["added", "changed", "removed"]
                 .iter()
                 .map(|k| s[*k].as_u64().unwrap_or(0))
@@ -362,6 +358,9 @@ pub fn sync_run(b: &Value, print: bool, error: Option<&str>) -> bool {
             }
             for p in array(&s["problems"]) {
                 outln!("  - {}", text(p, ""));
+            }
+            if state(s) == "degraded" {
+                outln!("  degraded: {}", text(&s["reason"], "?"));
             }
         }
         if sources.is_empty() && error.is_none() {

@@ -135,14 +135,7 @@ where
             .feed_binding(state, &entry.medium, &entry.address, mxid)
             .await?;
     }
-    import.finish(state).await?;
-    tracing::info!(
-        entries = import.line,
-        imported = import.imported,
-        skipped = import.skipped,
-        "bindings imported"
-    );
-    Ok(import.report())
+    finish_import(import, state).await
 }
 
 async fn import_stream<S, B>(body: S, state: &Services) -> Result<bindings::ImportReport, Error>
@@ -179,9 +172,16 @@ where
         let line = String::from_utf8_lossy(&carry).into_owned();
         import.feed(state, &line).await?;
     }
+    finish_import(import, state).await
+}
+
+async fn finish_import(
+    mut import: bindings::Import,
+    state: &Services,
+) -> Result<bindings::ImportReport, Error> {
     import.finish(state).await?;
     tracing::info!(
-        lines = import.line,
+        entries = import.line,
         imported = import.imported,
         skipped = import.skipped,
         "bindings imported"

@@ -171,12 +171,8 @@ fn source_statuses(state: &Services) -> Result<Vec<SourceStatus>, String> {
                 },
                 Some(s) => SourceStatus {
                     source: name,
-                    state: match (&s.last_error, degraded(&s)) {
-                        (Some(_), _) => "failing",
-                        (None, Some(_)) => "degraded",
-                        (None, None) => "ok",
-                    },
-                    reason: degraded(&s).filter(|_| s.last_error.is_none()),
+                    state: crate::service::sync::state_of(&s),
+                    reason: crate::service::sync::degraded(&s),
                     last_success_ms: s.last_success_ms,
                     last_attempt_ms: s.last_attempt_ms,
                     last_error: s.last_error,
@@ -187,29 +183,6 @@ fn source_statuses(state: &Services) -> Result<Vec<SourceStatus>, String> {
             })
         })
         .collect()
-}
-
-/// Why a source whose last run worked still needs attention: it listed nobody (an
-/// empty directory is more likely a wrong filter, base DN or uid attribute), or it
-/// skipped more entries and addresses than it kept users (most entries lack the uid
-/// attribute, say). The first problem the run noted says which.
-fn degraded(s: &crate::store::sync::SyncStatus) -> Option<String> {
-    s.last_success_ms?;
-    let first = s
-        .problems
-        .first()
-        .map(|p| format!(": {p}"))
-        .unwrap_or_default();
-    if s.users == 0 {
-        Some(format!("its last run listed no users{first}"))
-    } else if s.skipped > s.users {
-        Some(format!(
-            "its last run skipped {} entries or addresses and kept only {} users{first}",
-            s.skipped, s.users
-        ))
-    } else {
-        None
-    }
 }
 
 /// The admin listener's status: every part, and what needs attention.

@@ -535,9 +535,14 @@ pub struct SourceRun {
     /// When the timer runs it next (`null` without an interval, or before any run).
     pub next_run_ms: Option<u64>,
     pub problems: Vec<String>,
+    /// Why it is `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub removed: u64,
     pub skipped: u64,
     pub source: String,
+    /// `ok`, `failing` or `degraded` ([`state_of`]).
+    pub state: &'static str,
     pub users: u64,
 }
 
@@ -585,6 +590,7 @@ fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> SourceV
                         .saturating_add(u64::try_from(every.as_millis()).unwrap_or(u64::MAX))
                 })
             });
+            let (state, reason) = (state_of(&s), degraded(&s));
             SourceView::Ran(Box::new(SourceRun {
                 added: s.added,
                 bindings: s.bindings,
@@ -595,12 +601,53 @@ fn describe(state: &Services, name: &str, status: Option<SyncStatus>) -> SourceV
                 last_success_ms: s.last_success_ms,
                 next_run_ms,
                 problems: s.problems,
+                reason,
                 removed: s.removed,
                 skipped: s.skipped,
                 source: name.to_owned(),
+                state,
                 users: s.users,
             }))
         }
+    }
+}
+
+/// Why a source whose last run worked still needs attention: it listed nobody (an
+/// empty directory is more likely a wrong filter, base DN or uid attribute), or it
+/// skipped more entries and addresses than it kept users (most entries lack the uid
+/// attribute, say). The first problem the run noted says which. `None` for a source
+/// whose last run failed: that is `failing`, whatever came before.
+pub fn degraded(s: &SyncStatus) -> Option<String> {
+    if s.last_error.is_some() {
+        return None;
+    }
+    s.last_success_ms?;
+    let first = s
+        .problems
+        .first()
+        .map(|p| format!(": {p}"))
+        .unwrap_or_default();
+    if s.users == 0 {
+        Some(format!("its last run listed no users{first}"))
+    } else if s.skipped > s.users {
+        Some(format!(
+            "its last run skipped {} entries or addresses and kept only {} users{first}",
+            s.skipped, s.users
+        ))
+    } else {
+        None
+    }
+}
+
+/// `ok`, `failing` (the last run failed; the last good data is served) or `degraded`
+/// (see [`degraded`]): a source that has run, as operators see it.
+pub fn state_of(s: &SyncStatus) -> &'static str {
+    if s.last_error.is_some() {
+        "failing"
+    } else if degraded(s).is_some() {
+        "degraded"
+    } else {
+        "ok"
     }
 }
 
@@ -698,15 +745,17 @@ mod tests {
             last_success_ms: Some(5),
             next_run_ms: None,
             problems: vec!["p".into()],
+            reason: None,
             removed: 6,
             skipped: 7,
             source: "ldap".into(),
+            state: "ok",
             users: 8,
         }));
         let before = json!({
             "source": "ldap", "last_success_ms": 5, "last_attempt_ms": 5, "next_run_ms": null,
             "last_error": null, "users": 8, "bindings": 2, "added": 1, "changed": 3,
-            "removed": 6, "skipped": 7, "problems": ["p"], "duration_ms": 4,
+            "removed": 6, "skipped": 7, "problems": ["p"], "duration_ms": 4, "state": "ok",
         });
         assert_eq!(serde_json::to_string(&ran).unwrap(), before.to_string());
     }

@@ -1,7 +1,9 @@
 //! Accounts via OpenID against a fake homeserver on loopback: register, account,
 //! logout, bearer and query-string tokens, and every way registration can go wrong.
 
-use crate::common::{assert_error, federation_override, FakeHomeserver, TestServer, Userinfo};
+use crate::common::{
+    assert_error, federation_override, FakeHomeserver, Resp, TestServer, Userinfo,
+};
 use serde_json::json;
 
 const REGISTER: &str = "/_matrix/identity/v2/account/register";
@@ -297,16 +299,20 @@ async fn register_refuses_bad_input() {
     );
 }
 
+/// `account/register` with the token the stand-in homeserver accepts.
+async fn register_as(s: &TestServer, server_name: &str) -> Resp {
+    s.post_json(
+        REGISTER,
+        &json!({"access_token": "good", "matrix_server_name": server_name}),
+        None,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_local_users_by_default_and_registration_limited_per_client() {
     let (s, hs) = setup("rateLimit:\n  registerPerIp:\n    burst: 3\n    interval: 1h\n").await;
-    let r = s
-        .post_json(
-            REGISTER,
-            &json!({"access_token": "good", "matrix_server_name": "elsewhere.example"}),
-            None,
-        )
-        .await;
+    let r = register_as(&s, "elsewhere.example").await;
     assert_error(&r, 403, "M_FORBIDDEN");
     assert_eq!(hs.hits(), 0, "refused before any outbound call");
 
@@ -314,14 +320,7 @@ async fn only_local_users_by_default_and_registration_limited_per_client() {
     // calls however many follow.
     let mut answers = Vec::new();
     for _ in 0..12 {
-        let r = s
-            .post_json(
-                REGISTER,
-                &json!({"access_token": "good", "matrix_server_name": "example.org"}),
-                None,
-            )
-            .await;
-        answers.push(r);
+        answers.push(register_as(&s, "example.org").await);
     }
     let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
@@ -336,13 +335,7 @@ async fn only_local_users_by_default_and_registration_limited_per_client() {
     }
     assert_eq!(hs.hits(), 3, "refused registrations make no outbound call");
     // Refusals before any outbound call are not counted: still 403, not 429.
-    let r = s
-        .post_json(
-            REGISTER,
-            &json!({"access_token": "good", "matrix_server_name": "elsewhere.example"}),
-            None,
-        )
-        .await;
+    let r = register_as(&s, "elsewhere.example").await;
     assert_error(&r, 403, "M_FORBIDDEN");
 }
 

@@ -2,27 +2,13 @@
 //! under load and restore, and store schema upgrades and refusals, through the real
 //! listeners and the real binary.
 
-use crate::cli::{text, Running};
+use crate::cli::{mxisd, text, Running};
 use crate::common::{base_yaml, TestServer};
 use serde_json::{json, Value};
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxisd");
 const V1_LOOKUP: &str = "/_matrix/identity/api/v1/lookup";
-
-/// The binary pointed at a config file (an in-process server's admin socket is found
-/// from its storage path).
-fn mxisd(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
 
 async fn metrics(s: &TestServer) -> String {
     let r = s

@@ -503,8 +503,11 @@ async fn ldap_uid_default_repeated_attributes_and_sources_that_give_nobody() {
         "{status}"
     );
     assert!(reason.contains("(sAMAccountName=*)"), "{reason}");
-    let strict = tokio::task::spawn_blocking(move || {
-        crate::cli::mxisd(&d, &["healthcheck", "-c", "c.yaml", "--strict"])
+    let (strict, table) = tokio::task::spawn_blocking(move || {
+        (
+            crate::cli::mxisd(&d, &["healthcheck", "-c", "c.yaml", "--strict"]),
+            crate::cli::mxisd(&d, &["sync", "status", "-c", "c.yaml"]),
+        )
     })
     .await
     .unwrap();
@@ -512,6 +515,14 @@ async fn ldap_uid_default_repeated_attributes_and_sources_that_give_nobody() {
     assert_eq!(strict.status.code(), Some(1), "{out} {err}");
     assert!(
         out.contains("sync source ldap: its last run listed no users"),
+        "{out}"
+    );
+    // `mxisd sync status` says so too, with the reason.
+    let (out, err) = crate::cli::text(&table);
+    assert!(table.status.success(), "{out} {err}");
+    assert!(out.contains("ldap    degraded"), "{out}");
+    assert!(
+        out.contains("ldap: degraded: its last run listed no users"),
         "{out}"
     );
 }
