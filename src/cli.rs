@@ -34,23 +34,11 @@ use std::path::{Path, PathBuf};
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {
-        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::logging::write_out(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
-/// What [`outln!`] calls.
-pub fn write_out(text: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            // Whoever reads has what they wanted: no message, no failure.
-            std::process::exit(0);
-        }
-        eprintln!("error: cannot write to standard output: {e}");
-        std::process::exit(1);
-    }
-}
+pub use crate::logging::write_out;
 
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()

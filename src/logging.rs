@@ -93,6 +93,22 @@ pub fn redact_address(address: &str) -> String {
     }
 }
 
+/// Writes to standard output for the CLI's [`outln!`](crate::outln): when the reader
+/// has gone away (`mxisd status | head -1`), exits quietly instead of panicking as
+/// `println!` does; any other write error ends the command with exit status 1.
+pub fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // Whoever reads has what they wanted: no message, no failure.
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,7 @@ pub async fn run(opts: &Options) -> ExitCode {
     let storage = absolute(&opts.storage);
     let output = absolute(&opts.output);
     let their = absolute(&opts.config);
-    println!(
+    crate::outln!(
         "importing {} into {} (config) and {} (storage){}",
         their.display(),
         output.display(),
@@ -95,7 +95,7 @@ pub async fn run(opts: &Options) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if opts.dry_run {
-        println!("dry run: nothing was written");
+        crate::outln!("dry run: nothing was written");
         if let Some(store) = plan.existing_store {
             let _ = store.close();
         }
@@ -103,13 +103,13 @@ pub async fn run(opts: &Options) -> ExitCode {
     }
     match write::write(plan, &output, &storage).await {
         Ok(()) => {
-            println!("done. Next:");
-            println!("  mxisd check-config -c {}", output.display());
-            println!(
+            crate::outln!("done. Next:");
+            crate::outln!("  mxisd check-config -c {}", output.display());
+            crate::outln!(
                 "  give the service user the state: chown -R mxisd:mxisd {} (if mxisd runs as user mxisd)",
                 storage.display()
             );
-            println!(
+            crate::outln!(
                 "  stop ma1sd, start mxisd on the same port; Synapse's settings stay as they are"
             );
             ExitCode::SUCCESS
@@ -152,27 +152,27 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
     );
     plan.problems.extend(t.problems.iter().cloned());
     if !t.changed.is_empty() || !t.dropped.is_empty() {
-        println!("config:");
+        crate::outln!("config:");
     }
     for (key, what) in &t.changed {
-        println!("  changed {key}: {what}");
+        crate::outln!("  changed {key}: {what}");
     }
     for (key, why) in &t.dropped {
-        println!("  dropped {key}: {why}");
+        crate::outln!("  dropped {key}: {why}");
     }
 
     // The signing key.
     match &t.keys {
         Some(translate::KeySource::Path(p)) => match keystore::read(p) {
             Ok(k) => {
-                println!(
+                crate::outln!(
                     "key: ed25519:{} (public key {}) from {}",
                     k.serial,
                     k.public,
                     k.file.display()
                 );
                 if !k.other_regular.is_empty() {
-                    println!(
+                    crate::outln!(
                         "  not carried over: {} other regular key(s) ({}); mxisd serves one long-term key",
                         k.other_regular.len(),
                         k.other_regular.join(", ")
@@ -182,7 +182,7 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
             }
             Err(e) => plan.problems.push(e),
         },
-        Some(translate::KeySource::Memory) => println!(
+        Some(translate::KeySource::Memory) => crate::outln!(
             "key: ma1sd kept its key in memory (key.path: :memory:); nothing to carry over, mxisd makes ed25519:0 at first start"
         ),
         None => {}
@@ -199,7 +199,7 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
         None => None,
     };
     if matches!(t.db, Some(translate::DbSource::Memory)) {
-        println!("database: in memory (:memory:): no invites or terms to import");
+        crate::outln!("database: in memory (:memory:): no invites or terms to import");
     }
     let data = match &target {
         Some(target) => match db::read(target).await {
@@ -224,18 +224,18 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
             Err(e) => plan.problems.push(e),
         }
         let i = &plan.invites;
-        println!("invites: {} pending invite(s) to import", i.records.len());
+        crate::outln!("invites: {} pending invite(s) to import", i.records.len());
         for (why, n) in &i.skipped {
-            println!("  skipped {n}: {why}");
+            crate::outln!("  skipped {n}: {why}");
         }
         if i.undated > 0 {
-            println!(
+            crate::outln!(
                 "  {} without a creation time: their expiry counts from now, as ma1sd counted from its start",
                 i.undated
             );
         }
         if i.keyless > 0 {
-            println!(
+            crate::outln!(
                 "  {} made before ma1sd kept ephemeral keys: delivered on bind as before; sign-ed25519 cannot serve them",
                 i.keyless
             );
@@ -244,7 +244,7 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
             let total = keystore::ephemeral_count(dir);
             let used = i.records.len() - i.keyless;
             if total > used {
-                println!(
+                crate::outln!(
                     "  not carried over: {} ephemeral key(s) of invites that are no longer pending",
                     total - used
                 );
@@ -254,23 +254,25 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
             Some(rows) => {
                 plan.terms = convert_terms(rows, &config.terms);
                 let tm = &plan.terms;
-                println!(
+                crate::outln!(
                     "terms: {} acceptance(s) of {} user(s) to import",
                     tm.rows - tm.skipped,
                     tm.accepted.len()
                 );
                 if tm.skipped > 0 {
-                    println!("  skipped {}: not a Matrix user ID or no URL", tm.skipped);
+                    crate::outln!("  skipped {}: not a Matrix user ID or no URL", tm.skipped);
                 }
                 if tm.incomplete > 0 {
-                    println!(
+                    crate::outln!(
                         "  {} user(s) accepted only some current policies: ma1sd counted one as all, mxisd asks them for the rest",
                         tm.incomplete
                     );
                 }
             }
             None => {
-                println!("terms: no accepted table (mxisd 1.x had no terms): nothing to import")
+                crate::outln!(
+                    "terms: no accepted table (mxisd 1.x had no terms): nothing to import"
+                )
             }
         }
         for (table, n) in &data.left_behind {
@@ -281,10 +283,10 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
                 "invite_3pid_history" => "ma1sd's record of invites already delivered or expired",
                 _ => "application-service transactions; mxisd has no application service",
             };
-            println!("  not imported: {table} ({n} row(s)): {why}");
+            crate::outln!("  not imported: {table} ({n} row(s)): {why}");
         }
     }
-    println!(
+    crate::outln!(
         "pepper: not carried over; ma1sd keeps the lookup pepper in memory only (a new one at each start), so clients fetch hash_details again, as after any ma1sd restart"
     );
 
@@ -303,7 +305,7 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
                     && ours.public_key_b64() == k.public
                 {
                     plan.key_present = true;
-                    println!("  {} holds this key already", keys_dir.display());
+                    crate::outln!("  {} holds this key already", keys_dir.display());
                 } else {
                     plan.problems.push(format!(
                         "{} holds another key ({}, public key {}); refusing to replace it: move it away, or choose another --storage",
@@ -332,7 +334,7 @@ async fn plan(opts: &Options, their: &Path, output: &Path, storage: &Path) -> Pl
             Ok(Ok(store)) => match store.user_data_entries() {
                 Ok(0) => plan.existing_store = Some(store),
                 Ok(n) if opts.allow_existing_store => {
-                    println!(
+                    crate::outln!(
                         "  merging into the store in {} ({n} entries already; --allow-existing-store)",
                         store_dir.display()
                     );

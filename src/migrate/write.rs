@@ -184,7 +184,7 @@ async fn write_staged(
     if let Ok(d) = fs::File::open(&out_dir) {
         let _ = d.sync_all();
     }
-    println!(
+    crate::outln!(
         "wrote {} (mode 0640){}{} and {} invite(s), {} user(s)' accepted terms into {}",
         output.display(),
         if key.is_some() {

@@ -320,6 +320,25 @@ async fn sqlite_installation_imports_and_serves() {
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("dry run: nothing was written"), "{out}");
     assert!(!dir.join("out").exists() && !dir.join("state").exists());
+    // Its reader gone (`| head -1`), the report ends quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mxisd"))
+        .args([
+            "import-ma1sd",
+            "-c",
+            "ma1sd/ma1sd.yaml",
+            "-o",
+            "out/mxisd.yaml",
+        ])
+        .args(["--storage", "state", "--dry-run"])
+        .current_dir(dir)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(!text(&o).1.contains("panicked"), "{}", text(&o).1);
 
     let (ok, out, err) = import(dir, &[]);
     assert!(ok, "{out}\n{err}");
