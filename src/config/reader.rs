@@ -565,8 +565,36 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
+        if FINGERPRINTS.with(std::cell::Cell::get) {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::hash::DefaultHasher::new();
+            self.0.hash(&mut h);
+            write!(f, "<redacted {:016x}>", h.finish())
+        } else {
+            f.write_str("<redacted>")
+        }
     }
+}
+
+thread_local! {
+    /// Set only inside [`debug_with_fingerprints`].
+    static FINGERPRINTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `value`'s Debug text with every [`Secret`] shown as a fingerprint of its value
+/// instead of the bare `<redacted>`, so that two configs compare unequal when only a
+/// password changed. For comparisons only: the text must not be logged or shown.
+pub fn debug_with_fingerprints<T: std::fmt::Debug>(value: &T) -> String {
+    /// Turns fingerprints off again however formatting ends.
+    struct Off;
+    impl Drop for Off {
+        fn drop(&mut self) {
+            FINGERPRINTS.with(|on| on.set(false));
+        }
+    }
+    FINGERPRINTS.with(|on| on.set(true));
+    let _off = Off;
+    format!("{value:?}")
 }
 
 fn kind(v: &Value) -> &'static str {

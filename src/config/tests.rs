@@ -192,6 +192,16 @@ fn secrets_come_inline_from_env_or_from_a_file_and_stay_redacted() {
     assert_eq!(a.secret("other").unwrap().expose(), "from-env");
     assert!(a.secret("both").is_none());
     assert_eq!(format!("{:?}", a.secret("password").unwrap()), "<redacted>");
+    // For comparing configs (reload), secrets show as fingerprints of their value.
+    let fingerprint = |s: &str| {
+        crate::config::reader::debug_with_fingerprints(&crate::config::reader::Secret::new(
+            s.into(),
+        ))
+    };
+    assert_eq!(fingerprint("inline"), fingerprint("inline"));
+    assert_ne!(fingerprint("inline"), fingerprint("s3cret"));
+    assert!(!fingerprint("inline").contains("inline"));
+    assert_eq!(format!("{:?}", a.secret("password").unwrap()), "<redacted>");
     a.finish(&[]);
     root.finish(&[]);
     let problems = ctx.into_problems();

@@ -134,9 +134,10 @@ fn log_report(report: &Report) {
 }
 
 fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
-    // Debug output is the comparison: it covers every field, and secrets (redacted)
-    // are compared by neither side, so a changed password alone is installed unreported.
-    format!("{a:?}") != format!("{b:?}")
+    // Debug output is the comparison: it covers every field, secrets by a fingerprint
+    // (the text is compared and dropped, never shown).
+    use crate::config::reader::debug_with_fingerprints;
+    debug_with_fingerprints(a) != debug_with_fingerprints(b)
 }
 
 /// Compares `new` with the running config, builds the new live state, swaps it in. On

@@ -147,6 +147,30 @@ fn sighup_and_mxisd_reload_apply_what_can_change_and_keep_a_bad_file_out() {
         .contains("e-mail invite template is unusable"));
     assert_eq!(mxid_of(&server, "bob"), "@bob:localhost");
 
-    let (status, _) = server.terminate();
+    // A changed password alone is a change too (and is not shown).
+    let smtp = |password: &str| {
+        config(
+            "b.yaml",
+            &format!("threepid:\n  medium:\n    email:\n      identity:\n        from: id@example.org\n      connectors:\n        smtp:\n          host: 127.0.0.1\n          port: 2525\n          login: mxisd\n          password: {password}\n"),
+        )
+    };
+    std::fs::write(d.join("mxisd.yaml"), smtp("first-pass")).unwrap();
+    let o = server.cli(d, &["reload", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    std::fs::write(d.join("mxisd.yaml"), smtp("second-pass")).unwrap();
+    let o = server.cli(d, &["reload", "--json", "-c", "mxisd.yaml"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let answer: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    assert!(
+        answer["changed"].to_string().contains("threepid"),
+        "{answer}"
+    );
+    assert!(!text(&o).0.contains("-pass"), "{answer}");
+
+    let (status, log) = server.terminate();
+    assert!(
+        !log.contains("first-pass") && !log.contains("second-pass"),
+        "{log}"
+    );
     assert!(status.success());
 }
