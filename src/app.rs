@@ -18,6 +18,8 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
     /// The metrics listener, unless `server.metrics.enabled` is false.
     pub metrics: Option<TcpListener>,
+    /// The homeserver-facing listener, when `server.internal.enabled` is true.
+    pub internal: Option<TcpListener>,
 }
 
 /// Why the server could not start (each a one-line message naming the cause).
@@ -181,6 +183,20 @@ pub async fn run_reloadable(
             None,
             http::admin_routes(state.clone()),
             http::listen::Lane::Admin(door, state.clone()),
+            stop_rx.clone(),
+            drain,
+        ));
+    }
+    if let Some(internal) = listeners.internal {
+        if let Ok(addr) = internal.local_addr() {
+            tracing::info!(%addr, "internal listener listening (check_credentials)");
+        }
+        tasks.spawn(http::listen::serve(
+            "internal",
+            http::listen::Bound::Tcp(internal),
+            None,
+            http::routes::internal_routes(state.clone()),
+            http::listen::Lane::Plain,
             stop_rx.clone(),
             drain,
         ));

@@ -11,6 +11,7 @@ pub mod door;
 pub mod extract;
 pub mod fast;
 pub mod identity;
+pub mod internal;
 pub mod listen;
 pub mod middleware;
 pub mod params;

@@ -162,12 +162,25 @@ fn serve(config: Config, config_source: String) -> anyhow::Result<()> {
         } else {
             None
         };
+        let internal = if s.internal.enabled {
+            Some(
+                bind(
+                    &s.internal.hostname,
+                    s.internal.port,
+                    "server.internal.hostname/server.internal.port",
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         mxisd::run_reloadable(
             config,
             mxisd::Listeners {
                 public,
                 admin,
                 metrics,
+                internal,
             },
             shutdown,
             Some(reload),

@@ -74,6 +74,7 @@ const OTHER_ROUTES: &[&str] = &[
     "/version",
     "/status",
     "/metrics",
+    "/_matrix-internal/identity/v1/check_credentials",
 ];
 
 /// What a lookup entry found.
@@ -94,6 +95,8 @@ const LOOKUP_KINDS: [&str; 3] = ["sha256", "none", "v1"];
 pub enum Listener {
     Public,
     Admin,
+    /// The homeserver-facing listener (`server.internal`).
+    Internal,
 }
 
 impl Listener {
@@ -102,11 +105,12 @@ impl Listener {
         match self {
             Self::Public => "public",
             Self::Admin => "admin",
+            Self::Internal => "internal",
         }
     }
 }
 
-const LISTENERS: [&str; 2] = ["public", "admin"];
+const LISTENERS: [&str; 3] = ["public", "admin", "internal"];
 
 /// Cells of one route on one listener: a count per status class, the histogram's
 /// buckets (non-cumulative here; cumulated when rendered) and the sum in microseconds.
@@ -141,6 +145,8 @@ pub struct Metrics {
     sync: Mutex<BTreeMap<String, SyncCounters>>,
     /// Onbind deliveries: [delivered, retry, failed for good].
     deliveries: [AtomicU64; 3],
+    /// Password checks by (backend, result).
+    auth: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Default for Metrics {
@@ -178,6 +184,7 @@ impl Metrics {
             cells,
             sync: Mutex::new(BTreeMap::new()),
             deliveries: Default::default(),
+            auth: Mutex::new(BTreeMap::new()),
         };
         metrics.lookup_route = metrics.route_id(crate::metrics::LOOKUP_PATH);
         metrics
@@ -228,6 +235,7 @@ impl Metrics {
         let listener = match listener {
             Listener::Public => 0,
             Listener::Admin => 1,
+            Listener::Internal => 2,
         };
         let base = (route.min(self.routes.len() - 1) * LISTENERS.len() + listener) * ROUTE_STRIDE;
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -271,6 +279,15 @@ impl Metrics {
         }
     }
 
+    /// Records one password check answered by `backend` (a source's name, or `none`
+    /// when no source knew the user) with `result`: `success`, `failure`, `error`
+    /// (the backend could not be asked) or `limited`.
+    pub fn auth_attempt(&self, backend: &str, result: &'static str) {
+        if let Ok(mut map) = self.auth.lock() {
+            *map.entry((backend.to_owned(), result)).or_default() += 1;
+        }
+    }
+
     /// Records one onbind delivery attempt.
     pub fn delivery(&self, outcome: Delivery) {
         self.deliveries[outcome as usize].fetch_add(1, Relaxed);
@@ -306,6 +323,20 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "mxisd_invite_deliveries_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        header(
+            out,
+            "mxisd_auth_attempts_total",
+            "counter",
+            "Password checks (check_credentials), by backend and result.",
+        );
+        let auth = self.auth.lock().map(|m| m.clone()).unwrap_or_default();
+        for ((backend, result), n) in &auth {
+            let _ = writeln!(
+                out,
+                "mxisd_auth_attempts_total{{backend=\"{}\",result=\"{result}\"}} {n}",
+                escape(backend)
             );
         }
         let sync = self.sync.lock().map(|m| m.clone()).unwrap_or_default();

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod backup;
 pub mod bind;
 pub mod bindings;
+pub mod credentials;
 pub mod directory;
 pub mod hashing;
 pub mod health;

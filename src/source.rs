@@ -104,6 +104,29 @@ pub async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
     }
 }
 
+/// The user a `memory` or `file` source lists as `mxid` (a username is a localpart of
+/// `domain` or a full ID), as the source says now (a file is read again), for a password
+/// check. `Ok(None)` when it lists no such user.
+pub async fn listed_user(
+    kind: &SourceKind,
+    mxid: &str,
+    domain: &str,
+) -> Result<Option<UserSpec>, String> {
+    let users = match kind {
+        SourceKind::Memory(_) | SourceKind::File(_) => fetch(kind).await?.users,
+        _ => return Ok(None),
+    };
+    let is_wanted = |u: &UserSpec| {
+        let name = u.username.trim();
+        if name.starts_with('@') {
+            name.eq_ignore_ascii_case(mxid)
+        } else {
+            format!("@{name}:{domain}").eq_ignore_ascii_case(mxid)
+        }
+    };
+    Ok(users.into_iter().find(is_wanted))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_file;

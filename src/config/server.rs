@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    /// `server.internal`: the homeserver-facing listener (`check_credentials`).
+    pub internal: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +89,8 @@ pub(crate) fn read_server(
         .unwrap_or(Duration::from_secs(10));
     let tls = read_tls(&s.section("tls"));
     let admin = read_admin(&s.section("admin"), storage);
-    let metrics = read_metrics(&s.section("metrics"), port);
+    let metrics = read_side_listener(&s.section("metrics"), port, 1, true);
+    let internal = read_side_listener(&s.section("internal"), port, 2, false);
     s.finish(&[]);
 
     let mut ok = true;
@@ -130,6 +133,10 @@ pub(crate) fn read_server(
             .as_ref()
             .filter(|m| m.enabled)
             .map(|m| ("metrics.port", m.hostname.as_str(), m.port)),
+        internal
+            .as_ref()
+            .filter(|m| m.enabled)
+            .map(|m| ("internal.port", m.hostname.as_str(), m.port)),
     ];
     let public = ("port", hostname.as_str(), port);
     for (i, (key, host, p)) in tcp_ports.iter().flatten().enumerate() {
@@ -146,6 +153,7 @@ pub(crate) fn read_server(
     }
     let admin = admin?;
     let metrics = metrics?;
+    let internal = internal?;
     Some(ServerConfig {
         name,
         hostname,
@@ -156,6 +164,7 @@ pub(crate) fn read_server(
         tls: tls?,
         admin,
         metrics,
+        internal,
     })
 }
 
@@ -287,16 +296,23 @@ fn read_token(path: &Path) -> Result<Secret, String> {
     Ok(Secret::new(token.to_owned()))
 }
 
-fn read_metrics(s: &Section<'_, '_>, public_port: u16) -> Option<MetricsConfig> {
-    let enabled = s.bool("enabled").unwrap_or(true);
+/// A loopback side listener (`server.metrics`, `server.internal`): on by default or
+/// not, its port `offset` above the public one unless set (0 when the public port is).
+fn read_side_listener(
+    s: &Section<'_, '_>,
+    public_port: u16,
+    offset: u16,
+    enabled_by_default: bool,
+) -> Option<MetricsConfig> {
+    let enabled = s.bool("enabled").unwrap_or(enabled_by_default);
     let hostname = s.string("hostname").unwrap_or_else(|| "127.0.0.1".into());
     let port = match s.port("port") {
         Some(p) => p,
         None if public_port == 0 => 0,
-        None => match public_port.checked_add(1) {
+        None => match public_port.checked_add(offset) {
             Some(p) => p,
             None => {
-                s.problem("port", "required when server.port is 65535");
+                s.problem("port", "required when server.port is this high");
                 return None;
             }
         },

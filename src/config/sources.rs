@@ -15,10 +15,15 @@ pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<super::stores::S
         let username = u.string("username");
         let display_name = u.string("displayName");
         let roles = u.string_list("roles").unwrap_or_default();
-        u.ignored(
-            "password",
-            "ignored: mxisd does not check passwords against the memory store",
-        );
+        let password = u.string("password").filter(|p| !p.is_empty());
+        if let Some(p) = &password {
+            if !p.starts_with("$argon2") {
+                u.warning(
+                    "password",
+                    "is not an argon2 hash ($argon2id$...): this user's password logins are refused (plain-text passwords are never compared)",
+                );
+            }
+        }
         let mut threepids = Vec::new();
         for t in u.list_of_sections("threepids") {
             match (t.string("medium"), t.string("address")) {
@@ -53,7 +58,7 @@ pub(crate) fn read_memory(s: &Section<'_, '_>) -> Option<Option<super::stores::S
                 threepids,
                 roles,
                 attributes: Default::default(),
-                password: None,
+                password,
             }),
             None => {
                 s.problem(&format!("identities[{i}].username"), "required");

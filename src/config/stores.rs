@@ -34,7 +34,8 @@ pub struct UserSpec {
     /// Extra attributes for the directory (department, title...).
     #[serde(default)]
     pub attributes: BTreeMap<String, Vec<String>>,
-    /// Accepted for ma1sd compatibility (mxisd never checks passwords here).
+    /// An argon2 hash (PHC string) for password logins (`check_credentials`); never
+    /// stored by a sync.
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -93,6 +94,8 @@ pub struct LdapSource {
     pub bind: Option<(String, Secret)>,
     pub base_dns: Vec<String>,
     pub filter: String,
+    /// `ldap.auth.filter`: which entries may log in (else `filter`).
+    pub auth_filter: Option<String>,
     /// The attribute holding each user's uid (`attribute.uid.value`).
     pub uid_attr: String,
     /// Where an entry without `uid_attr` finds its uid instead: set only when
@@ -420,12 +423,21 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
     let extra_attrs = attribute_list(&directory_attrs, "other", &[]);
     directory_attrs.finish(&[]);
     directory.finish(&[]);
-    for flow in ["auth", "profile"] {
-        s.ignored(
-            flow,
-            "ignored: mxisd answers from the synced entries and does not check passwords against LDAP",
-        );
+    let auth = s.section("auth");
+    let auth_filter = auth.string("filter").filter(|f| !f.trim().is_empty());
+    auth.finish(&[]);
+    if let Some(f) = &auth_filter {
+        if !is_valid_filter(f) {
+            s.problem(
+                "auth.filter",
+                "not a valid LDAP filter (RFC 4515: parenthesised, with special characters escaped)",
+            );
+        }
     }
+    s.ignored(
+        "profile",
+        "ignored: profiles are answered from the synced entries",
+    );
     let sync = s.section("sync");
     let every = interval(&sync, Duration::from_secs(900));
     sync.finish(&[]);
@@ -528,6 +540,7 @@ pub fn read_ldap(s: &Section<'_, '_>, domain: Option<&str>) -> Option<Option<Sou
             filter,
             uid_attr,
             uid_fallback,
+            auth_filter,
             uid_kind,
             name_attr,
             threepid_attrs,

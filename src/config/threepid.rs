@@ -141,6 +141,9 @@ pub struct RateLimitConfig {
     /// `account/register` (each makes an outbound userinfo call).
     pub register_per_ip: Limit,
     pub lookup_per_token: Limit,
+    /// `check_credentials` attempts for one user, and from one client address.
+    pub login_per_user: Limit,
+    pub login_per_ip: Limit,
 }
 
 const DELIVERY_HINTS: &[(&str, &str)] = &[(
@@ -526,6 +529,8 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
     let store_invite_per_ip = limit("storeInvitePerIp", 10, secs(30));
     let register_per_ip = limit("registerPerIp", 30, secs(2));
     let lookup_per_token = limit("lookupPerToken", 600, Duration::from_millis(20));
+    let login_per_user = limit("loginPerUser", 5, secs(60));
+    let login_per_ip = limit("loginPerIp", 30, secs(2));
     s.finish(&[]);
     if !ok {
         return None;
@@ -543,6 +548,8 @@ pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
         store_invite_per_ip: store_invite_per_ip?,
         register_per_ip: register_per_ip?,
         lookup_per_token: lookup_per_token?,
+        login_per_user: login_per_user?,
+        login_per_ip: login_per_ip?,
     })
 }
 

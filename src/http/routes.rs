@@ -525,3 +525,19 @@ pub fn metrics_routes(state: Services) -> BoxedFilter<(Response,)> {
     let routes = metrics.recover(recover).unify();
     logged(routes.boxed(), crate::metrics::Listener::Admin, &state)
 }
+
+/// The homeserver-facing listener (`server.internal`): `POST
+/// /_matrix-internal/identity/v1/check_credentials`.
+pub fn internal_routes(state: Services) -> BoxedFilter<(Response,)> {
+    // A password check is small: 64 KiB is plenty and bounds what a caller can send.
+    let limit = 64 * 1024;
+    let ip = api::client_ip(std::sync::Arc::new(Vec::new()));
+    let check = warp::path!("_matrix-internal" / "identity" / "v1" / "check_credentials")
+        .and(warp::post())
+        .and(api::json_body(limit))
+        .and(ip)
+        .and(api::with_state(state.clone()))
+        .and_then(super::internal::credentials::check);
+    let routes = routes!(body_guard(limit), check).recover(recover).unify();
+    logged(routes.boxed(), crate::metrics::Listener::Internal, &state)
+}

@@ -37,6 +37,8 @@ pub struct Limiters {
     register_ip: Keyed<IpAddr>,
     /// Keyed by a hash of the token: no copy of it per request, none kept in memory.
     lookup_token: Keyed<u64>,
+    login_user: Keyed<String>,
+    login_ip: Keyed<IpAddr>,
 }
 
 impl std::fmt::Debug for Limiters {
@@ -83,6 +85,8 @@ impl Limiters {
             store_invite_ip: keyed(config.store_invite_per_ip),
             register_ip: keyed(config.register_per_ip),
             lookup_token: keyed(config.lookup_per_token),
+            login_user: keyed(config.login_per_user),
+            login_ip: keyed(config.login_per_ip),
         }
     }
 
@@ -147,6 +151,14 @@ impl Limiters {
         }
     }
 
+    /// A password check (`check_credentials`) for `user` from `ip`.
+    pub fn login(&self, ip: Option<IpAddr>, user: &str) -> Result<(), Error> {
+        if let Some(ip) = ip {
+            self.check(&self.login_ip, &client_key(ip))?;
+        }
+        self.check(&self.login_user, &user.to_lowercase())
+    }
+
     /// A lookup by the holder of `token`.
     pub fn lookup(&self, token: &str) -> Result<(), Error> {
         let mut h = std::hash::DefaultHasher::new();
@@ -165,6 +177,8 @@ impl Limiters {
         self.store_invite_address.retain_recent();
         self.store_invite_ip.retain_recent();
         self.register_ip.retain_recent();
+        self.login_user.retain_recent();
+        self.login_ip.retain_recent();
         self.lookup_token.retain_recent();
         self.request_token_address.shrink_to_fit();
         self.lookup_token.shrink_to_fit();
@@ -194,7 +208,24 @@ mod tests {
             store_invite_per_ip: l,
             register_per_ip: l,
             lookup_per_token: l,
+            login_per_user: l,
+            login_per_ip: Limit { burst: 3, ..l },
         }
+    }
+
+    #[test]
+    fn logins_are_counted_per_user_whatever_the_case_and_per_client() {
+        let limits = Limiters::new(&config(true));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(limits.login(Some(a), "@Alice:example.org").is_ok());
+        assert!(limits.login(Some(b), "@alice:example.org").is_ok());
+        // A third try at alice, from anywhere: refused.
+        assert!(limits.login(Some(a), "@ALICE:example.org").is_err());
+        // a's third attempt counts for a; its fourth is refused whoever it names.
+        assert!(limits.login(Some(a), "@bob:example.org").is_ok());
+        assert!(limits.login(Some(a), "@carol:example.org").is_err());
+        assert!(limits.login(Some(b), "@carol:example.org").is_ok());
     }
 
     #[test]

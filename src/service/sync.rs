@@ -43,8 +43,8 @@ pub struct Syncer {
 
 /// One source's definition and the lock its runs take (kept across reloads by name).
 #[derive(Debug)]
-struct Source {
-    config: SourceConfig,
+pub struct Source {
+    pub config: SourceConfig,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -53,8 +53,8 @@ struct Source {
 pub struct SourceChanges {
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Defined differently (secrets are not compared: a changed password alone is
-    /// installed but not reported).
+    /// Defined differently (secrets compared by a fingerprint, so a changed password
+    /// alone counts).
     pub changed: Vec<String>,
 }
 
@@ -99,7 +99,8 @@ impl Syncer {
                         Arc::default()
                     }
                     Some(b) => {
-                        if format!("{:?}", b.config) != format!("{config:?}") {
+                        use crate::config::reader::debug_with_fingerprints as text;
+                        if text(&b.config) != text(&config) {
                             changes.changed.push(config.name.clone());
                         }
                         Arc::clone(&b.lock)
@@ -124,6 +125,11 @@ impl Syncer {
             .iter()
             .map(|s| s.config.name.clone())
             .collect()
+    }
+
+    /// Every configured source, in the configured order.
+    pub fn sources(&self) -> Arc<Vec<Arc<Source>>> {
+        self.sources.load_full()
     }
 
     fn find(&self, name: &str) -> Option<Arc<Source>> {

@@ -51,6 +51,27 @@ impl LdapSource {
         format!("@{localpart}:{}", self.domain)
     }
 
+    /// The uid attribute value that gives `mxid` (the inverse of [`Self::username`]):
+    /// `None` for a user of another domain or one no entry could give.
+    fn uid_of(&self, mxid: &str) -> Option<String> {
+        if self.uid_kind == UidKind::Mxid {
+            return Some(mxid.to_owned());
+        }
+        let localpart = mxid
+            .strip_prefix('@')?
+            .strip_suffix(&format!(":{}", self.domain))?;
+        if localpart.is_empty() {
+            return None;
+        }
+        Some(match &self.active_directory {
+            Some(default_domain) => match localpart.split_once('/') {
+                Some((login, domain)) => format!("{login}@{domain}"),
+                None => format!("{localpart}@{default_domain}"),
+            },
+            None => localpart.to_owned(),
+        })
+    }
+
     fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
         let Some(path) = &self.ca_file else {
             return Ok(None);
@@ -195,10 +216,13 @@ async fn connect_tcp(source: &LdapSource) -> Result<Option<std::net::TcpStream>,
         .map_err(|e| format!("cannot connect: {e}"))
 }
 
-/// Reads every user the filter selects.
-pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
+/// An open connection and the task driving it (aborted with [`close`]).
+async fn open(
+    source: &LdapSource,
+    timeout: std::time::Duration,
+) -> Result<(ldap3::Ldap, tokio::task::JoinHandle<()>), String> {
     let mut settings = LdapConnSettings::new()
-        .set_conn_timeout(source.timeout)
+        .set_conn_timeout(timeout)
         .set_starttls(source.starttls);
     if let Some(config) = source.tls_config()? {
         settings = settings.set_config(config);
@@ -206,7 +230,7 @@ pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
     if let Some(stream) = connect_tcp(source).await? {
         settings = settings.set_std_stream(ldap3::StdStream::Tcp(stream));
     }
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &source.url)
+    let (conn, ldap) = LdapConnAsync::with_settings(settings, &source.url)
         .await
         .map_err(|e| format!("cannot connect: {}", describe(e)))?;
     let driver = tokio::spawn(async move {
@@ -214,20 +238,143 @@ pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
             tracing::debug!(error = %e, "LDAP connection ended");
         }
     });
-    let result = search_all(source, &mut ldap).await;
-    let _ = ldap.unbind().await;
-    driver.abort();
-    result
+    Ok((ldap, driver))
 }
 
-async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetched, String> {
+async fn close(mut ldap: ldap3::Ldap, driver: tokio::task::JoinHandle<()>) {
+    let _ = ldap.unbind().await;
+    driver.abort();
+}
+
+/// Binds with the configured service account, if any.
+async fn service_bind(
+    source: &LdapSource,
+    ldap: &mut ldap3::Ldap,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
     if let Some((dn, password)) = &source.bind {
-        ldap.with_timeout(source.timeout)
+        ldap.with_timeout(timeout)
             .simple_bind(dn, password.expose())
             .await
             .and_then(|r| r.success())
             .map_err(|e| format!("bind failed: {}", describe(e)))?;
     }
+    Ok(())
+}
+
+/// Reads every user the filter selects.
+pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
+    let (mut ldap, driver) = open(source, source.timeout).await?;
+    let result = search_all(source, &mut ldap).await;
+    close(ldap, driver).await;
+    result
+}
+
+/// Password checks open at most this many directory connections at once; more
+/// concurrent logins wait their turn (within their timeout).
+const AUTH_CONNECTIONS: usize = 4;
+static AUTH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AUTH_CONNECTIONS);
+
+/// Checks `password` for the Matrix user `mxid` against the directory: finds the
+/// entry whose uid attribute gives that ID (the value escaped, under `ldap.auth.filter`
+/// or else `ldap.filter`, in every base DN), then binds as that entry with the
+/// password. `Ok(Some(user))` with what the entry says of the user; `Ok(None)` for no
+/// such user or a wrong password; `Err` when the directory could not be asked (the
+/// caller fails closed). Never called with an empty password (an LDAP bind with an
+/// empty password is an unauthenticated bind, which "succeeds").
+pub async fn authenticate(
+    source: &LdapSource,
+    mxid: &str,
+    password: &str,
+    timeout: std::time::Duration,
+) -> Result<Option<UserSpec>, String> {
+    if password.is_empty() {
+        return Ok(None);
+    }
+    let Some(uid) = source.uid_of(mxid) else {
+        return Ok(None);
+    };
+    let _slot = tokio::time::timeout(timeout, AUTH_SLOTS.acquire())
+        .await
+        .map_err(|_| "every directory connection for password checks stayed busy".to_owned())?
+        .map_err(|_| "password checks are shut down".to_owned())?;
+    let (mut ldap, driver) = open(source, timeout).await?;
+    let result = check_password(source, &mut ldap, mxid, &uid, password, timeout).await;
+    close(ldap, driver).await;
+    result
+}
+
+async fn check_password(
+    source: &LdapSource,
+    ldap: &mut ldap3::Ldap,
+    mxid: &str,
+    uid: &str,
+    password: &str,
+    timeout: std::time::Duration,
+) -> Result<Option<UserSpec>, String> {
+    service_bind(source, ldap, timeout).await?;
+    let value = ldap3::ldap_escape(uid);
+    let mut wanted = format!("({}={value})", source.uid_attr);
+    if let Some(other) = &source.uid_fallback {
+        wanted = format!("(|{wanted}({other}={value}))");
+    }
+    let base_filter = source.auth_filter.as_deref().unwrap_or(&source.filter);
+    let filter = format!("(&{base_filter}{wanted})");
+    let attrs = source.attributes();
+    let mut candidates = Vec::new();
+    let mut seen = HashSet::new();
+    for base in &source.base_dns {
+        let (entries, _) = ldap
+            .with_timeout(timeout)
+            .search(base, Scope::Subtree, &filter, attrs.clone())
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| format!("search of {base:?} failed: {}", describe(e)))?;
+        for entry in entries {
+            let entry = Entry::read(entry).ok_or_else(|| {
+                format!("search of {base:?}: the server sent an unreadable entry")
+            })?;
+            if seen.insert(entry.dn.to_ascii_lowercase()) {
+                candidates.push(entry);
+            }
+        }
+    }
+    for entry in candidates {
+        // The entry must really be this user (the server's matching rules may be
+        // looser than ours, e.g. case or look-alike characters).
+        let Some(entry_uid) = first(&entry, &source.uid_attr).or_else(|| {
+            source
+                .uid_fallback
+                .as_deref()
+                .and_then(|other| first(&entry, other))
+        }) else {
+            continue;
+        };
+        if !source.username(&entry_uid).eq_ignore_ascii_case(mxid) {
+            continue;
+        }
+        match ldap
+            .with_timeout(timeout)
+            .simple_bind(&entry.dn, password)
+            .await
+        {
+            Ok(r) if r.rc == 0 => return Ok(Some(to_user(source, &entry, &entry_uid))),
+            // invalidCredentials; inappropriateAuthentication; a locked account.
+            Ok(r) if matches!(r.rc, 48..=50 | 53) => continue,
+            Ok(r) => {
+                return Err(format!(
+                    "bind as the user failed: {}",
+                    describe(LdapError::LdapResult { result: r })
+                ))
+            }
+            Err(e) => return Err(format!("bind as the user failed: {}", describe(e))),
+        }
+    }
+    Ok(None)
+}
+
+async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetched, String> {
+    service_bind(source, ldap, source.timeout).await?;
     let attrs = source.attributes();
     let mut users = Vec::new();
     let mut seen_dns = HashSet::new();
@@ -356,6 +503,7 @@ mod tests {
             filter: "(objectClass=*)".into(),
             uid_attr: "uid".into(),
             uid_fallback: None,
+            auth_filter: None,
             uid_kind: UidKind::Localpart,
             name_attr: "cn".into(),
             threepid_attrs: vec![],

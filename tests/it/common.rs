@@ -53,6 +53,8 @@ pub struct TestServer {
     pub admin: String,
     /// The metrics listener.
     pub metrics: String,
+    /// The homeserver-facing listener (check_credentials).
+    pub internal: String,
     pub dir: TempDir,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -91,6 +93,7 @@ impl TestServer {
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
         if config.server.admin.tcp.is_none() {
             config.server.admin.tcp = Some(config::AdminTcp {
                 hostname: "127.0.0.1".into(),
@@ -105,6 +108,7 @@ impl TestServer {
         let base = format!("{scheme}://{host}:{}", public.local_addr().unwrap().port());
         let admin_url = format!("http://127.0.0.1:{}", admin.local_addr().unwrap().port());
         let metrics_url = format!("http://127.0.0.1:{}", metrics.local_addr().unwrap().port());
+        let internal_url = format!("http://127.0.0.1:{}", internal.local_addr().unwrap().port());
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(mxisd::run(
             config,
@@ -112,6 +116,7 @@ impl TestServer {
                 public,
                 admin: Some(admin),
                 metrics: Some(metrics),
+                internal: Some(internal),
             },
             async move {
                 let _ = rx.await;
@@ -122,6 +127,7 @@ impl TestServer {
             base,
             admin: admin_url,
             metrics: metrics_url,
+            internal: internal_url,
             dir,
             client,
             stop: Some(tx),

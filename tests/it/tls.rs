@@ -66,6 +66,7 @@ async fn a_broken_certificate_stops_start_up_with_a_clear_error() {
         public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         admin: None,
         metrics: None,
+        internal: None,
     };
     let err = mxisd::run(config, listeners, std::future::pending())
         .await

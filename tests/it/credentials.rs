@@ -1,0 +1,211 @@
+//! Password checks for Synapse (`check_credentials` on the internal listener) against a
+//! real slapd and a memory source with argon2 hashes: right and wrong passwords, users
+//! that are not there, filter characters, limits, a directory that goes away and comes
+//! back, and every kind of bad body.
+
+use crate::common::ldap::{person, Slapd, SYNC_PW};
+use crate::common::{assert_error, Resp, TestServer};
+use crate::stores::ldap_yaml;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const CHECK: &str = "/_matrix-internal/identity/v1/check_credentials";
+
+async fn check(s: &TestServer, id: &str, password: &str) -> Resp {
+    raw(
+        s,
+        json!({"user": {"id": id, "password": password}}).to_string(),
+    )
+    .await
+}
+
+async fn raw(s: &TestServer, body: String) -> Resp {
+    s.send(
+        s.client
+            .post(format!("{}{CHECK}", s.internal))
+            .header("content-type", "application/json")
+            .body(body),
+    )
+    .await
+}
+
+fn success(r: &Resp) -> bool {
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["auth"]["success"].as_bool().unwrap()
+}
+
+/// An argon2id hash of `password` (fixed salt: tests only).
+fn argon2(password: &str) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::from_b64("dGVzdHNhbHR0ZXN0c2FsdA").unwrap();
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
+}
+
+fn with_password(entry: String, password: &str) -> String {
+    entry.trim_end().to_owned() + &format!("\nuserPassword: {password}\n\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
+    let mut ldif = with_password(
+        person(
+            "alice",
+            "Alice Liddell",
+            &["alice@example.org"],
+            &["+44 20 7946 0001"],
+        ),
+        "alice-pw",
+    );
+    ldif.push_str(&with_password(
+        person("bob", "Bob", &["bob@example.org"], &[]),
+        "bob-pw",
+    ));
+    // An entry whose uid holds filter characters.
+    ldif.push_str(&with_password(person("star*", "Star", &[], &[]), "star-pw"));
+    let mut slapd = Slapd::start(&ldif);
+    let dave = argon2("dave-pw");
+    let yaml = format!(
+        "{}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\nmemory:\n  enabled: true\n  identities:\n    - username: dave\n      displayName: Dave\n      password: '{dave}'\n      threepids: [{{medium: email, address: dave@example.org}}]\n    - username: erin\n      password: plain-text\n",
+        ldap_yaml(&slapd.url, "", SYNC_PW)
+    );
+    let s = TestServer::start_with(&yaml).await;
+
+    // The right password: success, with the directory's name and 3PIDs.
+    let r = check(&s, "@alice:example.org", "alice-pw").await;
+    assert!(success(&r), "{}", r.body);
+    let auth = &r.body["auth"];
+    assert_eq!(
+        auth["id"],
+        json!({"type": "mxid", "value": "@alice:example.org"})
+    );
+    assert_eq!(auth["profile"]["display_name"], "Alice Liddell");
+    assert_eq!(auth["display_name"], "Alice Liddell");
+    let pids = auth["profile"]["three_pids"].to_string();
+    assert!(pids.contains("alice@example.org"), "{pids}");
+    assert!(pids.contains("msisdn"), "{pids}");
+
+    // Wrong, empty, 1 MB, another domain, nobody, filter characters: all "no", 200.
+    let big = "x".repeat(1 << 20);
+    for (id, password) in [
+        ("@alice:example.org", "wrong"),
+        ("@alice:example.org", ""),
+        ("@alice:other.example", "alice-pw"),
+        ("@nobody:example.org", "alice-pw"),
+        ("@*:example.org", "alice-pw"),
+        ("@alice)(uid=*:example.org", "alice-pw"),
+        ("@bob:example.org", "alice-pw"),
+        ("alice", "alice-pw"),
+        ("@alice\u{0}:example.org", "alice-pw"),
+        // A Cyrillic а (U+0430): not alice.
+        ("@\u{430}lice:example.org", "alice-pw"),
+    ] {
+        let r = check(&s, id, password).await;
+        assert!(!success(&r), "{id:?} {password:?}: {}", r.body);
+        assert_eq!(
+            r.body,
+            json!({"auth": {"success": false, "profile": {"three_pids": []}}})
+        );
+    }
+    let r = check(&s, "@bob:example.org", &big).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    // The uid with a `*` in it is found by its escaped value, and only with its password.
+    assert!(success(&check(&s, "@star*:example.org", "star-pw").await));
+    assert!(!success(&check(&s, "@star*:example.org", "*").await));
+
+    // The memory source: an argon2 hash matches; a plain-text password never does.
+    let r = check(&s, "@dave:example.org", "dave-pw").await;
+    assert!(success(&r), "{}", r.body);
+    assert_eq!(r.body["auth"]["profile"]["display_name"], "Dave");
+    assert!(!success(&check(&s, "@dave:example.org", "dave-PW").await));
+    assert!(!success(
+        &check(&s, "@erin:example.org", "plain-text").await
+    ));
+
+    // Bad bodies: Matrix errors.
+    for (body, code) in [
+        ("{", "M_NOT_JSON"),
+        ("[]", "M_BAD_JSON"),
+        (r#"{"user": {"id": "@a:example.org"}}"#, "M_MISSING_PARAMS"),
+        (r#"{"user": {"id": 3, "password": "x"}}"#, "M_BAD_JSON"),
+        (r#"{"user": "@a:example.org"}"#, "M_BAD_JSON"),
+        ("{}", "M_MISSING_PARAMS"),
+    ] {
+        let r = raw(&s, body.into()).await;
+        assert_error(&r, 400, code);
+    }
+    // Only the internal listener serves it.
+    let r = s
+        .post_json(
+            CHECK,
+            &json!({"user": {"id": "@alice:example.org", "password": "alice-pw"}}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+
+    // The directory goes away: "no" within the timeout, lookups go on; back: "yes".
+    slapd.stop();
+    let t0 = Instant::now();
+    assert!(!success(&check(&s, "@bob:example.org", "bob-pw").await));
+    assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
+    let r = s
+        .get("/_matrix/identity/api/v1/lookup?medium=email&address=bob%40example.org")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    slapd.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !success(&check(&s, "@bob:example.org", "bob-pw").await) {
+        assert!(Instant::now() < deadline, "slapd back, bob still refused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Counted, by backend and result.
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "mxisd_auth_attempts_total{backend=\"ldap\",result=\"success\"}",
+        "mxisd_auth_attempts_total{backend=\"memory\",result=\"success\"}",
+        "mxisd_auth_attempts_total{backend=\"ldap\",result=\"error\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
+    let ldif = with_password(
+        person("carol", "Carol", &["carol@example.org"], &[]),
+        "carol-pw",
+    );
+    let slapd = Slapd::start(&ldif);
+    let yaml = format!(
+        "{}rateLimit:\n  loginPerUser:\n    burst: 3\n    interval: 1h\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\n",
+        ldap_yaml(&slapd.url, "", SYNC_PW)
+    );
+    let s = TestServer::start_with(&yaml).await;
+    let mut answers: Vec<Value> = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let r = check(&s, "@carol:example.org", "wrong").await;
+        statuses.push(r.status);
+        answers.push(r.body);
+    }
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(answers[3]["retry_after_ms"].as_u64().unwrap() > 0);
+    // Even the right password now waits: the limit is per user, not per failure.
+    let r = check(&s, "@CAROL:example.org", "carol-pw").await;
+    assert_error(&r, 429, "M_LIMIT_EXCEEDED");
+    // Another user is not held up.
+    assert!(!success(&check(&s, "@dan:example.org", "x").await));
+}
