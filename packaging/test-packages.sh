@@ -86,6 +86,10 @@ expect_entry -rw-r--r-- usr/share/doc/mxisd/README.md
 expect_entry -rw-r--r-- usr/share/doc/mxisd/copyright
 expect_entry -rw-r--r-- usr/share/doc/mxisd/changelog.Debian.gz
 expect_entry -rw-r--r-- usr/share/doc/mxisd/examples/mxisd.example.yaml
+# The Synapse password module's source tree (packaging/synapse).
+for f in pyproject.toml README.md mxisd_synapse/__init__.py; do
+  expect_entry -rw-r--r-- "usr/share/mxisd/synapse/$f"
+done
 [ "$(dpkg-deb -I "$deb" conffiles)" = "/etc/mxisd/mxisd.yaml" ] || fail "conffiles is not exactly /etc/mxisd/mxisd.yaml"
 dpkg-deb -I "$deb" postinst | grep -q 'adduser --system' || fail "postinst does not create the system user"
 dpkg-deb -I "$deb" postinst | grep -q 'deb-systemd-invoke' || fail "postinst does not start the unit"
@@ -104,6 +108,9 @@ expect_rpm -rw-r----- root mxisd /etc/mxisd/mxisd.yaml
 expect_rpm -rw-r--r-- root root /usr/lib/systemd/system/mxisd.service
 expect_rpm -rw-r--r-- root root /usr/share/doc/mxisd/README.md
 expect_rpm -rw-r--r-- root root /usr/share/doc/mxisd/examples/mxisd.example.yaml
+for f in pyproject.toml README.md mxisd_synapse/__init__.py; do
+  expect_rpm -rw-r--r-- root root "/usr/share/mxisd/synapse/$f"
+done
 [ "$(rpm -qcp "$rpm")" = "/etc/mxisd/mxisd.yaml" ] || fail "the .rpm's config files are not exactly /etc/mxisd/mxisd.yaml"
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm" | grep -qx 'cn /etc/mxisd/mxisd.yaml' \
   || fail "the .rpm's /etc/mxisd/mxisd.yaml is not %config(noreplace)"
@@ -131,6 +138,15 @@ getent passwd mxisd >/dev/null || fail "installing did not create the user mxisd
 [ "$(stat -c '%a %U %G' /etc/mxisd/mxisd.yaml)" = "640 root mxisd" ] || fail "/etc/mxisd/mxisd.yaml is $(stat -c '%a %U %G' /etc/mxisd/mxisd.yaml)"
 [ "$(stat -c '%a %U %G' /var/lib/mxisd)" = "700 mxisd mxisd" ] || fail "/var/lib/mxisd is $(stat -c '%a %U %G' /var/lib/mxisd)"
 [ "$(stat -c '%a %U' /usr/bin/mxisd)" = "755 root" ] || fail "/usr/bin/mxisd is $(stat -c '%a %U' /usr/bin/mxisd)"
+for f in pyproject.toml README.md mxisd_synapse/__init__.py; do
+  [ "$(stat -c '%a %U' "/usr/share/mxisd/synapse/$f")" = "644 root" ] \
+    || fail "/usr/share/mxisd/synapse/$f is not installed as 644 root"
+done
+# The installed Synapse module imports and reads a configuration (-B: no __pycache__
+# written under /usr/share, which the purge below would leave behind).
+PYTHONPATH=/usr/share/mxisd/synapse python3 -B -c \
+  'import mxisd_synapse; mxisd_synapse.MxisdPasswordProvider.parse_config({"endpoint": "http://127.0.0.1:8092"})' \
+  || fail "the installed Synapse module (/usr/share/mxisd/synapse) does not import"
 if command -v systemd-analyze >/dev/null 2>&1; then
   systemd-analyze verify /usr/lib/systemd/system/mxisd.service || fail "systemd-analyze verify found problems in the unit"
   echo "systemd-analyze verify: no problems"
@@ -142,7 +158,7 @@ if [ -d /run/systemd/system ]; then
   systemctl is-active --quiet mxisd || fail "systemd runs, but postinst did not start mxisd"
   $SUDO systemctl stop mxisd
 fi
-step "installed: user, modes, unit"
+step "installed: user, modes, unit, Synapse module"
 
 # --- run the installed server as mxisd --------------------------------------------------
 $SUDO runuser -u mxisd -- /usr/bin/mxisd check-config -c /etc/mxisd/mxisd.yaml >/dev/null \
@@ -195,7 +211,8 @@ step "the edited conffile and the state survived a reinstall"
 
 # --- purge ----------------------------------------------------------------------------------
 $SUDO env DEBIAN_FRONTEND=noninteractive dpkg --purge mxisd </dev/null
-for gone in /usr/bin/mxisd /etc/mxisd/mxisd.yaml /usr/lib/systemd/system/mxisd.service /var/lib/mxisd; do
+for gone in /usr/bin/mxisd /etc/mxisd/mxisd.yaml /usr/lib/systemd/system/mxisd.service /var/lib/mxisd \
+  /usr/share/mxisd; do
   [ ! -e "$gone" ] || fail "$gone is still there after purge"
 done
 step "purged"

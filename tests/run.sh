@@ -3,8 +3,9 @@
 #
 # Installs what the tests need through apt when it is missing (the test servers they
 # start themselves: slapd and ldap-utils, postgresql, procps, caddy for the README's
-# reverse-proxy example), then runs every unit
-# and integration test, then the package test (packaging/test-packages.sh: builds the
+# reverse-proxy example, python3 for the Synapse module), then runs every unit
+# and integration test, then the Synapse module's Python tests (packaging/synapse/tests,
+# standard library only), then the package test (packaging/test-packages.sh: builds the
 # static binary, the .deb and the .rpm, installs the .deb on this machine, runs it and
 # purges it; it installs its own tools).
 # Needs a Rust toolchain (rustup) and a C compiler for ring; run it as root or with sudo
@@ -28,6 +29,7 @@ NEEDED=(
   "runuser:util-linux"
   "setpriv:util-linux"
   "caddy:caddy"
+  "python3:python3"
 )
 
 missing=()
@@ -59,21 +61,43 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --all-targets "$@" 2>&1 | tee "$log" || status=$?
 
-# The package test counts as one test in the closing line.
-pkg_passed=0
-pkg_failed=0
+# The Synapse password module (packaging/synapse): Python's unittest, no Synapse needed.
+# Each test counts in the closing line.
+py_passed=0
+py_failed=0
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "tests/run.sh: python3 not found; install python3 (apt-get install python3) to run the Synapse module's tests" >&2
+  py_failed=1
+  status=1
+else
+  py_log=$(mktemp)
+  py_status=0
+  python3 -B -m unittest discover -s packaging/synapse/tests -v 2>&1 | tee "$py_log" || py_status=$?
+  py_passed=$(grep -cE ' \.\.\. ok$' "$py_log" || true)
+  py_failed=$(grep -cE '^(FAIL|ERROR): ' "$py_log" || true)
+  rm -f "$py_log"
+  if [ "$py_status" -ne 0 ]; then
+    echo "tests/run.sh: the Synapse module's tests FAILED" >&2
+    [ "$py_failed" -gt 0 ] || py_failed=1
+    status=1
+  fi
+fi
+
+# The package test counts as one test in the closing line, with the Python tests.
+extra_passed=$py_passed
+extra_failed=$py_failed
 if [ "${MXISD_TEST_PACKAGES:-1}" = "0" ]; then
   echo "tests/run.sh: package test SKIPPED (MXISD_TEST_PACKAGES=0)" >&2
 elif packaging/test-packages.sh; then
-  pkg_passed=1
+  extra_passed=$((extra_passed + 1))
 else
   echo "tests/run.sh: the package test FAILED" >&2
-  pkg_failed=1
+  extra_failed=$((extra_failed + 1))
   status=1
 fi
 
 # One closing line for the whole run, summed over every test binary.
-awk -v p="$pkg_passed" -v f="$pkg_failed" \
+awk -v p="$extra_passed" -v f="$extra_failed" \
   '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "mxisd: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
