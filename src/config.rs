@@ -95,7 +95,7 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
     ("forward", "forwarding lookups is not supported by this version of mxisd yet"),
-    ("auth", "authentication (check_credentials) is not supported by this version of mxisd yet"),
+    ("auth", "login rewriting (auth.rewrite) is not supported by this version of mxisd yet; password checks for Synapse are served on server.internal (check_credentials)"),
     ("register", "registration policy is not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
@@ -122,7 +122,11 @@ fn absent_features(root: &Section<'_, '_>) {
         "forwarding lookups to other identity servers",
         &[],
     );
-    root.absent_feature("auth", "check_credentials and login rewriting", &[]);
+    root.absent_feature(
+        "auth",
+        "login rewriting (auth.rewrite; password checks are served on server.internal)",
+        &[],
+    );
     root.absent_feature(
         "register",
         "ma1sd's registration policy (Synapse's own registration settings apply)",

@@ -106,14 +106,19 @@ impl Config {
         } else {
             line("server.admin", "disabled".into());
         }
-        line(
-            "server.metrics",
-            if s.metrics.enabled {
-                host_port(&s.metrics.hostname, s.metrics.port)
-            } else {
-                "disabled".into()
-            },
-        );
+        for (key, side) in [
+            ("server.metrics", &s.metrics),
+            ("server.internal", &s.internal),
+        ] {
+            line(
+                key,
+                if side.enabled {
+                    host_port(&side.hostname, side.port)
+                } else {
+                    "disabled".into()
+                },
+            );
+        }
         line("key.path", self.key.path.display().to_string());
         line("storage.path", self.storage.path.display().to_string());
         line(

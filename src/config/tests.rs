@@ -220,6 +220,7 @@ fn summary_lists_the_effective_settings() {
         "{s}"
     );
     assert!(s.contains("server.metrics         127.0.0.1:8091"), "{s}");
+    assert!(s.contains("server.internal        disabled"), "{s}");
     assert_eq!(
         c.metrics_url().as_deref(),
         Some("http://127.0.0.1:8091/metrics")
