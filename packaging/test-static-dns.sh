@@ -200,7 +200,10 @@ echo "ok: listeners bound on localhost"
 in_root /mxisd healthcheck --url "http://localhost:$http_port/status" >/dev/null \
   || fail "healthcheck --url http://localhost:... failed"
 echo "ok: healthcheck reached http://localhost:$http_port"
-curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -q '^mxisd_uptime_seconds' \
+# Read whole first: `curl | grep -q` fails under pipefail once the page outgrows the
+# pipe and grep stops reading at its match.
+metrics_page=$(curl -fsS "http://127.0.0.1:$metrics_port/metrics" || true)
+grep -q '^mxisd_uptime_seconds' <<<"$metrics_page" \
   || fail "the metrics listener on localhost:$metrics_port does not answer"
 echo "ok: metrics listener bound on localhost"
 

@@ -107,10 +107,7 @@ pub(crate) fn read_file_source(s: &Section<'_, '_>) -> Option<Option<super::stor
     }))
 }
 
-const REST_HINTS: &[(&str, &str)] = &[
-    ("host", "ma1sd's REST backend (one call per lookup) is not supported: mxisd pulls pages of users from rest.sync.url (see README, Identity sources)"),
-    ("endpoints", "ma1sd's REST backend (one call per lookup) is not supported: mxisd pulls pages of users from rest.sync.url (see README, Identity sources)"),
-];
+const REST_LOOKUP_HINT: &str = "ignored: ma1sd's REST lookups (one call per lookup) are not used; mxisd pulls pages of users from rest.sync.url (see README, Identity sources)";
 
 /// `rest`: an organisation's web service listing its users, pulled every
 /// `rest.sync.interval`.
@@ -127,7 +124,28 @@ pub(crate) fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<super::stor
     let username = sync.string("username");
     let password = sync.secret("password");
     sync.finish(&[]);
-    s.finish(REST_HINTS);
+    let host = s.string("host");
+    let endpoints = s.section("endpoints");
+    let auth_path = endpoints.string("auth").filter(|p| !p.is_empty());
+    for key in ["directory", "identity", "profile"] {
+        endpoints.ignored(key, REST_LOOKUP_HINT);
+    }
+    endpoints.finish(&[]);
+    s.finish(&[]);
+    let auth_url = match (auth_path, host) {
+        (None, _) => None,
+        (Some(p), _) if p.starts_with("https://") || p.starts_with("http://") => Some(p),
+        (Some(p), Some(h)) if h.starts_with("https://") || h.starts_with("http://") => Some(
+            format!("{}/{}", h.trim_end_matches('/'), p.trim_start_matches('/')),
+        ),
+        (Some(_), _) => {
+            s.problem(
+                "host",
+                "rest.endpoints.auth is a path: rest.host must be the backend's http(s) base URL",
+            );
+            return None;
+        }
+    };
     if !enabled {
         return Some(None);
     }
@@ -168,6 +186,7 @@ pub(crate) fn read_rest_source(s: &Section<'_, '_>) -> Option<Option<super::stor
         name: "rest".into(),
         kind: super::stores::SourceKind::Rest(super::stores::RestSource {
             url,
+            auth_url,
             auth,
             timeout,
             max_page: usize::try_from(max_page).unwrap_or(usize::MAX),

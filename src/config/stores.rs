@@ -61,6 +61,8 @@ pub enum SourceKind {
 #[derive(Debug, Clone)]
 pub struct RestSource {
     pub url: String,
+    /// ma1sd's `rest.host` + `rest.endpoints.auth`: where password checks go.
+    pub auth_url: Option<String>,
     pub auth: RestAuth,
     pub timeout: Duration,
     /// Largest page read (bytes); a bigger one fails the run.

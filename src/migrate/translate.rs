@@ -408,6 +408,33 @@ mod tests {
     }
 
     #[test]
+    fn password_check_settings_of_ldap_and_rest_are_carried_over() {
+        let yaml = format!(
+            "{MINIMAL}ldap:\n  enabled: true\n  connection:\n    host: ldap.example.org\n    baseDNs: ['dc=example,dc=org']\n  auth:\n    filter: '(memberOf=cn=matrix,dc=example,dc=org)'\nrest:\n  enabled: true\n  host: https://backend.example.org\n  endpoints:\n    auth: /_ma1sd/backend/api/v1/auth/login\n    identity:\n      single: /_ma1sd/backend/api/v1/identity/single\n  sync:\n    url: https://backend.example.org/users\n"
+        );
+        let t = run(&yaml);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let dropped: Vec<&str> = t.dropped.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(dropped.contains(&"rest.endpoints.identity"), "{dropped:?}");
+        assert!(!dropped.iter().any(|k| k.contains("auth")), "{dropped:?}");
+        let c = t.config.unwrap();
+        for source in &c.sync {
+            match &source.kind {
+                config::stores::SourceKind::Ldap(l) => assert_eq!(
+                    l.auth_filter.as_deref(),
+                    Some("(memberOf=cn=matrix,dc=example,dc=org)")
+                ),
+                config::stores::SourceKind::Rest(r) => assert_eq!(
+                    r.auth_url.as_deref(),
+                    Some("https://backend.example.org/_ma1sd/backend/api/v1/auth/login")
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(c.sync.len(), 2);
+    }
+
+    #[test]
     fn ma1sd_only_keys_are_dropped_with_the_loaders_reasons() {
         let yaml = format!(
             "{MINIMAL}  backend: sqlite\nlogging:\n  root: info\n  requests: true\nhashing:\n  enabled: true\n  pepperLength: 20\n  rotationPolicy: per_requests\n  requests: 10\n  hashStorageType: sql\nmatrix_typo: 1\nappsvc:\n  enabled: false\ninternal:\n  enabled: true\nserver:\n  hostname: 127.0.0.1\n  port: 8090\n  name: id.example.org\n"

@@ -1,7 +1,8 @@
 //! Password checks for the homeserver (`POST /_matrix-internal/identity/v1/check_credentials`,
 //! ma1sd's contract for Synapse's password provider): the identity sources are asked in
 //! their configured order, live (a sync keeps no passwords): LDAP binds as the user's
-//! entry, `memory` and `file` sources compare an argon2 hash. The first that accepts
+//! entry, a `rest` source with `rest.endpoints.auth` asks the backend (ma1sd's REST
+//! contract), `memory` and `file` sources compare an argon2 hash. The first that accepts
 //! wins and its answer carries the user's display name and 3PIDs.
 //!
 //! Fails closed: an empty password, a user of another domain, a source that cannot be
@@ -140,7 +141,20 @@ pub async fn check(
             kind @ (SourceKind::Memory(_) | SourceKind::File(_)) => {
                 listed(kind, mxid.as_str(), &domain, password).await
             }
-            SourceKind::Rest(_) | SourceKind::Sql(_) => Ok(Verdict::NotHere),
+            SourceKind::Rest(rest) => match &rest.auth_url {
+                Some(url) => crate::source::rest::authenticate(
+                    rest,
+                    url,
+                    mxid.as_str(),
+                    mxid.localpart(),
+                    &domain,
+                    password,
+                )
+                .await
+                .map(|found| found.map_or(Verdict::Refused, Verdict::Accepted)),
+                None => Ok(Verdict::NotHere),
+            },
+            SourceKind::Sql(_) => Ok(Verdict::NotHere),
         };
         match verdict {
             Ok(Verdict::Accepted(found)) => {

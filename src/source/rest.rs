@@ -36,14 +36,134 @@ struct RestThreePid {
 /// Most pages followed in one run.
 const REST_MAX_PAGES: usize = 10_000;
 
-pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> {
-    let client = reqwest::Client::builder()
+/// The client every call of the source makes: mxisd's resolver (and so the outbound
+/// guard), no redirects.
+fn client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
         .dns_resolver(crate::dns::ForReqwest::new()?)
-        .timeout(source.timeout)
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mxisd/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// ma1sd's REST backend answer to a login: `{"auth": {"success", "id": {"type",
+/// "value"}, "profile": {"display_name", "three_pids"}}}`.
+#[derive(Debug, Deserialize)]
+struct LoginAnswer {
+    auth: LoginResult,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginResult {
+    success: bool,
+    #[serde(default)]
+    id: Option<LoginId>,
+    #[serde(default)]
+    profile: Option<LoginProfile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginId {
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoginProfile {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    three_pids: Vec<RestThreePid>,
+}
+
+/// The largest login answer read.
+const MAX_LOGIN_ANSWER: usize = 1 << 20;
+
+/// Asks the backend's `rest.endpoints.auth` whether `password` is `mxid`'s, with ma1sd's
+/// contract: `{"auth": {"mxid", "localpart", "domain", "password"}}`. `Ok(None)` for a
+/// refusal, or an answer naming another user; `Err` when the backend could not be asked
+/// or answered something else.
+pub(crate) async fn authenticate(
+    source: &RestSource,
+    auth_url: &str,
+    mxid: &str,
+    localpart: &str,
+    domain: &str,
+    password: &str,
+) -> Result<Option<UserSpec>, String> {
+    let url = reqwest::Url::parse(auth_url).map_err(|e| format!("bad rest.endpoints.auth: {e}"))?;
+    let shown = format!("{}{}", url.host_str().unwrap_or_default(), url.path());
+    let body = serde_json::json!({"auth": {
+        "mxid": mxid, "localpart": localpart, "domain": domain, "password": password,
+    }});
+    let mut response = client(source.timeout)?
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                format!("{shown} did not answer in time")
+            } else {
+                format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
+            }
+        })?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "{shown} answered HTTP {}",
+            response.status().as_u16()
+        ));
+    }
+    let mut raw = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| format!("{shown}: the answer broke off"))?
+    {
+        if raw.len() + chunk.len() > MAX_LOGIN_ANSWER {
+            return Err(format!("{shown}: the answer is larger than 1 MiB"));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    let answer: LoginAnswer = serde_json::from_slice(&raw)
+        .map_err(|_| format!("{shown} did not answer {{\"auth\": {{\"success\": ...}}}}"))?;
+    if !answer.auth.success {
+        return Ok(None);
+    }
+    // The backend may name the user; it must be the one asked about.
+    if let Some(id) = &answer.auth.id {
+        let named = match id.kind.as_str() {
+            "localpart" => format!("@{}:{domain}", id.value),
+            "mxid" => id.value.clone(),
+            other => return Err(format!("{shown} answered an id of unknown type {other:?}")),
+        };
+        if !named.eq_ignore_ascii_case(mxid) {
+            return Ok(None);
+        }
+    }
+    let profile = answer.auth.profile.unwrap_or_default();
+    Ok(Some(UserSpec {
+        username: mxid.to_owned(),
+        display_name: profile.display_name,
+        threepids: profile
+            .three_pids
+            .into_iter()
+            .map(|t| ThreePidSpec {
+                medium: t.medium,
+                address: t.address,
+            })
+            .collect(),
+        roles: Vec::new(),
+        attributes: BTreeMap::new(),
+        password: None,
+    }))
+}
+
+pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> {
+    let client = client(source.timeout)?;
     let mut users = Vec::new();
     let mut next = Some(source.url.clone());
     let mut pages = 0;

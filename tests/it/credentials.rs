@@ -209,3 +209,63 @@ async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
     // Another user is not held up.
     assert!(!success(&check(&s, "@dan:example.org", "x").await));
 }
+
+/// ma1sd's REST auth backend, on loopback: `frank` / `frank-pw` is accepted (with his
+/// profile), `grace` is answered for as someone else, `broken` gets garbage, and every
+/// request body is recorded.
+async fn rest_backend() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use warp::{Filter, Reply};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let route = warp::path!("_ma1sd" / "backend" / "api" / "v1" / "auth" / "login")
+        .and(warp::post())
+        .and(warp::body::json())
+        .map(move |body: Value| {
+            record.lock().unwrap().push(body.clone());
+            let a = &body["auth"];
+            let answer = match (a["localpart"].as_str(), a["password"].as_str()) {
+                (Some("frank"), Some("frank-pw")) => json!({"auth": {"success": true,
+                    "id": {"type": "localpart", "value": "frank"},
+                    "profile": {"display_name": "Frank", "three_pids": [{"medium": "email", "address": "frank@example.org"}]}}}),
+                (Some("grace"), _) => json!({"auth": {"success": true,
+                    "id": {"type": "mxid", "value": "@mallory:example.org"}}}),
+                (Some("broken"), _) => return warp::reply::with_status("<html>".to_owned(), warp::http::StatusCode::OK).into_response(),
+                _ => json!({"auth": {"success": false}}),
+            };
+            warp::reply::json(&answer).into_response()
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        warp::serve(route).incoming(listener).run().await;
+    });
+    (format!("http://127.0.0.1:{port}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_backend_answers_with_ma1sd_contract() {
+    let (host, seen) = rest_backend().await;
+    let s = TestServer::start_with(&format!(
+        "rest:\n  enabled: true\n  host: {host}\n  endpoints:\n    auth: /_ma1sd/backend/api/v1/auth/login\n  sync:\n    url: {host}/users\n    interval: 1h\n    timeout: 2s\n"
+    ))
+    .await;
+    let r = check(&s, "@frank:example.org", "frank-pw").await;
+    assert!(success(&r), "{}", r.body);
+    assert_eq!(r.body["auth"]["profile"]["display_name"], "Frank");
+    assert_eq!(
+        r.body["auth"]["profile"]["three_pids"],
+        json!([{"medium": "email", "address": "frank@example.org"}])
+    );
+    assert_eq!(
+        seen.lock().unwrap()[0],
+        json!({"auth": {"mxid": "@frank:example.org", "localpart": "frank", "domain": "example.org", "password": "frank-pw"}})
+    );
+    assert!(!success(&check(&s, "@frank:example.org", "nope").await));
+    // An answer for another user, and garbage, are refusals.
+    assert!(!success(&check(&s, "@grace:example.org", "x").await));
+    assert!(!success(&check(&s, "@broken:example.org", "x").await));
+    // The empty password never reaches the backend.
+    let before = seen.lock().unwrap().len();
+    assert!(!success(&check(&s, "@frank:example.org", "").await));
+    assert_eq!(seen.lock().unwrap().len(), before);
+}
