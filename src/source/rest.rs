@@ -48,6 +48,42 @@ fn client(timeout: std::time::Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
+/// Sends `request` and reads its 2xx answer of at most `limit` bytes. Errors name
+/// `shown` (host and path, never a query that might hold a secret) and the reason
+/// (refused, TLS, DNS...), and say `too_big` for an answer over the limit.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    shown: &str,
+    limit: usize,
+    too_big: &str,
+) -> Result<Vec<u8>, String> {
+    let mut response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            format!("{shown} did not answer in time")
+        } else {
+            format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
+        }
+    })?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "{shown} answered HTTP {}",
+            response.status().as_u16()
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| format!("{shown}: the answer broke off"))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("{shown}: {too_big}"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// ma1sd's REST backend answer to a login: `{"auth": {"success", "id": {"type",
 /// "value"}, "profile": {"display_name", "three_pids"}}}`.
 #[derive(Debug, Deserialize)]
@@ -99,35 +135,14 @@ pub(crate) async fn authenticate(
     let body = serde_json::json!({"auth": {
         "mxid": mxid, "localpart": localpart, "domain": domain, "password": password,
     }});
-    let mut response = client(source.timeout)?
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!("{shown} did not answer in time")
-            } else {
-                format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
-            }
-        })?;
-    if !response.status().is_success() {
-        return Err(format!(
-            "{shown} answered HTTP {}",
-            response.status().as_u16()
-        ));
-    }
-    let mut raw = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|_| format!("{shown}: the answer broke off"))?
-    {
-        if raw.len() + chunk.len() > MAX_LOGIN_ANSWER {
-            return Err(format!("{shown}: the answer is larger than 1 MiB"));
-        }
-        raw.extend_from_slice(&chunk);
-    }
+    let request = client(source.timeout)?.post(url).json(&body);
+    let raw = exchange(
+        request,
+        &shown,
+        MAX_LOGIN_ANSWER,
+        "the answer is larger than 1 MiB",
+    )
+    .await?;
     let answer: LoginAnswer = serde_json::from_slice(&raw)
         .map_err(|_| format!("{shown} did not answer {{\"auth\": {{\"success\": ...}}}}"))?;
     if !answer.auth.success {
@@ -145,11 +160,19 @@ pub(crate) async fn authenticate(
         }
     }
     let profile = answer.auth.profile.unwrap_or_default();
-    Ok(Some(UserSpec {
-        username: mxid.to_owned(),
-        display_name: profile.display_name,
-        threepids: profile
-            .three_pids
+    Ok(Some(user(
+        mxid.to_owned(),
+        profile.display_name,
+        profile.three_pids,
+    )))
+}
+
+/// A user as the web service describes it.
+fn user(username: String, display_name: Option<String>, threepids: Vec<RestThreePid>) -> UserSpec {
+    UserSpec {
+        username,
+        display_name,
+        threepids: threepids
             .into_iter()
             .map(|t| ThreePidSpec {
                 medium: t.medium,
@@ -159,7 +182,7 @@ pub(crate) async fn authenticate(
         roles: Vec::new(),
         attributes: BTreeMap::new(),
         password: None,
-    }))
+    }
 }
 
 pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> {
@@ -198,34 +221,11 @@ pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> 
             RestAuth::Bearer(token) => request.bearer_auth(token.expose()),
             RestAuth::Basic(user, password) => request.basic_auth(user, Some(password.expose())),
         };
-        let mut response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                format!("{shown} did not answer in time")
-            } else {
-                // The reason (refused, TLS, DNS...) without the URL and its query.
-                format!("cannot reach {shown}: {}", error_chain(&e.without_url()))
-            }
-        })?;
-        if !response.status().is_success() {
-            return Err(format!(
-                "{shown} answered HTTP {}",
-                response.status().as_u16()
-            ));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|_| format!("{shown}: the answer broke off"))?
-        {
-            if body.len() + chunk.len() > source.max_page {
-                return Err(format!(
-                    "{shown}: a page is larger than rest.sync.maxPageSize ({} bytes)",
-                    source.max_page
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let too_big = format!(
+            "a page is larger than rest.sync.maxPageSize ({} bytes)",
+            source.max_page
+        );
+        let body = exchange(request, &shown, source.max_page, &too_big).await?;
         // Positions only: serde's messages can quote values (addresses).
         let page: RestPage = serde_json::from_slice(&body).map_err(|e| {
             format!(
@@ -234,23 +234,11 @@ pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> 
                 e.column()
             )
         })?;
-        users.extend(page.users.into_iter().map(|u| {
-            UserSpec {
-                username: u.username,
-                display_name: u.display_name,
-                threepids: u
-                    .threepids
-                    .into_iter()
-                    .map(|t| ThreePidSpec {
-                        medium: t.medium,
-                        address: t.address,
-                    })
-                    .collect(),
-                roles: Vec::new(),
-                attributes: BTreeMap::new(),
-                password: None,
-            }
-        }));
+        users.extend(
+            page.users
+                .into_iter()
+                .map(|u| user(u.username, u.display_name, u.threepids)),
+        );
         next = page.next.filter(|n| !n.is_empty());
     }
     Ok(users)
