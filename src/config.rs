@@ -14,6 +14,7 @@ mod federation;
 mod hashing;
 mod logging;
 mod matrix;
+pub mod policy;
 pub mod reader;
 mod server;
 mod sources;
@@ -65,6 +66,12 @@ pub struct Config {
     /// `synapseSql`).
     pub sync: Vec<stores::SourceConfig>,
     pub directory: DirectoryConfig,
+    /// `auth.rewrite`: login names taken as 3PIDs.
+    pub auth: policy::AuthConfig,
+    /// `register.policy`; None: registration is not restricted.
+    pub register: Option<policy::RegisterPolicy>,
+    /// `invite.policy`: who may send 3PID invites.
+    pub invite_policy: policy::InvitePolicy,
     /// Keys accepted for compatibility that have no effect, with why.
     pub warnings: Vec<String>,
 }
@@ -95,8 +102,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
     ("forward", "forwarding lookups is not supported by this version of mxisd yet"),
-    ("auth", "login rewriting (auth.rewrite) is not supported by this version of mxisd yet; password checks for Synapse are served on server.internal (check_credentials)"),
-    ("register", "registration policy is not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
     ("internal", "ma1sd's internal endpoints do not exist in mxisd; operator commands use the admin listener (server.admin)"),
@@ -121,16 +126,6 @@ fn absent_features(root: &Section<'_, '_>) {
         "forward",
         "forwarding lookups to other identity servers",
         &[],
-    );
-    root.absent_feature(
-        "auth",
-        "login rewriting (auth.rewrite; password checks are served on server.internal)",
-        &[],
-    );
-    root.absent_feature(
-        "register",
-        "ma1sd's registration policy (Synapse's own registration settings apply)",
-        &[("policy.invite", "*")],
     );
     root.absent_feature(
         "notification",
@@ -241,7 +236,11 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let session = threepid::read_session(&root.section("session"));
     let view = threepid::read_view(&root.section("view"));
     let rate_limit = threepid::read_rate_limit(&root.section("rateLimit"));
-    let invite = threepid::read_invite(&root.section("invite"));
+    let invite_section = root.section("invite");
+    let invite = threepid::read_invite(&invite_section);
+    let invite_policy = policy::read_invite_policy(&invite_section.section("policy"));
+    let auth = policy::read_auth(&root.section("auth"));
+    let register = policy::read_register(&root.section("register"));
     let directory = directory::read_directory(&root.section("directory"));
     let mut sync = Vec::new();
     let memory = sources::read_memory(&root.section("memory"));
@@ -281,6 +280,9 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
             sync
         },
         directory: directory?,
+        auth,
+        register,
+        invite_policy,
         warnings: Vec::new(),
     })
 }

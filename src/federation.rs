@@ -19,7 +19,7 @@ pub mod resolve;
 mod transport;
 pub mod xmatrix;
 
-pub use client::{RawRequest, RawResponse};
+pub use client::{ClientHeaders, RawRequest, RawResponse};
 pub use destination::Destination;
 
 use crate::config::FederationConfig;

@@ -147,6 +147,10 @@ pub struct Metrics {
     deliveries: [AtomicU64; 3],
     /// Password checks by (backend, result).
     auth: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Login identifiers rewritten, by kind (`thirdparty`, `phone`, `rule`).
+    rewrites: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests refused by a policy, by kind (`register`, `invite`).
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Metrics {
@@ -185,6 +189,8 @@ impl Metrics {
             sync: Mutex::new(BTreeMap::new()),
             deliveries: Default::default(),
             auth: Mutex::new(BTreeMap::new()),
+            rewrites: Mutex::new(BTreeMap::new()),
+            refusals: Mutex::new(BTreeMap::new()),
         };
         metrics.lookup_route = metrics.route_id(crate::metrics::LOOKUP_PATH);
         metrics
@@ -288,6 +294,20 @@ impl Metrics {
         }
     }
 
+    /// Records one login whose identifier was rewritten to the user it names.
+    pub fn login_rewrite(&self, kind: &'static str) {
+        if let Ok(mut map) = self.rewrites.lock() {
+            *map.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Records one request a policy refused.
+    pub fn policy_refusal(&self, kind: &'static str) {
+        if let Ok(mut map) = self.refusals.lock() {
+            *map.entry(kind).or_default() += 1;
+        }
+    }
+
     /// Records one onbind delivery attempt.
     pub fn delivery(&self, outcome: Delivery) {
         self.deliveries[outcome as usize].fetch_add(1, Relaxed);
@@ -338,6 +358,28 @@ impl Metrics {
                 "mxisd_auth_attempts_total{{backend=\"{}\",result=\"{result}\"}} {n}",
                 escape(backend)
             );
+        }
+        header(
+            out,
+            "mxisd_login_rewrites_total",
+            "counter",
+            "Logins passed to the homeserver with their 3PID or rewritten name replaced by the user it is bound to, by kind.",
+        );
+        let rewrites = self.rewrites.lock().map(|m| m.clone()).unwrap_or_default();
+        for kind in ["thirdparty", "phone", "rule"] {
+            let n = rewrites.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "mxisd_login_rewrites_total{{kind=\"{kind}\"}} {n}");
+        }
+        header(
+            out,
+            "mxisd_policy_refusals_total",
+            "counter",
+            "Requests refused by the registration policy or the 3PID invite policy.",
+        );
+        let refusals = self.refusals.lock().map(|m| m.clone()).unwrap_or_default();
+        for kind in ["register", "invite"] {
+            let n = refusals.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "mxisd_policy_refusals_total{{kind=\"{kind}\"}} {n}");
         }
         let sync = self.sync.lock().map(|m| m.clone()).unwrap_or_default();
         header(

@@ -21,7 +21,10 @@ pub mod hashing;
 pub mod health;
 pub mod invite;
 pub mod keys;
+pub mod login;
 pub mod lookup;
+pub mod passthrough;
+pub mod policy;
 pub mod progress;
 /// Transitional, for `invite` only (see the file).
 pub mod ratelimit;

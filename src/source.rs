@@ -127,6 +127,24 @@ pub async fn listed_user(
     Ok(users.into_iter().find(is_wanted))
 }
 
+/// Whether `password` matches `hash`, an argon2 PHC string (`$argon2id$v=19$...`).
+/// A value that is no such string is an error (a plain-text password in a source is
+/// never compared).
+pub fn verify_argon2(hash: &str, password: &str) -> Result<bool, String> {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let parsed = PasswordHash::new(hash)
+        .map_err(|_| "a user's password is not an argon2 hash ($argon2id$...): plain-text passwords are never compared".to_owned())?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!(
+            "a user's password is a {} hash; only argon2 is accepted here",
+            parsed.algorithm
+        ));
+    }
+    Ok(argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_file;

@@ -161,6 +161,33 @@ pub struct SqlSource {
     pub timeout: Duration,
     /// Most rows read; more fails the run.
     pub max_rows: u64,
+    /// `auth`: password checks against hashes in the database.
+    pub auth: Option<SqlAuth>,
+}
+
+/// `sql.auth` / `synapseSql.auth`: a query with one parameter (the user) returning the
+/// user's password hash in its first column: bcrypt (`$2a$`, `$2b$`, `$2y$`, Synapse's)
+/// or argon2 (`$argon2id$...`).
+#[derive(Debug, Clone)]
+pub struct SqlAuth {
+    pub query: String,
+    /// The parameter is the full Matrix ID (`mxid`), else the localpart.
+    pub by_mxid: bool,
+    /// Appended to the password before checking, as Synapse's `password_config.pepper`.
+    pub pepper: Option<Secret>,
+    /// NFKC-normalise the password first, as Synapse does (`synapseSql`).
+    pub normalize: bool,
+}
+
+/// The password query of the `synapseSql` preset.
+pub fn synapse_auth_query(dialect: Dialect) -> String {
+    let param = match dialect {
+        Dialect::Postgres => "$1",
+        _ => "?",
+    };
+    format!(
+        "SELECT password_hash FROM users WHERE name = {param} AND COALESCE(deactivated, 0) = 0 AND password_hash IS NOT NULL"
+    )
 }
 
 /// The users query of the `synapseSql` preset: active, non-guest, non-appservice users
@@ -576,12 +603,22 @@ pub fn read_sql(
     let timeout = sync.duration("timeout").unwrap_or(Duration::from_secs(60));
     let max_rows = sync.u64("maxRows").unwrap_or(10_000_000);
     sync.finish(&[]);
-    for key in ["identity", "auth", "directory", "profile"] {
+    let auth = s.section("auth");
+    let auth_enabled = auth.bool("enabled");
+    let auth_query = auth.string("query").filter(|q| !q.trim().is_empty());
+    let auth_type = auth.string("type");
+    let pepper = auth.secret("pepper");
+    auth.finish(&[]);
+    for key in ["identity", "directory"] {
         s.ignored(
             key,
             "ignored: mxisd syncs the users with sync.query and answers from the synced entries",
         );
     }
+    s.ignored(
+        "profile",
+        "ignored: mxisd syncs the users with sync.query (add a role column to it for roles) and answers from the synced entries",
+    );
     if synapse {
         s.ignored(
             "legacyRoomNames",
@@ -631,6 +668,34 @@ pub fn read_sql(
         sync.problem("timeout", "timeout and maxRows must be more than 0");
         return None;
     }
+    let by_mxid = match auth_type.as_deref() {
+        None => synapse,
+        Some("mxid") => true,
+        Some("localpart" | "uid") => false,
+        Some(_) => {
+            auth.problem("type", "must be mxid or localpart");
+            return None;
+        }
+    };
+    let auth = match (auth_enabled, auth_query) {
+        (Some(false), _) => None,
+        (_, Some(query)) => Some(query),
+        (Some(true), None) if synapse => Some(synapse_auth_query(dialect)),
+        (Some(true), None) => {
+            auth.problem(
+                "query",
+                "required: a query returning the user's password hash",
+            );
+            return None;
+        }
+        (None, None) => None,
+    }
+    .map(|query| SqlAuth {
+        query,
+        by_mxid,
+        pepper,
+        normalize: synapse,
+    });
     Some(Some(SourceConfig {
         name: name.to_owned(),
         kind: SourceKind::Sql(SqlSource {
@@ -640,6 +705,7 @@ pub fn read_sql(
             domain: domain.unwrap_or_default().to_owned(),
             timeout,
             max_rows,
+            auth,
         }),
         interval: Some(every),
     }))

@@ -606,11 +606,8 @@ pub fn read_invite(s: &Section<'_, '_>) -> Option<InviteConfig> {
         "resolution",
         "ignored: invites are delivered when their address is bound (and retried from a durable outbox)",
     );
-    s.absent_feature(
-        "policy",
-        "an invite policy by the sender's role (it needs ma1sd's application service)",
-        &[],
-    );
+    // `policy` is read by `policy::read_invite_policy`.
+    let _ = s.section("policy");
     s.finish(&[]);
     let mut ok = true;
     if !(web_client_url.starts_with("https://") || web_client_url.starts_with("http://")) {

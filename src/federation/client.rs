@@ -20,6 +20,17 @@ pub struct RawRequest<'a> {
     pub body: Option<(bytes::Bytes, Option<&'a str>)>,
     /// Shorter than the configured outbound timeout, for calls a user waits on.
     pub timeout: Option<Duration>,
+    /// For requests passed on for a client: its address (`X-Forwarded-For`, so the
+    /// homeserver's per-address limits see the client, not us) and `User-Agent` (shown
+    /// in the user's device list).
+    pub client: Option<ClientHeaders<'a>>,
+}
+
+/// What is passed on of a client's own request (see [`RawRequest::client`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientHeaders<'a> {
+    pub ip: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// An answer from [`Federation::send_raw`].
@@ -101,6 +112,14 @@ impl Federation {
         }
         if let Some(timeout) = request.timeout {
             builder = builder.timeout(timeout);
+        }
+        if let Some(client) = request.client {
+            if let Some(ip) = client.ip {
+                builder = builder.header("x-forwarded-for", ip.to_string());
+            }
+            if let Some(agent) = client.user_agent {
+                builder = builder.header(reqwest::header::USER_AGENT, agent);
+            }
         }
         if let Some((body, content_type)) = request.body {
             if let Some(ct) = content_type {

@@ -215,6 +215,7 @@ impl Homeserver {
                     authorization: Some(authorization),
                     body: None,
                     timeout: Some(USER_WAIT),
+                    client: None,
                 };
                 self.send(federation, base, request, SMALL_ANSWER).await
             }

@@ -2,3 +2,4 @@
 //! modules call, never clients. Off the public internet by default.
 
 pub mod credentials;
+pub mod profile;

@@ -362,7 +362,95 @@ fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
         )
         .and(st)
         .and_then(directory::profile);
-    routes!(search, profile).boxed()
+    let policy_routes = policy_routes(state);
+    routes!(search, profile, policy_routes).boxed()
+}
+
+/// Logins, registrations and room invites, looked at and passed to the homeserver
+/// (`r0`, `v3`, and `unstable` where the homeserver serves it: every spelling the
+/// proxy sends here is checked, none is passed on unchecked).
+fn policy_routes(state: &Services) -> BoxedFilter<(Response,)> {
+    use super::client::{client_request, policy};
+    use crate::service::passthrough::ClientRequest;
+    let config = state.config();
+    let request = client_request(
+        config.server.max_body_size,
+        config.rate_limit.trusted_proxies.clone(),
+    );
+    let st = api::with_state(state.clone());
+    let version = warp::path!("_matrix" / "client" / String / ..)
+        .and_then(|v: String| async move {
+            if matches!(v.as_str(), "r0" | "v3" | "unstable") {
+                Ok(v)
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .boxed();
+    // The path passed on is rebuilt here from what was matched.
+    let at = |path: String, request: Result<ClientRequest, Error>| {
+        request.map(|mut r| {
+            r.path_and_query.insert_str(0, &path);
+            r
+        })
+    };
+    let login = version
+        .clone()
+        .and(warp::path!("login"))
+        .and(warp::post().or(get()).unify())
+        .and(request.clone())
+        .map(move |v: String, r| at(format!("/_matrix/client/{v}/login"), r))
+        .and(st.clone())
+        .and_then(policy::login);
+    let request_token = version
+        .clone()
+        .and(warp::path!("register" / String / "requestToken"))
+        .and(warp::post())
+        .and_then(|v: String, medium: String| async move {
+            match crate::model::Medium::parse(&medium) {
+                Some(m) => Ok((v, m)),
+                None => Err(warp::reject::not_found()),
+            }
+        })
+        .untuple_one()
+        .and(request.clone())
+        .map(move |v: String, medium: crate::model::Medium, r| {
+            (
+                medium,
+                at(
+                    format!(
+                        "/_matrix/client/{v}/register/{}/requestToken",
+                        medium.as_str()
+                    ),
+                    r,
+                ),
+            )
+        })
+        .untuple_one()
+        .and(st.clone())
+        .and_then(policy::register_request_token);
+    let register = version
+        .clone()
+        .and(warp::path!("register"))
+        .and(warp::post())
+        .and(request.clone())
+        .map(move |v: String, r| at(format!("/_matrix/client/{v}/register"), r))
+        .and(st.clone())
+        .and_then(policy::register);
+    let invite = version
+        .and(warp::path!("rooms" / String / "invite"))
+        .and(warp::post())
+        .and(request)
+        .map(move |v: String, room: String, r| {
+            let room = crate::service::directory::profile_tail(&room)
+                .filter(|t| t.len() == 1)
+                .ok_or_else(Error::unrecognized_route)?;
+            let room = crate::service::directory::encode_segment(&room[0]);
+            at(format!("/_matrix/client/{v}/rooms/{room}/invite"), r)
+        })
+        .and(st)
+        .and_then(policy::room_invite);
+    routes!(login, request_token, register, invite).boxed()
 }
 
 /// The admin listeners' routes. No CORS: browsers must not reach them; the admin door
@@ -538,6 +626,12 @@ pub fn internal_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(ip)
         .and(api::with_state(state.clone()))
         .and_then(super::internal::credentials::check);
-    let routes = routes!(body_guard(limit), check).recover(recover).unify();
+    let roles = warp::path!("_matrix-internal" / "profile" / "v1" / String)
+        .and(get())
+        .and(api::with_state(state.clone()))
+        .and_then(super::internal::profile::roles);
+    let routes = routes!(body_guard(limit), check, roles)
+        .recover(recover)
+        .unify();
     logged(routes.boxed(), crate::metrics::Listener::Internal, &state)
 }

@@ -435,6 +435,40 @@ mod tests {
     }
 
     #[test]
+    fn login_rewrite_registration_and_invite_policies_are_carried_over() {
+        let yaml = format!(
+            "{MINIMAL}auth:\n  rewrite:\n    user:\n      rules:\n        - regex: '[0-9]{{10}}'\n          medium: msisdn\nregister:\n  policy:\n    allowed: false\n    invite: true\n    threepid:\n      email:\n        domain:\n          whitelist: ['*example.org']\n        pattern:\n          blacklist: ['root@.*']\n      msisdn:\n        pattern:\n          whitelist: ['33.*']\ninvite:\n  policy:\n    ifSender:\n      hasRole: [staff]\n"
+        );
+        let t = run(&yaml);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        assert!(t.dropped.is_empty(), "{:?}", t.dropped);
+        let c = t.config.unwrap();
+        assert_eq!(c.auth.rewrite.len(), 1);
+        assert!(c.auth.rewrite[0].regex.is_match("0612345678"));
+        assert!(!c.auth.rewrite[0].regex.is_match("06123456789"));
+        let register = c.register.unwrap();
+        assert!(!register.allowed && register.invite);
+        assert_eq!(
+            register.email_domains_allowed,
+            vec!["*example.org".to_owned()]
+        );
+        assert_eq!(register.email.blacklist.len(), 1);
+        assert_eq!(register.msisdn.whitelist.len(), 1);
+        assert_eq!(c.invite_policy.sender_roles, vec!["staff".to_owned()]);
+        // A custom medium cannot be looked up here: the import says so.
+        let t = run(&format!(
+            "{MINIMAL}auth:\n  rewrite:\n    user:\n      rules:\n        - regex: '[0-9]+'\n          medium: kmx.employee.id\n"
+        ));
+        assert!(
+            t.problems
+                .iter()
+                .any(|p| p.contains("auth.rewrite.user.rules[0].medium")),
+            "{:?}",
+            t.problems
+        );
+    }
+
+    #[test]
     fn ma1sd_only_keys_are_dropped_with_the_loaders_reasons() {
         let yaml = format!(
             "{MINIMAL}  backend: sqlite\nlogging:\n  root: info\n  requests: true\nhashing:\n  enabled: true\n  pepperLength: 20\n  rotationPolicy: per_requests\n  requests: 10\n  hashStorageType: sql\nmatrix_typo: 1\nappsvc:\n  enabled: false\ninternal:\n  enabled: true\nserver:\n  hostname: 127.0.0.1\n  port: 8090\n  name: id.example.org\n"

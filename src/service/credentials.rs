@@ -2,7 +2,8 @@
 //! ma1sd's contract for Synapse's password provider): the identity sources are asked in
 //! their configured order, live (a sync keeps no passwords): LDAP binds as the user's
 //! entry, a `rest` source with `rest.endpoints.auth` asks the backend (ma1sd's REST
-//! contract), `memory` and `file` sources compare an argon2 hash. The first that accepts
+//! contract), an `sql`/`synapseSql` source with an `auth` query compares the bcrypt or
+//! argon2 hash it returns, `memory` and `file` sources compare an argon2 hash. The first that accepts
 //! wins and its answer carries the user's display name and 3PIDs.
 //!
 //! Fails closed: an empty password, a user of another domain, a source that cannot be
@@ -100,6 +101,9 @@ impl Answer {
 /// What one source said.
 enum Verdict {
     Accepted(UserSpec),
+    /// The password is right, and the source has no profile to give: the synced
+    /// entry is the answer's.
+    Known,
     /// No such user, or not this password.
     Refused,
     /// This kind of source checks no passwords.
@@ -154,13 +158,50 @@ pub async fn check(
                 .map(|found| found.map_or(Verdict::Refused, Verdict::Accepted)),
                 None => Ok(Verdict::NotHere),
             },
-            SourceKind::Sql(_) => Ok(Verdict::NotHere),
+            SourceKind::Sql(sql) => match &sql.auth {
+                Some(auth) => crate::source::sql::authenticate(
+                    sql,
+                    auth,
+                    mxid.as_str(),
+                    mxid.localpart(),
+                    password,
+                    CHECK_TIMEOUT,
+                )
+                .await
+                .map(|ok| if ok { Verdict::Known } else { Verdict::Refused }),
+                None => Ok(Verdict::NotHere),
+            },
         };
         match verdict {
             Ok(Verdict::Accepted(found)) => {
                 state.metrics.auth_attempt(name, "success");
                 tracing::info!(source = %name, "password check: accepted");
+                crate::service::sync::refresh_from_login(state, name, found.clone()).await;
                 return Ok(Answer::accepted(mxid.as_str(), found));
+            }
+            Ok(Verdict::Known) => {
+                state.metrics.auth_attempt(name, "success");
+                tracing::info!(source = %name, "password check: accepted");
+                let entry = state
+                    .store
+                    .directory_entry(mxid.as_str())?
+                    .unwrap_or_default();
+                let user = UserSpec {
+                    username: mxid.as_str().to_owned(),
+                    display_name: entry.display_name,
+                    threepids: entry
+                        .threepids
+                        .iter()
+                        .map(|t| crate::config::stores::ThreePidSpec {
+                            medium: t.medium().as_str().to_owned(),
+                            address: t.address().to_owned(),
+                        })
+                        .collect(),
+                    roles: entry.roles,
+                    attributes: entry.attributes,
+                    password: None,
+                };
+                return Ok(Answer::accepted(mxid.as_str(), user));
             }
             Ok(Verdict::Refused) => asked = true,
             Ok(Verdict::NotHere) => {}
@@ -192,9 +233,10 @@ async fn listed(
         return Ok(Verdict::Refused);
     };
     let password = password.to_owned();
-    let matches = tokio::task::spawn_blocking(move || verify_argon2(&hash, &password))
-        .await
-        .map_err(|e| format!("checking a hash: {e}"))??;
+    let matches =
+        tokio::task::spawn_blocking(move || crate::source::verify_argon2(&hash, &password))
+            .await
+            .map_err(|e| format!("checking a hash: {e}"))??;
     Ok(if matches {
         Verdict::Accepted(user)
     } else {
@@ -202,27 +244,10 @@ async fn listed(
     })
 }
 
-/// Whether `password` matches `hash`, an argon2 PHC string (`$argon2id$v=19$...`).
-/// A value that is no such string is an error (a plain-text password in a source is
-/// never compared).
-pub fn verify_argon2(hash: &str, password: &str) -> Result<bool, String> {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    let parsed = PasswordHash::new(hash)
-        .map_err(|_| "a user's password is not an argon2 hash ($argon2id$...): plain-text passwords are never compared".to_owned())?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(format!(
-            "a user's password is a {} hash; only argon2 is accepted here",
-            parsed.algorithm
-        ));
-    }
-    Ok(argon2::Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::verify_argon2;
 
     fn hash(password: &str) -> String {
         use argon2::password_hash::{PasswordHasher, SaltString};

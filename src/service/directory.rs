@@ -143,6 +143,7 @@ async fn remote_search(
                 authorization: Some(&authorization),
                 body: Some((body, Some("application/json"))),
                 timeout: Some(USER_WAIT),
+                client: None,
             },
             MAX_ANSWER,
         )
@@ -272,6 +273,11 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// A checked path segment (see [`profile_tail`]), encoded to be passed on.
+pub fn encode_segment(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string()
+}
+
 /// The homeserver path for a checked profile tail.
 pub fn profile_path(version: &str, tail: &[String]) -> String {
     let mut path = format!("/_matrix/client/{version}/profile");
@@ -319,6 +325,7 @@ pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawRes
                 authorization: request.authorization.as_deref(),
                 body,
                 timeout: None,
+                client: None,
             },
             MAX_ANSWER,
         )

@@ -171,6 +171,12 @@ fn lookup_plain(
     mxid_by_hash(state, generation, &lookup_hash(&threepid, pepper), now)
 }
 
+/// The user a 3PID is bound to here (synced, bound or set by the admin), if any: for
+/// logins by 3PID.
+pub fn bound_user(state: &Services, threepid: &ThreePid) -> Result<Option<String>, Error> {
+    Ok(effective(state, threepid, now_ms())?.map(|e| e.mxid))
+}
+
 fn effective(
     state: &Services,
     threepid: &ThreePid,

@@ -10,7 +10,7 @@
 //! one connection, streams the rows and closes it; SQLite files are opened read-only.
 
 use super::Fetched;
-use crate::config::stores::{Dialect, SqlSource, ThreePidSpec, UserSpec};
+use crate::config::stores::{Dialect, SqlAuth, SqlSource, ThreePidSpec, UserSpec};
 use futures_util::TryStreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{Column, Connection, Row};
@@ -50,6 +50,8 @@ struct Layout {
     is_mxid: bool,
     has_name: bool,
     has_3pid: bool,
+    /// A `role` column: one group or role of the user per row.
+    has_role: bool,
 }
 
 impl Layout {
@@ -82,6 +84,7 @@ impl Layout {
             is_mxid,
             has_name: has("display_name"),
             has_3pid: has("medium"),
+            has_role: has("role"),
         })
     }
 }
@@ -95,6 +98,81 @@ pub async fn fetch(source: &SqlSource) -> Result<Fetched, String> {
             source.timeout.as_secs()
         )),
     }
+}
+
+/// Checks `password` against the hash `auth.query` returns for the user: `Ok(false)`
+/// when there is no such user, no hash, or another password. Every row's hash is
+/// tried (a user listed twice). Errors say why the database could not be asked.
+pub async fn authenticate(
+    source: &SqlSource,
+    auth: &SqlAuth,
+    mxid: &str,
+    localpart: &str,
+    password: &str,
+    timeout: std::time::Duration,
+) -> Result<bool, String> {
+    sqlx::any::install_default_drivers();
+    let user = if auth.by_mxid { mxid } else { localpart };
+    let hashes = tokio::time::timeout(timeout, async {
+        let mut conn = connect(source).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(auth.query.clone()))
+            .bind(user.to_owned())
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| format!("the password query failed: {}", describe(e)))?;
+        let _ = conn.close().await;
+        let mut hashes = Vec::new();
+        for row in rows.iter().take(16) {
+            let hash: Option<String> = row
+                .try_get(0)
+                .map_err(|e| format!("the password query's first column is not text: {e}"))?;
+            hashes.extend(hash.filter(|h| !h.is_empty()));
+        }
+        Ok::<_, String>(hashes)
+    })
+    .await
+    .map_err(|_| format!("the database did not answer within {} s", timeout.as_secs()))??;
+    if hashes.is_empty() {
+        return Ok(false);
+    }
+    let mut candidate = if auth.normalize {
+        use unicode_normalization::UnicodeNormalization;
+        password.nfkc().collect::<String>()
+    } else {
+        password.to_owned()
+    };
+    if let Some(pepper) = &auth.pepper {
+        candidate.push_str(pepper.expose());
+    }
+    tokio::task::spawn_blocking(move || {
+        for hash in &hashes {
+            if verify_hash(hash, &candidate)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+    .await
+    .map_err(|e| format!("checking a hash: {e}"))?
+}
+
+/// Whether `password` matches `hash`: bcrypt (`$2a$`, `$2b$`, `$2x$`, `$2y$`) or argon2
+/// (PHC string). Another kind of value is an error: it is never compared as it is.
+pub fn verify_hash(hash: &str, password: &str) -> Result<bool, String> {
+    if ["$2a$", "$2b$", "$2x$", "$2y$"]
+        .iter()
+        .any(|p| hash.starts_with(p))
+    {
+        // bcrypt reads 72 bytes at most (Synapse cuts longer ones the same way).
+        let bytes = password.as_bytes();
+        let bytes = &bytes[..bytes.len().min(72)];
+        return bcrypt::verify(bytes, hash)
+            .map_err(|e| format!("a stored bcrypt hash is not valid: {e}"));
+    }
+    if hash.starts_with("$argon2") {
+        return crate::source::verify_argon2(hash, password);
+    }
+    Err("a stored password is neither a bcrypt nor an argon2 hash; it is not compared".into())
 }
 
 /// The URL with the database server's host name replaced by each of its addresses,
@@ -230,6 +308,13 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
             });
             if layout.has_name && user.display_name.is_none() {
                 user.display_name = text(&row, "display_name")?;
+            }
+            if layout.has_role {
+                if let Some(role) = text(&row, "role")?.filter(|r| !r.trim().is_empty()) {
+                    if !user.roles.contains(&role) {
+                        user.roles.push(role);
+                    }
+                }
             }
             if layout.has_3pid {
                 if let (Some(medium), Some(address)) =

@@ -543,6 +543,26 @@ impl TestServer {
         mxid: &str,
     ) -> (String, Resp) {
         let v2 = "/_matrix/identity/v2";
+        let sid = self.validated_session(sink, token, address).await;
+        let r = self
+            .post_json(
+                &format!("{v2}/3pid/bind"),
+                &serde_json::json!({"sid": sid, "client_secret": "sec", "mxid": mxid}),
+                Some(token),
+            )
+            .await;
+        (sid, r)
+    }
+
+    /// Validates `address` (its mail read from `sink`) for the holder of `token`; the
+    /// session's ID (its client secret is `sec`).
+    pub async fn validated_session(
+        &self,
+        sink: &smtp::SmtpSink,
+        token: &str,
+        address: &str,
+    ) -> String {
+        let v2 = "/_matrix/identity/v2";
         let r = self
             .post_json(
                 &format!("{v2}/validate/email/requestToken"),
@@ -561,14 +581,7 @@ impl TestServer {
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        let r = self
-            .post_json(
-                &format!("{v2}/3pid/bind"),
-                &serde_json::json!({"sid": sid, "client_secret": "sec", "mxid": mxid}),
-                Some(token),
-            )
-            .await;
-        (sid, r)
+        sid
     }
 
     /// Adds an operator binding through the admin API.

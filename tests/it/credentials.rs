@@ -4,6 +4,7 @@
 //! back, and every kind of bad body.
 
 use crate::common::ldap::{person, Slapd, SYNC_PW};
+use crate::common::pg::Postgres;
 use crate::common::{assert_error, Resp, TestServer};
 use crate::stores::ldap_yaml;
 use serde_json::{json, Value};
@@ -72,6 +73,18 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
         ldap_yaml(&slapd.url, "", SYNC_PW)
     );
     let s = TestServer::start_with(&yaml).await;
+    // Synced: search knows alice by her name.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::stores::search(&s, "Liddell", 5).await.0.is_empty() {
+        assert!(Instant::now() < deadline, "the LDAP source was not synced");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Her name changes in the directory; the next run is an hour away.
+    slapd.modify(&format!(
+        "dn: uid=alice,{}\nchangetype: modify\nreplace: displayName\ndisplayName: Alice Pleasance\n",
+        crate::common::ldap::PEOPLE
+    ));
+    assert!(crate::stores::search(&s, "Pleasance", 5).await.0.is_empty());
 
     // The right password: success, with the directory's name and 3PIDs.
     let r = check(&s, "@alice:example.org", "alice-pw").await;
@@ -81,8 +94,14 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
         auth["id"],
         json!({"type": "mxid", "value": "@alice:example.org"})
     );
-    assert_eq!(auth["profile"]["display_name"], "Alice Liddell");
-    assert_eq!(auth["display_name"], "Alice Liddell");
+    assert_eq!(auth["profile"]["display_name"], "Alice Pleasance");
+    assert_eq!(auth["display_name"], "Alice Pleasance");
+    // The login brought her new name to search.
+    assert_eq!(
+        crate::stores::search(&s, "Pleasance", 5).await.0,
+        vec!["@alice:example.org".to_owned()]
+    );
+    assert!(crate::stores::search(&s, "Liddell", 5).await.0.is_empty());
     let pids = auth["profile"]["three_pids"].to_string();
     assert!(pids.contains("alice@example.org"), "{pids}");
     assert!(pids.contains("msisdn"), "{pids}");
@@ -268,4 +287,132 @@ async fn a_rest_backend_answers_with_ma1sd_contract() {
     let before = seen.lock().unwrap().len();
     assert!(!success(&check(&s, "@frank:example.org", "").await));
     assert_eq!(seen.lock().unwrap().len(), before);
+}
+
+/// A bcrypt hash of `password` (cost 4: tests only), in the `$2b$` or `$2y$` spelling.
+fn bcrypt(password: &str, y: bool) -> String {
+    let parts = ::bcrypt::hash_with_result(password, 4).unwrap();
+    parts.format_for_version(if y {
+        ::bcrypt::Version::TwoY
+    } else {
+        ::bcrypt::Version::TwoB
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_sources_check_bcrypt_argon2_and_synapse_hashes_on_postgresql() {
+    let mut pg = Postgres::start();
+    pg.sql("postgres", "CREATE DATABASE hr;");
+    pg.sql("postgres", "CREATE DATABASE synapse;");
+    pg.sql(
+        "hr",
+        &format!(
+            "CREATE TABLE people (uid TEXT, name TEXT, mail TEXT, role TEXT, pw TEXT);
+             INSERT INTO people VALUES
+               ('alice', 'Alice', 'alice@example.org', 'staff', '{}'),
+               ('alice', 'Alice', 'alice@example.org', 'admins', '{}'),
+               ('bob', 'Bob', 'bob@example.org', NULL, '{}'),
+               ('carol', 'Carol', 'carol@example.org', NULL, '{}'),
+               ('dan', 'Dan', 'dan@example.org', NULL, 'dan-pw'),
+               ('eve', 'Eve', 'eve@example.org', NULL, NULL);",
+            bcrypt("alice-pw", false),
+            bcrypt("alice-pw", false),
+            bcrypt("bob-pw", true),
+            argon2("carol-pw"),
+        ),
+    );
+    // Synapse hashes NFKC-normalised passwords with its pepper appended.
+    pg.sql(
+        "synapse",
+        &format!(
+            "CREATE TABLE users (name TEXT, password_hash TEXT, creation_ts BIGINT, admin SMALLINT DEFAULT 0 NOT NULL,
+               is_guest SMALLINT DEFAULT 0 NOT NULL, appservice_id TEXT, deactivated SMALLINT DEFAULT 0 NOT NULL, UNIQUE(name));
+             CREATE TABLE profiles (user_id TEXT NOT NULL, displayname TEXT, avatar_url TEXT, UNIQUE(user_id));
+             CREATE TABLE user_threepids (user_id TEXT NOT NULL, medium TEXT NOT NULL, address TEXT NOT NULL,
+               validated_at BIGINT NOT NULL, added_at BIGINT NOT NULL);
+             INSERT INTO users (name, password_hash) VALUES ('@frank:example.org', '{}');
+             INSERT INTO users (name, password_hash, deactivated) VALUES ('@gone:example.org', '{}', 1);
+             INSERT INTO profiles VALUES ('frank', 'Frank', NULL);",
+            bcrypt("fish-pwPEPPER", false),
+            bcrypt("gone-pwPEPPER", false),
+        ),
+    );
+    let query =
+        "SELECT uid, name AS display_name, 'email' AS medium, mail AS address, role FROM people";
+    let yaml = format!(
+        "rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1ms\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\n\
+         sql:\n  enabled: true\n  type: postgresql\n  connection: //127.0.0.1:{port}/hr?user=postgres\n  sync:\n    interval: 1h\n    query: \"{query}\"\n  auth:\n    query: SELECT pw FROM people WHERE uid = $1\n\
+         synapseSql:\n  enabled: true\n  type: postgresql\n  connection: //127.0.0.1:{port}/synapse?user=postgres\n  sync:\n    interval: 1h\n  auth:\n    enabled: true\n    pepper: PEPPER\n",
+        port = pg.port
+    );
+    let s = TestServer::start_with(&yaml).await;
+    // Wait for both first runs (the answer's profile comes from the synced entries).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = check(&s, "@alice:example.org", "alice-pw").await;
+        let f = check(&s, "@frank:example.org", "\u{FB01}sh-pw").await;
+        if a.body["auth"]["profile"]["display_name"] == "Alice"
+            && f.body["auth"]["profile"]["display_name"] == "Frank"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} / {}", a.body, f.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = check(&s, "@alice:example.org", "alice-pw").await;
+    assert!(success(&r));
+    assert_eq!(
+        r.body["auth"]["profile"]["three_pids"],
+        json!([{"medium": "email", "address": "alice@example.org"}])
+    );
+    // $2y$ bcrypt, argon2, Synapse's peppered bcrypt (typed with or without the ligature).
+    assert!(success(&check(&s, "@bob:example.org", "bob-pw").await));
+    assert!(success(&check(&s, "@carol:example.org", "carol-pw").await));
+    assert!(success(&check(&s, "@frank:example.org", "fish-pw").await));
+    for (id, password) in [
+        ("@alice:example.org", "alice-PW"),
+        ("@bob:example.org", "alice-pw"),
+        ("@carol:example.org", "carol-pw "),
+        // A plain-text column is never compared; no hash is no password.
+        ("@dan:example.org", "dan-pw"),
+        ("@eve:example.org", ""),
+        ("@eve:example.org", "x"),
+        // The pepper is the server's, not the user's; deactivated users are out.
+        ("@frank:example.org", "fish-pwPEPPER"),
+        ("@gone:example.org", "gone-pw"),
+        ("@nobody:example.org", "x"),
+        // SQL's own characters are only data.
+        ("@alice' OR '1'='1:example.org", "x"),
+    ] {
+        let r = check(&s, id, password).await;
+        assert!(!success(&r), "{id} {password}: {}", r.body);
+    }
+    // Roles from the role column, on the internal listener.
+    let r = s
+        .client
+        .get(format!(
+            "{}/_matrix-internal/profile/v1/@alice:example.org",
+            s.internal
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"roles": ["admins", "staff"]})
+    );
+    // The database goes away: "no" within the timeout; back: "yes".
+    pg.stop();
+    let t0 = Instant::now();
+    assert!(!success(&check(&s, "@bob:example.org", "bob-pw").await));
+    assert!(t0.elapsed() < Duration::from_secs(12), "{:?}", t0.elapsed());
+    pg.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !success(&check(&s, "@bob:example.org", "bob-pw").await) {
+        assert!(
+            Instant::now() < deadline,
+            "the database is back, bob still refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

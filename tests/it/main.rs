@@ -17,6 +17,7 @@ mod invites;
 mod lookup;
 mod ma1sd;
 mod ops;
+mod policy;
 mod proxy;
 mod reload;
 mod sessions;

@@ -93,7 +93,7 @@ pub(crate) async fn sync_now(s: &TestServer, source: &str) -> Value {
 }
 
 /// The operators' search of the directory index: the Matrix IDs found, and `limited`.
-async fn search(s: &TestServer, term: &str, limit: usize) -> (Vec<String>, bool) {
+pub(crate) async fn search(s: &TestServer, term: &str, limit: usize) -> (Vec<String>, bool) {
     let q: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("term", term)
         .append_pair("limit", &limit.to_string())

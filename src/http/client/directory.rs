@@ -8,7 +8,6 @@ use crate::service::directory::{self, ProfileRequest, SearchRequest, MAX_LIMIT};
 use crate::service::Services;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
-use warp::http::{header, HeaderValue, StatusCode};
 use warp::reply::Response;
 
 /// `POST /_matrix/client/{version}/user_directory/search`
@@ -73,18 +72,7 @@ pub async fn profile(
         Err(e) => Err(e),
     };
     Ok(match answer {
-        Ok(answer) => {
-            let mut response = Response::new(answer.body.into());
-            *response.status_mut() =
-                StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            if let Some(ct) = answer
-                .content_type
-                .and_then(|ct| HeaderValue::from_str(&ct).ok())
-            {
-                response.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            response
-        }
+        Ok(answer) => super::relay(answer),
         Err(e) => error_response(&e),
     })
 }

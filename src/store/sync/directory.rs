@@ -1,10 +1,12 @@
 //! The directory entries the sync sources list: one source's users as it last gave
-//! them, and every source's entries merged by Matrix ID (what search indexes). Read-only:
-//! entries are written by a run ([`super::apply`]), never here.
+//! them, and every source's entries merged by Matrix ID (what search indexes). Entries
+//! are written by a run ([`super::apply`]), and one at a time by a successful password
+//! check, which sees the user as the source has them now ([`Store::refresh_directory_user`]).
 
-use super::{source_prefix, SYNC_USER};
+use super::{source_prefix, user_key, SYNC_DIGEST, SYNC_USER};
 use crate::model::DirectoryUser;
-use crate::store::codec::{decode, Record};
+use crate::store::codec::{decode, encode, Record};
+use crate::store::kv::Batch;
 use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 
@@ -69,6 +71,28 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Replaces `source`'s entry for `mxid` with `user`, as the source gave it to a
+    /// password check; false when it was already that. A change also forgets the
+    /// source's last fetch digest, so its next run compares every entry again.
+    pub async fn refresh_directory_user(
+        &self,
+        source: &str,
+        mxid: &str,
+        user: &DirectoryUser,
+    ) -> Result<bool, StoreError> {
+        let key = user_key(source, mxid);
+        if let Some(raw) = self.kv.get(SYNC_USER, &key)? {
+            if decode::<DirectoryUser>(&raw)? == *user {
+                return Ok(false);
+            }
+        }
+        let mut batch = Batch::new();
+        batch.put(SYNC_USER, key, encode(user)?);
+        batch.delete(SYNC_DIGEST, source.as_bytes().to_vec());
+        self.commit(batch).await?;
+        Ok(true)
     }
 
     /// One user's directory entry, merged across sources like [`Self::directory_entries`].

@@ -17,8 +17,21 @@ use warp::Filter;
 /// A profile request as it arrived: method, path after `profile/`, authorization, body.
 pub type ProfileCall = (String, String, Option<String>, String);
 
+/// Any other request, exactly as it arrived.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    /// Header names in lowercase.
+    pub headers: HashMap<String, String>,
+    pub body: bytes::Bytes,
+}
+
 #[derive(Default)]
 pub struct Seen {
+    /// Requests no other route took (login, register, invites...), answered
+    /// `{"recorded": n}` with 200, or Synapse's 403 when the body holds `wrong-password`.
+    pub recorded: Mutex<Vec<Recorded>>,
     pub whoami: AtomicUsize,
     pub searches: Mutex<Vec<(String, Value)>>,
     /// (method, path, authorization, body) of every profile request.
@@ -183,13 +196,50 @@ impl FakeClientApi {
                     }
                 },
             );
+        let s = seen.clone();
+        let recorder = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .map(
+                move |method: warp::http::Method,
+                      path: warp::path::FullPath,
+                      query: String,
+                      headers: warp::http::HeaderMap,
+                      body: bytes::Bytes| {
+                    let wrong = String::from_utf8_lossy(&body).contains("wrong-password");
+                    let mut recorded = s.recorded.lock().unwrap();
+                    recorded.push(Recorded {
+                        method: method.to_string(),
+                        path_and_query: if query.is_empty() {
+                            path.as_str().to_owned()
+                        } else {
+                            format!("{}?{query}", path.as_str())
+                        },
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                            .collect(),
+                        body,
+                    });
+                    if wrong {
+                        return reply(403, json!({"errcode": "M_FORBIDDEN", "error": "Invalid username or password"}));
+                    }
+                    Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json; charset=utf-8")
+                        .body(json!({"recorded": recorded.len()}).to_string())
+                        .unwrap()
+                },
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             // Graceful: a stop closes the idle keep-alive connections too, so the
             // server under test really finds nobody there.
-            warp::serve(whoami.or(search).or(profile))
+            warp::serve(whoami.or(search).or(profile).or(recorder))
                 .incoming(listener)
                 .graceful(async move {
                     let _ = stopped.await;
@@ -222,6 +272,11 @@ impl FakeClientApi {
 
     pub fn whoami_calls(&self) -> usize {
         self.seen.whoami.load(Ordering::SeqCst)
+    }
+
+    /// What the recorder took, and forgets it.
+    pub fn take_recorded(&self) -> Vec<Recorded> {
+        std::mem::take(&mut *self.seen.recorded.lock().unwrap())
     }
 
     pub fn searches(&self) -> usize {
