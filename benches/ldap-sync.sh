@@ -64,62 +64,8 @@ PY
 }
 LDAP_PORT=$(free_port)
 make_db() { # variant
-  local d="$WORK/ldap-$1"
-  mkdir -p "$d/config" "$d/data"
-  cat > "$d/config.ldif" <<LDIF
-dn: cn=config
-objectClass: olcGlobal
-cn: config
-olcPidFile: $WORK/slapd.pid
-olcArgsFile: $WORK/slapd.args
-
-dn: cn=module{0},cn=config
-objectClass: olcModuleList
-cn: module{0}
-olcModulePath: /usr/lib/ldap
-olcModuleLoad: back_mdb
-
-dn: cn=schema,cn=config
-objectClass: olcSchemaConfig
-cn: schema
-
-include: file:///etc/ldap/schema/core.ldif
-
-include: file:///etc/ldap/schema/cosine.ldif
-
-include: file:///etc/ldap/schema/nis.ldif
-
-include: file:///etc/ldap/schema/inetorgperson.ldif
-
-dn: olcDatabase={-1}frontend,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcFrontendConfig
-olcDatabase: {-1}frontend
-
-dn: olcDatabase={0}config,cn=config
-objectClass: olcDatabaseConfig
-olcDatabase: {0}config
-olcAccess: {0}to * by * none
-
-dn: olcDatabase={1}mdb,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcMdbConfig
-olcDatabase: {1}mdb
-olcSuffix: dc=example,dc=org
-olcDbDirectory: $d/data
-olcDbMaxSize: 4294967296
-olcDbNoSync: TRUE
-olcRootDN: cn=admin,dc=example,dc=org
-olcRootPW: rootsecret
-olcLimits: dn.exact="cn=mxisd,dc=example,dc=org" size.prtotal=unlimited
-olcDbIndex: objectClass eq
-olcDbIndex: uid,mail eq
-olcAccess: {0}to attrs=userPassword by self write by anonymous auth by * none
-olcAccess: {1}to * by * read
-LDIF
-  slapadd -n 0 -F "$d/config" -l "$d/config.ldif" >/dev/null
-  gen_ldif "$1" > "$d/users.ldif"
-  slapadd -q -n 1 -F "$d/config" -l "$d/users.ldif"
+  gen_ldif "$1" > "$WORK/users-$1.ldif"
+  slapd_db "$WORK/ldap-$1" "$WORK/users-$1.ldif" "$WORK"
 }
 start_slapd() { # variant
   slapd -F "$WORK/ldap-$1/config" -h "ldap://127.0.0.1:$LDAP_PORT/"

@@ -39,3 +39,64 @@ run_wrk() {
   printf '  %-32s %10s req/s   p50 %8s   p99 %8s%s\n' "$name" "$rps" "$p50" "$p99" "${errors:+   NON-2XX: $errors}"
   LAST_RPS=$rps
 }
+
+# slapd_db DIR LDIF RUNDIR: an OpenLDAP database for dc=example,dc=org in DIR (config
+# and data), loaded offline with LDIF; slapd writes its pid to RUNDIR/slapd.pid. The sync
+# account cn=mxisd may read everything unpaged; passwords may only be used to bind.
+slapd_db() {
+  local d=$1 ldif=$2 WORK=$3
+  mkdir -p "$d/config" "$d/data"
+  cat > "$d/config.ldif" <<LDIF
+dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: $WORK/slapd.pid
+olcArgsFile: $WORK/slapd.args
+
+dn: cn=module{0},cn=config
+objectClass: olcModuleList
+cn: module{0}
+olcModulePath: /usr/lib/ldap
+olcModuleLoad: back_mdb
+
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+include: file:///etc/ldap/schema/core.ldif
+
+include: file:///etc/ldap/schema/cosine.ldif
+
+include: file:///etc/ldap/schema/nis.ldif
+
+include: file:///etc/ldap/schema/inetorgperson.ldif
+
+dn: olcDatabase={-1}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {-1}frontend
+
+dn: olcDatabase={0}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {0}config
+olcAccess: {0}to * by * none
+
+dn: olcDatabase={1}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {1}mdb
+olcSuffix: dc=example,dc=org
+olcDbDirectory: $d/data
+olcDbMaxSize: 4294967296
+olcDbNoSync: TRUE
+olcRootDN: cn=admin,dc=example,dc=org
+olcRootPW: rootsecret
+olcLimits: dn.exact="cn=mxisd,dc=example,dc=org" size.prtotal=unlimited
+olcDbIndex: objectClass eq
+olcDbIndex: uid,mail eq
+olcAccess: {0}to attrs=userPassword by self write by anonymous auth by * none
+olcAccess: {1}to * by * read
+LDIF
+  slapadd -n 0 -F "$d/config" -l "$d/config.ldif" >/dev/null
+  slapadd -q -n 1 -F "$d/config" -l "$ldif"
+}

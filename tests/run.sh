@@ -2,8 +2,8 @@
 # Runs mxisd's whole test suite on a fresh Debian machine.
 #
 # Installs what the tests need through apt when it is missing (the test servers they
-# start themselves: slapd and ldap-utils, postgresql, procps, caddy for the README's
-# reverse-proxy example, python3 for the Synapse module), then runs every unit
+# start themselves: slapd and ldap-utils, postgresql, procps, caddy and nginx for the
+# README's reverse-proxy examples, python3 for the Synapse module), then runs every unit
 # and integration test, then the Synapse module's Python tests (packaging/synapse/tests,
 # standard library only), then the package test (packaging/test-packages.sh: builds the
 # static binary, the .deb and the .rpm, installs the .deb on this machine, runs it and
@@ -29,6 +29,7 @@ NEEDED=(
   "runuser:util-linux"
   "setpriv:util-linux"
   "caddy:caddy"
+  "nginx:nginx"
   "python3:python3"
 )
 

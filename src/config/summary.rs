@@ -185,6 +185,42 @@ impl Config {
             },
         );
         line(
+            "login rewrite",
+            match self.auth.rewrite.len() {
+                0 => "3PID identifiers only".into(),
+                n => format!("3PID identifiers and {n} auth.rewrite rule(s)"),
+            },
+        );
+        line(
+            "registration policy",
+            match &self.register {
+                None => "none (registrations are passed on unchecked)".into(),
+                Some(p) => format!(
+                    "{}{}, {} e-mail pattern(s) and {} domain(s), {} phone pattern(s)",
+                    if p.allowed {
+                        "open"
+                    } else {
+                        "listed addresses only"
+                    },
+                    if p.invite { " or invited" } else { "" },
+                    p.email.whitelist.len() + p.email.blacklist.len(),
+                    p.email_domains_allowed.len() + p.email_domains_denied.len(),
+                    p.msisdn.whitelist.len() + p.msisdn.blacklist.len(),
+                ),
+            },
+        );
+        line(
+            "3PID invite policy",
+            if self.invite_policy.sender_roles.is_empty() {
+                "anyone may invite by 3PID".into()
+            } else {
+                format!(
+                    "senders with a role of: {}",
+                    self.invite_policy.sender_roles.join(", ")
+                )
+            },
+        );
+        line(
             "hashing",
             format!(
                 "sha256{}, pepper {} chars, rotation {}",

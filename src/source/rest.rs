@@ -25,6 +25,9 @@ struct RestUser {
     display_name: Option<String>,
     #[serde(default)]
     threepids: Vec<RestThreePid>,
+    /// Groups or roles (for `invite.policy`).
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,11 +237,10 @@ pub(crate) async fn fetch(source: &RestSource) -> Result<Vec<UserSpec>, String> 
                 e.column()
             )
         })?;
-        users.extend(
-            page.users
-                .into_iter()
-                .map(|u| user(u.username, u.display_name, u.threepids)),
-        );
+        users.extend(page.users.into_iter().map(|u| UserSpec {
+            roles: u.roles,
+            ..user(u.username, u.display_name, u.threepids)
+        }));
         next = page.next.filter(|n| !n.is_empty());
     }
     Ok(users)

@@ -66,12 +66,18 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
     ));
     // An entry whose uid holds filter characters.
     ldif.push_str(&with_password(person("star*", "Star", &[], &[]), "star-pw"));
+    ldif.push_str(&with_password(person("zed", "Zed", &[], &[]), "zed-pw"));
     let mut slapd = Slapd::start(&ldif);
     let dave = argon2("dave-pw");
     let yaml = format!(
         "{}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\nmemory:\n  enabled: true\n  identities:\n    - username: dave\n      displayName: Dave\n      password: '{dave}'\n      threepids: [{{medium: email, address: dave@example.org}}]\n    - username: erin\n      password: plain-text\n",
-        ldap_yaml(&slapd.url, "", SYNC_PW)
+        // Two base DNs, one inside the other: every user is found twice.
+        ldap_yaml(&slapd.url, "", SYNC_PW).replace(
+            "baseDNs: ['ou=people,dc=example,dc=org']",
+            "baseDNs: ['ou=people,dc=example,dc=org', 'dc=example,dc=org']"
+        )
     );
+    assert!(yaml.contains("'dc=example,dc=org']"), "{yaml}");
     let s = TestServer::start_with(&yaml).await;
     // Synced: search knows alice by her name.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -130,6 +136,13 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
     }
     let r = check(&s, "@bob:example.org", &big).await;
     assert_eq!(r.status, 413, "{}", r.body);
+    // A deleted user's password no longer opens anything.
+    assert!(success(&check(&s, "@zed:example.org", "zed-pw").await));
+    slapd.modify(&format!(
+        "dn: uid=zed,{}\nchangetype: delete\n\n",
+        crate::common::ldap::PEOPLE
+    ));
+    assert!(!success(&check(&s, "@zed:example.org", "zed-pw").await));
     // The uid with a `*` in it is found by its escaped value, and only with its password.
     assert!(success(&check(&s, "@star*:example.org", "star-pw").await));
     assert!(!success(&check(&s, "@star*:example.org", "*").await));
@@ -214,10 +227,12 @@ async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
     let s = TestServer::start_with(&yaml).await;
     let mut answers: Vec<Value> = Vec::new();
     let mut statuses = Vec::new();
-    for _ in 0..50 {
+    for i in 0..10_000 {
         let r = check(&s, "@carol:example.org", "wrong").await;
         statuses.push(r.status);
-        answers.push(r.body);
+        if i < 5 {
+            answers.push(r.body);
+        }
     }
     assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
     assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
@@ -227,6 +242,22 @@ async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
     assert_error(&r, 429, "M_LIMIT_EXCEEDED");
     // Another user is not held up.
     assert!(!success(&check(&s, "@dan:example.org", "x").await));
+    // The directory was asked for carol 3 times out of 10,001 (dan once).
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "mxisd_auth_attempts_total{backend=\"any\",result=\"failure\"} 4",
+        "mxisd_auth_attempts_total{backend=\"none\",result=\"limited\"} 9998",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
 }
 
 /// ma1sd's REST auth backend, on loopback: `frank` / `frank-pw` is accepted (with his

@@ -441,7 +441,7 @@ async fn directory_page(
             "next": "/users?page=2"})
         .to_string()
         .into_bytes(),
-        (_, true) => json!({"users": [{"username": "sam",
+        (_, true) => json!({"users": [{"username": "sam", "roles": ["ops", "staff"],
             "threepids": [{"medium": "email", "address": "sam@example.org"}]}],
             "next": null})
         .to_string()
@@ -498,6 +498,20 @@ async fn rest_source_pages_and_failures() {
         lookup(&s, "email", "sam@example.org").await,
         "@sam:example.org"
     );
+    // Roles listed with the user (for invite.policy), served internally.
+    let roles: Value = s
+        .client
+        .get(format!(
+            "{}/_matrix-internal/profile/v1/@sam:example.org",
+            s.internal
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(roles, json!({"roles": ["ops", "staff"]}));
     for (mode, expected) in [
         (1, "did not answer a page of users"),
         (2, "larger than rest.sync.maxPageSize"),
