@@ -313,51 +313,23 @@ fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
     let profile = version
         .and(warp::path("profile"))
         .and(warp::path::tail())
-        .and(warp::method())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(
-            warp::header::optional::<String>("authorization")
-                .or(warp::any().map(|| None))
-                .unify(),
-        )
-        .and(api::token())
-        .and(
-            warp::header::optional::<String>("content-type")
-                .or(warp::any().map(|| None))
-                .unify(),
-        )
-        .and(host())
-        .and(super::body::limited(limit))
+        .and(super::client::client_request(
+            limit,
+            state.config().rate_limit.trusted_proxies.clone(),
+        ))
         .map(
             |version: String,
              tail: warp::path::Tail,
-             method: Method,
-             query: String,
-             authorization: Option<String>,
-             token: Option<String>,
-             content_type: Option<String>,
-             host: Option<String>,
-             body: Result<bytes::Bytes, Error>| {
+             request: Result<crate::service::passthrough::ClientRequest, Error>| {
                 let tail = crate::service::directory::profile_tail(tail.as_str())
                     .ok_or_else(Error::unrecognized_route)?;
                 // The path passed on is rebuilt from the checked segments, never the
                 // client's: no `..`, backslash or encoded slash can lead elsewhere on
                 // the homeserver.
-                let mut path_and_query = crate::service::directory::profile_path(&version, &tail);
-                if !query.is_empty() {
-                    path_and_query.push('?');
-                    path_and_query.push_str(&query);
-                }
-                Ok(crate::service::directory::ProfileRequest {
-                    method,
-                    path_and_query,
-                    tail,
-                    authorization,
-                    token,
-                    content_type,
-                    host,
-                    body: body?,
-                })
+                let mut request = request?;
+                let path = crate::service::directory::profile_path(&version, &tail);
+                request.path_and_query.insert_str(0, &path);
+                Ok(crate::service::directory::ProfileRequest { request, tail })
             },
         )
         .and(st)

@@ -290,16 +290,9 @@ pub fn profile_path(version: &str, tail: &[String]) -> String {
 
 /// A request under `/_matrix/client/{version}/profile/`, to pass on.
 pub struct ProfileRequest {
-    pub method: http::Method,
-    /// Path and query as the client sent them.
-    pub path_and_query: String,
+    pub request: crate::service::passthrough::ClientRequest,
     /// The part after `profile/`, percent-decoded: `{userId}` or `{userId}/{field}`.
     pub tail: Vec<String>,
-    pub authorization: Option<String>,
-    pub token: Option<String>,
-    pub content_type: Option<String>,
-    pub host: Option<String>,
-    pub body: Bytes,
 }
 
 /// Passes a profile request to the homeserver. A `GET` of a whole profile or of
@@ -307,40 +300,13 @@ pub struct ProfileRequest {
 /// local user with neither name nor avatar, gets the directory's; with
 /// `directory.profile.threepids`, a whole profile asked for by an authenticated local
 /// user gets the directory's 3PIDs too.
-pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawResponse, Error> {
-    let base = state
-        .homeserver
-        .base(&state.federation, request.host.as_deref())
-        .await;
-    let body =
-        (!request.body.is_empty()).then(|| (request.body.clone(), request.content_type.as_deref()));
-    let answer = state
-        .homeserver
-        .send(
-            &state.federation,
-            &base,
-            RawRequest {
-                method: request.method.clone(),
-                path_and_query: &request.path_and_query,
-                authorization: request.authorization.as_deref(),
-                body,
-                timeout: None,
-                client: None,
-            },
-            MAX_ANSWER,
-        )
-        .await
-        .map_err(|e| {
-            tracing::warn!(homeserver = %base.url, error = %e, "profile request: cannot reach the homeserver");
-            Error::new(
-                ErrCode::Upstream,
-                "The homeserver could not be reached; try again later",
-            )
-        })?;
+pub async fn profile(state: &Services, profile: ProfileRequest) -> Result<RawResponse, Error> {
+    let ProfileRequest { request, tail } = profile;
+    let answer = crate::service::passthrough::pass_on(state, &request, None).await?;
     let config = &state.config().directory;
-    let whole = request.tail.len() == 1;
-    let display = request.tail.len() == 2 && request.tail[1] == "displayname";
-    let user_id = &request.tail[0];
+    let whole = tail.len() == 1;
+    let display = tail.len() == 2 && tail[1] == "displayname";
+    let user_id = &tail[0];
     if request.method != http::Method::GET || !(whole || display) {
         return Ok(answer);
     }
@@ -377,11 +343,17 @@ pub async fn profile(state: &Services, request: ProfileRequest) -> Result<RawRes
     }
     if wants_threepids && !entry.threepids.is_empty() {
         let caller = match &request.token {
-            Some(token) => state
-                .homeserver
-                .whoami(&state.federation, &base, token)
-                .await
-                .ok(),
+            Some(token) => {
+                let base = state
+                    .homeserver
+                    .base(&state.federation, request.host.as_deref())
+                    .await;
+                state
+                    .homeserver
+                    .whoami(&state.federation, &base, token)
+                    .await
+                    .ok()
+            }
             None => None,
         };
         if caller.is_some_and(|TokenOwner { user_id }| state.homeserver.is_local(&user_id)) {

@@ -12,6 +12,7 @@
 //! operators see. Normalising a source's answer is in `sync/resolve.rs`, the threads
 //! runs execute on in `sync/runtime.rs`.
 
+mod login;
 mod resolve;
 mod runtime;
 
@@ -22,6 +23,7 @@ use crate::progress::Progress;
 use crate::service::Services;
 use crate::source::fetch;
 use crate::store::sync::SyncStatus;
+pub use login::refresh_from_login;
 use resolve::{resolve, Resolved};
 use runtime::SyncThread;
 use serde::Serialize;
@@ -428,40 +430,6 @@ pub async fn index_changes(state: &Services, source: &str, mxids: &[String]) -> 
     };
     state.store.set_index_dirty(source, false).await?;
     Ok(n)
-}
-
-/// After a password check `source` accepted: its entry for the user becomes what the
-/// source gave (display name, 3PIDs, roles), so search sees a change before the next
-/// run. Bindings still follow runs only: a login does not decide who owns a 3PID.
-pub async fn refresh_from_login(
-    state: &Services,
-    source: &str,
-    user: crate::config::stores::UserSpec,
-) {
-    let domain = state.config().matrix.domain.clone();
-    let fetched = crate::source::Fetched {
-        users: vec![user],
-        problems: Vec::new(),
-        skipped: 0,
-    };
-    let Some((mxid, entry)) = resolve(fetched, &domain).users.into_iter().next() else {
-        return;
-    };
-    match state
-        .store
-        .refresh_directory_user(source, &mxid, &entry)
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
-            if let Err(e) = index_changes(state, source, std::slice::from_ref(&mxid)).await {
-                tracing::warn!(source, error = %e.message, "a login's directory entry is stored but not yet searchable");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(source, error = %e, "cannot store the directory entry a login brought")
-        }
-    }
 }
 
 /// At start: removes what sources that are no longer configured contributed, so a
