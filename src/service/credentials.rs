@@ -21,6 +21,12 @@ use std::time::Duration;
 /// How long one source may take over one check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A refused check is answered no sooner than this after it began: guessing
+/// passwords gets slow, and a storm of wrong ones cannot keep the directory (and the
+/// machine's CPU) busy: 16 callers get at most 64 refusals a second. Nothing is held
+/// while waiting.
+const REFUSAL_DELAY: Duration = Duration::from_millis(250);
+
 /// The answer, as ma1sd gives it: `{"auth": {...}}`.
 #[derive(Debug, Serialize)]
 pub struct Answer {
@@ -121,6 +127,16 @@ pub async fn check(
         state.metrics.auth_attempt("none", "limited");
         return Err(e);
     }
+    let started = tokio::time::Instant::now();
+    let answer = check_sources(state, user, password).await;
+    if !matches!(&answer, Ok(a) if a.auth.success) {
+        tokio::time::sleep_until(started + REFUSAL_DELAY).await;
+    }
+    answer
+}
+
+/// The sources' verdict (see [`check`]).
+async fn check_sources(state: &Services, user: &str, password: &str) -> Result<Answer, Error> {
     let domain = state.config().matrix.domain.clone();
     let mxid = match Mxid::parse(user) {
         Some(m) if m.as_str().ends_with(&format!(":{domain}")) => m,

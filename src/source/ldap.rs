@@ -270,10 +270,66 @@ pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
     result
 }
 
-/// Password checks open at most this many directory connections at once; more
-/// concurrent logins wait their turn (within their timeout).
+/// Password checks use at most this many directory connections at once; more
+/// concurrent logins wait their turn (within their timeout). Connections are kept
+/// between checks (each check binds as the service account again first), so a login
+/// costs a search and two binds, not a TCP (and TLS) handshake.
 const AUTH_CONNECTIONS: usize = 4;
 static AUTH_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(AUTH_CONNECTIONS);
+
+/// A connection left open after a password check.
+struct Idle {
+    ldap: ldap3::Ldap,
+    driver: tokio::task::JoinHandle<()>,
+    since: std::time::Instant,
+}
+
+/// Idle connections are closed after this (directories drop idle clients too).
+const AUTH_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Idle password-check connections, by directory and service account.
+static AUTH_POOL: std::sync::Mutex<Vec<(String, Idle)>> = std::sync::Mutex::new(Vec::new());
+
+fn pool_key(source: &LdapSource) -> String {
+    format!(
+        "{}|{}|{}|{:?}",
+        source.url,
+        source.starttls,
+        source.bind.as_ref().map_or("", |(dn, _)| dn.as_str()),
+        source.ca_file
+    )
+}
+
+/// A kept connection to the directory that still looks alive (the server may have
+/// closed it since: the caller then opens a new one).
+fn take_idle(key: &str) -> Option<Idle> {
+    let mut pool = AUTH_POOL.lock().ok()?;
+    while let Some(at) = pool.iter().position(|(k, _)| k == key) {
+        let (_, idle) = pool.swap_remove(at);
+        if !idle.driver.is_finished() && idle.since.elapsed() < AUTH_IDLE {
+            return Some(idle);
+        }
+        idle.driver.abort();
+    }
+    None
+}
+
+fn keep(key: String, ldap: ldap3::Ldap, driver: tokio::task::JoinHandle<()>) {
+    if let Ok(mut pool) = AUTH_POOL.lock() {
+        if pool.len() < AUTH_CONNECTIONS * 4 {
+            pool.push((
+                key,
+                Idle {
+                    ldap,
+                    driver,
+                    since: std::time::Instant::now(),
+                },
+            ));
+            return;
+        }
+    }
+    driver.abort();
+}
 
 /// Checks `password` for the Matrix user `mxid` against the directory: finds the
 /// entry whose uid attribute gives that ID (the value escaped, under `ldap.auth.filter`
@@ -298,9 +354,30 @@ pub async fn authenticate(
         .await
         .map_err(|_| "every directory connection for password checks stayed busy".to_owned())?
         .map_err(|_| "password checks are shut down".to_owned())?;
+    let key = pool_key(source);
+    // A kept connection the server has closed since fails at once: then a new one.
+    if let Some(Idle {
+        mut ldap, driver, ..
+    }) = take_idle(&key)
+    {
+        match check_password(source, &mut ldap, mxid, &uid, password, timeout).await {
+            Ok(found) => {
+                keep(key, ldap, driver);
+                return Ok(found);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a kept LDAP connection failed; opening a new one");
+                close(ldap, driver).await;
+            }
+        }
+    }
     let (mut ldap, driver) = open(source, timeout).await?;
     let result = check_password(source, &mut ldap, mxid, &uid, password, timeout).await;
-    close(ldap, driver).await;
+    if result.is_ok() {
+        keep(key, ldap, driver);
+    } else {
+        close(ldap, driver).await;
+    }
     result
 }
 
