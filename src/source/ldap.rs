@@ -389,7 +389,17 @@ async fn check_password(
     password: &str,
     timeout: std::time::Duration,
 ) -> Result<Option<UserSpec>, String> {
-    service_bind(source, ldap, timeout).await?;
+    // A kept connection is still bound as the last user checked: searches must run
+    // as the service account, or anonymously when none is configured.
+    if source.bind.is_some() {
+        service_bind(source, ldap, timeout).await?;
+    } else {
+        ldap.with_timeout(timeout)
+            .simple_bind("", "")
+            .await
+            .and_then(|r| r.success())
+            .map_err(|e| format!("anonymous bind failed: {}", describe(e)))?;
+    }
     let value = ldap3::ldap_escape(uid);
     let mut wanted = format!("({}={value})", source.uid_attr);
     if let Some(other) = &source.uid_fallback {

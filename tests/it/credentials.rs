@@ -213,6 +213,50 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
     }
 }
 
+/// Connections are kept between checks, still bound as the last user checked: each
+/// check must search again as the configured account (here: anonymous), never as
+/// that user. `uid=private…` entries are readable by logged-in directory users only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_connections_search_as_the_configured_account_and_refusals_are_slow() {
+    let mut ldif = with_password(person("alice", "Alice", &[], &[]), "alice-pw");
+    ldif.push_str(&with_password(
+        person("private1", "Hidden", &[], &[]),
+        "private-pw",
+    ));
+    let slapd = Slapd::start(&ldif);
+    let anonymous = ldap_yaml(&slapd.url, "", SYNC_PW)
+        .lines()
+        .filter(|l| !l.contains("bindDn:") && !l.contains("bindPassword:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    let s = TestServer::start_with(&format!(
+        "{anonymous}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\n"
+    ))
+    .await;
+    for _ in 0..3 {
+        // Alice's check leaves a connection bound as alice, who may read private1.
+        assert!(success(&check(&s, "@alice:example.org", "alice-pw").await));
+        // Anonymous searches do not find private1, so his password opens nothing.
+        let t0 = Instant::now();
+        assert!(!success(
+            &check(&s, "@private1:example.org", "private-pw").await
+        ));
+        // A refusal takes at least 250 ms, however fast the directory says no.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    // With the service account, he is found and let in.
+    drop(s);
+    let s = TestServer::start_with(&ldap_yaml(&slapd.url, "", SYNC_PW)).await;
+    assert!(success(
+        &check(&s, "@private1:example.org", "private-pw").await
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
     let ldif = with_password(

@@ -127,7 +127,8 @@ impl Slapd {
              olcLimits: dn.exact=\"{SYNC_DN}\" size.prtotal=unlimited\n\
              olcDbIndex: objectClass eq\nolcDbIndex: uid,mail,telephoneNumber,cn eq\n\
              olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none\n\
-             olcAccess: {{1}}to * by * read\n",
+             olcAccess: {{1}}to dn.regex=\"^uid=private[^,]*,{PEOPLE}$\" by users read by * none\n\
+             olcAccess: {{2}}to * by * read\n",
             d = d.display()
         );
         std::fs::write(d.join("config.ldif"), config).unwrap();
