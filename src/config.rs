@@ -14,6 +14,7 @@ mod federation;
 mod hashing;
 mod logging;
 mod matrix;
+pub mod recursion;
 pub mod policy;
 pub mod reader;
 mod server;
@@ -101,7 +102,6 @@ const TOP_LEVEL_HINTS: &[(&str, &str)] = &[
     ("exec", "the exec identity store is not supported by mxisd; use the rest store or a file source"),
     ("firebase", "the firebase identity store is not supported by mxisd"),
     ("wordpress", "the wordpress identity store is not supported by mxisd; use the sql store on its database"),
-    ("forward", "forwarding lookups is not supported by this version of mxisd yet"),
     ("notification", "notifications are not supported by this version of mxisd yet"),
     ("appsvc", "the application service is not supported by this version of mxisd yet"),
     ("internal", "ma1sd's internal endpoints do not exist in mxisd; operator commands use the admin listener (server.admin)"),
@@ -120,11 +120,6 @@ fn absent_features(root: &Section<'_, '_>) {
     root.absent_feature(
         "wordpress",
         "the WordPress identity store (use the sql source on its database)",
-        &[],
-    );
-    root.absent_feature(
-        "forward",
-        "forwarding lookups to other identity servers",
         &[],
     );
     root.absent_feature(
@@ -228,7 +223,14 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let accounts = accounts::read_accounts(&root.section("accountConfig"));
     let terms = accounts::read_terms(&root.section("policy"));
     let hashing = hashing::read_hashing(&root.section("hashing"));
-    let lookup = hashing::read_lookup(&root.section("lookup"));
+    let no_servers = Vec::new();
+    let lookup = hashing::read_lookup(
+        &root.section("lookup"),
+        &root.section("forward"),
+        matrix
+            .as_ref()
+            .map_or(&no_servers, |m| &m.identity_servers),
+    );
     let threepid = threepid::read_threepid(
         &root.section("threepid"),
         matrix.as_ref().map(|m| m.domain.as_str()),

@@ -45,6 +45,39 @@ pub fn resolver() -> Result<TokioResolver, String> {
     }
 }
 
+/// [`resolver`], or one that asks only `nameservers` (UDP then TCP) when they are given
+/// (`outbound.nameservers`; `/etc/hosts` is still read).
+pub fn resolver_with(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
+    if nameservers.is_empty() {
+        return resolver();
+    }
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig};
+    let servers = nameservers
+        .iter()
+        .map(|addr| {
+            let connection = |mut c: ConnectionConfig| {
+                c.port = addr.port();
+                c
+            };
+            NameServerConfig::new(
+                addr.ip(),
+                true,
+                vec![
+                    connection(ConnectionConfig::udp()),
+                    connection(ConnectionConfig::tcp()),
+                ],
+            )
+        })
+        .collect();
+    let mut b = TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, Vec::new(), servers),
+        TokioRuntimeProvider::default(),
+    );
+    b.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
+    b.build()
+        .map_err(|e| format!("cannot make a DNS resolver: {e}"))
+}
+
 /// The addresses of `host` (a name, an IP address, or an IPv6 address in brackets), with
 /// `port`.
 pub async fn lookup(

@@ -15,6 +15,7 @@ mod client;
 mod destination;
 pub mod guard;
 pub mod homeserver;
+pub mod identity;
 pub mod resolve;
 mod transport;
 pub mod xmatrix;
@@ -68,6 +69,8 @@ pub struct Federation {
     verify_tls: bool,
     /// Verified signing keys of homeservers (X-Matrix).
     keys: xmatrix::KeyCache,
+    /// Verified public keys of remote identity servers: `"<base> <key id>"` → key.
+    identity_keys: Mutex<HashMap<String, (ed25519_dalek::VerifyingKey, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -81,7 +84,7 @@ impl std::fmt::Debug for Federation {
 impl Federation {
     pub fn new(config: &FederationConfig) -> Result<Self, String> {
         let guard = Arc::new(Guard::new(config.allowed_cidrs.clone()));
-        let dns = match crate::dns::resolver() {
+        let dns = match crate::dns::resolver_with(&config.nameservers) {
             Ok(r) => Some(Arc::new(r)),
             Err(e) => {
                 tracing::warn!(error = %e, "no DNS resolver: names of homeservers cannot be resolved (overrides still work)");
@@ -129,6 +132,7 @@ impl Federation {
             timeout: config.timeout,
             verify_tls: config.verify_tls,
             keys: xmatrix::KeyCache::default(),
+            identity_keys: Mutex::new(HashMap::new()),
         })
     }
 }

@@ -86,9 +86,14 @@ pub enum LookupKind {
     Plain,
     /// v1 `/lookup` and `/bulk_lookup`.
     V1,
+    /// Entries not bound here that were asked of other identity servers.
+    Recursive,
 }
 
-const LOOKUP_KINDS: [&str; 3] = ["sha256", "none", "v1"];
+const LOOKUP_KINDS: [&str; 4] = ["sha256", "none", "v1", "recursive"];
+
+/// Distinct remotes counted by name; the rest share the label `other`.
+const MAX_REMOTE_LABELS: usize = 64;
 
 /// Which listener served a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +156,8 @@ pub struct Metrics {
     rewrites: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests refused by a policy, by kind (`register`, `invite`).
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Recursive lookups by remote and outcome.
+    remotes: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Default for Metrics {
@@ -191,6 +198,7 @@ impl Metrics {
             auth: Mutex::new(BTreeMap::new()),
             rewrites: Mutex::new(BTreeMap::new()),
             refusals: Mutex::new(BTreeMap::new()),
+            remotes: Mutex::new(BTreeMap::new()),
         };
         metrics.lookup_route = metrics.route_id(crate::metrics::LOOKUP_PATH);
         metrics
@@ -308,6 +316,28 @@ impl Metrics {
         }
     }
 
+    /// Records `n` entries (or calls) of recursive lookups at `remote` with `outcome`
+    /// (`found`, `not_found`, `error`, `bad_answer`, `refused`, `skipped` by an open
+    /// breaker; remote `-`: `withheld` by session control).
+    pub fn remote_call(&self, remote: &str, outcome: &'static str, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Ok(mut map) = self.remotes.lock() {
+            let mut name = remote.to_owned();
+            if !map.contains_key(&(name.clone(), outcome)) {
+                let distinct = map
+                    .keys()
+                    .map(|(r, _)| r.as_str())
+                    .collect::<std::collections::BTreeSet<_>>();
+                if !distinct.contains(remote) && distinct.len() >= MAX_REMOTE_LABELS {
+                    name = "other".into();
+                }
+            }
+            *map.entry((name, outcome)).or_default() += n as u64;
+        }
+    }
+
     /// Records one onbind delivery attempt.
     pub fn delivery(&self, outcome: Delivery) {
         self.deliveries[outcome as usize].fetch_add(1, Relaxed);
@@ -357,6 +387,20 @@ impl Metrics {
                 out,
                 "mxisd_auth_attempts_total{{backend=\"{}\",result=\"{result}\"}} {n}",
                 escape(backend)
+            );
+        }
+        header(
+            out,
+            "mxisd_recursive_remote_total",
+            "counter",
+            "Recursive lookups at other identity servers, by remote and outcome (entries found and not found; calls that failed, were refused by the outbound guard or skipped by an open breaker).",
+        );
+        let remotes = self.remotes.lock().map(|m| m.clone()).unwrap_or_default();
+        for ((remote, outcome), n) in &remotes {
+            let _ = writeln!(
+                out,
+                "mxisd_recursive_remote_total{{remote=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(remote)
             );
         }
         header(

@@ -26,6 +26,7 @@ pub mod lookup;
 pub mod passthrough;
 pub mod policy;
 pub mod progress;
+pub mod recursion;
 /// Transitional, for `invite` only (see the file).
 pub mod ratelimit;
 pub mod reload;
@@ -85,6 +86,8 @@ pub struct Core {
     /// Long work running now (sync runs, imports, rotations, reindexes): the admin
     /// API's `progress`, and a log line every few seconds.
     pub(in crate::service) jobs: crate::progress::Jobs,
+    /// Recursive lookups' caches, remotes and breakers.
+    pub(in crate::service) recursion: recursion::Recursion,
 }
 
 /// The services of one server instance (each test has its own); one `Arc` for the lot:
@@ -110,6 +113,7 @@ impl Services {
             homeserver: parts.homeserver,
             directory: parts.directory,
             outbox_wake: tokio::sync::Notify::new(),
+            recursion: recursion::Recursion::default(),
             started: parts.started,
             // Tests shorten the log interval; operators have no need to.
             jobs: crate::progress::Jobs::new(crate::progress::Jobs::interval_from(

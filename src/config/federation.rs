@@ -15,6 +15,9 @@ pub struct FederationConfig {
     pub client_overrides: Vec<(String, String)>,
     /// `outbound.allowedCidr`: private ranges outbound calls may reach anyway.
     pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// `outbound.nameservers`: the DNS servers outbound names (and SRV records) are
+    /// resolved with; empty: the system's (`/etc/resolv.conf`).
+    pub nameservers: Vec<std::net::SocketAddr>,
     /// `outbound.timeout`: for each outbound request, connect to last byte.
     pub timeout: Duration,
     /// `outbound.tls.verify`: verify homeservers' certificates (off only for tests).
@@ -36,17 +39,20 @@ pub(crate) fn read_federation(
     overwrite.finish(&[]);
     dns.finish(&[]);
 
-    let mut allowed_cidrs = Vec::new();
-    for cidr in outbound.string_list("allowedCidr").unwrap_or_default() {
-        match cidr
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+    let allowed_cidrs = outbound.cidr_list("allowedCidr");
+    ok &= allowed_cidrs.is_some() || outbound.string_is_absent("allowedCidr");
+    let allowed_cidrs = allowed_cidrs.unwrap_or_default();
+    let mut nameservers = Vec::new();
+    for server in outbound.string_list("nameservers").unwrap_or_default() {
+        match server
+            .parse::<std::net::SocketAddr>()
+            .or_else(|_| server.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
         {
-            Ok(net) => allowed_cidrs.push(net),
+            Ok(addr) => nameservers.push(addr),
             Err(_) => {
                 outbound.problem(
-                    "allowedCidr",
-                    format!("{cidr:?} is not an address range like 10.0.0.0/8"),
+                    "nameservers",
+                    format!("{server:?} is not an address like 127.0.0.53 or 192.0.2.1:53"),
                 );
                 ok = false;
             }
@@ -67,6 +73,7 @@ pub(crate) fn read_federation(
         overrides,
         client_overrides,
         allowed_cidrs,
+        nameservers,
         timeout,
         verify_tls,
     })

@@ -19,6 +19,8 @@ pub struct LookupConfig {
     pub max_addresses: usize,
     /// `lookup.bulk.enabled`: answer v1 `/bulk_lookup`.
     pub bulk_enabled: bool,
+    /// `lookup.recursive` and `forward.servers`.
+    pub recursive: super::recursion::RecursionConfig,
 }
 
 const LOOKUP_HINTS: &[(&str, &str)] = &[];
@@ -114,16 +116,13 @@ pub(crate) fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
     })
 }
 
-pub(crate) fn read_lookup(s: &Section<'_, '_>) -> Option<LookupConfig> {
-    s.absent_feature(
-        "recursive",
-        "recursive lookups (DNS federation, bridges, forwarders)",
-        &[
-            ("allowedCidr", "*"),
-            ("bridge.recursiveOnly", "*"),
-            ("bridge.server", "*"),
-        ],
-    );
+pub(crate) fn read_lookup(
+    s: &Section<'_, '_>,
+    forward: &Section<'_, '_>,
+    identity_servers: &[(String, Vec<String>)],
+) -> Option<LookupConfig> {
+    let recursive =
+        super::recursion::read_recursion(&s.section("recursive"), forward, identity_servers);
     let max_addresses = s.u64("maxAddresses").unwrap_or(10_000);
     let bulk = s.section("bulk");
     let bulk_enabled = bulk.bool("enabled").unwrap_or(true);
@@ -136,5 +135,6 @@ pub(crate) fn read_lookup(s: &Section<'_, '_>) -> Option<LookupConfig> {
     Some(LookupConfig {
         max_addresses: usize::try_from(max_addresses).unwrap_or(10_000),
         bulk_enabled,
+        recursive: recursive?,
     })
 }

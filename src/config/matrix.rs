@@ -14,15 +14,15 @@ pub struct MatrixConfig {
     /// `matrix.homeserver.url`: the client-server API of our homeserver, as reached
     /// from here (e.g. `http://localhost:8008`).
     pub homeserver_url: Option<String>,
+    /// `matrix.identity.servers`: label → identity server base URLs, for
+    /// `forward.servers`.
+    pub identity_servers: Vec<(String, Vec<String>)>,
 }
 
 const MATRIX_HINTS: &[(&str, &str)] = &[];
 
 pub(crate) fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
-    s.ignored(
-        "identity",
-        "ignored: these server lists only serve ma1sd's forward.servers, and mxisd does not forward lookups",
-    );
+    let identity_servers = super::recursion::read_identity_servers(&s.section("identity"));
     s.ignored(
         "v2",
         "ignored: the v2 API is always served (it is the one clients use); matrix.v1 switches v1 off",
@@ -72,5 +72,6 @@ pub(crate) fn read_matrix(s: &Section<'_, '_>) -> Option<MatrixConfig> {
         domain,
         v1,
         homeserver_url,
+        identity_servers,
     })
 }

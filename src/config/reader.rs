@@ -305,6 +305,29 @@ impl<'a, 'v> Section<'a, 'v> {
         }
     }
 
+    /// A list of address ranges (`10.0.0.0/8`, or a bare address for one host); `None`
+    /// when the key is absent or an entry is not a range (a problem is reported).
+    pub fn cidr_list(&self, key: &str) -> Option<Vec<ipnet::IpNet>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for cidr in self.string_list(key)? {
+            match cidr
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(net) => out.push(net),
+                Err(_) => {
+                    self.problem(
+                        key,
+                        format!("{cidr:?} is not an address or range like 10.0.0.0/8"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
     /// The keys of this mapping (for mappings whose keys the operator chooses, like
     /// `ldap.attribute.threepid.<medium>`).
     pub fn keys(&self) -> Vec<String> {

@@ -359,15 +359,13 @@ fn every_ma1sd_key_is_used_or_explained() {
     let c = load(text).unwrap_or_else(|e| panic!("{e}"));
     // Each ignored key is named, with why.
     for key in [
-        "matrix.identity:",
         "matrix.v2:",
         "storage.backend:",
         "storage.provider:",
         "session.policy.validation.forLocal:",
         "session.policy.validation.forRemote:",
-        "lookup.recursive: accepted and ignored",
+        "lookup.recursive.bridge: accepted and ignored",
         "invite.resolution:",
-        "forward: accepted and ignored",
         "notification: accepted and ignored",
         "appsvc: accepted and ignored",
         "internal: accepted and ignored",
@@ -387,15 +385,18 @@ fn every_ma1sd_key_is_used_or_explained() {
     let on = text
         .replace("appsvc:\n  enabled: false", "appsvc:\n  enabled: true")
         .replace(
-            "forward:\n  servers: []",
-            "forward:\n  servers: [matrix-org]",
-        )
-        .replace(
             "notification:\n  handler:\n    email: raw",
             "notification:\n  handler:\n    email: sendgrid",
         );
-    // auth, register and invite.policy are served, so they load, never warn.
-    for key in ["auth", "register", "invite.policy"] {
+    // Served, so they load and never warn.
+    for key in [
+        "auth",
+        "register",
+        "invite.policy",
+        "forward",
+        "matrix.identity",
+        "lookup.recursive",
+    ] {
         assert!(
             !c.warnings.iter().any(|w| w.starts_with(&format!("{key}:"))),
             "{key} is implemented but warned about: {:#?}",
@@ -406,8 +407,30 @@ fn every_ma1sd_key_is_used_or_explained() {
     let register = c.register.as_ref().expect("register.policy is loaded");
     assert!(!register.allowed && register.invite);
     assert!(c.invite_policy.sender_roles.is_empty());
+    let recursive = &c.lookup.recursive;
+    assert!(!recursive.enabled && recursive.forward.is_empty());
+    assert_eq!(recursive.allowed_cidrs, vec!["127.0.0.0/8".parse().unwrap()]);
+    // Forwarding to a label of matrix.identity.servers.
+    let forwarding = load(&text.replace(
+        "forward:\n  servers: []",
+        "forward:\n  servers: [matrix-org]",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        forwarding.lookup.recursive.forward,
+        vec!["https://matrix.org".to_owned()]
+    );
+    let unknown = load(&text.replace(
+        "forward:\n  servers: []",
+        "forward:\n  servers: [nowhere]",
+    ))
+    .unwrap_err();
+    assert!(
+        unknown.problems.iter().any(|p| p.contains("forward.servers") && p.contains("nowhere")),
+        "{unknown:?}"
+    );
     let problems = load(&on).unwrap_err().problems;
-    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
     for p in &problems {
         assert!(p.contains("is not available in mxisd"), "{p}");
         assert!(!p.contains("unknown key"), "{p}");

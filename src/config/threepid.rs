@@ -498,22 +498,11 @@ fn read_limit(s: &Section<'_, '_>, key: &str, default: Limit) -> Option<Limit> {
 pub fn read_rate_limit(s: &Section<'_, '_>) -> Option<RateLimitConfig> {
     let enabled = s.bool("enabled").unwrap_or(true);
     let mut ok = true;
-    let mut trusted_proxies = Vec::new();
-    for cidr in s.string_list("trustedProxies").unwrap_or_default() {
-        match cidr
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        {
-            Ok(net) => trusted_proxies.push(net),
-            Err(_) => {
-                s.problem(
-                    "trustedProxies",
-                    format!("{cidr:?} is not an address or range like 127.0.0.1/32"),
-                );
-                ok = false;
-            }
-        }
+    let trusted_proxies = s.cidr_list("trustedProxies");
+    if trusted_proxies.is_none() && !s.string_is_absent("trustedProxies") {
+        ok = false;
     }
+    let trusted_proxies = trusted_proxies.unwrap_or_default();
     // Key, then the default: `burst` at once, then one more every `interval` seconds
     // (lookups: milliseconds).
     let limit =

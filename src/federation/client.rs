@@ -26,6 +26,13 @@ pub struct RawRequest<'a> {
     pub client: Option<ClientHeaders<'a>>,
 }
 
+/// Options of one JSON call beyond method, path and body.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Extra<'a> {
+    pub bearer: Option<&'a str>,
+    pub timeout: Option<Duration>,
+}
+
 /// What is passed on of a client's own request (see [`RawRequest::client`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientHeaders<'a> {
@@ -189,13 +196,27 @@ impl Federation {
         Ok((url, shown))
     }
 
-    async fn send_json(
+    pub(super) async fn send_json(
         &self,
         destination: &Destination,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
         max_bytes: usize,
+    ) -> Result<(u16, Value), OutboundError> {
+        self.send_json_with(destination, method, path, body, max_bytes, Extra::default())
+            .await
+    }
+
+    /// [`Self::send_json`] with a bearer token and a shorter timeout.
+    pub(super) async fn send_json_with(
+        &self,
+        destination: &Destination,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        max_bytes: usize,
+        extra: Extra<'_>,
     ) -> Result<(u16, Value), OutboundError> {
         let (url, shown) = self.target(&destination.base_url, destination.trusted, path)?;
         let client = match (&destination.client, destination.trusted) {
@@ -204,6 +225,12 @@ impl Federation {
             (None, false) => &self.client,
         };
         let mut request = client.request(method, url);
+        if let Some(token) = extra.bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(timeout) = extra.timeout {
+            request = request.timeout(timeout);
+        }
         if let Some(host) = &destination.host_header {
             request = request.header(reqwest::header::HOST, host);
         }

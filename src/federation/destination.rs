@@ -28,7 +28,7 @@ pub struct Destination {
 }
 
 impl Destination {
-    fn direct(base_url: String) -> Self {
+    pub(super) fn direct(base_url: String) -> Self {
         Self {
             base_url,
             trusted: false,

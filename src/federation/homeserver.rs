@@ -445,6 +445,7 @@ mod tests {
             overrides: vec![],
             client_overrides: vec![],
             allowed_cidrs: vec![],
+            nameservers: vec![],
             timeout: Duration::from_secs(2),
             verify_tls: true,
         })

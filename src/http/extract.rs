@@ -84,16 +84,25 @@ pub fn client_ip(
                 .unify(),
         )
         .map(move |peer: Option<PeerAddr>, forwarded: Option<String>| {
-            let peer = peer.map(|p| p.0.ip())?;
-            if !trusted.iter().any(|net| net.contains(&peer)) {
-                return Some(peer);
-            }
-            forwarded
-                .as_deref()
-                .and_then(|f| f.rsplit(',').next())
-                .and_then(|last| last.trim().parse().ok())
-                .or(Some(peer))
+            requester(peer.map(|p| p.0.ip()), forwarded.as_deref(), &trusted)
         })
+}
+
+/// The client's IP from the TCP peer and its `X-Forwarded-For` header: the last
+/// address added there when the peer is a trusted proxy, else the peer itself.
+pub fn requester(
+    peer: Option<std::net::IpAddr>,
+    forwarded: Option<&str>,
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return Some(peer);
+    }
+    forwarded
+        .and_then(|f| f.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .or(Some(peer))
 }
 
 /// The raw body of a request that must carry JSON (Content-Type checked, size capped).

@@ -24,11 +24,17 @@ pub fn is_lookup<B>(request: &Request<B>) -> bool {
 }
 
 /// Serves a lookup from the listener, without warp: [`answer`], CORS and the log line.
-pub async fn lookup(state: Services, request: Request<Incoming>) -> Result<Response, Infallible> {
+pub async fn lookup(
+    state: Services,
+    request: Request<Incoming>,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Response, Infallible> {
     let started = Instant::now();
     let (parts, incoming) = request.into_parts();
     let stream = http_body_util::BodyDataStream::new(incoming);
-    let response = with_cors(answer(&parts.headers, parts.uri.query(), stream, &state).await);
+    let response = with_cors(
+        answer(&parts.headers, parts.uri.query(), stream, &state, peer).await,
+    );
     let metrics = &state.metrics;
     log_request(
         metrics,
@@ -42,13 +48,14 @@ pub async fn lookup(state: Services, request: Request<Incoming>) -> Result<Respo
     Ok(response)
 }
 
-/// `POST /_matrix/identity/v2/lookup`, from the request's headers, raw query string and
-/// body stream.
+/// `POST /_matrix/identity/v2/lookup`, from the request's headers, raw query string,
+/// body stream and TCP peer.
 pub async fn answer<S, B, E>(
     headers: &HeaderMap,
     query: Option<&str>,
     stream: S,
     state: &Services,
+    peer: Option<std::net::SocketAddr>,
 ) -> Response
 where
     S: futures_util::Stream<Item = Result<B, E>>,
@@ -67,5 +74,15 @@ where
     let read = body::read(length, stream, limit).await;
     // The Content-Type verdict comes first, as on the other routes.
     let bytes = body::check_content_type(header_text(header::CONTENT_TYPE)).and(read);
-    identity::lookup::answer_lookup(token, bytes, state)
+    // Who asks matters only to recursion (off by default).
+    let requester = if state.config().lookup.recursive.enabled {
+        extract::requester(
+            peer.map(|p| p.ip()),
+            header_text(http::HeaderName::from_static("x-forwarded-for")),
+            &state.config().rate_limit.trusted_proxies,
+        )
+    } else {
+        None
+    };
+    identity::lookup::answer_lookup(token, bytes, state, requester).await
 }

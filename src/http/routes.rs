@@ -157,10 +157,16 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
                 .unify(),
         )
         .and(warp::body::stream())
+        .and(warp::ext::optional::<api::PeerAddr>())
         .and(st.clone())
         .then(
-            |headers: warp::http::HeaderMap, query: Option<String>, body, state: Services| async move {
-                super::fast::answer(&headers, query.as_deref(), body, &state).await
+            |headers: warp::http::HeaderMap,
+             query: Option<String>,
+             body,
+             peer: Option<api::PeerAddr>,
+             state: Services| async move {
+                super::fast::answer(&headers, query.as_deref(), body, &state, peer.map(|p| p.0))
+                    .await
             },
         );
     let hash_details = warp::path!("hash_details")
@@ -240,14 +246,19 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
     let all = if state.config().matrix.v1 {
         // v1: the shared routes plus the legacy single (signed) and bulk lookups,
         // unauthenticated.
+        let ip = api::client_ip(std::sync::Arc::new(
+            state.config().rate_limit.trusted_proxies.clone(),
+        ));
         let lookup_v1 = warp::path!("lookup")
             .and(get())
             .and(api::query())
+            .and(ip.clone())
             .and(st.clone())
             .and_then(lookup::lookup_v1);
         let bulk_lookup = warp::path!("bulk_lookup")
             .and(warp::post())
             .and(api::json_body(limit))
+            .and(ip)
             .and(st)
             .and_then(lookup::bulk_lookup_v1);
         let v1 = warp::path!("_matrix" / "identity" / "api" / "v1" / ..)

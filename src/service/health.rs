@@ -61,6 +61,8 @@ pub struct AdminStatus {
     pub outbox: OutboxStatus,
     /// Each identity source's last run (`mxisd sync status` has the details).
     pub sync: Vec<SourceStatus>,
+    /// Remote identity servers of recursive lookups, with their breakers.
+    pub recursion: Vec<super::recursion::RemoteStatus>,
     /// What an operator should look at; empty when all is well. The server keeps
     /// answering with every one of these except a failing store.
     pub problems: Vec<String>,
@@ -247,6 +249,7 @@ pub fn admin_status(state: &Services) -> AdminStatus {
         index,
         outbox,
         sync,
+        recursion: state.recursion.status(),
         problems,
         serving,
     }

@@ -19,6 +19,7 @@ mod ma1sd;
 mod ops;
 mod policy;
 mod proxy;
+mod recursion;
 mod reload;
 mod sessions;
 mod stores;

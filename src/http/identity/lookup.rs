@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::http::reply::respond;
 use crate::service::auth::{authenticate, Gate};
 use crate::service::lookup;
+use crate::service::recursion;
 use crate::service::Services;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -68,11 +69,13 @@ fn lookup_request(body: &Map<String, Value>) -> Result<lookup::LookupRequest<'_>
 }
 
 /// `POST /_matrix/identity/v2/lookup` once its token and body are read (by
-/// `http::fast::answer`, the route's one entrance).
-pub fn answer_lookup(
+/// `http::fast::answer`, the route's one entrance). `requester`: the client's address
+/// when recursion is on.
+pub async fn answer_lookup(
     token: Option<String>,
     body: Result<bytes::Bytes, Error>,
     state: &Services,
+    requester: Option<std::net::IpAddr>,
 ) -> Response {
     let allowed = authenticate(state, token, Gate::Terms)
         .and_then(|caller| state.limits().lookup(&caller.token));
@@ -80,32 +83,51 @@ pub fn answer_lookup(
         Ok(bytes) => bytes,
         Err(e) => return crate::http::reply::error_response(&e),
     };
-    let answer = |request: &lookup::LookupRequest<'_>| {
-        lookup::lookup(state, request)
-            .map(|m| crate::http::reply::json_response(StatusCode::OK, &m))
-    };
     let result = match serde_json::from_slice::<FastBody<'_>>(&bytes) {
-        Ok(fast) => answer(&lookup::LookupRequest {
-            algorithm: &fast.algorithm,
-            pepper: &fast.pepper,
-            addresses: fast.addresses.iter().map(|a| a.as_ref()).collect(),
-        }),
+        Ok(fast) => {
+            let request = lookup::LookupRequest {
+                algorithm: &fast.algorithm,
+                pepper: &fast.pepper,
+                addresses: fast.addresses.iter().map(|a| a.as_ref()).collect(),
+            };
+            answer_request(state, &request, requester).await
+        }
         // Not the usual shape: parse it generically to say precisely what is wrong.
-        Err(_) => crate::http::body::parse_object::<Map<String, Value>>(None, &bytes)
-            .and_then(|object| answer(&lookup_request(&object)?)),
+        Err(_) => match crate::http::body::parse_object::<Map<String, Value>>(None, &bytes) {
+            Ok(object) => match lookup_request(&object) {
+                Ok(request) => answer_request(state, &request, requester).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
     };
     result.unwrap_or_else(|e| crate::http::reply::error_response(&e))
+}
+
+async fn answer_request(
+    state: &Services,
+    request: &lookup::LookupRequest<'_>,
+    requester: Option<std::net::IpAddr>,
+) -> Result<Response, Error> {
+    // Hashed lookups never recurse: answered without leaving this thread.
+    let mappings = if request.algorithm == "sha256" || requester.is_none() {
+        lookup::lookup(state, request)?
+    } else {
+        recursion::lookup_v2(state, request, requester).await?
+    };
+    Ok(crate::http::reply::json_response(StatusCode::OK, &mappings))
 }
 
 /// `GET /_matrix/identity/api/v1/lookup?medium=&address=`
 pub async fn lookup_v1(
     query: HashMap<String, String>,
+    requester: Option<std::net::IpAddr>,
     state: Services,
 ) -> Result<Response, Infallible> {
     let medium = query.get("medium").map(String::as_str);
     let address = query.get("address").map(String::as_str);
     respond(match (medium, address) {
-        (Some(m), Some(a)) => lookup::lookup_v1(&state, m, a),
+        (Some(m), Some(a)) => recursion::lookup_v1(&state, m, a, requester).await,
         (None, None) => Err(Error::missing_params(&["medium", "address"])),
         (None, _) => Err(Error::missing_params(&["medium"])),
         (_, None) => Err(Error::missing_params(&["address"])),
@@ -144,14 +166,16 @@ fn bulk_pairs(body: &Map<String, Value>, max: usize) -> Result<Vec<(&str, &str)>
 /// `POST /_matrix/identity/api/v1/bulk_lookup`
 pub async fn bulk_lookup_v1(
     body: Result<Map<String, Value>, Error>,
+    requester: Option<std::net::IpAddr>,
     state: Services,
 ) -> Result<Response, Infallible> {
     let body = match body {
         Ok(body) => body,
         Err(e) => return Ok(crate::http::reply::error_response(&e)),
     };
-    respond(
-        bulk_pairs(&body, lookup::bulk_max(&state))
-            .and_then(|pairs| lookup::bulk_lookup_v1(&state, &pairs)),
-    )
+    let pairs = match bulk_pairs(&body, lookup::bulk_max(&state)) {
+        Ok(pairs) => pairs,
+        Err(e) => return Ok(crate::http::reply::error_response(&e)),
+    };
+    respond(recursion::bulk_lookup_v1(&state, &pairs, requester).await)
 }

@@ -1,0 +1,279 @@
+//! `lookup.recursive` (who may make a lookup go to other identity servers, where it
+//! goes, what may leave, how long answers are kept) and ma1sd's `forward.servers`,
+//! whose labels name lists in `matrix.identity.servers`. It only reads and checks
+//! keys; the recursion itself is `service::recursion`.
+
+use super::policy::domain_matches;
+use super::reader::{Secret, Section};
+use crate::model::Medium;
+use std::time::Duration;
+
+/// ma1sd's default: who may trigger recursion.
+const DEFAULT_ALLOWED: [&str; 5] = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "::1/128",
+];
+
+/// Recursive lookups.
+#[derive(Debug, Clone)]
+pub struct RecursionConfig {
+    /// `lookup.recursive.enabled` (default off: addresses would leave the server).
+    pub enabled: bool,
+    /// `lookup.recursive.allowedCidr`: requesters whose lookups may recurse (anyone
+    /// else gets local answers only, so remote servers cannot use us as a relay).
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// `lookup.recursive.dns.enabled`: ask the identity server an e-mail domain
+    /// publishes in DNS (`_matrix-identity._tcp.<domain>`).
+    pub dns: bool,
+    /// `forward.servers` as base URLs, in order (asked after DNS).
+    pub forward: Vec<String>,
+    /// `lookup.recursive.v1`: fall back to the plain-text v1 API with remotes that
+    /// lack v2 (ma1sd and old servers); off, such remotes are skipped.
+    pub v1: bool,
+    /// `lookup.recursive.accessToken` (or `accessTokenFile`): a service account's
+    /// token on our homeserver, for the OpenID token that opens an account on a
+    /// remote's v2 API. Without it only v1 can be used.
+    pub access_token: Option<Secret>,
+    /// `lookup.recursive.timeout`: one call to one remote.
+    pub timeout: Duration,
+    /// `lookup.recursive.cache.found` / `.notFound`: how long remote answers are kept.
+    pub found_ttl: Duration,
+    pub not_found_ttl: Duration,
+    /// What may be sent to another server at all.
+    pub allow: LeavePolicy,
+}
+
+/// `lookup.recursive.allow`: session control over what leaves the server.
+#[derive(Debug, Clone)]
+pub struct LeavePolicy {
+    /// `media`: default e-mail and phone numbers.
+    pub media: Vec<Medium>,
+    /// `localDomain`: addresses of `matrix.domain` (and its subdomains) may leave;
+    /// default no: our own users are answered here or not at all.
+    pub local_domain: bool,
+    /// `domains.whitelist` / `domains.blacklist`: e-mail domain globs (`example.org`,
+    /// `*example.org` with subdomains, `.example.org` subdomains only). A non-empty
+    /// whitelist lets only its domains leave; the blacklist is checked first.
+    pub whitelist: Vec<String>,
+    pub blacklist: Vec<String>,
+}
+
+impl LeavePolicy {
+    /// Whether `medium`/`address` may be sent to another server, for `domain` our own.
+    pub fn allows(&self, medium: Medium, address: &str, domain: &str) -> bool {
+        if !self.media.contains(&medium) {
+            return false;
+        }
+        let Some(mail_domain) = (medium == Medium::Email)
+            .then(|| address.rsplit_once('@').map(|(_, d)| d))
+            .flatten()
+        else {
+            // Phone numbers have no domain: the medium decides.
+            return medium != Medium::Email;
+        };
+        if !self.local_domain && domain_matches(&format!("*{domain}"), mail_domain) {
+            return false;
+        }
+        if self.blacklist.iter().any(|e| domain_matches(e, mail_domain)) {
+            return false;
+        }
+        self.whitelist.is_empty() || self.whitelist.iter().any(|e| domain_matches(e, mail_domain))
+    }
+}
+
+/// `lookup.recursive`; `identity_servers` is `matrix.identity.servers` (label → URLs)
+/// and `forward` the top-level `forward` section.
+pub(crate) fn read_recursion(
+    s: &Section<'_, '_>,
+    forward: &Section<'_, '_>,
+    identity_servers: &[(String, Vec<String>)],
+) -> Option<RecursionConfig> {
+    let mut ok = true;
+    let enabled = s.bool("enabled").unwrap_or(false);
+    let allowed_cidrs = match s.cidr_list("allowedCidr") {
+        Some(list) => list,
+        None if s.string_is_absent("allowedCidr") => DEFAULT_ALLOWED
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+        None => {
+            ok = false;
+            Vec::new()
+        }
+    };
+    let dns_section = s.section("dns");
+    let dns = dns_section.bool("enabled").unwrap_or(true);
+    dns_section.finish(&[]);
+    let v1 = s.bool("v1").unwrap_or(false);
+    let access_token = s.secret("accessToken");
+    let timeout = s.duration("timeout").unwrap_or(Duration::from_secs(3));
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        s.problem("timeout", "must be between 1ms and 60s");
+        ok = false;
+    }
+    let cache = s.section("cache");
+    let found_ttl = cache.duration("found").unwrap_or(Duration::from_secs(900));
+    let not_found_ttl = cache
+        .duration("notFound")
+        .unwrap_or(Duration::from_secs(300));
+    cache.finish(&[]);
+    let allow = read_allow(&s.section("allow"));
+    ok &= allow.is_some();
+    s.absent_feature(
+        "bridge",
+        "the bridge fallback of recursive lookups",
+        &[("recursiveOnly", "*"), ("server", "*")],
+    );
+    s.finish(&[]);
+
+    let mut urls = Vec::new();
+    for label in forward.string_list("servers").unwrap_or_default() {
+        let found = identity_servers
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, u)| u.clone())
+            .or_else(|| (label == "matrix-org").then(|| vec!["https://matrix.org".to_owned()]));
+        match found {
+            Some(list) => urls.extend(list),
+            None => {
+                forward.problem(
+                    "servers",
+                    format!("{label:?} is not a label of matrix.identity.servers"),
+                );
+                ok = false;
+            }
+        }
+    }
+    forward.finish(&[]);
+    let mut forward_urls = Vec::new();
+    for url in urls {
+        let trimmed = url.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&trimmed) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                if !forward_urls.contains(&trimmed) {
+                    forward_urls.push(trimmed);
+                }
+            }
+            _ => {
+                forward.problem(
+                    "servers",
+                    format!("{url:?} (from matrix.identity.servers) is not a base URL like https://matrix.org"),
+                );
+                ok = false;
+            }
+        }
+    }
+    if enabled && !dns && forward_urls.is_empty() {
+        s.warning(
+            "enabled",
+            "recursion is on but has nowhere to go: lookup.recursive.dns.enabled is false and forward.servers is empty",
+        );
+    }
+    ok.then(|| RecursionConfig {
+        enabled,
+        allowed_cidrs,
+        dns,
+        forward: forward_urls,
+        v1,
+        access_token,
+        timeout,
+        found_ttl,
+        not_found_ttl,
+        allow: allow.unwrap_or_else(|| LeavePolicy {
+            media: Vec::new(),
+            local_domain: false,
+            whitelist: Vec::new(),
+            blacklist: Vec::new(),
+        }),
+    })
+}
+
+fn read_allow(s: &Section<'_, '_>) -> Option<LeavePolicy> {
+    let mut ok = true;
+    let mut media = Vec::new();
+    for m in s
+        .string_list("media")
+        .unwrap_or_else(|| vec!["email".into(), "msisdn".into()])
+    {
+        match Medium::parse(&m) {
+            Some(medium) => media.push(medium),
+            None => {
+                s.problem("media", format!("{m:?} is not email or msisdn"));
+                ok = false;
+            }
+        }
+    }
+    let local_domain = s.bool("localDomain").unwrap_or(false);
+    let domains = s.section("domains");
+    let lower = |list: Option<Vec<String>>| {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let whitelist = lower(domains.string_list("whitelist"));
+    let blacklist = lower(domains.string_list("blacklist"));
+    domains.finish(&[]);
+    s.finish(&[]);
+    ok.then_some(LeavePolicy {
+        media,
+        local_domain,
+        whitelist,
+        blacklist,
+    })
+}
+
+/// `matrix.identity.servers`: label → base URLs.
+pub(crate) fn read_identity_servers(s: &Section<'_, '_>) -> Vec<(String, Vec<String>)> {
+    let servers = s.section("servers");
+    let labels = servers.keys();
+    let out = labels
+        .into_iter()
+        .map(|label| {
+            let urls = servers.string_list(&label).unwrap_or_default();
+            (label, urls)
+        })
+        .collect();
+    servers.finish(&[]);
+    s.finish(&[]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> LeavePolicy {
+        LeavePolicy {
+            media: vec![Medium::Email, Medium::Msisdn],
+            local_domain: false,
+            whitelist: Vec::new(),
+            blacklist: vec!["*secret.example".into()],
+        }
+    }
+
+    #[test]
+    fn local_and_blacklisted_addresses_stay_and_media_are_chosen() {
+        let p = policy();
+        assert!(p.allows(Medium::Email, "a@remote.example", "example.org"));
+        assert!(!p.allows(Medium::Email, "a@example.org", "example.org"));
+        assert!(!p.allows(Medium::Email, "a@mail.example.org", "example.org"));
+        assert!(p.allows(Medium::Email, "a@badexample.org", "example.org"));
+        assert!(!p.allows(Medium::Email, "a@x.secret.example", "example.org"));
+        assert!(p.allows(Medium::Msisdn, "441234567890", "example.org"));
+        assert!(!p.allows(Medium::Email, "no-domain", "example.org"));
+        let only = LeavePolicy {
+            media: vec![Medium::Email],
+            whitelist: vec!["partner.example".into()],
+            local_domain: true,
+            ..policy()
+        };
+        assert!(!only.allows(Medium::Msisdn, "441234567890", "example.org"));
+        assert!(only.allows(Medium::Email, "a@partner.example", "example.org"));
+        assert!(!only.allows(Medium::Email, "a@other.example", "example.org"));
+        assert!(only.allows(Medium::Email, "a@partner.example", "partner.example"));
+    }
+}

@@ -1,0 +1,780 @@
+//! Recursive lookups: when a trusted requester's lookup finds nothing here, the 3PIDs
+//! session control lets leave are asked of the identity server their e-mail domain
+//! publishes in DNS, then of the forward servers, one batched call per remote. Remote
+//! answers are cached (found and not found, each with its TTL), never stored as
+//! bindings. Each remote has a concurrency cap and a circuit breaker, so a dead server
+//! costs nothing after its first failures. v2 is used when the remote has it (an
+//! account opened with an OpenID token of our homeserver, hashed lookups); v1 only when
+//! it lacks v2 and `lookup.recursive.v1` allows it, and a single v1 answer counts only
+//! when its signature checks out with the key the remote publishes.
+//!
+//! Entry points are the lookups of [`super::lookup`] with recursion added; only `none`
+//! and v1 lookups can recurse: a `sha256` entry is hashed with our pepper, and no one
+//! can turn it back into an address to ask elsewhere.
+
+use crate::config::recursion::RecursionConfig;
+use crate::error::Error;
+use crate::federation::identity::{Api, HashDetails, RemoteError, Verified};
+use crate::federation::{ClientHeaders, RawRequest};
+use crate::metrics::LookupKind;
+use crate::model::{Medium, ThreePid};
+use crate::service::lookup::{self, Association, BulkLookup, LookupRequest, LookupV1, Mappings};
+use crate::service::Services;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Calls at once to one remote.
+const REMOTE_SLOTS: usize = 4;
+/// Consecutive failures that open a remote's breaker, and how long it stays open.
+const BREAKER_FAILURES: u32 = 3;
+const BREAKER_OPEN: Duration = Duration::from_secs(30);
+/// How long a remote's API (v2 or v1) is remembered.
+const API_TTL: Duration = Duration::from_secs(600);
+/// SRV answers: kept this long, or this long when the domain has none.
+const SRV_TTL: Duration = Duration::from_secs(600);
+const SRV_NONE_TTL: Duration = Duration::from_secs(60);
+/// Bounds of the caches (an entry past them clears the expired ones, then all).
+const MAX_ANSWERS: usize = 100_000;
+const MAX_REMOTES: usize = 1_000;
+/// E-mail domains whose servers are looked up at once.
+const DOMAINS_AT_ONCE: usize = 8;
+
+/// A 3PID found on another server.
+#[derive(Debug, Clone)]
+struct Found {
+    mxid: String,
+    /// The remote's signed association (v1 single lookups).
+    verified: Option<Verified>,
+}
+
+struct Remote {
+    base: String,
+    slots: tokio::sync::Semaphore,
+    state: Mutex<RemoteState>,
+}
+
+#[derive(Default)]
+struct RemoteState {
+    api: Option<(Api, Instant)>,
+    token: Option<String>,
+    details: Option<HashDetails>,
+    failures: u32,
+    open_until: Option<Instant>,
+    /// A half-open breaker lets one call through.
+    probing: bool,
+}
+
+/// What `/status` shows of a remote.
+#[derive(Debug, serde::Serialize)]
+pub struct RemoteStatus {
+    pub remote: String,
+    /// `closed` (in use), `open` (skipped after failures), `half-open` (being tried).
+    pub breaker: &'static str,
+    pub failures: u32,
+}
+
+/// The recursion's caches and remotes (one per server instance).
+#[derive(Default)]
+pub struct Recursion {
+    answers: Mutex<HashMap<ThreePid, (Option<Found>, Instant)>>,
+    domains: Mutex<HashMap<String, (Vec<String>, Instant)>>,
+    remotes: Mutex<HashMap<String, Arc<Remote>>>,
+    openid: tokio::sync::Mutex<Option<(Value, Instant)>>,
+}
+
+impl std::fmt::Debug for Recursion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recursion").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Recursion {
+    fn remote(&self, base: &str) -> Arc<Remote> {
+        let mut remotes = lock(&self.remotes);
+        if remotes.len() >= MAX_REMOTES && !remotes.contains_key(base) {
+            remotes.clear();
+        }
+        Arc::clone(remotes.entry(base.to_owned()).or_insert_with(|| {
+            Arc::new(Remote {
+                base: base.to_owned(),
+                slots: tokio::sync::Semaphore::new(REMOTE_SLOTS),
+                state: Mutex::new(RemoteState::default()),
+            })
+        }))
+    }
+
+    /// Each remote's breaker, for `/status`.
+    pub fn status(&self) -> Vec<RemoteStatus> {
+        let now = Instant::now();
+        let mut out: Vec<RemoteStatus> = lock(&self.remotes)
+            .values()
+            .map(|r| {
+                let s = lock(&r.state);
+                let breaker = match s.open_until {
+                    Some(_) if s.probing => "half-open",
+                    Some(until) if until > now => "open",
+                    Some(_) => "half-open",
+                    None => "closed",
+                };
+                RemoteStatus {
+                    remote: r.base.clone(),
+                    breaker,
+                    failures: s.failures,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.remote.cmp(&b.remote));
+        out
+    }
+}
+
+impl Remote {
+    /// Whether a call may go now (closed, or the one trial of a half-open breaker).
+    fn admit(&self) -> bool {
+        let mut s = lock(&self.state);
+        match s.open_until {
+            None => true,
+            Some(until) if until <= Instant::now() && !s.probing => {
+                s.probing = true;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn outcome(&self, ok: bool) {
+        let mut s = lock(&self.state);
+        s.probing = false;
+        if ok {
+            s.failures = 0;
+            s.open_until = None;
+        } else {
+            s.failures = s.failures.saturating_add(1);
+            if s.failures >= BREAKER_FAILURES {
+                s.open_until = Some(Instant::now() + BREAKER_OPEN);
+            }
+        }
+    }
+}
+
+/// Whether a request from `requester` (its address as the HTTP layer established
+/// it, trusted proxies' `X-Forwarded-For` honoured) may recurse.
+fn may_recurse(config: &RecursionConfig, requester: Option<IpAddr>) -> bool {
+    config.enabled
+        && requester.is_some_and(|ip| config.allowed_cidrs.iter().any(|net| net.contains(&ip)))
+}
+
+/// `GET /api/v1/lookup`, recursing when nothing is bound here.
+pub async fn lookup_v1(
+    state: &Services,
+    medium: &str,
+    address: &str,
+    requester: Option<IpAddr>,
+) -> Result<LookupV1, Error> {
+    let local = lookup::lookup_v1(state, medium, address)?;
+    let config = state.config().lookup.recursive.clone();
+    if !matches!(local, LookupV1::NotFound {}) || !may_recurse(&config, requester) {
+        return Ok(local);
+    }
+    let Some(threepid) = Medium::parse(medium).and_then(|m| ThreePid::new(m, address).ok()) else {
+        return Ok(local);
+    };
+    let mut found = resolve(state, &config, std::slice::from_ref(&threepid)).await;
+    let Some(found) = found.remove(&threepid) else {
+        return Ok(local);
+    };
+    let now = crate::model::now_ms();
+    let (not_before, not_after, ts) = match &found.verified {
+        Some(v) => (v.not_before, v.not_after, v.ts),
+        None => (
+            now,
+            now + u64::try_from(config.found_ttl.as_millis()).unwrap_or(u64::MAX / 2),
+            now,
+        ),
+    };
+    let mut association = Association {
+        address: threepid.address().to_owned(),
+        invites: None,
+        medium: threepid.medium().as_str(),
+        mxid: found.mxid,
+        not_after,
+        not_before,
+        signatures: None,
+        ts,
+    }
+    .sign(state)?;
+    // The remote's own signatures (checked) stay next to ours.
+    if let (Some(ours), Some(Value::Object(theirs))) = (
+        association.signatures.as_mut(),
+        found.verified.map(|v| v.signatures),
+    ) {
+        for (entity, keys) in theirs {
+            if let (false, Ok(keys)) = (ours.contains_key(&entity), serde_json::from_value(keys)) {
+                ours.insert(entity, keys);
+            }
+        }
+    }
+    Ok(LookupV1::Found(association))
+}
+
+/// `POST /api/v1/bulk_lookup`, recursing for the 3PIDs not bound here; results in the
+/// order of the request.
+pub async fn bulk_lookup_v1<'a>(
+    state: &Services,
+    pairs: &[(&'a str, &'a str)],
+    requester: Option<IpAddr>,
+) -> Result<BulkLookup<'a>, Error> {
+    let local = lookup::bulk_lookup_v1(state, pairs)?;
+    let config = state.config().lookup.recursive.clone();
+    if !may_recurse(&config, requester) || !state.config().lookup.bulk_enabled {
+        return Ok(local);
+    }
+    let known: HashSet<(&str, &str)> = local.threepids.iter().map(|(m, a, _)| (*m, *a)).collect();
+    let missing: Vec<(usize, ThreePid)> = pairs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !known.contains(*p))
+        .filter_map(|(i, (m, a))| Some((i, ThreePid::new(Medium::parse(m)?, a).ok()?)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(local);
+    }
+    let wanted: Vec<ThreePid> = missing.iter().map(|(_, t)| t.clone()).collect();
+    let found = resolve(state, &config, &wanted).await;
+    if found.is_empty() {
+        return Ok(local);
+    }
+    let mut by_index: HashMap<usize, String> = missing
+        .into_iter()
+        .filter_map(|(i, t)| Some((i, found.get(&t)?.mxid.clone())))
+        .collect();
+    let mut local_iter = local.threepids.into_iter().peekable();
+    let mut threepids = Vec::new();
+    for (i, &(m, a)) in pairs.iter().enumerate() {
+        if local_iter.peek().is_some_and(|(lm, la, _)| (*lm, *la) == (m, a)) {
+            threepids.extend(local_iter.next());
+        } else if let Some(mxid) = by_index.remove(&i) {
+            threepids.push((m, a, mxid));
+        }
+    }
+    Ok(BulkLookup { threepids })
+}
+
+/// `POST /v2/lookup`, recursing for the `none` entries not bound here.
+pub async fn lookup_v2<'a>(
+    state: &Services,
+    request: &LookupRequest<'a>,
+    requester: Option<IpAddr>,
+) -> Result<Mappings<'a>, Error> {
+    let mut local = lookup::lookup(state, request)?;
+    if request.algorithm != "none" {
+        return Ok(local);
+    }
+    let config = state.config().lookup.recursive.clone();
+    if !may_recurse(&config, requester) {
+        return Ok(local);
+    }
+    let missing: Vec<(&'a str, ThreePid)> = request
+        .addresses
+        .iter()
+        .filter(|e| !local.mappings.contains_key(*e))
+        .filter_map(|&entry| {
+            let (address, medium) = entry.rsplit_once(' ')?;
+            Some((entry, ThreePid::new(Medium::parse(medium)?, address).ok()?))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(local);
+    }
+    let wanted: Vec<ThreePid> = missing.iter().map(|(_, t)| t.clone()).collect();
+    let found = resolve(state, &config, &wanted).await;
+    for (entry, threepid) in missing {
+        if let Some(f) = found.get(&threepid) {
+            local.mappings.insert(entry, f.mxid.clone());
+        }
+    }
+    Ok(local)
+}
+
+/// The remote answers for `wanted` (3PIDs not bound here), from the cache or the
+/// remotes. 3PIDs session control keeps here are not asked about.
+async fn resolve(
+    state: &Services,
+    config: &RecursionConfig,
+    wanted: &[ThreePid],
+) -> HashMap<ThreePid, Found> {
+    let domain = state.config().matrix.domain.to_ascii_lowercase();
+    let now = Instant::now();
+    let mut out = HashMap::new();
+    let mut pending = Vec::new();
+    let mut withheld = 0;
+    {
+        let answers = lock(&state.recursion.answers);
+        let mut seen = HashSet::new();
+        for t in wanted {
+            if !seen.insert(t) {
+                continue;
+            }
+            if !config.allow.allows(t.medium(), t.address(), &domain) {
+                withheld += 1;
+                continue;
+            }
+            match answers.get(t) {
+                Some((cached, until)) if *until > now => {
+                    if let Some(found) = cached {
+                        out.insert(t.clone(), found.clone());
+                    }
+                }
+                _ => pending.push(t.clone()),
+            }
+        }
+    }
+    if withheld > 0 {
+        state.metrics.remote_call("-", "withheld", withheld);
+    }
+    let asked = pending.len();
+    let mut answered: HashSet<ThreePid> = HashSet::new();
+    let mut fresh: HashMap<ThreePid, Found> = HashMap::new();
+
+    if config.dns && !pending.is_empty() {
+        let mut by_domain: HashMap<String, Vec<ThreePid>> = HashMap::new();
+        for t in pending.iter().filter(|t| t.medium() == Medium::Email) {
+            if let Some((_, d)) = t.address().rsplit_once('@') {
+                by_domain.entry(d.to_owned()).or_default().push(t.clone());
+            }
+        }
+        let results: Vec<(Vec<ThreePid>, Option<Vec<(ThreePid, Found)>>)> =
+            futures_util::stream::iter(by_domain)
+                .map(|(mail_domain, group)| async move {
+                    let bases = servers_of(state, &mail_domain).await;
+                    for base in bases {
+                        if let Some(found) = ask(state, config, &base, &group).await {
+                            return (group, Some(found));
+                        }
+                    }
+                    (group, None)
+                })
+                .buffer_unordered(DOMAINS_AT_ONCE)
+                .collect()
+                .await;
+        for (group, found) in results {
+            if let Some(found) = found {
+                answered.extend(group);
+                fresh.extend(found);
+            }
+        }
+    }
+    for base in &config.forward {
+        let rest: Vec<ThreePid> = pending
+            .iter()
+            .filter(|t| !fresh.contains_key(*t))
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(found) = ask(state, config, base, &rest).await {
+            answered.extend(rest);
+            fresh.extend(found);
+        }
+    }
+
+    let hits = fresh.len();
+    state
+        .metrics
+        .lookups(LookupKind::Recursive, hits, asked - hits);
+    {
+        let mut answers = lock(&state.recursion.answers);
+        if answers.len() + answered.len() > MAX_ANSWERS {
+            answers.retain(|_, (_, until)| *until > now);
+            if answers.len() + answered.len() > MAX_ANSWERS {
+                answers.clear();
+            }
+        }
+        for t in answered {
+            let found = fresh.get(&t).cloned();
+            let ttl = if found.is_some() {
+                config.found_ttl
+            } else {
+                config.not_found_ttl
+            };
+            answers.insert(t, (found, now + ttl));
+        }
+    }
+    out.extend(fresh);
+    out
+}
+
+/// The identity servers an e-mail domain publishes, cached; our own domain has none
+/// to ask (we are its server).
+async fn servers_of(state: &Services, mail_domain: &str) -> Vec<String> {
+    let now = Instant::now();
+    if let Some((bases, until)) = lock(&state.recursion.domains).get(mail_domain) {
+        if *until > now {
+            return bases.clone();
+        }
+    }
+    match state.federation.identity_servers_of(mail_domain).await {
+        Ok(bases) => {
+            let ttl = if bases.is_empty() { SRV_NONE_TTL } else { SRV_TTL };
+            let mut domains = lock(&state.recursion.domains);
+            if domains.len() >= MAX_REMOTES {
+                domains.clear();
+            }
+            domains.insert(mail_domain.to_owned(), (bases.clone(), now + ttl));
+            bases
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no identity server found in DNS for an e-mail domain");
+            Vec::new()
+        }
+    }
+}
+
+/// Asks one remote about `wanted`, within the recursion timeout and the remote's
+/// concurrency cap; `None` when it could not answer (its breaker is told).
+async fn ask(
+    state: &Services,
+    config: &RecursionConfig,
+    base: &str,
+    wanted: &[ThreePid],
+) -> Option<Vec<(ThreePid, Found)>> {
+    let remote = state.recursion.remote(base);
+    let label = label_of(base);
+    if !remote.admit() {
+        state.metrics.remote_call(&label, "skipped", 1);
+        return None;
+    }
+    let work = async {
+        let _slot = remote
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| RemoteError::Malformed("closed"))?;
+        state.federation.identity_target_allowed(base).await?;
+        ask_remote(state, config, &remote, wanted).await
+    };
+    let result = match tokio::time::timeout(config.timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(RemoteError::Outbound(
+            crate::federation::OutboundError::Timeout(label.clone()),
+        )),
+    };
+    match result {
+        Ok(found) => {
+            remote.outcome(true);
+            state.metrics.remote_call(&label, "found", found.len());
+            state
+                .metrics
+                .remote_call(&label, "not_found", wanted.len() - found.len());
+            Some(found)
+        }
+        Err(e) => {
+            // A refusal by the guard is the config's doing, not the remote's health.
+            let refused = matches!(
+                &e,
+                RemoteError::Outbound(crate::federation::OutboundError::Refused(_))
+            );
+            if !refused {
+                remote.outcome(false);
+            }
+            let outcome = match &e {
+                _ if refused => "refused",
+                RemoteError::Malformed(_) => "bad_answer",
+                _ => "error",
+            };
+            state.metrics.remote_call(&label, outcome, 1);
+            tracing::info!(remote = %label, error = %e, "a recursive lookup got no answer from a remote identity server");
+            None
+        }
+    }
+}
+
+/// What a remote is called in logs and metrics: its host and port.
+fn label_of(base: &str) -> String {
+    reqwest::Url::parse(base)
+        .ok()
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            Some(match u.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            })
+        })
+        .unwrap_or_else(|| "invalid".into())
+}
+
+async fn ask_remote(
+    state: &Services,
+    config: &RecursionConfig,
+    remote: &Remote,
+    wanted: &[ThreePid],
+) -> Result<Vec<(ThreePid, Found)>, RemoteError> {
+    let fed = &state.federation;
+    let timeout = config.timeout;
+    let known = lock(&remote.state)
+        .api
+        .filter(|(_, at)| at.elapsed() < API_TTL)
+        .map(|(api, _)| api);
+    let api = match known {
+        Some(api) => Some(api),
+        None => {
+            let api = fed.identity_api(&remote.base, timeout).await?;
+            if let Some(api) = api {
+                lock(&remote.state).api = Some((api, Instant::now()));
+            }
+            api
+        }
+    };
+    if api == Some(Api::V2) && config.access_token.is_some() {
+        match ask_v2(state, config, remote, wanted).await {
+            Err(RemoteError::TermsNotSigned) if config.v1 => {}
+            other => return other,
+        }
+    }
+    if !config.v1 || api.is_none() {
+        return Err(RemoteError::Malformed(
+            "the server has no API we may use (v2 needs lookup.recursive.accessToken; v1 needs lookup.recursive.v1)",
+        ));
+    }
+    if let [one] = wanted {
+        let answer = fed
+            .identity_lookup_v1(&remote.base, one.medium().as_str(), one.address(), timeout)
+            .await?;
+        return Ok(answer
+            .map(|v| {
+                (
+                    one.clone(),
+                    Found {
+                        mxid: v.mxid.clone(),
+                        verified: Some(v),
+                    },
+                )
+            })
+            .into_iter()
+            .collect());
+    }
+    let pairs: Vec<(String, String)> = wanted
+        .iter()
+        .map(|t| (t.medium().as_str().to_owned(), t.address().to_owned()))
+        .collect();
+    let found = fed.identity_bulk_v1(&remote.base, &pairs, timeout).await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(m, a, mxid)| {
+            let t = ThreePid::new(Medium::parse(&m)?, &a).ok()?;
+            Some((
+                t,
+                Found {
+                    mxid,
+                    verified: None,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// A v2 lookup: our account there (opened once, again when refused), its pepper
+/// (fetched again once when it changed), the entries hashed with it.
+async fn ask_v2(
+    state: &Services,
+    config: &RecursionConfig,
+    remote: &Remote,
+    wanted: &[ThreePid],
+) -> Result<Vec<(ThreePid, Found)>, RemoteError> {
+    let fed = &state.federation;
+    let timeout = config.timeout;
+    let mut renewed = false;
+    let mut repeppered = false;
+    loop {
+        let token = lock(&remote.state).token.clone();
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let openid = openid_token(state, config).await?;
+                let token = fed
+                    .identity_register(&remote.base, &openid, timeout)
+                    .await?;
+                lock(&remote.state).token = Some(token.clone());
+                token
+            }
+        };
+        let details = lock(&remote.state).details.clone();
+        let details = match details {
+            Some(d) => d,
+            None => match fed.identity_hash_details(&remote.base, &token, timeout).await {
+                Ok(d) => {
+                    lock(&remote.state).details = Some(d.clone());
+                    d
+                }
+                Err(RemoteError::Unauthorized) if !renewed => {
+                    renewed = true;
+                    lock(&remote.state).token = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let (algorithm, entries): (&str, Vec<String>) = if details.sha256 {
+            (
+                "sha256",
+                wanted
+                    .iter()
+                    .map(|t| remote_hash(t, &details.pepper))
+                    .collect(),
+            )
+        } else if details.none {
+            (
+                "none",
+                wanted
+                    .iter()
+                    .map(|t| format!("{} {}", t.address(), t.medium().as_str()))
+                    .collect(),
+            )
+        } else {
+            return Err(RemoteError::Malformed("hash_details offers neither sha256 nor none"));
+        };
+        match fed
+            .identity_lookup_v2(&remote.base, &token, algorithm, &details.pepper, &entries, timeout)
+            .await
+        {
+            Ok(mappings) => {
+                return Ok(wanted
+                    .iter()
+                    .zip(&entries)
+                    .filter_map(|(t, e)| {
+                        Some((
+                            t.clone(),
+                            Found {
+                                mxid: mappings.get(e)?.clone(),
+                                verified: None,
+                            },
+                        ))
+                    })
+                    .collect())
+            }
+            Err(RemoteError::Unauthorized) if !renewed => {
+                renewed = true;
+                lock(&remote.state).token = None;
+            }
+            Err(RemoteError::InvalidPepper) if !repeppered => {
+                repeppered = true;
+                lock(&remote.state).details = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The spec's lookup hash with a remote's pepper (URL-safe base64, unpadded).
+fn remote_hash(threepid: &ThreePid, pepper: &str) -> String {
+    use base64::Engine as _;
+    let digest = crate::store::bindings::lookup_hash(threepid, pepper);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
+/// An OpenID token of our homeserver for the service account
+/// (`lookup.recursive.accessToken`), kept until shortly before it expires.
+async fn openid_token(state: &Services, config: &RecursionConfig) -> Result<Value, RemoteError> {
+    let failed = |why: &'static str| RemoteError::Malformed(why);
+    let Some(access_token) = config.access_token.as_ref() else {
+        return Err(failed("no lookup.recursive.accessToken"));
+    };
+    let mut cached = state.recursion.openid.lock().await;
+    if let Some((token, until)) = cached.as_ref() {
+        if *until > Instant::now() {
+            return Ok(token.clone());
+        }
+    }
+    let base = state.homeserver.base(&state.federation, None).await;
+    let owner = state
+        .homeserver
+        .whoami(&state.federation, &base, access_token.expose())
+        .await
+        .map_err(|_| failed("our homeserver refused lookup.recursive.accessToken"))?;
+    let path = format!(
+        "/_matrix/client/v3/user/{}/openid/request_token",
+        form_urlencoded::byte_serialize(owner.user_id.as_bytes()).collect::<String>()
+    );
+    let authorization = format!("Bearer {}", access_token.expose());
+    let request = RawRequest {
+        method: reqwest::Method::POST,
+        path_and_query: &path,
+        authorization: Some(&authorization),
+        body: Some((bytes::Bytes::from_static(b"{}"), Some("application/json"))),
+        timeout: Some(config.timeout),
+        client: None::<ClientHeaders<'_>>,
+    };
+    let answer = state
+        .homeserver
+        .send(&state.federation, &base, request, 64 * 1024)
+        .await?;
+    if answer.status != 200 {
+        return Err(failed("our homeserver gave no OpenID token"));
+    }
+    let token: Value = serde_json::from_slice(&answer.body)
+        .map_err(|_| failed("our homeserver's OpenID token is not JSON"))?;
+    if token.get("access_token").and_then(Value::as_str).is_none() {
+        return Err(failed("our homeserver's OpenID answer has no access_token"));
+    }
+    let lifetime = token
+        .get("expires_in")
+        .and_then(Value::as_u64)
+        .unwrap_or(300)
+        .saturating_sub(60)
+        .min(3600);
+    *cached = Some((token.clone(), Instant::now() + Duration::from_secs(lifetime)));
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breakers_open_after_failures_and_let_one_trial_through() {
+        let r = Recursion::default();
+        let remote = r.remote("https://is.example:443");
+        for _ in 0..BREAKER_FAILURES {
+            assert!(remote.admit());
+            remote.outcome(false);
+        }
+        assert!(!remote.admit());
+        assert_eq!(r.status()[0].breaker, "open");
+        // Time passes: one trial, the others still wait.
+        lock(&remote.state).open_until = Some(Instant::now());
+        assert!(remote.admit());
+        assert!(!remote.admit());
+        assert_eq!(r.status()[0].breaker, "half-open");
+        remote.outcome(true);
+        assert_eq!(r.status()[0].breaker, "closed");
+        assert!(remote.admit());
+    }
+
+    #[test]
+    fn only_configured_requesters_recurse() {
+        let mut c = crate::config::load_str(
+            "matrix:\n  domain: example.org\nlookup:\n  recursive:\n    enabled: true\n    allowedCidr: [10.0.0.0/8]\n",
+            "t",
+            std::path::PathBuf::from("."),
+            &|_| None,
+        )
+        .unwrap()
+        .lookup
+        .recursive;
+        assert!(may_recurse(&c, Some("10.1.2.3".parse().unwrap())));
+        assert!(!may_recurse(&c, Some("127.0.0.1".parse().unwrap())));
+        assert!(!may_recurse(&c, None));
+        c.enabled = false;
+        assert!(!may_recurse(&c, Some("10.1.2.3".parse().unwrap())));
+        assert_eq!(label_of("https://is.example:8443"), "is.example:8443");
+    }
+}
