@@ -14,9 +14,9 @@ mod federation;
 mod hashing;
 mod logging;
 mod matrix;
-pub mod recursion;
 pub mod policy;
 pub mod reader;
+pub mod recursion;
 mod server;
 mod sources;
 mod storage;
@@ -227,9 +227,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let lookup = hashing::read_lookup(
         &root.section("lookup"),
         &root.section("forward"),
-        matrix
-            .as_ref()
-            .map_or(&no_servers, |m| &m.identity_servers),
+        matrix.as_ref().map_or(&no_servers, |m| &m.identity_servers),
     );
     let threepid = threepid::read_threepid(
         &root.section("threepid"),

@@ -26,9 +26,9 @@ pub mod lookup;
 pub mod passthrough;
 pub mod policy;
 pub mod progress;
-pub mod recursion;
 /// Transitional, for `invite` only (see the file).
 pub mod ratelimit;
+pub mod recursion;
 pub mod reload;
 pub mod session;
 pub mod sync;

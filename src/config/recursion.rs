@@ -77,10 +77,18 @@ impl LeavePolicy {
         if !self.local_domain && domain_matches(&format!("*{domain}"), mail_domain) {
             return false;
         }
-        if self.blacklist.iter().any(|e| domain_matches(e, mail_domain)) {
+        if self
+            .blacklist
+            .iter()
+            .any(|e| domain_matches(e, mail_domain))
+        {
             return false;
         }
-        self.whitelist.is_empty() || self.whitelist.iter().any(|e| domain_matches(e, mail_domain))
+        self.whitelist.is_empty()
+            || self
+                .whitelist
+                .iter()
+                .any(|e| domain_matches(e, mail_domain))
     }
 }
 

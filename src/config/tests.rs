@@ -409,7 +409,10 @@ fn every_ma1sd_key_is_used_or_explained() {
     assert!(c.invite_policy.sender_roles.is_empty());
     let recursive = &c.lookup.recursive;
     assert!(!recursive.enabled && recursive.forward.is_empty());
-    assert_eq!(recursive.allowed_cidrs, vec!["127.0.0.0/8".parse().unwrap()]);
+    assert_eq!(
+        recursive.allowed_cidrs,
+        vec!["127.0.0.0/8".parse().unwrap()]
+    );
     // Forwarding to a label of matrix.identity.servers.
     let forwarding = load(&text.replace(
         "forward:\n  servers: []",
@@ -420,13 +423,13 @@ fn every_ma1sd_key_is_used_or_explained() {
         forwarding.lookup.recursive.forward,
         vec!["https://matrix.org".to_owned()]
     );
-    let unknown = load(&text.replace(
-        "forward:\n  servers: []",
-        "forward:\n  servers: [nowhere]",
-    ))
-    .unwrap_err();
+    let unknown = load(&text.replace("forward:\n  servers: []", "forward:\n  servers: [nowhere]"))
+        .unwrap_err();
     assert!(
-        unknown.problems.iter().any(|p| p.contains("forward.servers") && p.contains("nowhere")),
+        unknown
+            .problems
+            .iter()
+            .any(|p| p.contains("forward.servers") && p.contains("nowhere")),
         "{unknown:?}"
     );
     let problems = load(&on).unwrap_err().problems;

@@ -111,7 +111,10 @@ impl Federation {
                 hickory_resolver::proto::rr::RData::SRV(srv) => Some((
                     srv.priority,
                     std::cmp::Reverse(srv.weight),
-                    srv.target.to_utf8().trim_end_matches('.').to_ascii_lowercase(),
+                    srv.target
+                        .to_utf8()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
                     srv.port,
                 )),
                 _ => None,
@@ -187,7 +190,14 @@ impl Federation {
     ) -> Result<Option<Api>, OutboundError> {
         let get = reqwest::Method::GET;
         let (status, _) = self
-            .identity_call(base, get.clone(), "/_matrix/identity/v2", None, None, timeout)
+            .identity_call(
+                base,
+                get.clone(),
+                "/_matrix/identity/v2",
+                None,
+                None,
+                timeout,
+            )
             .await?;
         if status == 200 {
             return Ok(Some(Api::V2));
@@ -298,7 +308,9 @@ impl Federation {
             .iter()
             .filter(|(k, _)| asked.contains(k.as_str()))
             .filter_map(|(k, v)| {
-                let mxid = v.as_str().filter(|m| crate::model::Mxid::parse(m).is_some())?;
+                let mxid = v
+                    .as_str()
+                    .filter(|m| crate::model::Mxid::parse(m).is_some())?;
                 Some((k.clone(), mxid.to_owned()))
             })
             .collect())
@@ -345,7 +357,9 @@ impl Federation {
             .get("mxid")
             .and_then(Value::as_str)
             .filter(|m| crate::model::Mxid::parse(m).is_some())
-            .ok_or(RemoteError::Malformed("the answer's mxid is not a Matrix ID"))?;
+            .ok_or(RemoteError::Malformed(
+                "the answer's mxid is not a Matrix ID",
+            ))?;
         self.check_signature(base, &body, timeout).await?;
         let number = |key: &str| object.get(key).and_then(Value::as_u64);
         Ok(Some(Verified {
@@ -376,16 +390,18 @@ impl Federation {
             for key_id in by_key.keys().take(4) {
                 if !key_id.starts_with("ed25519:")
                     || key_id.len() > 64
-                    || !key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_:.-".contains(&b))
+                    || !key_id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_:.-".contains(&b))
                 {
                     continue;
                 }
                 let cache_key = format!("{base} {key_id}");
-                let cached = self
-                    .identity_keys
-                    .lock()
-                    .ok()
-                    .and_then(|c| c.get(&cache_key).filter(|(_, t)| t.elapsed() < KEY_TTL).map(|(k, _)| *k));
+                let cached = self.identity_keys.lock().ok().and_then(|c| {
+                    c.get(&cache_key)
+                        .filter(|(_, t)| t.elapsed() < KEY_TTL)
+                        .map(|(k, _)| *k)
+                });
                 let key = match cached {
                     Some(key) => Some(key),
                     None => {
@@ -419,7 +435,9 @@ impl Federation {
                 }
             }
         }
-        Err(RemoteError::Malformed("no signature checks out with the server's keys"))
+        Err(RemoteError::Malformed(
+            "no signature checks out with the server's keys",
+        ))
     }
 
     /// v1 `POST /bulk_lookup`: `(medium, address, mxid)` for the pairs asked about.
@@ -443,12 +461,16 @@ impl Federation {
         if status != 200 {
             return Err(refusal(status, &body));
         }
-        let list = body
-            .get("threepids")
-            .and_then(Value::as_array)
-            .ok_or(RemoteError::Malformed("bulk_lookup answer has no threepids"))?;
-        let asked: std::collections::HashSet<(&str, &str)> =
-            pairs.iter().map(|(m, a)| (m.as_str(), a.as_str())).collect();
+        let list =
+            body.get("threepids")
+                .and_then(Value::as_array)
+                .ok_or(RemoteError::Malformed(
+                    "bulk_lookup answer has no threepids",
+                ))?;
+        let asked: std::collections::HashSet<(&str, &str)> = pairs
+            .iter()
+            .map(|(m, a)| (m.as_str(), a.as_str()))
+            .collect();
         Ok(list
             .iter()
             .filter_map(|item| match item.as_array().map(Vec::as_slice) {

@@ -32,9 +32,7 @@ pub async fn lookup(
     let started = Instant::now();
     let (parts, incoming) = request.into_parts();
     let stream = http_body_util::BodyDataStream::new(incoming);
-    let response = with_cors(
-        answer(&parts.headers, parts.uri.query(), stream, &state, peer).await,
-    );
+    let response = with_cors(answer(&parts.headers, parts.uri.query(), stream, &state, peer).await);
     let metrics = &state.metrics;
     log_request(
         metrics,

@@ -215,7 +215,11 @@ async fn serve_connection<S>(
             use futures_util::future::{ready, Either};
             match &lane {
                 Lane::Public(state) if super::fast::is_lookup(&request) => {
-                    return Either::Left(Either::Left(super::fast::lookup(state.clone(), request, conn.peer)));
+                    return Either::Left(Either::Left(super::fast::lookup(
+                        state.clone(),
+                        request,
+                        conn.peer,
+                    )));
                 }
                 Lane::Admin(door, state) => {
                     let verdict = match &conn.refused {

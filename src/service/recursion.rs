@@ -259,7 +259,10 @@ pub async fn bulk_lookup_v1<'a>(
     let mut local_iter = local.threepids.into_iter().peekable();
     let mut threepids = Vec::new();
     for (i, &(m, a)) in pairs.iter().enumerate() {
-        if local_iter.peek().is_some_and(|(lm, la, _)| (*lm, *la) == (m, a)) {
+        if local_iter
+            .peek()
+            .is_some_and(|(lm, la, _)| (*lm, *la) == (m, a))
+        {
             threepids.extend(local_iter.next());
         } else if let Some(mxid) = by_index.remove(&i) {
             threepids.push((m, a, mxid));
@@ -424,7 +427,11 @@ async fn servers_of(state: &Services, mail_domain: &str) -> Vec<String> {
     }
     match state.federation.identity_servers_of(mail_domain).await {
         Ok(bases) => {
-            let ttl = if bases.is_empty() { SRV_NONE_TTL } else { SRV_TTL };
+            let ttl = if bases.is_empty() {
+                SRV_NONE_TTL
+            } else {
+                SRV_TTL
+            };
             let mut domains = lock(&state.recursion.domains);
             if domains.len() >= MAX_REMOTES {
                 domains.clear();
@@ -610,7 +617,10 @@ async fn ask_v2(
         let details = lock(&remote.state).details.clone();
         let details = match details {
             Some(d) => d,
-            None => match fed.identity_hash_details(&remote.base, &token, timeout).await {
+            None => match fed
+                .identity_hash_details(&remote.base, &token, timeout)
+                .await
+            {
                 Ok(d) => {
                     lock(&remote.state).details = Some(d.clone());
                     d
@@ -640,10 +650,19 @@ async fn ask_v2(
                     .collect(),
             )
         } else {
-            return Err(RemoteError::Malformed("hash_details offers neither sha256 nor none"));
+            return Err(RemoteError::Malformed(
+                "hash_details offers neither sha256 nor none",
+            ));
         };
         match fed
-            .identity_lookup_v2(&remote.base, &token, algorithm, &details.pepper, &entries, timeout)
+            .identity_lookup_v2(
+                &remote.base,
+                &token,
+                algorithm,
+                &details.pepper,
+                &entries,
+                timeout,
+            )
             .await
         {
             Ok(mappings) => {
@@ -731,7 +750,10 @@ async fn openid_token(state: &Services, config: &RecursionConfig) -> Result<Valu
         .unwrap_or(300)
         .saturating_sub(60)
         .min(3600);
-    *cached = Some((token.clone(), Instant::now() + Duration::from_secs(lifetime)));
+    *cached = Some((
+        token.clone(),
+        Instant::now() + Duration::from_secs(lifetime),
+    ));
     Ok(token)
 }
 

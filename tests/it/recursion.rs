@@ -152,13 +152,17 @@ async fn a_homeserver() -> (String, tokio::task::JoinHandle<()>) {
                 )
             }
         });
-    let openid = warp::path!("_matrix" / "client" / "v3" / "user" / String / "openid" / "request_token")
-        .and(warp::post())
-        .map(|user: String| {
-            assert_eq!(user, "@lookup:a.test");
-            warp::reply::json(&json!({"access_token": "oidc-1", "token_type": "Bearer",
+    let openid =
+        warp::path!("_matrix" / "client" / "v3" / "user" / String / "openid" / "request_token")
+            .and(warp::post())
+            .map(|user: String| {
+                assert_eq!(
+                    user.replace("%40", "@").replace("%3A", ":"),
+                    "@lookup:a.test"
+                );
+                warp::reply::json(&json!({"access_token": "oidc-1", "token_type": "Bearer",
                 "matrix_server_name": "a.test", "expires_in": 3600}))
-        });
+            });
     let userinfo = warp::path!("_matrix" / "federation" / "v1" / "openid" / "userinfo")
         .and(warp::query::<HashMap<String, String>>())
         .map(|q: HashMap<String, String>| {
@@ -189,24 +193,23 @@ async fn a_homeserver() -> (String, tokio::task::JoinHandle<()>) {
 /// is not its key's, and its bulk answers add a mapping nobody asked about.
 async fn rude_remote() -> (String, tokio::task::JoinHandle<()>) {
     let seed = [7u8; 32];
-    let signer = mxisd::crypto::sign::Signer::new(
-        ed25519_dalek::SigningKey::from_bytes(&seed),
-        "ed25519:0",
-    );
+    let signer =
+        mxisd::crypto::sign::Signer::new(ed25519_dalek::SigningKey::from_bytes(&seed), "ed25519:0");
     let public = signer.public_key_b64();
     let forger = mxisd::crypto::sign::Signer::new(
         ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]),
         "ed25519:0",
     );
     let forger = Arc::new(forger);
-    let status = warp::path!("_matrix" / "identity" / "api" / "v1").map(|| warp::reply::json(&json!({})));
+    let status =
+        warp::path!("_matrix" / "identity" / "api" / "v1").map(|| warp::reply::json(&json!({})));
     let pubkey = warp::path!("_matrix" / "identity" / "api" / "v1" / "pubkey" / String)
         .map(move |_id: String| warp::reply::json(&json!({"public_key": public})));
     let lookup = warp::path!("_matrix" / "identity" / "api" / "v1" / "lookup")
         .and(warp::query::<HashMap<String, String>>())
         .map(move |q: HashMap<String, String>| {
             let mut body = json!({"address": q["address"], "medium": q["medium"],
-                "mxid": "@mallory:rude.test", "not_before": 0, "not_after": u64::MAX / 2, "ts": 1});
+                "mxid": "@mallory:rude.test", "not_before": 0, "not_after": 4_000_000_000_000u64, "ts": 1});
             forger.sign_json("rude.test", &mut body).unwrap();
             warp::reply::json(&body)
         });
@@ -262,7 +265,11 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     let b_dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["is.b.test".to_owned()]).unwrap();
     std::fs::write(b_dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(b_dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    std::fs::write(
+        b_dir.path().join("key.pem"),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
     let b_yaml = yaml(
         b_dir.path(),
         "b.test",
@@ -315,9 +322,15 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     assert_eq!(v1(&a, "local@a.test", None).await["mxid"], "@local:a.test");
     let bob = v1(&a, "bob@b.test", None).await;
     assert_eq!(bob["mxid"], "@bob:b.test", "{bob}");
-    assert!(bob["signatures"].as_object().is_some_and(|s| !s.is_empty()), "{bob}");
+    assert!(
+        bob["signatures"].as_object().is_some_and(|s| !s.is_empty()),
+        "{bob}"
+    );
     // Through C (forward server).
-    assert_eq!(v1(&a, "dan@elsewhere.test", None).await["mxid"], "@dan:c.test");
+    assert_eq!(
+        v1(&a, "dan@elsewhere.test", None).await["mxid"],
+        "@dan:c.test"
+    );
     // Session control: A's own domain and a blacklisted domain never leave.
     assert_eq!(v1(&a, "own@a.test", None).await, json!({}));
     assert_eq!(v1(&a, "x@secret.test", None).await, json!({}));
@@ -343,13 +356,19 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         r.body["threepids"],
-        json!([["email", "carol@b.test", "@carol:b.test"], ["email", "local@a.test", "@local:a.test"],
-            ["msisdn", "447700900123", "@dan:c.test"], ["email", "bob@b.test", "@bob:b.test"]])
+        json!([
+            ["email", "carol@b.test", "@carol:b.test"],
+            ["email", "local@a.test", "@local:a.test"],
+            ["msisdn", "447700900123", "@dan:c.test"],
+            ["email", "bob@b.test", "@bob:b.test"]
+        ])
     );
 
     // v2 `none` recurses too (it needs an account at A; a sha256 lookup cannot).
     let token = a.register("a.test", "oidc-1").await;
-    let details = a.get_auth("/_matrix/identity/v2/hash_details", &token).await;
+    let details = a
+        .get_auth("/_matrix/identity/v2/hash_details", &token)
+        .await;
     let pepper = details.body["lookup_pepper"].as_str().unwrap().to_owned();
     let r = a
         .post_json(
@@ -381,7 +400,10 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     }
     let status = a.admin_get("/_mxisd/admin/v1/status").await;
-    let remotes = status.body["recursion"].as_array().cloned().unwrap_or_default();
+    let remotes = status.body["recursion"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let b_remote = remotes
         .iter()
         .find(|r| r["remote"] == format!("https://is.b.test:{b_port}"))
@@ -403,7 +425,9 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     for line in [
         "mxisd_lookup_entries_total{kind=\"recursive\",result=\"hit\"}",
         &format!("mxisd_recursive_remote_total{{remote=\"is.b.test:{b_port}\",outcome=\"found\"}}"),
-        &format!("mxisd_recursive_remote_total{{remote=\"is.b.test:{b_port}\",outcome=\"skipped\"}}"),
+        &format!(
+            "mxisd_recursive_remote_total{{remote=\"is.b.test:{b_port}\",outcome=\"skipped\"}}"
+        ),
         "outcome=\"refused\"",
         "outcome=\"bad_answer\"",
         "mxisd_recursive_remote_total{remote=\"-\",outcome=\"withheld\"} 2",
