@@ -68,6 +68,9 @@ struct RemoteState {
     probing: bool,
 }
 
+/// What one remote answered: the 3PIDs it knows.
+type Answers = Vec<(ThreePid, Found)>;
+
 /// What `/status` shows of a remote.
 #[derive(Debug, serde::Serialize)]
 pub struct RemoteStatus {
@@ -354,20 +357,19 @@ async fn resolve(
                 by_domain.entry(d.to_owned()).or_default().push(t.clone());
             }
         }
-        let results: Vec<(Vec<ThreePid>, Option<Vec<(ThreePid, Found)>>)> =
-            futures_util::stream::iter(by_domain)
-                .map(|(mail_domain, group)| async move {
-                    let bases = servers_of(state, &mail_domain).await;
-                    for base in bases {
-                        if let Some(found) = ask(state, config, &base, &group).await {
-                            return (group, Some(found));
-                        }
+        let results: Vec<(Vec<ThreePid>, Option<Answers>)> = futures_util::stream::iter(by_domain)
+            .map(|(mail_domain, group)| async move {
+                let bases = servers_of(state, &mail_domain).await;
+                for base in bases {
+                    if let Some(found) = ask(state, config, &base, &group).await {
+                        return (group, Some(found));
                     }
-                    (group, None)
-                })
-                .buffer_unordered(DOMAINS_AT_ONCE)
-                .collect()
-                .await;
+                }
+                (group, None)
+            })
+            .buffer_unordered(DOMAINS_AT_ONCE)
+            .collect()
+            .await;
         for (group, found) in results {
             if let Some(found) = found {
                 answered.extend(group);
@@ -784,7 +786,7 @@ mod tests {
     #[test]
     fn only_configured_requesters_recurse() {
         let mut c = crate::config::load_str(
-            "matrix:\n  domain: example.org\nlookup:\n  recursive:\n    enabled: true\n    allowedCidr: [10.0.0.0/8]\n",
+            "matrix:\n  domain: example.org\nstorage:\n  path: /tmp/x\nlookup:\n  recursive:\n    enabled: true\n    allowedCidr: [10.0.0.0/8]\n",
             "t",
             std::path::PathBuf::from("."),
             &|_| None,
