@@ -3,7 +3,7 @@
 //! with the same functions every warp route uses (`extract::access_token`,
 //! `middleware::refuse_oversized`, `body::read`, `middleware::with_cors`,
 //! `middleware::log_request`), so a fix lands once. The listener sends an exact
-//! `POST` to that path here directly ([`lookup`]), skipping warp's filter tree (body
+//! `POST` to that path here directly ([`lookup`]), bypassing warp's filter tree (body
 //! guard, preflight, prefix matching) that every lookup would otherwise walk; the warp
 //! route of the same path (a trailing slash, say) calls [`answer`] too.
 
