@@ -362,8 +362,8 @@ fn every_ma1sd_key_is_used_or_explained() {
         "matrix.v2:",
         "storage.backend:",
         "storage.provider:",
-        "session.policy.validation.forLocal:",
-        "session.policy.validation.forRemote:",
+        "session.policy.validation.forLocal.toRemote.enabled:",
+        "session.policy.validation.forRemote.toRemote.enabled:",
         "lookup.recursive.bridge: accepted and ignored",
         "invite.resolution:",
         "notification: accepted and ignored",
@@ -404,6 +404,14 @@ fn every_ma1sd_key_is_used_or_explained() {
         );
     }
     assert!(c.auth.rewrite.is_empty());
+    // mxisd's defaults: remote 3PIDs went to another server; here they are validated.
+    assert!(c.session.for_local && c.session.for_remote);
+    let closed = load(&text.replace(
+        "      forRemote:\n        enabled: true",
+        "      forRemote:\n        enabled: false",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(closed.session.for_local && !closed.session.for_remote);
     let register = c.register.as_ref().expect("register.policy is loaded");
     assert!(!register.allowed && register.invite);
     assert!(c.invite_policy.sender_roles.is_empty());

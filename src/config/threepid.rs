@@ -94,6 +94,12 @@ pub struct Templates {
 pub struct SessionConfig {
     /// `session.policy.validation.enabled`: offer 3PID sessions at all.
     pub validation_enabled: bool,
+    /// `session.policy.validation.forLocal`: accept sessions for e-mail addresses of
+    /// `matrix.domain` (the organisation's own users).
+    pub for_local: bool,
+    /// `session.policy.validation.forRemote`: accept sessions for every other 3PID
+    /// (e-mail of other domains, phone numbers).
+    pub for_remote: bool,
     /// `session.policy.validation.lifetime`: a session expires this long after its last change.
     pub lifetime: Duration,
     /// `session.policy.validation.maxAttempts`: wrong tokens before a session is dead.
@@ -398,12 +404,8 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
         .duration("lifetime")
         .unwrap_or(Duration::from_secs(24 * 3600));
     let max_attempts = validation.u64("maxAttempts").unwrap_or(5);
-    for key in ["forLocal", "forRemote"] {
-        validation.ignored(
-            key,
-            "ignored: mxisd validates every 3PID itself and never hands a session to another identity server",
-        );
-    }
+    let for_local = read_class(&validation.section("forLocal"));
+    let for_remote = read_class(&validation.section("forRemote"));
     validation.finish(&[]);
     let unbind = policy.section("unbind");
     let unbind_enabled = unbind.bool("enabled").unwrap_or(true);
@@ -430,6 +432,8 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
     }
     ok.then_some(SessionConfig {
         validation_enabled,
+        for_local,
+        for_remote,
         lifetime,
         max_attempts: u32::try_from(max_attempts).unwrap_or(5),
         unbind_enabled,
@@ -437,6 +441,28 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
         bind_only_local,
         bind_v1,
     })
+}
+
+/// `session.policy.validation.forLocal` / `.forRemote` (mxisd 1.x): whether sessions
+/// for that class of 3PID are accepted. mxisd could also hand a session to another
+/// identity server (`toRemote`); that was removed in mxisd 1.3 and ma1sd, and here a
+/// session is always validated by this server, so `toRemote` alone still means "accept".
+fn read_class(s: &Section<'_, '_>) -> bool {
+    let enabled = s.bool("enabled").unwrap_or(true);
+    let to_local = s.bool("toLocal");
+    let to_remote = s.section("toRemote");
+    let delegate = to_remote.bool("enabled");
+    if delegate == Some(true) {
+        to_remote.warning(
+            "enabled",
+            "validation is never handed to another identity server: these 3PIDs are validated here (as ma1sd does)",
+        );
+    }
+    to_remote.ignored("server", "ignored: validation is never handed to another identity server");
+    to_remote.finish(&[]);
+    s.finish(&[]);
+    // mxisd refused a class when neither toLocal nor toRemote was left on.
+    enabled && (to_local.unwrap_or(true) || delegate == Some(true))
 }
 
 pub fn read_view(s: &Section<'_, '_>) -> Option<ViewConfig> {

@@ -298,6 +298,28 @@ fn rewrite_ma1sd_only(tree: &mut Value, storage: &Path, t: &mut Translation) {
             "was false; mxisd always serves the v2 API (clients and homeservers need it)".into(),
         ));
     }
+    // ma1sd recursed by default (DNS SRV, v1 only); mxisd does not. Keep what ran.
+    let recursed = get_path(tree, "lookup.recursive.enabled")
+        .map_or(Some(true), Value::as_bool)
+        .unwrap_or(false);
+    if recursed {
+        if get_path(tree, "lookup.recursive.enabled").is_none() {
+            set_path(tree, &["lookup", "recursive", "enabled"], Value::from(true));
+            note(
+                t,
+                "lookup.recursive.enabled",
+                "set to true: ma1sd recursed by default (mxisd's default is off); lookups from allowedCidr may still go to other identity servers".into(),
+            );
+        }
+        if get_path(tree, "lookup.recursive.v1").is_none() {
+            set_path(tree, &["lookup", "recursive", "v1"], Value::from(true));
+            note(
+                t,
+                "lookup.recursive.v1",
+                "set to true: ma1sd spoke only v1 to other servers; with lookup.recursive.accessToken mxisd uses v2 where a remote has it".into(),
+            );
+        }
+    }
     if get_path(tree, "server.hostname").is_none() {
         set_path(tree, &["server", "hostname"], Value::from("0.0.0.0"));
         note(
@@ -432,6 +454,39 @@ mod tests {
             }
         }
         assert_eq!(c.sync.len(), 2);
+    }
+
+    #[test]
+    fn recursion_forward_servers_and_the_session_policy_are_carried_over() {
+        // Recursion left at ma1sd's default (on, v1 only), forwarding to a label.
+        let yaml = format!(
+            "{MINIMAL}matrix:\n  domain: example.org\n  identity:\n    servers:\n      corp: ['https://id.corp.example']\nforward:\n  servers: [corp]\nsession:\n  policy:\n    validation:\n      forRemote:\n        enabled: false\n"
+        );
+        let yaml = yaml.replacen("matrix:\n  domain: example.org\nkey", "key", 1);
+        let t = run(&yaml);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let dropped: Vec<&str> = t.dropped.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            !dropped
+                .iter()
+                .any(|k| k.starts_with("forward") || k.starts_with("session") || k.starts_with("matrix.identity")),
+            "{dropped:?}"
+        );
+        let changed: Vec<&str> = t.changed.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(changed.contains(&"lookup.recursive.enabled"), "{changed:?}");
+        let c = t.config.unwrap();
+        let r = &c.lookup.recursive;
+        assert!(r.enabled && r.v1 && r.dns);
+        assert_eq!(r.forward, vec!["https://id.corp.example".to_owned()]);
+        assert!(c.session.for_local && !c.session.for_remote);
+
+        // Switched off in ma1sd: stays off, nothing added.
+        let t = run(&format!(
+            "{MINIMAL}lookup:\n  recursive:\n    enabled: false\n"
+        ));
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        assert!(!t.config.unwrap().lookup.recursive.enabled);
+        assert!(!t.changed.iter().any(|(k, _)| k.starts_with("lookup")));
     }
 
     #[test]

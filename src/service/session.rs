@@ -112,6 +112,31 @@ pub fn ensure_enabled(state: &Services) -> Result<(), Error> {
     }
 }
 
+/// Refuses a 3PID whose class the session policy closes
+/// (`session.policy.validation.forLocal` / `.forRemote`). Local means an e-mail
+/// address of `matrix.domain` (mxisd's rule; phone numbers are always remote).
+pub fn ensure_class_allowed(state: &Services, threepid: &ThreePid) -> Result<(), Error> {
+    let config = state.config();
+    let local = threepid.medium() == Medium::Email
+        && threepid
+            .address()
+            .rsplit_once('@')
+            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&config.matrix.domain));
+    let (allowed, class) = if local {
+        (config.session.for_local, "addresses of this server's domain")
+    } else {
+        (config.session.for_remote, "3PIDs outside this server's domain")
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrCode::Forbidden,
+            format!("This server does not validate {class}"),
+        ))
+    }
+}
+
 /// The e-mail address a `requestToken` names, normalised.
 pub fn email_threepid(email: &str) -> Result<ThreePid, Error> {
     let invalid = || Error::new(ErrCode::InvalidEmail, "Invalid e-mail address");
@@ -218,6 +243,7 @@ pub async fn request_token(
         next_link,
     } = request;
     let medium = threepid.medium();
+    ensure_class_allowed(state, &threepid)?;
     state
         .limits()
         .request_token(client_ip, threepid.address())?;
@@ -347,6 +373,8 @@ pub async fn submit_token(
     if session.threepid.medium() != medium {
         return Err(no_valid_session());
     }
+    // The policy may have closed since the session began (a reload).
+    ensure_class_allowed(state, &session.threepid)?;
     let now = now_ms();
     if expired(state, &session, now) {
         return Err(session_expired());

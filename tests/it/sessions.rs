@@ -1196,3 +1196,58 @@ async fn mail_over_starttls_and_implicit_tls_with_a_private_ca() {
         "M_EMAIL_SEND_ERROR",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_policy_refuses_local_or_remote_3pids_by_class() {
+    let sink = SmtpSink::start(None).await;
+    let hs = homeserver().await;
+    // Only the organisation's own addresses (mxisd's forRemote.enabled: false).
+    let s = server(
+        &sink,
+        &hs,
+        "session:\n  policy:\n    validation:\n      forRemote:\n        enabled: false\n",
+    )
+    .await;
+    let alice = s.register("example.org", "alice").await;
+    let r = request_email(&s, &alice, "alice@example.org", "s1", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    sink.next().await;
+    let r = request_email(&s, &alice, "alice@EXAMPLE.ORG", "s2", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    sink.next().await;
+    for address in ["alice@gmail.example", "alice@sub.example.org"] {
+        let r = request_email(&s, &alice, address, "s3", 1).await;
+        assert_error(&r, 403, "M_FORBIDDEN");
+        assert!(
+            r.body["error"].as_str().unwrap().contains("outside"),
+            "{}",
+            r.body
+        );
+    }
+    // Phone numbers are never local.
+    let r = s
+        .post_json(
+            &format!("{V1}/validate/msisdn/requestToken"),
+            &json!({"client_secret": "s4", "country": "GB", "phone_number": "07400 123456", "send_attempt": 1}),
+            None,
+        )
+        .await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    assert!(sink.try_next().await.is_none());
+
+    // The other way round: everyone but the organisation's own users (toLocal off and no
+    // remote server to hand them to is mxisd's "refused" too).
+    let sink = SmtpSink::start(None).await;
+    let s = server(
+        &sink,
+        &hs,
+        "session:\n  policy:\n    validation:\n      forLocal:\n        toLocal: false\n",
+    )
+    .await;
+    let alice = s.register("example.org", "alice").await;
+    let r = request_email(&s, &alice, "alice@example.org", "s1", 1).await;
+    assert_error(&r, 403, "M_FORBIDDEN");
+    let r = request_email(&s, &alice, "alice@gmail.example", "s1", 1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(sink.next().await.to, vec!["<alice@gmail.example>"]);
+}
