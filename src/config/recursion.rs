@@ -42,6 +42,10 @@ pub struct RecursionConfig {
     /// `lookup.recursive.cache.found` / `.notFound`: how long remote answers are kept.
     pub found_ttl: Duration,
     pub not_found_ttl: Duration,
+    /// `lookup.recursive.breaker.failures`: consecutive failures that open a remote's
+    /// breaker (default 3); `.open`: how long it then stays open (default 30s).
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
     /// What may be sent to another server at all.
     pub allow: LeavePolicy,
 }
@@ -128,6 +132,18 @@ pub(crate) fn read_recursion(
         .duration("notFound")
         .unwrap_or(Duration::from_secs(300));
     cache.finish(&[]);
+    let breaker = s.section("breaker");
+    let breaker_failures = breaker.u64("failures").unwrap_or(3);
+    let breaker_open = breaker.duration("open").unwrap_or(Duration::from_secs(30));
+    if !(1..=100).contains(&breaker_failures) {
+        breaker.problem("failures", "must be between 1 and 100");
+        ok = false;
+    }
+    if breaker_open.is_zero() || breaker_open > Duration::from_secs(3600) {
+        breaker.problem("open", "must be between 1ms and 1h");
+        ok = false;
+    }
+    breaker.finish(&[]);
     let allow = read_allow(&s.section("allow"));
     ok &= allow.is_some();
     s.absent_feature(
@@ -190,6 +206,8 @@ pub(crate) fn read_recursion(
         timeout,
         found_ttl,
         not_found_ttl,
+        breaker_failures: u32::try_from(breaker_failures).unwrap_or(3),
+        breaker_open,
         allow: allow.unwrap_or_else(|| LeavePolicy {
             media: Vec::new(),
             local_domain: false,

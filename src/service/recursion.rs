@@ -29,9 +29,6 @@ use std::time::{Duration, Instant};
 
 /// Calls at once to one remote.
 const REMOTE_SLOTS: usize = 4;
-/// Consecutive failures that open a remote's breaker, and how long it stays open.
-const BREAKER_FAILURES: u32 = 3;
-const BREAKER_OPEN: Duration = Duration::from_secs(30);
 /// How long a remote's API (v2 or v1) is remembered.
 const API_TTL: Duration = Duration::from_secs(600);
 /// SRV answers: kept this long, or this long when the domain has none.
@@ -153,7 +150,7 @@ impl Remote {
         }
     }
 
-    fn outcome(&self, ok: bool) {
+    fn outcome(&self, config: &RecursionConfig, ok: bool) {
         let mut s = lock(&self.state);
         s.probing = false;
         if ok {
@@ -161,8 +158,8 @@ impl Remote {
             s.open_until = None;
         } else {
             s.failures = s.failures.saturating_add(1);
-            if s.failures >= BREAKER_FAILURES {
-                s.open_until = Some(Instant::now() + BREAKER_OPEN);
+            if s.failures >= config.breaker_failures {
+                s.open_until = Some(Instant::now() + config.breaker_open);
             }
         }
     }
@@ -347,7 +344,9 @@ async fn resolve(
         state.metrics.remote_call("-", "withheld", withheld);
     }
     let asked = pending.len();
-    let mut answered: HashSet<ThreePid> = HashSet::new();
+    // Not found, but a server that might know was skipped or failed: not cached, so
+    // the 3PID is asked again once that server is back.
+    let mut unsure: HashSet<ThreePid> = HashSet::new();
     let mut fresh: HashMap<ThreePid, Found> = HashMap::new();
 
     if config.dns && !pending.is_empty() {
@@ -357,9 +356,14 @@ async fn resolve(
                 by_domain.entry(d.to_owned()).or_default().push(t.clone());
             }
         }
+        // A group with no SRV target answers nothing, which is an answer; one whose
+        // targets all failed is not.
         let results: Vec<(Vec<ThreePid>, Option<Answers>)> = futures_util::stream::iter(by_domain)
             .map(|(mail_domain, group)| async move {
                 let bases = servers_of(state, &mail_domain).await;
+                if bases.is_empty() {
+                    return (group, Some(Vec::new()));
+                }
                 for base in bases {
                     if let Some(found) = ask(state, config, &base, &group).await {
                         return (group, Some(found));
@@ -371,9 +375,9 @@ async fn resolve(
             .collect()
             .await;
         for (group, found) in results {
-            if let Some(found) = found {
-                answered.extend(group);
-                fresh.extend(found);
+            match found {
+                Some(found) => fresh.extend(found),
+                None => unsure.extend(group),
             }
         }
     }
@@ -386,9 +390,9 @@ async fn resolve(
         if rest.is_empty() {
             break;
         }
-        if let Some(found) = ask(state, config, base, &rest).await {
-            answered.extend(rest);
-            fresh.extend(found);
+        match ask(state, config, base, &rest).await {
+            Some(found) => fresh.extend(found),
+            None => unsure.extend(rest),
         }
     }
 
@@ -398,18 +402,18 @@ async fn resolve(
         .lookups(LookupKind::Recursive, hits, asked - hits);
     {
         let mut answers = lock(&state.recursion.answers);
-        if answers.len() + answered.len() > MAX_ANSWERS {
+        if answers.len() + asked > MAX_ANSWERS {
             answers.retain(|_, (_, until)| *until > now);
-            if answers.len() + answered.len() > MAX_ANSWERS {
+            if answers.len() + asked > MAX_ANSWERS {
                 answers.clear();
             }
         }
-        for t in answered {
+        for t in pending {
             let found = fresh.get(&t).cloned();
-            let ttl = if found.is_some() {
-                config.found_ttl
-            } else {
-                config.not_found_ttl
+            let ttl = match found {
+                Some(_) => config.found_ttl,
+                None if unsure.contains(&t) => continue,
+                None => config.not_found_ttl,
             };
             answers.insert(t, (found, now + ttl));
         }
@@ -479,7 +483,7 @@ async fn ask(
     };
     match result {
         Ok(found) => {
-            remote.outcome(true);
+            remote.outcome(config, true);
             state.metrics.remote_call(&label, "found", found.len());
             state
                 .metrics
@@ -493,7 +497,7 @@ async fn ask(
                 RemoteError::Outbound(crate::federation::OutboundError::Refused(_))
             );
             if !refused {
-                remote.outcome(false);
+                remote.outcome(config, false);
             }
             let outcome = match &e {
                 _ if refused => "refused",

@@ -86,11 +86,17 @@ impl TestServer {
 
     /// Starts a server with exactly this config text (paths relative to `dir`).
     pub async fn start_raw(dir: TempDir, yaml: &str) -> Self {
+        Self::start_raw_at(dir, yaml, 0).await
+    }
+
+    /// [`Self::start_raw`] on a given public port (0: any), to bring a stopped server
+    /// back where others know it.
+    pub async fn start_raw_at(dir: TempDir, yaml: &str, port: u16) -> Self {
         init();
         let mut config = config::load_str(yaml, "test", dir.path().to_owned(), &|_| None)
             .unwrap_or_else(|e| panic!("test config invalid: {e}"));
         let tls = config.server.tls.is_some();
-        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let public = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -307,7 +307,7 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
          {federation_of_a}\
          outbound:\n  allowedCidr: [127.0.0.1/32]\n  nameservers: ['{dns_addr}']\n  tls:\n    verify: false\n\
          rateLimit:\n  trustedProxies: [127.0.0.1/32]\n\
-         lookup:\n  recursive:\n    enabled: true\n    allowedCidr: [127.0.0.0/8]\n    v1: true\n    accessToken: svc-token\n    timeout: 2s\n\
+         lookup:\n  recursive:\n    enabled: true\n    allowedCidr: [127.0.0.0/8]\n    v1: true\n    accessToken: svc-token\n    timeout: 2s\n    breaker:\n      open: 3s\n\
          \x20   allow:\n      domains:\n        blacklist: ['*secret.test']\n\
          forward:\n  servers: [c, rude]\n",
         c_base = c.base,
@@ -393,7 +393,7 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
 
     // B goes down: answers come within the timeout, and after a few failures its
     // breaker opens (shown in the status) and B costs nothing more.
-    b.stop().await;
+    let b_dir = b.stop().await;
     for i in 0..4 {
         let t0 = Instant::now();
         assert_eq!(v1(&a, &format!("new{i}@b.test"), None).await, json!({}));
@@ -411,6 +411,39 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     assert_eq!(b_remote["breaker"], "open", "{}", status.body);
     // Cached answers still come while B is down.
     assert_eq!(v1(&a, "bob@b.test", None).await["mxid"], "@bob:b.test");
+
+    // B comes back where it was: once the breaker's open time (3 s here) has passed,
+    // one trial goes through, succeeds, and the breaker closes.
+    let b = TestServer::start_raw_at(b_dir, &b_yaml, b_port).await;
+    b.bind("email", "back@b.test", "@back:b.test").await;
+    let breaker_of_b = |status: &Value| {
+        status["recursion"]
+            .as_array()
+            .and_then(|l| {
+                l.iter()
+                    .find(|r| r["remote"] == format!("https://is.b.test:{b_port}"))
+            })
+            .map(|r| r["breaker"].clone())
+    };
+    let mut found = Value::Null;
+    for _ in 0..40 {
+        found = v1(&a, "back@b.test", None).await;
+        if found != json!({}) {
+            break;
+        }
+        // Bounded: 40 × 250 ms. A call skipped by the open breaker is not cached as
+        // "not found", so the same address can be asked again.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = a.admin_get("/_mxisd/admin/v1/status").await;
+    assert_eq!(found["mxid"], "@back:b.test", "{found} {}", status.body);
+    let status = a.admin_get("/_mxisd/admin/v1/status").await;
+    assert_eq!(
+        breaker_of_b(&status.body),
+        Some(json!("closed")),
+        "{}",
+        status.body
+    );
 
     // Counted: recursive entries and per-remote outcomes.
     let metrics = a
