@@ -6,7 +6,7 @@
 
 use crate::common::TestServer;
 use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, SRV};
+use hickory_resolver::proto::rr::rdata::{A, CNAME, SRV};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -35,7 +35,10 @@ fn answer(zone: &Zone, query: &[u8], udp: bool) -> Option<Vec<u8>> {
     response.metadata.authoritative = true;
     response.add_query(q.clone());
     let zone = zone.lock().unwrap();
-    match zone.get(&(name.clone(), q.query_type())) {
+    let records = zone
+        .get(&(name.clone(), q.query_type()))
+        .or_else(|| zone.get(&(name.clone(), RecordType::CNAME)));
+    match records {
         Some(records) => {
             for r in records {
                 response.add_answer(Record::from_rdata(q.name().clone(), 60, r.clone()));
@@ -115,6 +118,14 @@ impl FakeDns {
         self.zone.lock().unwrap().insert(
             (format!("_matrix-identity._tcp.{domain}."), RecordType::SRV),
             records,
+        );
+    }
+
+    /// `name` is an alias of `target` (loops welcome).
+    fn cname(&self, name: &str, target: &str) {
+        self.zone.lock().unwrap().insert(
+            (format!("{name}."), RecordType::CNAME),
+            vec![RData::CNAME(CNAME(Name::from_ascii(format!("{target}.")).unwrap()))],
         );
     }
 
@@ -466,5 +477,203 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
         "mxisd_recursive_remote_total{remote=\"-\",outcome=\"withheld\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
+}
+
+/// Serves `routes` on a loopback port; its base URL.
+async fn serve<F>(routes: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        warp::serve(routes).incoming(listener).run().await;
+    });
+    (format!("http://127.0.0.1:{port}"), task)
+}
+
+/// A v1 server whose answers are 10 MB long.
+async fn huge_remote() -> (String, tokio::task::JoinHandle<()>) {
+    let status =
+        warp::path!("_matrix" / "identity" / "api" / "v1").map(|| warp::reply::json(&json!({})));
+    let big = || {
+        let mut body = String::from("{\"threepids\": [");
+        while body.len() < 10 << 20 {
+            body.push_str("[\"email\", \"padding@huge.test\", \"@pad:huge.test\"],");
+        }
+        body.push_str("[]]}");
+        warp::http::Response::builder()
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap()
+    };
+    let lookup = warp::path!("_matrix" / "identity" / "api" / "v1" / "lookup").map(big);
+    let bulk = warp::path!("_matrix" / "identity" / "api" / "v1" / "bulk_lookup").map(big);
+    serve(status.or(lookup).or(bulk)).await
+}
+
+/// A server that sends its headers, then one body byte every 300 ms (slowloris).
+async fn slow_remote() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Bounded: 200 bytes at most, then the connection ends.
+                for _ in 0..200 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if stream.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), task)
+}
+
+/// A v2 server that changes its pepper at every `hash_details` and refuses every
+/// lookup's pepper; it counts both.
+async fn pepper_remote(
+    counts: Arc<Mutex<(usize, usize)>>,
+) -> (String, tokio::task::JoinHandle<()>) {
+    let status =
+        warp::path!("_matrix" / "identity" / "v2").map(|| warp::reply::json(&json!({})));
+    let register = warp::path!("_matrix" / "identity" / "v2" / "account" / "register")
+        .and(warp::post())
+        .map(|| warp::reply::json(&json!({"token": "pepper-token"})));
+    let c = counts.clone();
+    let details = warp::path!("_matrix" / "identity" / "v2" / "hash_details").map(move || {
+        let mut c = c.lock().unwrap();
+        c.0 += 1;
+        warp::reply::json(
+            &json!({"algorithms": ["sha256"], "lookup_pepper": format!("pepper{}", c.0)}),
+        )
+    });
+    let lookup = warp::path!("_matrix" / "identity" / "v2" / "lookup")
+        .and(warp::post())
+        .map(move || {
+            counts.lock().unwrap().1 += 1;
+            warp::reply::with_status(
+                warp::reply::json(
+                    &json!({"errcode": "M_INVALID_PEPPER", "error": "new pepper", "algorithm": "sha256", "lookup_pepper": "again"}),
+                ),
+                warp::http::StatusCode::BAD_REQUEST,
+            )
+        });
+    serve(status.or(register).or(details).or(lookup)).await
+}
+
+/// A server whose every answer is malformed JSON (the v2 probe succeeds).
+async fn garbage_remote() -> (String, tokio::task::JoinHandle<()>) {
+    let garbage = warp::any().map(|| {
+        warp::http::Response::builder()
+            .header("content-type", "application/json")
+            .body("{\"threepids\": [[\"email\", ")
+            .unwrap()
+    });
+    serve(garbage).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
+    let dns = FakeDns::start().await;
+    let (hs, _hs_task) = a_homeserver().await;
+    let (huge, _t1) = huge_remote().await;
+    let (slow, _t2) = slow_remote().await;
+    let counts = Arc::new(Mutex::new((0, 0)));
+    let (pepper, _t3) = pepper_remote(counts.clone()).await;
+    let (garbage, _t4) = garbage_remote().await;
+    // SRV names that alias each other, and an SRV target whose name aliases itself.
+    dns.cname("_matrix-identity._tcp.loop.test", "_matrix-identity._tcp.loop2.test");
+    dns.cname("_matrix-identity._tcp.loop2.test", "_matrix-identity._tcp.loop.test");
+    dns.srv("selfloop.test", &[("is.selfloop.test.", 443)]);
+    dns.cname("is.selfloop.test", "is.selfloop.test");
+
+    let a_dir = tempfile::tempdir().unwrap();
+    let a_yaml = format!(
+        "matrix:\n  domain: a.test\n  homeserver:\n    url: {hs}\n  identity:\n    servers:\n      hostile: ['{huge}', '{slow}', '{pepper}', '{garbage}']\n\
+         storage:\n  path: {state}\n\
+         outbound:\n  allowedCidr: [127.0.0.1/32]\n  nameservers: ['{dns_addr}']\n\
+         lookup:\n  recursive:\n    enabled: true\n    allowedCidr: [127.0.0.0/8]\n    v1: true\n    accessToken: svc-token\n    timeout: 1s\n    breaker:\n      failures: 100\n\
+         forward:\n  servers: [hostile]\n",
+        state = a_dir.path().join("state").display(),
+        dns_addr = dns.addr,
+    );
+    let a = TestServer::start_raw(a_dir, &a_yaml).await;
+    a.bind("email", "local@a.test", "@local:a.test").await;
+
+    // Each lookup asks all four (in order) and gets nothing from any: at most one
+    // timeout each, so well under 4 × 1 s plus the DNS.
+    for address in ["x@loop.test", "y@selfloop.test", "z@nowhere.test"] {
+        let t0 = Instant::now();
+        assert_eq!(v1(&a, address, None).await, json!({}));
+        assert!(t0.elapsed() < Duration::from_secs(8), "{address}: {:?}", t0.elapsed());
+    }
+    let t0 = Instant::now();
+    let r = a
+        .post_json(
+            "/_matrix/identity/api/v1/bulk_lookup",
+            &json!({"threepids": [["email", "p@nowhere.test"], ["email", "local@a.test"], ["email", "q@nowhere.test"]]}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["threepids"],
+        json!([["email", "local@a.test", "@local:a.test"]])
+    );
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+
+    // A pepper that changes at every call is fetched again once per lookup, never in
+    // a loop: 4 lookups, at most 2 hash_details and 2 lookups each.
+    let (details, lookups) = *counts.lock().unwrap();
+    assert!((1..=8).contains(&details), "{details} hash_details calls");
+    assert!((1..=8).contains(&lookups), "{lookups} lookups");
+
+    // Local answers are unaffected.
+    let t0 = Instant::now();
+    assert_eq!(v1(&a, "local@a.test", None).await["mxid"], "@local:a.test");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+
+    let metrics = a
+        .client
+        .get(format!("{}/metrics", a.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let port = |base: &str| base.rsplit(':').next().unwrap().to_owned();
+    for (base, outcomes) in [
+        (&huge, &["bad_answer", "error"][..]),
+        (&slow, &["error"][..]),
+        (&pepper, &["error", "bad_answer"][..]),
+        (&garbage, &["bad_answer", "error"][..]),
+    ] {
+        let label = format!("remote=\"127.0.0.1:{}\"", port(base));
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| metrics.contains(&format!("{label},outcome=\"{o}\""))),
+            "{label} {outcomes:?} not in:\n{metrics}"
+        );
+        assert!(
+            !metrics.contains(&format!("{label},outcome=\"found\"")),
+            "{metrics}"
+        );
     }
 }
