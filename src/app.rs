@@ -229,6 +229,10 @@ pub async fn run_reloadable(
     }
 
     tasks.spawn(service::session::purge_task(state.clone(), stop_rx.clone()));
+    tasks.spawn(service::recursion::push_task(
+        state.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(service::invite::delivery_task(
         state.clone(),
         stop_rx.clone(),

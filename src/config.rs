@@ -227,6 +227,7 @@ fn build(root: &Section<'_, '_>) -> Option<Config> {
     let lookup = hashing::read_lookup(
         &root.section("lookup"),
         &root.section("forward"),
+        &root.section("federation"),
         matrix.as_ref().map_or(&no_servers, |m| &m.identity_servers),
     );
     let threepid = threepid::read_threepid(

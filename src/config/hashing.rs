@@ -119,10 +119,15 @@ pub(crate) fn read_hashing(s: &Section<'_, '_>) -> Option<HashingConfig> {
 pub(crate) fn read_lookup(
     s: &Section<'_, '_>,
     forward: &Section<'_, '_>,
+    federation: &Section<'_, '_>,
     identity_servers: &[(String, Vec<String>)],
 ) -> Option<LookupConfig> {
-    let recursive =
-        super::recursion::read_recursion(&s.section("recursive"), forward, identity_servers);
+    let recursive = super::recursion::read_recursion(
+        &s.section("recursive"),
+        forward,
+        federation,
+        identity_servers,
+    );
     let max_addresses = s.u64("maxAddresses").unwrap_or(10_000);
     let bulk = s.section("bulk");
     let bulk_enabled = bulk.bool("enabled").unwrap_or(true);

@@ -48,6 +48,26 @@ pub struct RecursionConfig {
     pub breaker_open: Duration,
     /// What may be sent to another server at all.
     pub allow: LeavePolicy,
+    /// `federation.unifiedView`: a federated identity service (MSC4004).
+    pub unified: Option<UnifiedView>,
+}
+
+/// `federation.unifiedView`: the unified view of MSC4004 as LINAGORA's Twake federated
+/// identity service implements it. We push the hashes of our bound 3PIDs there (under
+/// its peppers, with our name), and ask it during recursive lookups: it answers
+/// hashes it knows and names the server that has the others (`third_party_mappings`).
+/// No address ever goes there or to those servers in clear.
+#[derive(Debug, Clone)]
+pub struct UnifiedView {
+    /// `server`: its base URL (`https://fis.example.net`).
+    pub server: String,
+    /// `publishAs`: our `host:port` in its answers, which other servers then ask
+    /// (default: `server.publicUrl`'s host and port).
+    pub publish_as: Option<String>,
+    /// `push.enabled` (default yes) and `push.every` (default 10m).
+    pub push_every: Option<Duration>,
+    /// `lookup` (default yes): ask it during recursive lookups.
+    pub lookup: bool,
 }
 
 /// `lookup.recursive.allow`: session control over what leaves the server.
@@ -101,9 +121,14 @@ impl LeavePolicy {
 pub(crate) fn read_recursion(
     s: &Section<'_, '_>,
     forward: &Section<'_, '_>,
+    federation: &Section<'_, '_>,
     identity_servers: &[(String, Vec<String>)],
 ) -> Option<RecursionConfig> {
     let mut ok = true;
+    let unified_section = federation.section("unifiedView");
+    let unified = read_unified(&unified_section);
+    ok &= unified.is_some();
+    federation.finish(&[]);
     let enabled = s.bool("enabled").unwrap_or(false);
     let allowed_cidrs = match s.cidr_list("allowedCidr") {
         Some(list) => list,
@@ -208,12 +233,61 @@ pub(crate) fn read_recursion(
         not_found_ttl,
         breaker_failures: u32::try_from(breaker_failures).unwrap_or(3),
         breaker_open,
+        unified: unified.flatten(),
         allow: allow.unwrap_or_else(|| LeavePolicy {
             media: Vec::new(),
             local_domain: false,
             whitelist: Vec::new(),
             blacklist: Vec::new(),
         }),
+    })
+}
+
+/// `Some(None)`: not configured; `None`: a problem was reported.
+fn read_unified(s: &Section<'_, '_>) -> Option<Option<UnifiedView>> {
+    let server = s.string("server");
+    let publish_as = s.string("publishAs");
+    let push = s.section("push");
+    let push_enabled = push.bool("enabled").unwrap_or(true);
+    let every = push.duration("every").unwrap_or(Duration::from_secs(600));
+    push.finish(&[]);
+    let lookup = s.bool("lookup").unwrap_or(true);
+    s.finish(&[]);
+    let Some(server) = server else {
+        return Some(None);
+    };
+    let mut ok = true;
+    let server = server.trim_end_matches('/').to_owned();
+    if !reqwest::Url::parse(&server)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+    {
+        s.problem("server", "must be a base URL like https://fis.example.net");
+        ok = false;
+    }
+    if let Some(name) = &publish_as {
+        if !is_host_port(name) {
+            s.problem("publishAs", "must be host:port, like id.example.org:443");
+            ok = false;
+        }
+    }
+    if push_enabled && (every < Duration::from_secs(1) || every > Duration::from_secs(7 * 86_400)) {
+        push.problem("every", "must be between 1s and 7d");
+        ok = false;
+    }
+    ok.then_some(Some(UnifiedView {
+        server,
+        publish_as,
+        push_every: push_enabled.then_some(every),
+        lookup,
+    }))
+}
+
+/// `host:port` as MSC4004 names servers in `third_party_mappings`.
+pub fn is_host_port(name: &str) -> bool {
+    name.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+            && crate::model::is_server_name(host)
     })
 }
 

@@ -458,7 +458,10 @@ fn read_class(s: &Section<'_, '_>) -> bool {
             "validation is never handed to another identity server: these 3PIDs are validated here (as ma1sd does)",
         );
     }
-    to_remote.ignored("server", "ignored: validation is never handed to another identity server");
+    to_remote.ignored(
+        "server",
+        "ignored: validation is never handed to another identity server",
+    );
     to_remote.finish(&[]);
     s.finish(&[]);
     // mxisd refused a class when neither toLocal nor toRemote was left on.

@@ -52,8 +52,29 @@ pub enum RemoteError {
 #[derive(Debug, Clone)]
 pub struct HashDetails {
     pub pepper: String,
+    /// MSC4004's `alt_lookup_peppers`: earlier peppers still accepted (at most 4 kept).
+    pub alt_peppers: Vec<String>,
     pub sha256: bool,
     pub none: bool,
+}
+
+/// A v2 lookup's answer, reduced to what was asked.
+#[derive(Debug, Clone, Default)]
+pub struct V2Answer {
+    /// Entry → Matrix ID.
+    pub mappings: BTreeMap<String, String>,
+    /// MSC4004's `third_party_mappings`: `host:port` → the entries that server has
+    /// (at most 8 servers kept).
+    pub third_party: Vec<(String, Vec<String>)>,
+}
+
+/// How a federated identity service took a push of hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Accepted,
+    /// Twake answers 500 when a pushed hash is already there (it still stores the
+    /// new ones): most likely a re-push.
+    Duplicates,
 }
 
 /// A v1 single lookup's answer whose signature was checked.
@@ -241,7 +262,7 @@ impl Federation {
     pub async fn identity_hash_details(
         &self,
         base: &str,
-        token: &str,
+        token: Option<&str>,
         timeout: Duration,
     ) -> Result<HashDetails, RemoteError> {
         let (status, body) = self
@@ -250,7 +271,7 @@ impl Federation {
                 reqwest::Method::GET,
                 "/_matrix/identity/v2/hash_details",
                 None,
-                Some(token),
+                token,
                 timeout,
             )
             .await?;
@@ -267,24 +288,38 @@ impl Federation {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
+        let alt_peppers = body
+            .get("alt_lookup_peppers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|p| p.len() <= 256 && *p != pepper)
+                    .take(4)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(HashDetails {
             pepper: pepper.to_owned(),
+            alt_peppers,
             sha256: algorithms.contains(&"sha256"),
             none: algorithms.contains(&"none"),
         })
     }
 
     /// `POST /v2/lookup`: `addresses` as the algorithm wants them; the mappings of
-    /// entries that were asked for (anything else the server adds is dropped).
+    /// entries that were asked for, and where the server says the others are
+    /// (anything else the server adds is dropped).
     pub async fn identity_lookup_v2(
         &self,
         base: &str,
-        token: &str,
+        token: Option<&str>,
         algorithm: &str,
         pepper: &str,
         addresses: &[String],
         timeout: Duration,
-    ) -> Result<BTreeMap<String, String>, RemoteError> {
+    ) -> Result<V2Answer, RemoteError> {
         let request = json!({"algorithm": algorithm, "pepper": pepper, "addresses": addresses});
         let (status, body) = self
             .identity_call(
@@ -292,7 +327,7 @@ impl Federation {
                 reqwest::Method::POST,
                 "/_matrix/identity/v2/lookup",
                 Some(&request),
-                Some(token),
+                token,
                 timeout,
             )
             .await?;
@@ -304,7 +339,7 @@ impl Federation {
             .and_then(Value::as_object)
             .ok_or(RemoteError::Malformed("lookup answer has no mappings"))?;
         let asked: std::collections::HashSet<&str> = addresses.iter().map(String::as_str).collect();
-        Ok(mappings
+        let mappings: BTreeMap<String, String> = mappings
             .iter()
             .filter(|(k, _)| asked.contains(k.as_str()))
             .filter_map(|(k, v)| {
@@ -313,7 +348,67 @@ impl Federation {
                     .filter(|m| crate::model::Mxid::parse(m).is_some())?;
                 Some((k.clone(), mxid.to_owned()))
             })
-            .collect())
+            .collect();
+        let third_party = body
+            .get("third_party_mappings")
+            .and_then(Value::as_object)
+            .map(|servers| {
+                servers
+                    .iter()
+                    .filter(|(server, _)| crate::config::recursion::is_host_port(server))
+                    .filter_map(|(server, entries)| {
+                        let entries: Vec<String> = entries
+                            .as_array()?
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .filter(|e| asked.contains(e) && !mappings.contains_key(*e))
+                            .map(str::to_owned)
+                            .collect();
+                        (!entries.is_empty()).then(|| (server.clone(), entries))
+                    })
+                    .take(8)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(V2Answer {
+            mappings,
+            third_party,
+        })
+    }
+
+    /// MSC4004's `POST /v2/lookups` (Twake's form): `hashes` of our 3PIDs under one of
+    /// `base`'s peppers, published as `publish_as` (`host:port`).
+    pub async fn identity_push_hashes(
+        &self,
+        base: &str,
+        token: Option<&str>,
+        pepper: &str,
+        publish_as: &str,
+        hashes: &[String],
+        timeout: Duration,
+    ) -> Result<Pushed, RemoteError> {
+        let request = json!({
+            "algorithm": "sha256",
+            "pepper": pepper,
+            "mappings": {publish_as: hashes},
+        });
+        let (status, body) = self
+            .identity_call(
+                base,
+                reqwest::Method::POST,
+                "/_matrix/identity/v2/lookups",
+                Some(&request),
+                token,
+                timeout,
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(Pushed::Accepted),
+            500 if body.get("errcode").and_then(Value::as_str) == Some("M_UNKNOWN") => {
+                Ok(Pushed::Duplicates)
+            }
+            _ => Err(refusal(status, &body)),
+        }
     }
 
     /// v1 `GET /lookup`: the association, if its signature by a key `base` publishes

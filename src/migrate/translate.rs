@@ -467,9 +467,9 @@ mod tests {
         assert!(t.problems.is_empty(), "{:?}", t.problems);
         let dropped: Vec<&str> = t.dropped.iter().map(|(k, _)| k.as_str()).collect();
         assert!(
-            !dropped
-                .iter()
-                .any(|k| k.starts_with("forward") || k.starts_with("session") || k.starts_with("matrix.identity")),
+            !dropped.iter().any(|k| k.starts_with("forward")
+                || k.starts_with("session")
+                || k.starts_with("matrix.identity")),
             "{dropped:?}"
         );
         let changed: Vec<&str> = t.changed.iter().map(|(k, _)| k.as_str()).collect();

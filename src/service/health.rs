@@ -63,6 +63,9 @@ pub struct AdminStatus {
     pub sync: Vec<SourceStatus>,
     /// Remote identity servers of recursive lookups, with their breakers.
     pub recursion: Vec<super::recursion::RemoteStatus>,
+    /// The last push to the unified view (`federation.unifiedView`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unified_view: Option<super::recursion::PushStatus>,
     /// What an operator should look at; empty when all is well. The server keeps
     /// answering with every one of these except a failing store.
     pub problems: Vec<String>,
@@ -250,6 +253,7 @@ pub fn admin_status(state: &Services) -> AdminStatus {
         outbox,
         sync,
         recursion: state.recursion.status(),
+        unified_view: state.recursion.push_status(),
         problems,
         serving,
     }

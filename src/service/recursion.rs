@@ -15,7 +15,6 @@
 use crate::config::recursion::RecursionConfig;
 use crate::error::Error;
 use crate::federation::identity::{Api, HashDetails, RemoteError, Verified};
-use crate::federation::{ClientHeaders, RawRequest};
 use crate::metrics::LookupKind;
 use crate::model::{Medium, ThreePid};
 use crate::service::lookup::{self, Association, BulkLookup, LookupRequest, LookupV1, Mappings};
@@ -68,6 +67,24 @@ struct RemoteState {
 /// What one remote answered: the 3PIDs it knows.
 type Answers = Vec<(ThreePid, Found)>;
 
+/// What one remote answered: the 3PIDs it knows, and (a unified view) which servers
+/// have which others.
+struct Reply {
+    found: Answers,
+    elsewhere: Vec<(String, Vec<ThreePid>)>,
+}
+
+/// How a remote may be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// v2 when we have an account there, else v1 if allowed.
+    Any,
+    /// The unified view's federated identity service: hashes only, in chunks.
+    Unified,
+    /// A server the unified view named: hashes only (the addresses left as hashes).
+    Hashes,
+}
+
 /// What `/status` shows of a remote.
 #[derive(Debug, serde::Serialize)]
 pub struct RemoteStatus {
@@ -84,6 +101,8 @@ pub struct Recursion {
     domains: Mutex<HashMap<String, (Vec<String>, Instant)>>,
     remotes: Mutex<HashMap<String, Arc<Remote>>>,
     openid: tokio::sync::Mutex<Option<(Value, Instant)>>,
+    /// What was pushed to the unified view.
+    pushes: unified::Pushes,
 }
 
 impl std::fmt::Debug for Recursion {
@@ -349,9 +368,17 @@ async fn resolve(
     let mut unsure: HashSet<ThreePid> = HashSet::new();
     let mut fresh: HashMap<ThreePid, Found> = HashMap::new();
 
+    if let Some(view) = config.unified.as_ref().filter(|u| u.lookup) {
+        if !pending.is_empty() {
+            unified::ask_view(state, config, view, &pending, &mut fresh, &mut unsure).await;
+        }
+    }
     if config.dns && !pending.is_empty() {
         let mut by_domain: HashMap<String, Vec<ThreePid>> = HashMap::new();
-        for t in pending.iter().filter(|t| t.medium() == Medium::Email) {
+        for t in pending
+            .iter()
+            .filter(|t| t.medium() == Medium::Email && !fresh.contains_key(*t))
+        {
             if let Some((_, d)) = t.address().rsplit_once('@') {
                 by_domain.entry(d.to_owned()).or_default().push(t.clone());
             }
@@ -365,8 +392,8 @@ async fn resolve(
                     return (group, Some(Vec::new()));
                 }
                 for base in bases {
-                    if let Some(found) = ask(state, config, &base, &group).await {
-                        return (group, Some(found));
+                    if let Some(reply) = ask(state, config, &base, &group, Via::Any).await {
+                        return (group, Some(reply.found));
                     }
                 }
                 (group, None)
@@ -390,8 +417,8 @@ async fn resolve(
         if rest.is_empty() {
             break;
         }
-        match ask(state, config, base, &rest).await {
-            Some(found) => fresh.extend(found),
+        match ask(state, config, base, &rest, Via::Any).await {
+            Some(reply) => fresh.extend(reply.found),
             None => unsure.extend(rest),
         }
     }
@@ -459,7 +486,8 @@ async fn ask(
     config: &RecursionConfig,
     base: &str,
     wanted: &[ThreePid],
-) -> Option<Answers> {
+    via: Via,
+) -> Option<Reply> {
     let remote = state.recursion.remote(base);
     let label = label_of(base);
     if !remote.admit() {
@@ -473,7 +501,7 @@ async fn ask(
             .await
             .map_err(|_| RemoteError::Malformed("closed"))?;
         state.federation.identity_target_allowed(base).await?;
-        ask_remote(state, config, &remote, wanted).await
+        remote::ask_remote(state, config, &remote, wanted, via).await
     };
     let result = match tokio::time::timeout(config.timeout, work).await {
         Ok(r) => r,
@@ -482,13 +510,14 @@ async fn ask(
         )),
     };
     match result {
-        Ok(found) => {
+        Ok(reply) => {
             remote.outcome(config, true);
-            state.metrics.remote_call(&label, "found", found.len());
+            let found = reply.found.len();
+            state.metrics.remote_call(&label, "found", found);
             state
                 .metrics
-                .remote_call(&label, "not_found", wanted.len() - found.len());
-            Some(found)
+                .remote_call(&label, "not_found", wanted.len().saturating_sub(found));
+            Some(reply)
         }
         Err(e) => {
             // A refusal by the guard is the config's doing, not the remote's health.
@@ -525,243 +554,10 @@ fn label_of(base: &str) -> String {
         .unwrap_or_else(|| "invalid".into())
 }
 
-async fn ask_remote(
-    state: &Services,
-    config: &RecursionConfig,
-    remote: &Remote,
-    wanted: &[ThreePid],
-) -> Result<Answers, RemoteError> {
-    let fed = &state.federation;
-    let timeout = config.timeout;
-    let known = lock(&remote.state)
-        .api
-        .filter(|(_, at)| at.elapsed() < API_TTL)
-        .map(|(api, _)| api);
-    let api = match known {
-        Some(api) => Some(api),
-        None => {
-            let api = fed.identity_api(&remote.base, timeout).await?;
-            if let Some(api) = api {
-                lock(&remote.state).api = Some((api, Instant::now()));
-            }
-            api
-        }
-    };
-    if api == Some(Api::V2) && config.access_token.is_some() {
-        match ask_v2(state, config, remote, wanted).await {
-            Err(RemoteError::TermsNotSigned) if config.v1 => {}
-            other => return other,
-        }
-    }
-    if !config.v1 || api.is_none() {
-        return Err(RemoteError::Malformed(
-            "the server has no API we may use (v2 needs lookup.recursive.accessToken; v1 needs lookup.recursive.v1)",
-        ));
-    }
-    if let [one] = wanted {
-        let answer = fed
-            .identity_lookup_v1(&remote.base, one.medium().as_str(), one.address(), timeout)
-            .await?;
-        return Ok(answer
-            .map(|v| {
-                (
-                    one.clone(),
-                    Found {
-                        mxid: v.mxid.clone(),
-                        verified: Some(v),
-                    },
-                )
-            })
-            .into_iter()
-            .collect());
-    }
-    let pairs: Vec<(String, String)> = wanted
-        .iter()
-        .map(|t| (t.medium().as_str().to_owned(), t.address().to_owned()))
-        .collect();
-    let found = fed.identity_bulk_v1(&remote.base, &pairs, timeout).await?;
-    Ok(found
-        .into_iter()
-        .filter_map(|(m, a, mxid)| {
-            let t = ThreePid::new(Medium::parse(&m)?, &a).ok()?;
-            Some((
-                t,
-                Found {
-                    mxid,
-                    verified: None,
-                },
-            ))
-        })
-        .collect())
-}
+mod remote;
+mod unified;
 
-/// A v2 lookup: our account there (opened once, again when refused), its pepper
-/// (fetched again once when it changed), the entries hashed with it.
-async fn ask_v2(
-    state: &Services,
-    config: &RecursionConfig,
-    remote: &Remote,
-    wanted: &[ThreePid],
-) -> Result<Answers, RemoteError> {
-    let fed = &state.federation;
-    let timeout = config.timeout;
-    let mut renewed = false;
-    let mut repeppered = false;
-    loop {
-        let token = lock(&remote.state).token.clone();
-        let token = match token {
-            Some(t) => t,
-            None => {
-                let openid = openid_token(state, config).await?;
-                let token = fed
-                    .identity_register(&remote.base, &openid, timeout)
-                    .await?;
-                lock(&remote.state).token = Some(token.clone());
-                token
-            }
-        };
-        let details = lock(&remote.state).details.clone();
-        let details = match details {
-            Some(d) => d,
-            None => match fed
-                .identity_hash_details(&remote.base, &token, timeout)
-                .await
-            {
-                Ok(d) => {
-                    lock(&remote.state).details = Some(d.clone());
-                    d
-                }
-                Err(RemoteError::Unauthorized) if !renewed => {
-                    renewed = true;
-                    lock(&remote.state).token = None;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        let (algorithm, entries): (&str, Vec<String>) = if details.sha256 {
-            (
-                "sha256",
-                wanted
-                    .iter()
-                    .map(|t| remote_hash(t, &details.pepper))
-                    .collect(),
-            )
-        } else if details.none {
-            (
-                "none",
-                wanted
-                    .iter()
-                    .map(|t| format!("{} {}", t.address(), t.medium().as_str()))
-                    .collect(),
-            )
-        } else {
-            return Err(RemoteError::Malformed(
-                "hash_details offers neither sha256 nor none",
-            ));
-        };
-        match fed
-            .identity_lookup_v2(
-                &remote.base,
-                &token,
-                algorithm,
-                &details.pepper,
-                &entries,
-                timeout,
-            )
-            .await
-        {
-            Ok(mappings) => {
-                return Ok(wanted
-                    .iter()
-                    .zip(&entries)
-                    .filter_map(|(t, e)| {
-                        Some((
-                            t.clone(),
-                            Found {
-                                mxid: mappings.get(e)?.clone(),
-                                verified: None,
-                            },
-                        ))
-                    })
-                    .collect())
-            }
-            Err(RemoteError::Unauthorized) if !renewed => {
-                renewed = true;
-                lock(&remote.state).token = None;
-            }
-            Err(RemoteError::InvalidPepper) if !repeppered => {
-                repeppered = true;
-                lock(&remote.state).details = None;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The spec's lookup hash with a remote's pepper (URL-safe base64, unpadded).
-fn remote_hash(threepid: &ThreePid, pepper: &str) -> String {
-    use base64::Engine as _;
-    let digest = crate::store::bindings::lookup_hash(threepid, pepper);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
-}
-
-/// An OpenID token of our homeserver for the service account
-/// (`lookup.recursive.accessToken`), kept until shortly before it expires.
-async fn openid_token(state: &Services, config: &RecursionConfig) -> Result<Value, RemoteError> {
-    let failed = |why: &'static str| RemoteError::Malformed(why);
-    let Some(access_token) = config.access_token.as_ref() else {
-        return Err(failed("no lookup.recursive.accessToken"));
-    };
-    let mut cached = state.recursion.openid.lock().await;
-    if let Some((token, until)) = cached.as_ref() {
-        if *until > Instant::now() {
-            return Ok(token.clone());
-        }
-    }
-    let base = state.homeserver.base(&state.federation, None).await;
-    let owner = state
-        .homeserver
-        .whoami(&state.federation, &base, access_token.expose())
-        .await
-        .map_err(|_| failed("our homeserver refused lookup.recursive.accessToken"))?;
-    let path = format!(
-        "/_matrix/client/v3/user/{}/openid/request_token",
-        form_urlencoded::byte_serialize(owner.user_id.as_bytes()).collect::<String>()
-    );
-    let authorization = format!("Bearer {}", access_token.expose());
-    let request = RawRequest {
-        method: reqwest::Method::POST,
-        path_and_query: &path,
-        authorization: Some(&authorization),
-        body: Some((bytes::Bytes::from_static(b"{}"), Some("application/json"))),
-        timeout: Some(config.timeout),
-        client: None::<ClientHeaders<'_>>,
-    };
-    let answer = state
-        .homeserver
-        .send(&state.federation, &base, request, 64 * 1024)
-        .await?;
-    if answer.status != 200 {
-        return Err(failed("our homeserver gave no OpenID token"));
-    }
-    let token: Value = serde_json::from_slice(&answer.body)
-        .map_err(|_| failed("our homeserver's OpenID token is not JSON"))?;
-    if token.get("access_token").and_then(Value::as_str).is_none() {
-        return Err(failed("our homeserver's OpenID answer has no access_token"));
-    }
-    let lifetime = token
-        .get("expires_in")
-        .and_then(Value::as_u64)
-        .unwrap_or(300)
-        .saturating_sub(60)
-        .min(3600);
-    *cached = Some((
-        token.clone(),
-        Instant::now() + Duration::from_secs(lifetime),
-    ));
-    Ok(token)
-}
+pub use unified::{push_task, PushStatus};
 
 #[cfg(test)]
 mod tests;

@@ -123,9 +123,15 @@ pub fn ensure_class_allowed(state: &Services, threepid: &ThreePid) -> Result<(),
             .rsplit_once('@')
             .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&config.matrix.domain));
     let (allowed, class) = if local {
-        (config.session.for_local, "addresses of this server's domain")
+        (
+            config.session.for_local,
+            "addresses of this server's domain",
+        )
     } else {
-        (config.session.for_remote, "3PIDs outside this server's domain")
+        (
+            config.session.for_remote,
+            "3PIDs outside this server's domain",
+        )
     };
     if allowed {
         Ok(())

@@ -26,3 +26,4 @@ mod stores;
 mod sync;
 mod terms;
 mod tls;
+mod unified;

@@ -125,7 +125,9 @@ impl FakeDns {
     fn cname(&self, name: &str, target: &str) {
         self.zone.lock().unwrap().insert(
             (format!("{name}."), RecordType::CNAME),
-            vec![RData::CNAME(CNAME(Name::from_ascii(format!("{target}.")).unwrap()))],
+            vec![RData::CNAME(CNAME(
+                Name::from_ascii(format!("{target}.")).unwrap(),
+            ))],
         );
     }
 
@@ -147,7 +149,7 @@ impl Drop for FakeDns {
 
 /// A's homeserver: its service account's token `svc-token` belongs to
 /// `@lookup:a.test`, which gets OpenID tokens that remote servers can check here.
-async fn a_homeserver() -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn a_homeserver() -> (String, tokio::task::JoinHandle<()>) {
     let whoami = warp::path!("_matrix" / "client" / "v3" / "account" / "whoami")
         .and(warp::header::<String>("authorization"))
         .map(|auth: String| {
@@ -243,14 +245,14 @@ async fn rude_remote() -> (String, tokio::task::JoinHandle<()>) {
     (format!("http://127.0.0.1:{port}"), task)
 }
 
-fn yaml(dir: &std::path::Path, domain: &str, extra: &str) -> String {
+pub(crate) fn yaml(dir: &std::path::Path, domain: &str, extra: &str) -> String {
     format!(
         "matrix:\n  domain: {domain}\nstorage:\n  path: {}\naccountConfig:\n  allowOnlyTrustDomains: false\n{extra}",
         dir.join("state").display()
     )
 }
 
-async fn v1(s: &TestServer, address: &str, forwarded: Option<&str>) -> Value {
+pub(crate) async fn v1(s: &TestServer, address: &str, forwarded: Option<&str>) -> Value {
     let mut req = s.client.get(format!(
         "{}/_matrix/identity/api/v1/lookup?medium=email&address={}",
         s.base,
@@ -481,7 +483,7 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
 }
 
 /// Serves `routes` on a loopback port; its base URL.
-async fn serve<F>(routes: F) -> (String, tokio::task::JoinHandle<()>)
+pub(crate) async fn serve<F>(routes: F) -> (String, tokio::task::JoinHandle<()>)
 where
     F: Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
@@ -549,8 +551,7 @@ async fn slow_remote() -> (String, tokio::task::JoinHandle<()>) {
 async fn pepper_remote(
     counts: Arc<Mutex<(usize, usize)>>,
 ) -> (String, tokio::task::JoinHandle<()>) {
-    let status =
-        warp::path!("_matrix" / "identity" / "v2").map(|| warp::reply::json(&json!({})));
+    let status = warp::path!("_matrix" / "identity" / "v2").map(|| warp::reply::json(&json!({})));
     let register = warp::path!("_matrix" / "identity" / "v2" / "account" / "register")
         .and(warp::post())
         .map(|| warp::reply::json(&json!({"token": "pepper-token"})));
@@ -597,8 +598,14 @@ async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
     let (pepper, _t3) = pepper_remote(counts.clone()).await;
     let (garbage, _t4) = garbage_remote().await;
     // SRV names that alias each other, and an SRV target whose name aliases itself.
-    dns.cname("_matrix-identity._tcp.loop.test", "_matrix-identity._tcp.loop2.test");
-    dns.cname("_matrix-identity._tcp.loop2.test", "_matrix-identity._tcp.loop.test");
+    dns.cname(
+        "_matrix-identity._tcp.loop.test",
+        "_matrix-identity._tcp.loop2.test",
+    );
+    dns.cname(
+        "_matrix-identity._tcp.loop2.test",
+        "_matrix-identity._tcp.loop.test",
+    );
     dns.srv("selfloop.test", &[("is.selfloop.test.", 443)]);
     dns.cname("is.selfloop.test", "is.selfloop.test");
 
@@ -620,7 +627,11 @@ async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
     for address in ["x@loop.test", "y@selfloop.test", "z@nowhere.test"] {
         let t0 = Instant::now();
         assert_eq!(v1(&a, address, None).await, json!({}));
-        assert!(t0.elapsed() < Duration::from_secs(8), "{address}: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "{address}: {:?}",
+            t0.elapsed()
+        );
     }
     let t0 = Instant::now();
     let r = a

@@ -17,7 +17,10 @@ fn config(extra: &str) -> RecursionConfig {
 #[test]
 fn breakers_open_after_failures_and_let_one_trial_through() {
     let c = config("lookup:\n  recursive:\n    breaker:\n      failures: 2\n");
-    assert_eq!((c.breaker_failures, c.breaker_open), (2, Duration::from_secs(30)));
+    assert_eq!(
+        (c.breaker_failures, c.breaker_open),
+        (2, Duration::from_secs(30))
+    );
     let r = Recursion::default();
     let remote = r.remote("https://is.example:443");
     for _ in 0..2 {

@@ -118,6 +118,29 @@ impl Store {
         found
     }
 
+    /// Calls `f` with every 3PID whose effective binding is valid at `now_ms` (a full
+    /// scan, in hash order); how many there were.
+    pub fn each_bound_threepid(
+        &self,
+        now_ms: u64,
+        f: &mut dyn FnMut(ThreePid),
+    ) -> Result<u64, StoreError> {
+        let generation = self.pepper_generation();
+        let mut n = 0;
+        for item in self.kv.scan_prefix(BINDING, &generation.to_be_bytes()) {
+            let (_, value) = item?;
+            let record: ThreePidRecord = crate::store::codec::decode(&value)?;
+            let valid = record
+                .effective()
+                .is_some_and(|e| e.not_before_ms <= now_ms && now_ms < e.not_after_ms);
+            if let (true, Some(threepid)) = (valid, record.threepid) {
+                n += 1;
+                f(threepid);
+            }
+        }
+        Ok(n)
+    }
+
     /// Number of 3PIDs with at least one binding (a full scan).
     pub fn binding_count(&self) -> Result<u64, StoreError> {
         let generation = self.pepper_generation();
