@@ -156,9 +156,21 @@ pub struct Metrics {
     rewrites: Mutex<BTreeMap<&'static str, u64>>,
     /// Requests refused by a policy, by kind (`register`, `invite`).
     refusals: Mutex<BTreeMap<&'static str, u64>>,
-    /// Recursive lookups by remote and outcome.
-    remotes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Recursive lookups by remote, counted per outcome of [`REMOTE_OUTCOMES`].
+    remotes: Mutex<BTreeMap<String, [u64; REMOTE_OUTCOMES.len()]>>,
 }
+
+/// The outcomes of calls to remote identity servers.
+const REMOTE_OUTCOMES: [&str; 8] = [
+    "found",
+    "not_found",
+    "error",
+    "bad_answer",
+    "refused",
+    "skipped",
+    "withheld",
+    "pushed",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -320,21 +332,24 @@ impl Metrics {
     /// (`found`, `not_found`, `error`, `bad_answer`, `refused`, `skipped` by an open
     /// breaker; remote `-`: `withheld` by session control).
     pub fn remote_call(&self, remote: &str, outcome: &'static str, n: usize) {
+        let Some(i) = REMOTE_OUTCOMES.iter().position(|o| *o == outcome) else {
+            return;
+        };
         if n == 0 {
             return;
         }
         if let Ok(mut map) = self.remotes.lock() {
-            let mut name = remote.to_owned();
-            if !map.contains_key(&(name.clone(), outcome)) {
-                let distinct = map
-                    .keys()
-                    .map(|(r, _)| r.as_str())
-                    .collect::<std::collections::BTreeSet<_>>();
-                if !distinct.contains(remote) && distinct.len() >= MAX_REMOTE_LABELS {
-                    name = "other".into();
-                }
+            // The common case (a known remote) allocates nothing.
+            if let Some(counts) = map.get_mut(remote) {
+                counts[i] += n as u64;
+                return;
             }
-            *map.entry((name, outcome)).or_default() += n as u64;
+            let name = if map.len() >= MAX_REMOTE_LABELS {
+                "other"
+            } else {
+                remote
+            };
+            map.entry(name.to_owned()).or_default()[i] += n as u64;
         }
     }
 
@@ -396,12 +411,16 @@ impl Metrics {
             "Recursive lookups at other identity servers, by remote and outcome (entries found and not found; calls that failed, were refused by the outbound guard or skipped by an open breaker).",
         );
         let remotes = self.remotes.lock().map(|m| m.clone()).unwrap_or_default();
-        for ((remote, outcome), n) in &remotes {
-            let _ = writeln!(
-                out,
-                "mxisd_recursive_remote_total{{remote=\"{}\",outcome=\"{outcome}\"}} {n}",
-                escape(remote)
-            );
+        for (remote, counts) in &remotes {
+            for (outcome, n) in REMOTE_OUTCOMES.iter().zip(counts) {
+                if *n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "mxisd_recursive_remote_total{{remote=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(remote)
+                    );
+                }
+            }
         }
         header(
             out,

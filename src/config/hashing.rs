@@ -20,7 +20,7 @@ pub struct LookupConfig {
     /// `lookup.bulk.enabled`: answer v1 `/bulk_lookup`.
     pub bulk_enabled: bool,
     /// `lookup.recursive` and `forward.servers`.
-    pub recursive: super::recursion::RecursionConfig,
+    pub recursive: std::sync::Arc<super::recursion::RecursionConfig>,
 }
 
 const LOOKUP_HINTS: &[(&str, &str)] = &[];
@@ -140,6 +140,6 @@ pub(crate) fn read_lookup(
     Some(LookupConfig {
         max_addresses: usize::try_from(max_addresses).unwrap_or(10_000),
         bulk_enabled,
-        recursive: recursive?,
+        recursive: std::sync::Arc::new(recursive?),
     })
 }

@@ -49,6 +49,8 @@ struct Found {
 
 struct Remote {
     base: String,
+    /// Its name in logs and metrics ([`label_of`]).
+    label: String,
     slots: tokio::sync::Semaphore,
     state: Mutex<RemoteState>,
 }
@@ -124,6 +126,7 @@ impl Recursion {
         Arc::clone(remotes.entry(base.to_owned()).or_insert_with(|| {
             Arc::new(Remote {
                 base: base.to_owned(),
+                label: label_of(base),
                 slots: tokio::sync::Semaphore::new(REMOTE_SLOTS),
                 state: Mutex::new(RemoteState::default()),
             })
@@ -489,9 +492,9 @@ async fn ask(
     via: Via,
 ) -> Option<Reply> {
     let remote = state.recursion.remote(base);
-    let label = label_of(base);
+    let label = remote.label.as_str();
     if !remote.admit() {
-        state.metrics.remote_call(&label, "skipped", 1);
+        state.metrics.remote_call(label, "skipped", 1);
         return None;
     }
     let work = async {
@@ -506,17 +509,17 @@ async fn ask(
     let result = match tokio::time::timeout(config.timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(RemoteError::Outbound(
-            crate::federation::OutboundError::Timeout(label.clone()),
+            crate::federation::OutboundError::Timeout(label.to_owned()),
         )),
     };
     match result {
         Ok(reply) => {
             remote.outcome(config, true);
             let found = reply.found.len();
-            state.metrics.remote_call(&label, "found", found);
+            state.metrics.remote_call(label, "found", found);
             state
                 .metrics
-                .remote_call(&label, "not_found", wanted.len().saturating_sub(found));
+                .remote_call(label, "not_found", wanted.len().saturating_sub(found));
             Some(reply)
         }
         Err(e) => {
@@ -533,7 +536,7 @@ async fn ask(
                 RemoteError::Malformed(_) => "bad_answer",
                 _ => "error",
             };
-            state.metrics.remote_call(&label, outcome, 1);
+            state.metrics.remote_call(label, outcome, 1);
             tracing::info!(remote = %label, error = %e, "a recursive lookup got no answer from a remote identity server");
             None
         }

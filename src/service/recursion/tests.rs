@@ -12,6 +12,8 @@ fn config(extra: &str) -> RecursionConfig {
     .unwrap()
     .lookup
     .recursive
+    .as_ref()
+    .clone()
 }
 
 #[test]
