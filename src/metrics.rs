@@ -161,10 +161,11 @@ pub struct Metrics {
 }
 
 /// The outcomes of calls to remote identity servers.
-const REMOTE_OUTCOMES: [&str; 8] = [
+const REMOTE_OUTCOMES: [&str; 9] = [
     "found",
     "not_found",
     "error",
+    "limited",
     "bad_answer",
     "refused",
     "skipped",

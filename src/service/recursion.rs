@@ -533,6 +533,8 @@ async fn ask(
             }
             let outcome = match &e {
                 _ if refused => "refused",
+                // Its rate limit: one more failure (the breaker is the back-off).
+                RemoteError::Refused { status: 429, .. } => "limited",
                 RemoteError::Malformed(_) => "bad_answer",
                 _ => "error",
             };

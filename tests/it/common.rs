@@ -172,6 +172,18 @@ impl TestServer {
             .await
     }
 
+    /// The Prometheus text of the metrics listener.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn admin_get(&self, path: &str) -> Resp {
         self.send(self.admin_request(reqwest::Method::GET, path))
             .await

@@ -70,7 +70,7 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
     let mut slapd = Slapd::start(&ldif);
     let dave = argon2("dave-pw");
     let yaml = format!(
-        "{}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\nmemory:\n  enabled: true\n  identities:\n    - username: dave\n      displayName: Dave\n      password: '{dave}'\n      threepids: [{{medium: email, address: dave@example.org}}]\n    - username: erin\n      password: plain-text\n",
+        "{}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 100000\n    interval: 1ms\nmemory:\n  enabled: true\n  identities:\n    - username: dave\n      displayName: Dave\n      password: '{dave}'\n      threepids: [{{medium: email, address: dave@example.org}}]\n    - username: erin\n      password: plain-text\n",
         // Two base DNs, one inside the other: every user is found twice.
         ldap_yaml(&slapd.url, "", SYNC_PW).replace(
             "baseDNs: ['ou=people,dc=example,dc=org']",
@@ -195,15 +195,7 @@ async fn ldap_and_memory_passwords_are_checked_live_and_fail_closed() {
     }
 
     // Counted, by backend and result.
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     for line in [
         "mxisd_auth_attempts_total{backend=\"ldap\",result=\"success\"}",
         "mxisd_auth_attempts_total{backend=\"memory\",result=\"success\"}",
@@ -231,7 +223,7 @@ async fn kept_connections_search_as_the_configured_account_and_refusals_are_slow
         .join("\n")
         + "\n";
     let s = TestServer::start_with(&format!(
-        "{anonymous}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\n"
+        "{anonymous}rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1s\n  loginPerIp:\n    burst: 100000\n    interval: 1ms\n"
     ))
     .await;
     for _ in 0..3 {
@@ -265,7 +257,7 @@ async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
     );
     let slapd = Slapd::start(&ldif);
     let yaml = format!(
-        "{}rateLimit:\n  loginPerUser:\n    burst: 3\n    interval: 1h\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\n",
+        "{}rateLimit:\n  loginPerUser:\n    burst: 3\n    interval: 1h\n  loginPerIp:\n    burst: 100000\n    interval: 1ms\n",
         ldap_yaml(&slapd.url, "", SYNC_PW)
     );
     let s = TestServer::start_with(&yaml).await;
@@ -287,15 +279,7 @@ async fn attempts_are_limited_per_user_before_the_directory_is_asked() {
     // Another user is not held up.
     assert!(!success(&check(&s, "@dan:example.org", "x").await));
     // The directory was asked for carol 3 times out of 10,001 (dan once).
-    let metrics = s
-        .client
-        .get(format!("{}/metrics", s.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics_text().await;
     for line in [
         "mxisd_auth_attempts_total{backend=\"any\",result=\"failure\"} 4",
         "mxisd_auth_attempts_total{backend=\"none\",result=\"limited\"} 9998",
@@ -415,7 +399,7 @@ async fn sql_sources_check_bcrypt_argon2_and_synapse_hashes_on_postgresql() {
     let query =
         "SELECT uid, name AS display_name, 'email' AS medium, mail AS address, role FROM people";
     let yaml = format!(
-        "rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1ms\n  loginPerIp:\n    burst: 1000\n    interval: 1ms\n\
+        "rateLimit:\n  loginPerUser:\n    burst: 1000\n    interval: 1ms\n  loginPerIp:\n    burst: 100000\n    interval: 1ms\n\
          sql:\n  enabled: true\n  type: postgresql\n  connection: //127.0.0.1:{port}/hr?user=postgres\n  sync:\n    interval: 1h\n    query: \"{query}\"\n  auth:\n    query: SELECT pw FROM people WHERE uid = $1\n\
          synapseSql:\n  enabled: true\n  type: postgresql\n  connection: //127.0.0.1:{port}/synapse?user=postgres\n  sync:\n    interval: 1h\n  auth:\n    enabled: true\n    pepper: PEPPER\n",
         port = pg.port

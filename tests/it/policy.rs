@@ -42,14 +42,7 @@ fn body_json(r: &Recorded) -> Value {
 }
 
 async fn metrics(s: &TestServer) -> String {
-    s.client
-        .get(format!("{}/metrics", s.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    s.metrics_text().await
 }
 
 /// Waits until the memory source's users are in the store (alice's e-mail bound).

@@ -245,6 +245,18 @@ async fn rude_remote() -> (String, tokio::task::JoinHandle<()>) {
     (format!("http://127.0.0.1:{port}"), task)
 }
 
+/// Config that lets a server check OpenID tokens of A's homeserver (`a.test` at `hs`).
+pub(crate) fn federation_of_a(hs: &str) -> String {
+    format!("dns:\n  overwrite:\n    homeserver:\n      federation:\n        - name: a.test\n          value: {hs}\n")
+}
+
+/// A self-signed certificate for `name` as `cert.pem` and `key.pem` in `dir`.
+pub(crate) fn tls_files(dir: &std::path::Path, name: &str) {
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+}
+
 pub(crate) fn yaml(dir: &std::path::Path, domain: &str, extra: &str) -> String {
     format!(
         "matrix:\n  domain: {domain}\nstorage:\n  path: {}\naccountConfig:\n  allowOnlyTrustDomains: false\n{extra}",
@@ -271,18 +283,11 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     let dns = FakeDns::start().await;
     let (hs, _hs_task) = a_homeserver().await;
     let (rude, _rude_task) = rude_remote().await;
-    let federation_of_a =
-        format!("dns:\n  overwrite:\n    homeserver:\n      federation:\n        - name: a.test\n          value: {hs}\n");
+    let federation_of_a = federation_of_a(&hs);
 
     // B: over TLS, known through DNS.
     let b_dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["is.b.test".to_owned()]).unwrap();
-    std::fs::write(b_dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(
-        b_dir.path().join("key.pem"),
-        cert.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    tls_files(b_dir.path(), "is.b.test");
     let b_yaml = yaml(
         b_dir.path(),
         "b.test",
@@ -459,15 +464,7 @@ async fn lookups_recurse_to_dns_and_forward_servers_under_session_control() {
     );
 
     // Counted: recursive entries and per-remote outcomes.
-    let metrics = a
-        .client
-        .get(format!("{}/metrics", a.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics_text().await;
     for line in [
         "mxisd_lookup_entries_total{kind=\"recursive\",result=\"hit\"}",
         &format!("mxisd_recursive_remote_total{{remote=\"is.b.test:{b_port}\",outcome=\"found\"}}"),
@@ -588,6 +585,19 @@ async fn garbage_remote() -> (String, tokio::task::JoinHandle<()>) {
     serve(garbage).await
 }
 
+/// A v1 server that rate-limits every lookup.
+async fn limiting_remote() -> (String, tokio::task::JoinHandle<()>) {
+    let status =
+        warp::path!("_matrix" / "identity" / "api" / "v1").map(|| warp::reply::json(&json!({})));
+    let limited = warp::any().map(|| {
+        warp::reply::with_status(
+            warp::reply::json(&json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 1000})),
+            warp::http::StatusCode::TOO_MANY_REQUESTS,
+        )
+    });
+    serve(status.or(limited)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
     let dns = FakeDns::start().await;
@@ -597,6 +607,7 @@ async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
     let counts = Arc::new(Mutex::new((0, 0)));
     let (pepper, _t3) = pepper_remote(counts.clone()).await;
     let (garbage, _t4) = garbage_remote().await;
+    let (limiting, _t5) = limiting_remote().await;
     // SRV names that alias each other, and an SRV target whose name aliases itself.
     dns.cname(
         "_matrix-identity._tcp.loop.test",
@@ -611,7 +622,7 @@ async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
 
     let a_dir = tempfile::tempdir().unwrap();
     let a_yaml = format!(
-        "matrix:\n  domain: a.test\n  homeserver:\n    url: {hs}\n  identity:\n    servers:\n      hostile: ['{huge}', '{slow}', '{pepper}', '{garbage}']\n\
+        "matrix:\n  domain: a.test\n  homeserver:\n    url: {hs}\n  identity:\n    servers:\n      hostile: ['{huge}', '{slow}', '{pepper}', '{garbage}', '{limiting}']\n\
          storage:\n  path: {state}\n\
          outbound:\n  allowedCidr: [127.0.0.1/32]\n  nameservers: ['{dns_addr}']\n\
          lookup:\n  recursive:\n    enabled: true\n    allowedCidr: [127.0.0.0/8]\n    v1: true\n    accessToken: svc-token\n    timeout: 1s\n    breaker:\n      failures: 100\n\
@@ -622,8 +633,8 @@ async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
     let a = TestServer::start_raw(a_dir, &a_yaml).await;
     a.bind("email", "local@a.test", "@local:a.test").await;
 
-    // Each lookup asks all four (in order) and gets nothing from any: at most one
-    // timeout each, so well under 4 × 1 s plus the DNS.
+    // Each lookup asks all five (in order) and gets nothing from any: at most one
+    // timeout each (only the slow one takes it), so well under 5 × 1 s plus the DNS.
     for address in ["x@loop.test", "y@selfloop.test", "z@nowhere.test"] {
         let t0 = Instant::now();
         assert_eq!(v1(&a, address, None).await, json!({}));
@@ -659,21 +670,14 @@ async fn hostile_remotes_and_dns_loops_cost_a_timeout_at_most() {
     assert_eq!(v1(&a, "local@a.test", None).await["mxid"], "@local:a.test");
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
 
-    let metrics = a
-        .client
-        .get(format!("{}/metrics", a.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics_text().await;
     let port = |base: &str| base.rsplit(':').next().unwrap().to_owned();
     for (base, outcomes) in [
         (&huge, &["bad_answer", "error"][..]),
         (&slow, &["error"][..]),
         (&pepper, &["error", "bad_answer"][..]),
         (&garbage, &["bad_answer", "error"][..]),
+        (&limiting, &["limited"][..]),
     ] {
         let label = format!("remote=\"127.0.0.1:{}\"", port(base));
         assert!(

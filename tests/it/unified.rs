@@ -4,7 +4,7 @@
 //! `third_party_mappings` to B. No address reaches the view in clear.
 
 use crate::common::{client_hash, free_port, TestServer};
-use crate::recursion::{a_homeserver, serve, v1, yaml};
+use crate::recursion::{a_homeserver, federation_of_a, serve, tls_files, v1, yaml};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ struct Fis {
 const PEPPER: &str = "fispepper2";
 const OLD_PEPPER: &str = "fispepper1";
 
-fn error(status: u16, errcode: &str) -> warp::reply::WithStatus<warp::reply::Json> {
+fn error(status: u16, errcode: &str) -> Refusal {
     warp::reply::with_status(
         warp::reply::json(&json!({"errcode": errcode, "error": errcode})),
         warp::http::StatusCode::from_u16(status).unwrap(),
@@ -36,6 +36,30 @@ fn error(status: u16, errcode: &str) -> warp::reply::WithStatus<warp::reply::Jso
 /// own token from `/account/register`.
 fn authorised(auth: &Option<String>) -> bool {
     auth.as_deref().is_none_or(|a| a == "Bearer fis-token")
+}
+
+type Refusal = warp::reply::WithStatus<warp::reply::Json>;
+
+/// A POST with a JSON body and maybe a token.
+fn post_json() -> impl Filter<Extract = (Option<String>, Value), Error = warp::Rejection> + Clone {
+    warp::post()
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::json())
+}
+
+/// Records the body; the service's state if the caller may come in.
+fn recorded<'a>(
+    state: &'a Mutex<Fis>,
+    auth: &Option<String>,
+    body: &Value,
+) -> Result<std::sync::MutexGuard<'a, Fis>, Refusal> {
+    let mut fis = state.lock().unwrap();
+    fis.bodies.push(body.to_string());
+    if authorised(auth) {
+        Ok(fis)
+    } else {
+        Err(error(401, "M_UNAUTHORIZED"))
+    }
 }
 
 async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()>) {
@@ -63,15 +87,12 @@ async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()
         });
     let s = state.clone();
     let push = warp::path!("_matrix" / "identity" / "v2" / "lookups")
-        .and(warp::post())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::json())
+        .and(post_json())
         .map(move |auth: Option<String>, body: Value| {
-            let mut fis = s.lock().unwrap();
-            fis.bodies.push(body.to_string());
-            if !authorised(&auth) {
-                return error(401, "M_UNAUTHORIZED");
-            }
+            let mut fis = match recorded(&s, &auth, &body) {
+                Ok(fis) => fis,
+                Err(refused) => return refused,
+            };
             fis.pushes += 1;
             let Some(mappings) = body["mappings"].as_object().filter(|m| m.len() == 1) else {
                 return error(400, "M_INVALID_PARAM");
@@ -103,15 +124,12 @@ async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()
         });
     let s = state.clone();
     let lookup = warp::path!("_matrix" / "identity" / "v2" / "lookup")
-        .and(warp::post())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::body::json())
+        .and(post_json())
         .map(move |auth: Option<String>, body: Value| {
-            let mut fis = s.lock().unwrap();
-            fis.bodies.push(body.to_string());
-            if !authorised(&auth) {
-                return error(401, "M_UNAUTHORIZED");
-            }
+            let mut fis = match recorded(&s, &auth, &body) {
+                Ok(fis) => fis,
+                Err(refused) => return refused,
+            };
             let addresses: Vec<String> = body["addresses"]
                 .as_array()
                 .into_iter()
@@ -147,19 +165,12 @@ async fn the_unified_view_gets_our_hashes_and_finds_other_servers_users() {
     let fis_state = Arc::new(Mutex::new(Fis::default()));
     let (fis, _fis_task) = fake_fis(fis_state.clone()).await;
     let (hs, _hs_task) = a_homeserver().await;
-    let federation_of_a =
-        format!("dns:\n  overwrite:\n    homeserver:\n      federation:\n        - name: a.test\n          value: {hs}\n");
+    let federation_of_a = federation_of_a(&hs);
 
     // B: over TLS, pushing to the view from a trusted address (no token), with a
     // blacklisted domain that must not be pushed.
     let b_dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
-    std::fs::write(b_dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(
-        b_dir.path().join("key.pem"),
-        cert.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    tls_files(b_dir.path(), "127.0.0.1");
     let b_port = free_port();
     let b_name = format!("127.0.0.1:{b_port}");
     let b_yaml = yaml(
