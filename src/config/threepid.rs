@@ -445,17 +445,23 @@ pub fn read_session(s: &Section<'_, '_>) -> Option<SessionConfig> {
 
 /// `session.policy.validation.forLocal` / `.forRemote` (mxisd 1.x): whether sessions
 /// for that class of 3PID are accepted. mxisd could also hand a session to another
-/// identity server (`toRemote`); that was removed in mxisd 1.3 and ma1sd, and here a
-/// session is always validated by this server, so `toRemote` alone still means "accept".
+/// identity server (`toRemote`, on by default); that was removed in mxisd 1.3 and
+/// ma1sd, and here a session is always validated by this server, so `toRemote` still
+/// means "accept".
 fn read_class(s: &Section<'_, '_>) -> bool {
     let enabled = s.bool("enabled").unwrap_or(true);
-    let to_local = s.bool("toLocal");
+    let to_local = s.bool("toLocal").unwrap_or(true);
     let to_remote = s.section("toRemote");
     let delegate = to_remote.bool("enabled");
     if delegate == Some(true) {
         to_remote.warning(
             "enabled",
             "validation is never handed to another identity server: these 3PIDs are validated here (as ma1sd does)",
+        );
+    } else if enabled && !to_local && delegate.is_none() {
+        s.warning(
+            "toLocal",
+            "false: mxisd 1.x then handed these sessions to another identity server (toRemote is on by default); mxisd validates them here. To refuse them, set enabled: false",
         );
     }
     to_remote.ignored(
@@ -465,7 +471,7 @@ fn read_class(s: &Section<'_, '_>) -> bool {
     to_remote.finish(&[]);
     s.finish(&[]);
     // mxisd refused a class when neither toLocal nor toRemote was left on.
-    enabled && (to_local.unwrap_or(true) || delegate == Some(true))
+    enabled && (to_local || delegate.unwrap_or(true))
 }
 
 pub fn read_view(s: &Section<'_, '_>) -> Option<ViewConfig> {

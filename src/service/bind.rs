@@ -76,6 +76,8 @@ pub async fn bind(
         )));
     }
     let session = session::validated(state, sid, client_secret)?;
+    // The policy may have closed since the session was validated (a reload).
+    session::ensure_class_allowed(state, &session.threepid)?;
     let now = now_ms();
     let entry = BindingEntry {
         origin: Origin::Bind,

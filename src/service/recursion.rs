@@ -59,7 +59,9 @@ struct Remote {
 struct RemoteState {
     api: Option<(Api, Instant)>,
     token: Option<String>,
-    details: Option<HashDetails>,
+    /// The remote's `hash_details` and when they were read (kept [`API_TTL`]: a
+    /// federated identity service never says its pepper changed).
+    details: Option<(HashDetails, Instant)>,
     failures: u32,
     open_until: Option<Instant>,
     /// A half-open breaker lets one call through.
@@ -170,6 +172,12 @@ impl Remote {
             }
             Some(_) => false,
         }
+    }
+
+    /// Ends a half-open breaker's trial that had no outcome (the guard refused the
+    /// call, or the lookup was dropped), so the next call may try again.
+    fn end_trial(&self) {
+        lock(&self.state).probing = false;
     }
 
     fn outcome(&self, config: &RecursionConfig, ok: bool) {
@@ -390,7 +398,10 @@ async fn resolve(
         // targets all failed is not.
         let results: Vec<(Vec<ThreePid>, Option<Answers>)> = futures_util::stream::iter(by_domain)
             .map(|(mail_domain, group)| async move {
-                let bases = servers_of(state, &mail_domain).await;
+                // A DNS failure is not an answer.
+                let Some(bases) = servers_of(state, &mail_domain).await else {
+                    return (group, None);
+                };
                 if bases.is_empty() {
                     return (group, Some(Vec::new()));
                 }
@@ -452,13 +463,13 @@ async fn resolve(
     out
 }
 
-/// The identity servers an e-mail domain publishes, cached; our own domain has none
-/// to ask (we are its server).
-async fn servers_of(state: &Services, mail_domain: &str) -> Vec<String> {
+/// The identity servers an e-mail domain publishes (none: it publishes none), cached;
+/// `None` when DNS could not say.
+async fn servers_of(state: &Services, mail_domain: &str) -> Option<Vec<String>> {
     let now = Instant::now();
     if let Some((bases, until)) = lock(&state.recursion.domains).get(mail_domain) {
         if *until > now {
-            return bases.clone();
+            return Some(bases.clone());
         }
     }
     match state.federation.identity_servers_of(mail_domain).await {
@@ -473,11 +484,11 @@ async fn servers_of(state: &Services, mail_domain: &str) -> Vec<String> {
                 domains.clear();
             }
             domains.insert(mail_domain.to_owned(), (bases.clone(), now + ttl));
-            bases
+            Some(bases)
         }
         Err(e) => {
             tracing::debug!(error = %e, "no identity server found in DNS for an e-mail domain");
-            Vec::new()
+            None
         }
     }
 }
@@ -497,6 +508,13 @@ async fn ask(
         state.metrics.remote_call(label, "skipped", 1);
         return None;
     }
+    struct Trial<'a>(&'a Remote);
+    impl Drop for Trial<'_> {
+        fn drop(&mut self) {
+            self.0.end_trial();
+        }
+    }
+    let _trial = Trial(&remote);
     let work = async {
         let _slot = remote
             .slots

@@ -1236,12 +1236,12 @@ async fn the_session_policy_refuses_local_or_remote_3pids_by_class() {
     assert!(sink.try_next().await.is_none());
 
     // The other way round: everyone but the organisation's own users (toLocal off and no
-    // remote server to hand them to is mxisd's "refused" too).
+    // remote server to hand them to is mxisd's "refused" too; toRemote was on by default).
     let sink = SmtpSink::start(None).await;
     let s = server(
         &sink,
         &hs,
-        "session:\n  policy:\n    validation:\n      forLocal:\n        toLocal: false\n",
+        "session:\n  policy:\n    validation:\n      forLocal:\n        toLocal: false\n        toRemote:\n          enabled: false\n",
     )
     .await;
     let alice = s.register("example.org", "alice").await;

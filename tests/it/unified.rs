@@ -13,6 +13,9 @@ use warp::Filter;
 
 #[derive(Default)]
 struct Fis {
+    /// Its current and previous peppers (Twake keeps one previous).
+    pepper: String,
+    old_pepper: String,
     /// (hash, server, pepper) rows pushed by identity servers.
     rows: Vec<(String, String, String)>,
     /// Every request body it was sent.
@@ -24,6 +27,7 @@ struct Fis {
 
 const PEPPER: &str = "fispepper2";
 const OLD_PEPPER: &str = "fispepper1";
+const NEW_PEPPER: &str = "fispepper3";
 
 fn error(status: u16, errcode: &str) -> Refusal {
     warp::reply::with_status(
@@ -63,7 +67,11 @@ fn recorded<'a>(
 }
 
 async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()>) {
-    let direct = client_hash("direct@fis.test", "email", PEPPER);
+    {
+        let mut fis = state.lock().unwrap();
+        fis.pepper = PEPPER.into();
+        fis.old_pepper = OLD_PEPPER.into();
+    }
     let status = warp::path!("_matrix" / "identity" / "v2").map(|| warp::reply::json(&json!({})));
     let s = state.clone();
     let register = warp::path!("_matrix" / "identity" / "v2" / "account" / "register")
@@ -73,15 +81,19 @@ async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()
             s.lock().unwrap().bodies.push(body.to_string());
             warp::reply::json(&json!({"token": "fis-token"}))
         });
+    let s = state.clone();
     let details = warp::path!("_matrix" / "identity" / "v2" / "hash_details")
         .and(warp::header::optional::<String>("authorization"))
-        .map(|auth: Option<String>| {
+        .map(move |auth: Option<String>| {
             if !authorised(&auth) {
                 return error(401, "M_UNAUTHORIZED");
             }
+            let fis = s.lock().unwrap();
             warp::reply::with_status(
-                warp::reply::json(&json!({"algorithms": ["sha256"], "lookup_pepper": PEPPER,
-                    "alt_lookup_peppers": [OLD_PEPPER]})),
+                warp::reply::json(
+                    &json!({"algorithms": ["sha256"], "lookup_pepper": fis.pepper,
+                    "alt_lookup_peppers": [fis.old_pepper]}),
+                ),
                 warp::http::StatusCode::OK,
             )
         });
@@ -98,6 +110,9 @@ async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()
                 return error(400, "M_INVALID_PARAM");
             };
             let pepper = body["pepper"].as_str().unwrap_or_default().to_owned();
+            // Twake drops the pusher's rows of peppers it no longer has.
+            let (current, old) = (fis.pepper.clone(), fis.old_pepper.clone());
+            fis.rows.retain(|(_, _, p)| *p == current || *p == old);
             let mut duplicate = false;
             for (server, hashes) in mappings {
                 for h in hashes.as_array().into_iter().flatten() {
@@ -143,6 +158,7 @@ async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()
             }
             let mut mappings = serde_json::Map::new();
             let mut elsewhere: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let direct = client_hash("direct@fis.test", "email", &fis.pepper);
             for a in addresses {
                 if a == direct {
                     mappings.insert(a, json!("@direct:fis.test"));
@@ -218,6 +234,34 @@ async fn the_unified_view_gets_our_hashes_and_finds_other_servers_users() {
     let view = &status.body["unified_view"];
     assert_eq!(view["threepids"], 2, "{}", status.body);
     assert_eq!(view["error"], Value::Null, "{}", status.body);
+
+    // The view rotates its pepper (Twake does daily, silently): B's next round reads
+    // it and pushes under the new one; the oldest one's rows are gone.
+    {
+        let mut fis = fis_state.lock().unwrap();
+        fis.old_pepper = PEPPER.into();
+        fis.pepper = NEW_PEPPER.into();
+    }
+    let mut expected: Vec<(String, String, String)> = Vec::new();
+    for pepper in [NEW_PEPPER, PEPPER] {
+        for (address, medium) in [("bob@b.test", "email"), ("447700900123", "msisdn")] {
+            expected.push((
+                client_hash(address, medium, pepper),
+                b_name.clone(),
+                pepper.to_owned(),
+            ));
+        }
+    }
+    expected.sort();
+    for _ in 0..100 {
+        rows = fis_state.lock().unwrap().rows.clone();
+        rows.sort();
+        if rows == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows, expected);
 
     // A: asks the view (with an account opened by an OpenID token of its homeserver),
     // then B where the view says, with B's pepper. No DNS, no forward servers.

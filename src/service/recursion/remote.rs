@@ -129,17 +129,22 @@ pub(super) async fn v2_session(
             Some(t)
         }
     };
-    let details = match details {
-        Some(d) => d,
+    let details = match details.filter(|(_, at)| at.elapsed() < API_TTL) {
+        Some((d, _)) => d,
         None => {
             let d = fed
                 .identity_hash_details(&remote.base, token.as_deref(), config.timeout)
                 .await?;
-            lock(&remote.state).details = Some(d.clone());
+            lock(&remote.state).details = Some((d.clone(), Instant::now()));
             d
         }
     };
     Ok((token, details))
+}
+
+/// Forgets `remote`'s hash details (its pepper changed, or is about to be read anew).
+pub(super) fn forget_details(remote: &Remote) {
+    lock(&remote.state).details = None;
 }
 
 /// Forgets our account at `remote` (refused) and what it said with it.
@@ -229,7 +234,7 @@ async fn ask_v2(
             }
             Some(RemoteError::InvalidPepper) if !repeppered => {
                 repeppered = true;
-                lock(&remote.state).details = None;
+                forget_details(remote);
             }
             Some(e) => return Err(e),
         }

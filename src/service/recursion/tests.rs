@@ -36,6 +36,11 @@ fn breakers_open_after_failures_and_let_one_trial_through() {
     assert!(remote.admit());
     assert!(!remote.admit());
     assert_eq!(r.status()[0].breaker, "half-open");
+    // A trial without an outcome (the guard refused it, or the lookup was dropped)
+    // lets the next call try.
+    remote.end_trial();
+    assert!(remote.admit());
+    assert!(!remote.admit());
     remote.outcome(&c, true);
     assert_eq!(r.status()[0].breaker, "closed");
     assert!(remote.admit());

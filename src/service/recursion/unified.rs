@@ -5,7 +5,7 @@
 //! (`third_party_mappings`); those are asked with hashes too. No address goes to the
 //! view, or to a server it names, in clear.
 
-use super::remote::{forget_account, remote_hash, v2_session};
+use super::remote::{forget_account, forget_details, remote_hash, v2_session};
 use super::{ask, lock, Found, Reply, Via};
 use crate::config::recursion::{LeavePolicy, RecursionConfig, UnifiedView};
 use crate::federation::identity::RemoteError;
@@ -14,18 +14,30 @@ use crate::service::Services;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Hashes in one push (Twake reads JSON bodies of limited size).
 const PUSH_CHUNK: usize = 1_000;
 
-/// What the view has taken: per pepper, a fingerprint of each hash; and how the last
-/// round went.
+/// What the view has taken: per pepper, a fingerprint of each hash, for one view and
+/// name since one time; and how the last round went.
 #[derive(Default)]
 pub(super) struct Pushes {
-    taken: Mutex<HashMap<String, HashSet<u64>>>,
+    taken: Mutex<Taken>,
     last: Mutex<Option<PushStatus>>,
 }
+
+#[derive(Default)]
+struct Taken {
+    /// The view's base URL and our name in it.
+    basis: (String, String),
+    since: Option<Instant>,
+    by_pepper: HashMap<String, HashSet<u64>>,
+}
+
+/// Everything is sent again this often: a 500 from Twake may have been an outage
+/// rather than duplicates, and what it lost comes back.
+const REFRESH: Duration = Duration::from_secs(86_400);
 
 /// The last push to the unified view, for `/status`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -96,40 +108,57 @@ pub(super) async fn ask_view(
 }
 
 /// Pushes to the view every `federation.unifiedView.push.every`, the first time at
-/// start. Reads the config at each round, so a reload applies.
+/// start. Reads the config at each tick (at most 30 s apart), so a reload applies; a
+/// round in progress ends with the server.
 pub async fn push_task(state: Services, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut last: Option<Instant> = None;
     loop {
         let config = state.config().lookup.recursive.clone();
-        let every = config.unified.as_ref().and_then(|v| v.push_every);
-        if let (Some(view), Some(_)) = (config.unified.as_ref(), every) {
-            let status = match push(&state, &config, view).await {
-                Ok((threepids, sent)) => {
-                    tracing::info!(threepids, sent, "pushed our hashes to the unified view");
-                    PushStatus {
-                        server: view.server.clone(),
-                        at_ms: now_ms(),
-                        threepids,
-                        sent,
-                        error: None,
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(server = %view.server, error = %e, "pushing our hashes to the unified view failed; trying again next round");
-                    let before = state.recursion.push_status();
-                    PushStatus {
-                        server: view.server.clone(),
-                        at_ms: now_ms(),
-                        threepids: before.map_or(0, |b| b.threepids),
-                        sent: 0,
-                        error: Some(e),
-                    }
-                }
-            };
-            *lock(&state.recursion.pushes.last) = Some(status);
+        let due = config
+            .unified
+            .as_ref()
+            .and_then(|view| Some((view, view.push_every?)));
+        let mut tick = Duration::from_secs(30);
+        if let Some((view, every)) = due {
+            tick = tick.min(every);
+            if last.is_none_or(|t| t.elapsed() >= every) {
+                let status = tokio::select! {
+                    status = push_round(&state, &config, view) => status,
+                    _ = shutdown.changed() => return,
+                };
+                *lock(&state.recursion.pushes.last) = Some(status);
+                last = Some(Instant::now());
+            }
         }
         tokio::select! {
-            _ = tokio::time::sleep(every.unwrap_or(Duration::from_secs(60))) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One round, as `/status` shows it.
+async fn push_round(state: &Services, config: &RecursionConfig, view: &UnifiedView) -> PushStatus {
+    match push(state, config, view).await {
+        Ok((threepids, sent)) => {
+            tracing::info!(threepids, sent, "pushed our hashes to the unified view");
+            PushStatus {
+                server: view.server.clone(),
+                at_ms: now_ms(),
+                threepids,
+                sent,
+                error: None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(server = %view.server, error = %e, "pushing our hashes to the unified view failed; trying again next round");
+            PushStatus {
+                server: view.server.clone(),
+                at_ms: now_ms(),
+                threepids: state.recursion.push_status().map_or(0, |b| b.threepids),
+                sent: 0,
+                error: Some(e),
+            }
         }
     }
 }
@@ -148,6 +177,19 @@ async fn push(
     let remote = state.recursion.remote(&view.server);
     let me = publish_name(state, view);
     let label = super::label_of(&view.server);
+    {
+        let mut taken = lock(&state.recursion.pushes.taken);
+        let basis = (view.server.clone(), me.clone());
+        if taken.basis != basis || taken.since.is_none_or(|t| t.elapsed() >= REFRESH) {
+            *taken = Taken {
+                basis,
+                since: Some(Instant::now()),
+                by_pepper: HashMap::new(),
+            };
+        }
+    }
+    // Each round reads its peppers anew (Twake rotates daily and never says so).
+    forget_details(&remote);
     let mut renewed = false;
     'round: loop {
         let (token, details) = match v2_session(state, config, &remote).await {
@@ -187,9 +229,12 @@ async fn push(
                     )
                     .await
                 {
+                    // Twake's 500 for hashes it already has counts as taken too
+                    // (the daily refresh covers a 500 that was an outage).
                     Ok(_) => {
                         let mut taken = lock(&state.recursion.pushes.taken);
                         taken
+                            .by_pepper
                             .entry(pepper.clone())
                             .or_default()
                             .extend(chunk.iter().map(|(f, _)| *f));
@@ -203,14 +248,16 @@ async fn push(
                     }
                     Err(RemoteError::InvalidPepper) => {
                         // Rotated meanwhile: the next round uses the new one.
-                        lock(&remote.state).details = None;
+                        forget_details(&remote);
                         break;
                     }
                     Err(e) => return Err(e.to_string()),
                 }
             }
         }
-        lock(&state.recursion.pushes.taken).retain(|p, _| peppers.contains(p));
+        lock(&state.recursion.pushes.taken)
+            .by_pepper
+            .retain(|p, _| peppers.contains(p));
         return Ok((threepids, sent));
     }
 }
@@ -240,7 +287,7 @@ fn hashes_to_push(
     let todo = peppers
         .iter()
         .map(|pepper| {
-            let taken = taken.get(pepper).unwrap_or(&empty);
+            let taken = taken.by_pepper.get(pepper).unwrap_or(&empty);
             let list = threepids
                 .iter()
                 .filter_map(|t| {
