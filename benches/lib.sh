@@ -11,6 +11,19 @@ wait_port() {
   echo "nothing listens on $1" >&2; return 1
 }
 
+# work_dir: a temp directory $WORK and a list $PIDS of background processes, both
+# gone when the script exits.
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+work_dir() {
+  WORK=$(mktemp -d)
+  PIDS=()
+  trap cleanup EXIT
+}
+
 need_wrk() {
   command -v wrk >/dev/null 2>&1 && return 0
   echo "installing wrk" >&2

@@ -43,14 +43,7 @@ cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/mxisd"
 T0=$(date +%s)
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+work_dir
 
 # --- helpers ------------------------------------------------------------------------
 

@@ -39,14 +39,7 @@ command -v python3 >/dev/null || { echo "python3 is needed to generate the data"
 cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/mxisd"
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+work_dir
 
 # The stand-in homeserver's client-server API: any token is @bench:localhost; its user
 # directory has one user, whatever the term.

@@ -176,6 +176,40 @@ async fn fake_fis(state: Arc<Mutex<Fis>>) -> (String, tokio::task::JoinHandle<()
     serve(status.or(register).or(details).or(push).or(lookup)).await
 }
 
+type Row = (String, String, String);
+
+/// The rows B's two allowed 3PIDs make under `peppers`, sorted.
+fn rows_of(b_name: &str, peppers: [&str; 2]) -> Vec<Row> {
+    let mut rows: Vec<Row> = peppers
+        .iter()
+        .flat_map(|pepper| {
+            [("bob@b.test", "email"), ("447700900123", "msisdn")].map(|(address, medium)| {
+                (
+                    client_hash(address, medium, pepper),
+                    b_name.to_owned(),
+                    (*pepper).to_owned(),
+                )
+            })
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The view's rows once they are `expected` (bounded: 100 × 100 ms), sorted.
+async fn rows_when(fis: &Mutex<Fis>, expected: &[Row]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = fis.lock().unwrap().rows.clone();
+        rows.sort();
+        if rows == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rows
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unified_view_gets_our_hashes_and_finds_other_servers_users() {
     let fis_state = Arc::new(Mutex::new(Fis::default()));
@@ -205,26 +239,8 @@ async fn the_unified_view_gets_our_hashes_and_finds_other_servers_users() {
     b.bind("email", "x@hidden.test", "@x:b.test").await;
 
     // B's next round pushes both allowed 3PIDs under both of the view's peppers.
-    let mut expected: Vec<(String, String, String)> = Vec::new();
-    for pepper in [PEPPER, OLD_PEPPER] {
-        for (address, medium) in [("bob@b.test", "email"), ("447700900123", "msisdn")] {
-            expected.push((
-                client_hash(address, medium, pepper),
-                b_name.clone(),
-                pepper.to_owned(),
-            ));
-        }
-    }
-    expected.sort();
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        rows = fis_state.lock().unwrap().rows.clone();
-        rows.sort();
-        if rows.len() >= expected.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let expected = rows_of(&b_name, [PEPPER, OLD_PEPPER]);
+    let rows = rows_when(&fis_state, &expected).await;
     assert_eq!(rows, expected);
     // Only new hashes are sent: later rounds send nothing.
     let pushes = fis_state.lock().unwrap().pushes;
@@ -242,25 +258,8 @@ async fn the_unified_view_gets_our_hashes_and_finds_other_servers_users() {
         fis.old_pepper = PEPPER.into();
         fis.pepper = NEW_PEPPER.into();
     }
-    let mut expected: Vec<(String, String, String)> = Vec::new();
-    for pepper in [NEW_PEPPER, PEPPER] {
-        for (address, medium) in [("bob@b.test", "email"), ("447700900123", "msisdn")] {
-            expected.push((
-                client_hash(address, medium, pepper),
-                b_name.clone(),
-                pepper.to_owned(),
-            ));
-        }
-    }
-    expected.sort();
-    for _ in 0..100 {
-        rows = fis_state.lock().unwrap().rows.clone();
-        rows.sort();
-        if rows == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let expected = rows_of(&b_name, [NEW_PEPPER, PEPPER]);
+    let rows = rows_when(&fis_state, &expected).await;
     assert_eq!(rows, expected);
 
     // A: asks the view (with an account opened by an OpenID token of its homeserver),
