@@ -447,3 +447,45 @@ fn every_ma1sd_key_is_used_or_explained() {
         assert!(!p.contains("unknown key"), "{p}");
     }
 }
+
+#[test]
+fn the_unified_view_and_the_breaker_are_read_and_checked() {
+    let c = load(&format!(
+        "{MINIMAL}federation:\n  unifiedView:\n    server: https://fis.example.net/\n    push:\n      every: 5m\nlookup:\n  recursive:\n    breaker:\n      failures: 5\n      open: 1m\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = &c.lookup.recursive;
+    let view = r.unified.as_ref().expect("the view is configured");
+    assert_eq!(view.server, "https://fis.example.net");
+    assert_eq!(view.publish_as, None);
+    assert_eq!(view.push_every, Some(Duration::from_secs(300)));
+    assert!(view.lookup);
+    assert_eq!(
+        (r.breaker_failures, r.breaker_open),
+        (5, Duration::from_secs(60))
+    );
+    assert!(load(MINIMAL).unwrap().lookup.recursive.unified.is_none());
+
+    let e = load(&format!(
+        "{MINIMAL}federation:\n  unifiedView:\n    server: fis.example.net\n    publishAs: id.example.org\n    push:\n      every: 0s\nlookup:\n  recursive:\n    breaker:\n      failures: 0\n      open: 2h\n"
+    ))
+    .unwrap_err()
+    .problems;
+    for key in [
+        "federation.unifiedView.server",
+        "federation.unifiedView.publishAs",
+        "federation.unifiedView.push.every",
+        "lookup.recursive.breaker.failures",
+        "lookup.recursive.breaker.open",
+    ] {
+        assert!(e.iter().any(|p| p.starts_with(key)), "{key} not in {e:#?}");
+    }
+    // Pushing off: no interval is checked or kept.
+    let off = load(&format!(
+        "{MINIMAL}federation:\n  unifiedView:\n    server: https://fis.example.net\n    publishAs: 'id.example.org:8443'\n    push:\n      enabled: false\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let view = off.lookup.recursive.unified.as_ref().unwrap();
+    assert_eq!(view.push_every, None);
+    assert_eq!(view.publish_as.as_deref(), Some("id.example.org:8443"));
+}
