@@ -73,6 +73,14 @@ impl ThreePid {
     pub fn address(&self) -> &str {
         &self.address
     }
+
+    /// The domain of an e-mail address (none for a phone number).
+    pub fn email_domain(&self) -> Option<&str> {
+        match self.medium {
+            Medium::Email => self.address.rsplit_once('@').map(|(_, d)| d),
+            Medium::Msisdn => None,
+        }
+    }
 }
 
 fn normalise_email(address: &str) -> Result<String, AddressError> {

@@ -8,7 +8,7 @@
 //! Decisions fail closed: an address that cannot be read, or a sender whose token the
 //! homeserver cannot vouch for, is refused, never passed on unchecked.
 
-use crate::config::policy::{domain_matches, Patterns, RegisterPolicy};
+use crate::config::policy::{domain_matches, RegisterPolicy};
 use crate::error::{ErrCode, Error};
 use crate::federation::RawResponse;
 use crate::model::{Medium, ThreePid};
@@ -40,10 +40,11 @@ pub fn decide(policy: &RegisterPolicy, threepid: &ThreePid, invited: bool) -> De
         return Decision::Invited;
     }
     let address = threepid.address();
-    let (patterns, domain): (&Patterns, Option<&str>) = match threepid.medium() {
-        Medium::Email => (&policy.email, address.rsplit_once('@').map(|(_, d)| d)),
-        Medium::Msisdn => (&policy.msisdn, None),
+    let patterns = match threepid.medium() {
+        Medium::Email => &policy.email,
+        Medium::Msisdn => &policy.msisdn,
     };
+    let domain = threepid.email_domain();
     let listed = |regexes: &[regex::Regex], domains: &[String]| {
         regexes.iter().any(|r| r.is_match(address))
             || domain.is_some_and(|d| domains.iter().any(|e| domain_matches(e, d)))

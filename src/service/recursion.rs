@@ -386,11 +386,8 @@ async fn resolve(
     }
     if config.dns && !pending.is_empty() {
         let mut by_domain: HashMap<String, Vec<ThreePid>> = HashMap::new();
-        for t in pending
-            .iter()
-            .filter(|t| t.medium() == Medium::Email && !fresh.contains_key(*t))
-        {
-            if let Some((_, d)) = t.address().rsplit_once('@') {
+        for t in pending.iter().filter(|t| !fresh.contains_key(*t)) {
+            if let Some(d) = t.email_domain() {
                 by_domain.entry(d.to_owned()).or_default().push(t.clone());
             }
         }

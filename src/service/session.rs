@@ -117,11 +117,9 @@ pub fn ensure_enabled(state: &Services) -> Result<(), Error> {
 /// address of `matrix.domain` (mxisd's rule; phone numbers are always remote).
 pub fn ensure_class_allowed(state: &Services, threepid: &ThreePid) -> Result<(), Error> {
     let config = state.config();
-    let local = threepid.medium() == Medium::Email
-        && threepid
-            .address()
-            .rsplit_once('@')
-            .is_some_and(|(_, d)| d.eq_ignore_ascii_case(&config.matrix.domain));
+    let local = threepid
+        .email_domain()
+        .is_some_and(|d| d.eq_ignore_ascii_case(&config.matrix.domain));
     let (allowed, class) = if local {
         (
             config.session.for_local,
