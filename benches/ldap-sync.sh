@@ -97,14 +97,12 @@ PY
 PIDS+=($!)
 wait_port "$HS_PORT"
 
-PORT=$(free_port); ADMIN=$(free_port)
+PORT=$(free_port)
 cat > "$WORK/mxisd.yaml" <<YAML
 matrix:
   domain: example.org
 server:
   port: $PORT
-  admin:
-    port: $ADMIN
 storage:
   path: state
 rateLimit:

@@ -10,6 +10,14 @@ wait_port() {
   done
   echo "nothing listens on $1" >&2; return 1
 }
+# Waits for a server's admin socket (the CLI's way in): wait_admin STATE_DIR
+wait_admin() {
+  for _ in $(seq 1 400); do
+    [ -S "$1/admin.sock" ] && return 0
+    sleep 0.05
+  done
+  echo "no admin socket in $1" >&2; return 1
+}
 
 # work_dir: a temp directory $WORK and a list $PIDS of background processes, both
 # gone when the script exits.

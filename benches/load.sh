@@ -57,8 +57,6 @@ matrix:
   domain: localhost
 server:
   port: 0
-  admin:
-    port: 0
 storage:
   path: state
   cacheSize: $CACHE
@@ -77,15 +75,15 @@ dns:
         - name: localhost
           value: http://127.0.0.1:$HS_PORT
 YAML
-  PORT=$(free_port); ADMIN=$(free_port)
+  PORT=$(free_port)
   start_server() {
-    (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN RUST_LOG="${LOG:-warn}" \
+    (cd "$DIR" && MXISD_SERVER_PORT=$PORT RUST_LOG="${LOG:-warn}" \
        exec "$BIN" run -c mxisd.yaml 2>>"$DIR/server.log") &
     PID=$!; PIDS+=($PID)
-    wait_port "$PORT"; wait_port "$ADMIN"
+    wait_port "$PORT"; wait_admin "$DIR/state"
   }
   start_server
-  cli() { (cd "$DIR" && MXISD_SERVER_PORT=$PORT MXISD_SERVER_ADMIN_PORT=$ADMIN "$BIN" "$@" -c mxisd.yaml); }
+  cli() { (cd "$DIR" && MXISD_SERVER_PORT=$PORT "$BIN" "$@" -c mxisd.yaml); }
 
   python3 -c "
 import sys

@@ -99,7 +99,7 @@ launch() {
   printf -v "PID_$name" '%s' "$!"
   wait_port "${!port}" || { cat "$dir/server.log" >&2; exit 1; }
   wait_port "${!metrics}"
-  for _ in $(seq 1 200); do [ -S "$dir/state/admin.sock" ] && break; sleep 0.05; done
+  wait_admin "$dir/state"
 }
 stop() { local pid="PID_$1"; kill -TERM "${!pid}" 2>/dev/null || true; wait "${!pid}" 2>/dev/null || true; }
 cli() { local name=$1; shift; "$BIN" "$@" -c "$WORK/$name/mxisd.yaml"; }

@@ -112,7 +112,7 @@ PY
     [ "$mode" = merged ] && [ "$N" -gt 100000 ] && continue
     merged=false; [ "$mode" = merged ] && merged=true
     cache=10000; [ "$mode" = uncached ] && cache=0
-    PORT=$(free_port); ADMIN=$(free_port)
+    PORT=$(free_port)
     cat > "$DIR/mxisd.yaml" <<YAML
 matrix:
   domain: localhost
@@ -120,8 +120,6 @@ matrix:
     url: http://127.0.0.1:$HS_PORT
 server:
   port: $PORT
-  admin:
-    port: $ADMIN
 storage:
   path: state-$mode
 file:
@@ -137,7 +135,7 @@ YAML
     cli() { (cd "$DIR" && "$BIN" "$@" --json -c mxisd.yaml); }
     (cd "$DIR" && RUST_LOG=warn exec "$BIN" run -c mxisd.yaml 2>>"$DIR/server.log") &
     PID=$!; PIDS+=($PID)
-    wait_port "$PORT"
+    wait_port "$PORT"; wait_admin "$DIR/state-$mode"
     field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d['sources'][0].get('$1'))"; }
     T0=$(date +%s.%N)
     for _ in $(seq 1 6000); do

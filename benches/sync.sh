@@ -32,14 +32,12 @@ PY
   mv "$WORK/users.yaml.tmp" "$WORK/users.yaml"
 }
 gen 0
-PORT=$(free_port); ADMIN=$(free_port)
+PORT=$(free_port)
 cat > "$WORK/mxisd.yaml" <<YAML
 matrix:
   domain: example.org
 server:
   port: $PORT
-  admin:
-    port: $ADMIN
 storage:
   path: state
 file:
