@@ -5,9 +5,14 @@
 # ports in a temp directory, seeds that many bindings with `mxisd bindings import`
 # (timed), registers an account through a stand-in homeserver on 127.0.0.1, then runs
 # wrk for DURATION on:
+#   - a bare warp server answering {} (benches/bare_warp.rs: the HTTP stack's own rate)
 #   - GET /_matrix/identity/v2
-#   - POST /_matrix/identity/v2/lookup with 1 hash, with 100 hashes, with 1000 hashes
+#   - POST /_matrix/identity/v2/lookup with 1 hash, with 100 hashes, with 1000 hashes,
+#     a different random set of addresses in every request (as homeservers send them:
+#     nine in ten bound), drawn from a pool of up to 100k hashes
 # and prints requests/s, p50/p99 latency and the server's RSS, then stops the server.
+# The batch of 1000 on one connection is measured twice: right after the bulk import
+# (no restart) and after a restart.
 #
 #   benches/load.sh
 #   SIZES=100000 DURATION=5s benches/load.sh
@@ -32,6 +37,8 @@ need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
 cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/mxisd"
+BARE=$(cargo bench --locked --no-run --bench bare_warp 2>&1 | sed -n 's/.*(\(.*bare_warp-[0-9a-f]*\)).*/\1/p' | tail -1)
+[ -x "$BARE" ] || { echo "cannot build benches/bare_warp.rs" >&2; exit 1; }
 
 work_dir
 
@@ -102,26 +109,49 @@ with open('$DIR/bindings.tsv', 'w') as f:
   PEPPER=$(curl -s "http://127.0.0.1:$PORT/_matrix/identity/v2/hash_details" -H "Authorization: Bearer $TOKEN" \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["lookup_pepper"])')
 
-  for k in 1 100 1000; do
-    python3 - "$N" "$k" "$PEPPER" "$TOKEN" > "$DIR/lookup$k.lua" <<'PY'
-import base64, hashlib, json, random, sys
-n, k, pepper, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-rnd = random.Random(k)
-# Nine in ten addresses are bound, one in ten is not (the single-hash body is a bound one).
-addrs = [f"user{rnd.randrange(n)}@example.org" if i % 10 != 9 else f"stranger{i}@example.net" for i in range(k)]
-hashes = [base64.urlsafe_b64encode(hashlib.sha256(f"{a} email {pepper}".encode()).digest()).decode().rstrip("=") for a in addrs]
-body = json.dumps({"algorithm": "sha256", "pepper": pepper, "addresses": hashes})
-print('wrk.method = "POST"')
-print('wrk.headers["Content-Type"] = "application/json"')
-print(f'wrk.headers["Authorization"] = "Bearer {token}"')
-print(f"wrk.body = {json.dumps(body)}")
+  # A pool of hashes (nine in ten bound), from which every request draws its own set.
+  python3 - "$N" "$PEPPER" > "$DIR/pool.lua" <<'PY'
+import base64, hashlib, random, sys
+n, pepper = int(sys.argv[1]), sys.argv[2]
+rnd = random.Random(7)
+size = min(n, 100000)
+addrs = [f"user{rnd.randrange(n)}@example.org" if i % 10 != 9 else f"stranger{i}@example.net" for i in range(size)]
+print("pool = {")
+for a in addrs:
+    h = base64.urlsafe_b64encode(hashlib.sha256(f"{a} email {pepper}".encode()).digest()).decode().rstrip("=")
+    print(f'"{h}",')
+print("}")
 PY
+  for k in 1 100 1000; do
+    cat > "$DIR/lookup$k.lua" <<LUA
+dofile("$DIR/pool.lua")
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local threads = 0
+setup = function(thread) threads = threads + 1; thread:set("id", threads) end
+init = function(args) math.randomseed(os.time() * 1000 + (id or 0)) end
+request = function()
+  local picked = {}
+  for i = 1, $k do picked[i] = pool[math.random(#pool)] end
+  local body = '{"algorithm":"sha256","pepper":"$PEPPER","addresses":["' .. table.concat(picked, '","') .. '"]}'
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
   done
+  # Right after the bulk import, without a restart: sled's write path still warm.
+  run_wrk "1000 hashes, 1 connection, right after the import" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1000.lua" 1
+  echo "  RSS then: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), RssAnon $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status")"
   # Measure a serving server: restart after the bulk import, then warm the cache the
   # way a running server is warm.
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
   start_server
   wrk -t1 -c8 -d2s -s "$DIR/lookup1000.lua" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" >/dev/null
+  BARE_PORT=$(free_port)
+  BARE_WARP_PORT=$BARE_PORT "$BARE" & BARE_PID=$!; PIDS+=($BARE_PID)
+  wait_port "$BARE_PORT"
+  run_wrk "bare warp, {}" "http://127.0.0.1:$BARE_PORT/"
+  kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
   run_wrk "GET /v2" "http://127.0.0.1:$PORT/_matrix/identity/v2"
   run_wrk "lookup, 1 hash" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1.lua"
   run_wrk "lookup, 100 hashes" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua"
@@ -129,6 +159,7 @@ PY
   # Latency of one request on its own: one connection, no queueing behind others.
   run_wrk "100 hashes, 1 connection" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua" 1
   run_wrk "1000 hashes, 1 connection" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1000.lua" 1
+  echo "  server RSS after the runs: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), RssAnon $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status")"
   echo "  server RSS: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), store on disk: $(du -sh "$DIR/state/store" | cut -f1)"
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
 done

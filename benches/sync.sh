@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Sync benchmark of a release build: a file source of N users (default 100000, two 3PIDs
 # each). Prints the initial sync, a resync with no change, a resync with 1 % of the
-# users changed, and the server's peak and current RSS.
+# users changed, the server's peak RSS and its RssAnon once settled; then the same 1 %
+# resync with a busy loop on every core (started here), and the rate of v1 lookups (a
+# random user each, wrk, 8 connections) idle, during back-to-back unchanged resyncs and
+# during a resync that changes every user.
 #
 #   benches/sync.sh
 #   N=20000 benches/sync.sh
@@ -12,22 +15,24 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/mxisd"
+# MXISD_BIN: measure that binary instead of building one.
+if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
+  cargo build --release --locked --quiet
+  BIN="$CARGO_TARGET_DIR/release/mxisd"
+fi
 WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 . benches/lib.sh
 
-gen() { # changed-fraction-seed
-  python3 - "$N" "$1" > "$WORK/users.yaml.tmp" <<'PY'
+gen() { # seed [phone-prefix]: with a seed every hundredth user has a new e-mail address
+  python3 - "$N" "$1" "${2:-1202}" > "$WORK/users.yaml.tmp" <<'PY'
 import sys
-n, seed = int(sys.argv[1]), int(sys.argv[2])
+n, seed, phone = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 for i in range(n):
-    # With a seed, every hundredth user has a new address.
     tag = f"-{seed}" if seed and i % 100 == 0 else ""
-    print(f"- username: user{i}\n  threepids:\n    - {{medium: email, address: user{i}{tag}@example.org}}\n    - {{medium: msisdn, address: '+1202{i:07d}'}}")
+    print(f"- username: user{i}\n  threepids:\n    - {{medium: email, address: user{i}{tag}@example.org}}\n    - {{medium: msisdn, address: '+{phone}{i:07d}'}}")
 PY
   mv "$WORK/users.yaml.tmp" "$WORK/users.yaml"
 }
@@ -59,5 +64,42 @@ echo "== file source, $N users, $((2 * N)) bindings ($(nproc) cores)"
 echo "  initial sync:        $(cli sync status | field duration_ms) ms"
 echo "  resync, no change:   $(cli sync --source file | field duration_ms) ms"
 gen 1
-echo "  resync, 1 % changed: $(cli sync --source file | field duration_ms) ms ($(cli sync status | field added) added, $(cli sync status | field removed) removed)"
+IDLE_MS=$(cli sync --source file | field duration_ms)
+echo "  resync, 1 % changed: $IDLE_MS ms ($(cli sync status | field added) added, $(cli sync status | field removed) removed)"
 echo "  server RSS: peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), now $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status")"
+sleep 5
+echo "  RssAnon once settled: $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status"), RssFile $(awk '/RssFile/ {print $2 " " $3}' "/proc/$PID/status")"
+
+# The same 1 % resync with every core kept busy by another process.
+LOOPS=()
+for _ in $(seq 1 "$(nproc)"); do (while :; do :; done) & LOOPS+=($!); done
+gen 2
+BUSY_MS=$(cli sync --source file | field duration_ms)
+kill "${LOOPS[@]}" 2>/dev/null; wait "${LOOPS[@]}" 2>/dev/null || true
+echo "  resync, 1 % changed, every core busy: $BUSY_MS ms ($(python3 -c "print(f'{$BUSY_MS / max($IDLE_MS, 1):.2f}')")× idle)"
+
+# Lookups during resyncs (v1, unauthenticated: a random synced e-mail each request).
+need_wrk
+cat > "$WORK/lookup.lua" <<LUA
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/_matrix/identity/api/v1/lookup?medium=email&address=user" .. math.random(1, $N - 1) .. "@example.org")
+end
+LUA
+rate() { wrk -t1 -c8 -d"${1:-5s}" -s "$WORK/lookup.lua" "http://127.0.0.1:$PORT" | awk '/Requests\/sec/ {print int($2)}'; }
+IDLE=$(rate)
+echo "  lookups idle: $IDLE req/s"
+( end=$((SECONDS + 6)); while [ $SECONDS -lt $end ]; do cli sync --source file >/dev/null; done ) &
+LOOP=$!
+DURING=$(rate)
+wait "$LOOP" || true
+echo "  lookups during unchanged resyncs: $DURING req/s ($(python3 -c "print(f'{$DURING / $IDLE:.2f}')")×)"
+# Every user changes (a new phone number each; the e-mail addresses looked up stay).
+gen 2 1303
+T0=$(date +%s%N)
+cli sync --source file > "$WORK/all.json" &
+SYNC=$!
+DURING=$(rate 5s)
+wait "$SYNC"
+echo "  lookups during a resync changing every user: $DURING req/s ($(python3 -c "print(f'{$DURING / $IDLE:.2f}')")×); that resync: $(field duration_ms < "$WORK/all.json") ms, $(field changed < "$WORK/all.json") changed ($(( ($(date +%s%N) - T0) / 1000000 )) ms with its index update)"
+echo "  server RSS at the end: peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), RssAnon $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status")"

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod notify;
+pub mod pace;
 pub mod progress;
 pub mod service;
 pub mod source;

@@ -25,7 +25,12 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     match command {
-        Command::Run(a) => run(a.config.as_deref()),
+        Command::Run(a) => {
+            let code = run(a.config.as_deref());
+            // The last request lines are written before the process ends.
+            mxisd::logging::flush();
+            code
+        }
         Command::CheckConfig(a) => cli::check_config(&a),
         Command::Keys(k) => match k.command {
             KeysCommand::Show(a) => cli::keys_show(&a),

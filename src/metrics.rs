@@ -277,6 +277,17 @@ impl Metrics {
         self.add(base + ROUTE_STRIDE - 1, micros);
     }
 
+    /// Requests answered on the public listener so far, every route and status (what
+    /// background work looks at to know whether the server is serving; a few hundred
+    /// relaxed loads, no lock).
+    pub fn public_answered(&self) -> u64 {
+        (0..self.routes.len())
+            .map(|route| route * LISTENERS.len() * ROUTE_STRIDE)
+            .flat_map(|base| (0..STATUS_CLASSES.len()).map(move |class| base + class))
+            .map(|cell| self.sum(cell))
+            .fold(0u64, u64::wrapping_add)
+    }
+
     fn lookup_base(&self) -> usize {
         self.routes.len() * LISTENERS.len() * ROUTE_STRIDE
     }

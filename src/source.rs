@@ -3,6 +3,7 @@
 //! run) are here; `rest`, `ldap` and `sql` have a file each. A source only reads:
 //! diffing, applying and recording a run is the sync driver's (`service::sync`).
 
+mod file;
 pub mod ldap;
 pub mod rest;
 pub mod sql;
@@ -66,28 +67,6 @@ impl From<Vec<UserSpec>> for Fetched {
     }
 }
 
-/// A `file` source's document: its users, or what is wrong with it (after its path).
-fn parse_file(text: &str) -> Result<Fetched, String> {
-    // An empty document (a file truncated, or written by a job that failed) is not
-    // "nobody": no users at all is written `[]`.
-    const EMPTY: &str = "is empty: a file source lists its users (write [] for none)";
-    if text.trim().is_empty() {
-        return Err(EMPTY.into());
-    }
-    match serde_yaml_ng::from_str::<Option<Vec<UserSpec>>>(text) {
-        Ok(Some(users)) => Ok(users.into()),
-        Ok(None) => Err(EMPTY.into()),
-        Err(e) => {
-            // Positions only: serde's messages can quote values (addresses).
-            let at = e
-                .location()
-                .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
-                .unwrap_or_default();
-            Err(format!("is not a list of users{at}"))
-        }
-    }
-}
-
 /// Runs one fetch of a source.
 pub async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
     match kind {
@@ -96,7 +75,7 @@ pub async fn fetch(kind: &SourceKind) -> Result<Fetched, String> {
             let text = tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            parse_file(&text).map_err(|why| format!("{} {why}", path.display()))
+            file::parse(&text).map_err(|why| format!("{} {why}", path.display()))
         }
         SourceKind::Rest(rest) => rest::fetch(rest).await.map(Fetched::from),
         SourceKind::Ldap(source) => ldap::fetch(source).await,
@@ -143,28 +122,4 @@ pub fn verify_argon2(hash: &str, password: &str) -> Result<bool, String> {
     Ok(argon2::Argon2::default()
         .verify_password(password.as_bytes(), &parsed)
         .is_ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_file;
-
-    #[test]
-    fn an_empty_file_document_is_an_error_and_an_empty_list_is_not() {
-        for empty in ["", "  \n\t\n", "# nobody yet\n", "null", "~\n", "---\n"] {
-            let err = parse_file(empty)
-                .err()
-                .unwrap_or_else(|| panic!("{empty:?}"));
-            assert!(err.contains("is empty"), "{empty:?}: {err}");
-        }
-        for wrong in ["{}", "nope: [", "3"] {
-            let err = parse_file(wrong)
-                .err()
-                .unwrap_or_else(|| panic!("{wrong:?}"));
-            assert!(err.contains("not a list of users"), "{wrong:?}: {err}");
-        }
-        assert!(parse_file("[]\n").unwrap().users.is_empty());
-        let one = parse_file("- username: a\n").unwrap();
-        assert_eq!(one.users.len(), 1);
-    }
 }

@@ -81,7 +81,7 @@ pub(crate) fn log_request(
 ) {
     metrics.request(listener, route, status, elapsed);
     tracing::info!(
-        target: "mxisd::http",
+        target: crate::logging::ACCESS_TARGET,
         listener = listener.as_str(),
         method,
         path,

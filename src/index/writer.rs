@@ -23,14 +23,30 @@ impl IndexWriting<'_> {
         mut self,
         users: impl IntoIterator<Item = (&'u str, &'u DirectoryUser)>,
     ) -> Result<u64, IndexError> {
-        self.writer.delete_all_documents()?;
+        self.start_over()?;
         let mut n = 0;
         for (mxid, user) in users {
-            self.upsert(mxid, Some(user))?;
+            self.add(mxid, user)?;
             n += 1;
         }
         self.commit()?;
         Ok(n)
+    }
+
+    /// Deletes every document (until the commit, searches still see them): a rebuild
+    /// then [`Self::add`]s every entry.
+    pub fn start_over(&mut self) -> Result<(), IndexError> {
+        self.writer.delete_all_documents()?;
+        Ok(())
+    }
+
+    /// Adds `mxid`'s document, after [`Self::start_over`]: adds only (a delete per
+    /// user, as [`Self::upsert`] does, queues a term query of about 1 KB each until the
+    /// commit).
+    pub fn add(&mut self, mxid: &str, user: &DirectoryUser) -> Result<(), IndexError> {
+        self.writer
+            .add_document(self.index.fields.document(mxid, user))?;
+        Ok(())
     }
 
     /// Replaces `mxid`'s document with `user`'s, or deletes it (`None`).

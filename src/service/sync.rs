@@ -325,7 +325,17 @@ async fn apply(
     };
     let diff = state
         .store
-        .apply_sync(name, &wanted, &users, status, state.sync.writer(), progress)
+        .apply_sync(
+            name,
+            &wanted,
+            &users,
+            status,
+            crate::store::sync::Driving {
+                writer: state.sync.writer(),
+                progress,
+                pacer: &pacer(state),
+            },
+        )
         .await?;
     // The whole run (fetch, resolve, apply), for the status.
     state
@@ -366,6 +376,18 @@ async fn apply(
     ))
 }
 
+/// Paces a run against the requests the server answers on its public listener.
+fn pacer(state: &Services) -> crate::pace::Pacer {
+    let watched = state.clone();
+    crate::pace::Pacer::new(
+        std::sync::Arc::new(move || watched.metrics.public_answered()),
+        crate::pace::SHARE_WHILE_SERVING,
+    )
+}
+
+/// Index writes between two pauses of a paced rebuild or update.
+const INDEX_STEP: u64 = 1_000;
+
 fn index_error(e: crate::index::IndexError) -> Error {
     Error::internal("indexing the directory", e)
 }
@@ -379,7 +401,7 @@ pub async fn reindex(state: &Services) -> Result<u64, Error> {
     tokio::task::spawn_blocking(move || {
         progress.phase("waiting for the index", "", None);
         let writer = task_state.directory.writer().map_err(index_error)?;
-        rebuild(&task_state, writer, &progress)
+        rebuild(&task_state, writer, &progress, &pacer(&task_state))
     })
     .await
     .map_err(|e| Error::internal("reindexing", e))?
@@ -389,18 +411,27 @@ pub async fn reindex(state: &Services) -> Result<u64, Error> {
 /// other update can slip in between with older entries).
 fn rebuild(
     state: &Services,
-    writer: crate::index::IndexWriting<'_>,
+    mut writer: crate::index::IndexWriting<'_>,
     progress: &Progress,
+    pacer: &crate::pace::Pacer,
 ) -> Result<u64, Error> {
-    progress.phase("reading the store", "", None);
-    let entries = state.store.directory_entries()?;
-    progress.phase("indexing", "entries", Some(entries.len() as u64));
-    writer
-        .replace_all(entries.iter().map(|(m, u)| {
-            progress.add(1);
-            (m.as_str(), u)
-        }))
-        .map_err(index_error)
+    progress.phase(
+        "indexing",
+        "entries",
+        Some(state.store.directory_listings()?),
+    );
+    writer.start_over().map_err(index_error)?;
+    let mut n = 0u64;
+    state.store.each_directory_entry(|mxid, user| {
+        progress.add(1);
+        n += 1;
+        if n.is_multiple_of(INDEX_STEP) {
+            pacer.pause_blocking();
+        }
+        writer.add(mxid, &user).map_err(index_error)
+    })?;
+    writer.commit().map_err(index_error)?;
+    Ok(n)
 }
 
 /// Brings the index up to date after a run changed the entries of `mxids`: each one's
@@ -417,10 +448,14 @@ pub async fn index_changes(state: &Services, source: &str, mxids: &[String]) -> 
             if mxids.is_empty() && !stale {
                 0
             } else {
-                rebuild(state, writer, &Progress::default())?
+                rebuild(state, writer, &Progress::default(), &pacer(state))?
             }
         } else {
-            for mxid in mxids {
+            let pacer = pacer(state);
+            for (i, mxid) in mxids.iter().enumerate() {
+                if (i as u64 + 1).is_multiple_of(INDEX_STEP) {
+                    pacer.pause_blocking();
+                }
                 let entry = state.store.directory_entry(mxid)?;
                 writer.upsert(mxid, entry.as_ref()).map_err(index_error)?;
             }

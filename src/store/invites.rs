@@ -126,6 +126,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether an address has an invite waiting (cheap: one key looked at).
+    pub fn has_invites(&self, threepid: &ThreePid) -> Result<bool, StoreError> {
+        Ok(self
+            .kv
+            .scan_prefix(INVITE_ADDR, &address_key(threepid))
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Whether any invite waits at all.
+    pub fn has_any_invites(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .kv
+            .scan_prefix(INVITE_ADDR, b"")
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
     /// Every pending invite (for operators).
     pub fn all_invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
         self.kv

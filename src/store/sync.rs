@@ -24,7 +24,7 @@ mod chunk;
 mod directory;
 mod status;
 
-pub use apply::{SyncDiff, SyncedBinding, SYNC_CHUNK};
+pub use apply::{Driving, SyncDiff, SyncedBinding, SYNC_CHUNK};
 pub use status::SyncStatus;
 
 use super::threepid_digest;

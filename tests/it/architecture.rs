@@ -40,7 +40,10 @@ const LAYERS: &[(u32, &[&str])] = &[
     (7, &["http", "migrate"]),                                  // HTTP handlers, importers
     (6, &["service"]),                                          // domain logic
     (5, &["store", "index", "source", "notify", "federation"]), // data and the outside
-    (4, &["crypto", "metrics", "dns", "logging", "progress"]),  // tools
+    (
+        4,
+        &["crypto", "metrics", "dns", "logging", "progress", "pace"],
+    ), // tools
     (3, &["config"]),                                           // configuration types
     (2, &["model", "error"]),                                   // shared vocabulary
 ];

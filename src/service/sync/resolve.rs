@@ -45,7 +45,8 @@ pub(super) fn resolve(fetched: Fetched, domain: &str) -> Resolved {
             problems.push(p);
         }
     };
-    for user in &users {
+    // Taken by value: each user's strings are freed as it is resolved.
+    for user in users {
         let Some(mxid) = mxid_of(&user.username, domain) else {
             note(
                 &mut problems,
@@ -66,14 +67,10 @@ pub(super) fn resolve(fetched: Fetched, domain: &str) -> Resolved {
                 .filter(|n| !n.is_empty())
                 .map(str::to_owned);
         }
-        for (k, v) in &user.attributes {
-            entry
-                .attributes
-                .entry(k.clone())
-                .or_default()
-                .extend(v.iter().cloned());
+        for (k, v) in user.attributes {
+            entry.attributes.entry(k).or_default().extend(v);
         }
-        entry.roles.extend(user.roles.iter().cloned());
+        entry.roles.extend(user.roles);
         for tp in &user.threepids {
             let parsed = Medium::parse(&tp.medium.to_lowercase())
                 .ok_or_else(|| format!("unknown medium {:?}", tp.medium))

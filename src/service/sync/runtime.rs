@@ -1,44 +1,26 @@
-//! The threads sync runs execute on: one in Linux's SCHED_IDLE class for fetching,
-//! diffing and applying, and one at normal priority for the parts that hold the
-//! bindings lock. Only the threads and their runtimes live here; what runs on them is
-//! the driver's business (`service::sync`).
+//! The threads sync runs execute on: one for fetching, diffing and applying, and one for
+//! the parts that hold the bindings lock. Both run at the server's normal priority; a
+//! run keeps out of the way of lookups by pacing itself while requests are answered
+//! ([`crate::pace`]), not by a scheduling class: in Linux's SCHED_IDLE class a run next
+//! to two busy processes took 339× its idle time, and might never finish on a server
+//! whose homeserver or database keeps the CPU busy. Only the threads and their runtimes
+//! live here; what runs on them is the driver's business (`service::sync`).
 
-/// Sync runs (fetch, diff, apply) execute on a thread of their own in the SCHED_IDLE
-/// class: on a small server a run of a big directory would otherwise take a whole core
-/// from lookups for its duration. Idle, a run goes at full speed. The thread ends when
-/// the server's state is dropped.
+/// Sync runs (fetch, diff, apply) execute on a thread of their own, so a run's blocking
+/// parts (reading the store, feeding the index) never hold up the server's workers.
+/// The thread ends when the server's state is dropped.
 #[derive(Debug)]
 pub(super) struct SyncThread {
     pub(super) handle: tokio::runtime::Handle,
-    /// A second thread, at normal priority, for the parts of a run that hold the
-    /// bindings lock (see [`crate::store::Store::apply_sync`]).
+    /// A second thread for the parts of a run that hold the bindings lock (see
+    /// [`crate::store::Store::apply_sync`]): never behind a run's pause or its reads.
     pub(super) writer: tokio::runtime::Handle,
     _stop: tokio::sync::watch::Sender<()>,
 }
 
-/// Puts the calling thread in Linux's SCHED_IDLE class: it runs only on CPU time no
-/// other thread wants, and yields the moment one does (nice 19 still takes its share
-/// and is not preempted at once).
-fn set_idle_priority() {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
-    };
-    if let Err(e) = set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-    ) {
-        tracing::debug!(error = ?e, "cannot lower the sync thread's priority");
-    }
-}
-
-/// A thread running a current-thread runtime until `stop` is dropped. Threads inherit
-/// their creator's scheduling class, so both sync threads are made by the caller
-/// (a normal-priority thread at start-up) and only one then lowers itself.
+/// A thread running a current-thread runtime until `stop` is dropped.
 fn runtime_thread(
     name: &str,
-    idle: bool,
     stop: &tokio::sync::watch::Sender<()>,
 ) -> std::io::Result<tokio::runtime::Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -50,9 +32,6 @@ fn runtime_thread(
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            if idle {
-                set_idle_priority();
-            }
             runtime.block_on(async {
                 // Err once the sender is dropped.
                 while stopped.changed().await.is_ok() {}
@@ -65,8 +44,8 @@ impl SyncThread {
     pub(super) fn start() -> std::io::Result<Self> {
         let (stop, _) = tokio::sync::watch::channel(());
         Ok(Self {
-            handle: runtime_thread("mxisd-sync", true, &stop)?,
-            writer: runtime_thread("mxisd-sync-write", false, &stop)?,
+            handle: runtime_thread("mxisd-sync", &stop)?,
+            writer: runtime_thread("mxisd-sync-write", &stop)?,
             _stop: stop,
         })
     }

@@ -20,6 +20,9 @@ use std::sync::Arc;
 /// Most binding changes applied in one batch (see [`Store::apply_sync`]).
 pub const SYNC_CHUNK: usize = 2_000;
 
+/// Records read between two pauses of a paced run.
+const PACE_EVERY: usize = 5_000;
+
 /// Validity of a synced binding: as long as the source keeps it.
 const SYNC_VALIDITY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
@@ -35,7 +38,7 @@ impl Record for SyncedBinding {
 }
 
 /// What one applied run changed: the bindings now effective for added or changed
-/// 3PIDs (for invites waiting on them), and counts.
+/// 3PIDs that have invites waiting on them, and counts.
 #[derive(Debug, Default)]
 pub struct SyncDiff {
     /// Added or changed bindings another origin outranks (reported in the status).
@@ -76,8 +79,11 @@ impl Store {
                 &BTreeMap::new(),
                 &BTreeMap::new(),
                 SyncStatus::default(),
-                writer,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await?;
         let mut batch = Batch::new();
@@ -106,137 +112,260 @@ impl Store {
         source: &str,
         wanted: &BTreeMap<ThreePid, String>,
         users: &BTreeMap<String, DirectoryUser>,
-        mut status: SyncStatus,
-        writer: Option<&tokio::runtime::Handle>,
-        progress: &crate::progress::Progress,
+        status: SyncStatus,
+        driving: Driving<'_>,
     ) -> Result<SyncDiff, StoreError> {
-        let origin = Origin::Sync(source.to_owned());
-        let mut diff = SyncDiff::default();
-        let previous: BTreeMap<ThreePid, String> = self
-            .synced(source)?
-            .into_iter()
-            .map(|b| (b.threepid, b.mxid))
-            .collect();
-        let now = now_ms();
-        let mut steps: Vec<Step> = Vec::new();
-        for (threepid, mxid) in wanted {
-            match previous.get(threepid) {
-                Some(old) if old == mxid => continue,
-                Some(_) => diff.changed += 1,
-                None => diff.added += 1,
+        let Driving {
+            writer,
+            progress,
+            pacer,
+        } = driving;
+        // The difference is found and written a chunk at a time: what the source gave
+        // last time is read back one record at a time (by key, then one scan for what
+        // is gone), never held whole, so a run costs its chunk and `wanted`/`users`.
+        progress.phase("applying", "changes", None);
+        let mut run = Run {
+            store: self,
+            source,
+            origin: Origin::Sync(source.to_owned()),
+            now: now_ms(),
+            status,
+            writer,
+            progress,
+            pacer,
+            diff: SyncDiff::default(),
+            steps: Vec::new(),
+            chunks: 0,
+        };
+        // One pass over the last snapshot, in store order (sequential reads, where a
+        // read per wanted 3PID thrashed the page cache): what changed and what is gone
+        // is noted, and which wanted 3PIDs it had, one bit each.
+        let keys: Vec<&ThreePid> = wanted.keys().collect();
+        let mut seen = vec![0u64; keys.len().div_ceil(64)];
+        let mut changed = Vec::new();
+        let mut gone = Vec::new();
+        for (i, e) in self
+            .kv
+            .scan_prefix(SYNC_ENTRY, &source_prefix(source))
+            .enumerate()
+        {
+            let (_, raw) = e?;
+            let old: SyncedBinding = decode(&raw)?;
+            match keys.binary_search(&&old.threepid) {
+                Ok(at) => {
+                    seen[at / 64] |= 1 << (at % 64);
+                    if wanted.get(&old.threepid) != Some(&old.mxid) {
+                        changed.push(old.threepid);
+                    }
+                }
+                Err(_) => gone.push(old.threepid),
             }
-            steps.push(Step::Binding(
+            if (i + 1) % PACE_EVERY == 0 {
+                pacer.pause_blocking();
+            }
+        }
+        let added = keys
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| seen[at / 64] & (1 << (at % 64)) == 0)
+            .map(|(_, t)| *t);
+        let mut sets: Vec<&ThreePid> = added.collect();
+        run.diff.added = sets.len() as u64;
+        run.diff.changed = changed.len() as u64;
+        sets.extend(changed.iter());
+        drop(seen);
+        for threepid in sets {
+            let Some(mxid) = wanted.get(threepid) else {
+                continue;
+            };
+            run.push(Step::Binding(
                 BindingChange::Set {
                     threepid: threepid.clone(),
-                    origin: origin.clone(),
+                    origin: run.origin.clone(),
                     mxid: mxid.clone(),
-                    not_before_ms: now,
-                    not_after_ms: now.saturating_add(SYNC_VALIDITY_MS),
+                    not_before_ms: run.now,
+                    not_after_ms: run.now.saturating_add(SYNC_VALIDITY_MS),
                 },
                 Some(SyncedBinding {
                     threepid: threepid.clone(),
                     mxid: mxid.clone(),
                 }),
-            ));
+            ))
+            .await?;
         }
-        for threepid in previous.keys().filter(|t| !wanted.contains_key(*t)) {
-            diff.removed += 1;
-            steps.push(Step::Binding(
+        drop(changed);
+        for threepid in gone {
+            run.diff.removed += 1;
+            run.push(Step::Binding(
                 BindingChange::Remove {
-                    threepid: threepid.clone(),
-                    origin: origin.clone(),
+                    threepid,
+                    origin: run.origin.clone(),
                 },
                 None,
-            ));
+            ))
+            .await?;
         }
-        drop(previous);
-        let previous_users = self.directory_users(source)?;
-        for (mxid, user) in users {
-            if previous_users.get(mxid) != Some(user) {
-                diff.users_changed.push(mxid.clone());
-                steps.push(Step::User(mxid.clone(), Some(user.clone())));
-            }
-        }
-        for mxid in previous_users.keys().filter(|m| !users.contains_key(*m)) {
-            diff.users_changed.push(mxid.clone());
-            steps.push(Step::User(mxid.clone(), None));
-        }
-        drop(previous_users);
-        status.added = diff.added;
-        status.changed = diff.changed;
-        status.removed = diff.removed;
-        let chunks = steps.len().div_ceil(SYNC_CHUNK).max(1);
-        progress.phase("applying", "changes", Some(steps.len() as u64));
-        let mut steps = steps.into_iter();
-        for chunk in 0..chunks {
-            let mut batch = Batch::new();
-            let mut changes = Vec::new();
-            let mut touched = Vec::new();
-            let mut in_chunk = 0;
-            for step in steps.by_ref().take(SYNC_CHUNK) {
-                in_chunk += 1;
-                match step {
-                    Step::Binding(change, entry) => {
-                        match (&change, entry) {
-                            (BindingChange::Set { threepid, mxid, .. }, Some(entry)) => {
-                                touched.push((threepid.clone(), mxid.clone()));
-                                batch.put(SYNC_ENTRY, entry_key(source, threepid), encode(&entry)?);
-                            }
-                            (BindingChange::Remove { threepid, .. }, _) => {
-                                batch.delete(SYNC_ENTRY, entry_key(source, threepid));
-                            }
-                            _ => {}
+        // The directory entries: the stored ones and `users` are both in Matrix ID
+        // order, so one pass over each tells what was added, changed or left.
+        let prefix = source_prefix(source);
+        let mut differ: Vec<(String, bool)> = Vec::new();
+        {
+            let mut listed = users.iter().peekable();
+            for (i, e) in self.kv.scan_prefix(SYNC_USER, &prefix).enumerate() {
+                let (k, raw) = e?;
+                let mxid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                while let Some((m, _)) = listed.next_if(|(m, _)| m.as_str() < mxid.as_str()) {
+                    differ.push((m.clone(), true));
+                }
+                match listed.next_if(|(m, _)| **m == mxid) {
+                    Some((_, user)) => {
+                        if decode::<DirectoryUser>(&raw)? != *user {
+                            differ.push((mxid, true));
                         }
-                        changes.push(change);
                     }
-                    Step::User(mxid, Some(user)) => {
-                        batch.put(SYNC_USER, user_key(source, &mxid), encode(&user)?);
-                    }
-                    Step::User(mxid, None) => batch.delete(SYNC_USER, user_key(source, &mxid)),
+                    None => differ.push((mxid, false)),
+                }
+                if (i + 1) % PACE_EVERY == 0 {
+                    pacer.pause_blocking();
                 }
             }
-            if chunk + 1 < chunks && chunk == 0 && self.sync_status(source)?.is_none() {
-                // A first sync interrupted between chunks still leaves a status, so
-                // the source is known (and purged if it leaves the config).
-                batch.put(
-                    SYNC_STATUS,
-                    source.as_bytes().to_vec(),
-                    encode(&SyncStatus {
-                        last_attempt_ms: status.last_attempt_ms,
-                        ..SyncStatus::default()
-                    })?,
-                );
-            }
-            let job = locked_chunk(
-                Arc::clone(self),
-                LockedChunk {
-                    origin: origin.clone(),
-                    changes,
-                    touched,
-                    batch,
-                    status: (chunk + 1 == chunks).then(|| status.clone()),
-                    source: source.to_owned(),
-                },
-            );
-            let done = match writer {
-                Some(handle) => handle.spawn(job).await.map_err(|e| StoreError::Io {
-                    what: "the sync writer".into(),
-                    detail: e.to_string(),
-                })??,
-                None => job.await?,
-            };
-            diff.overridden += done.overridden;
-            diff.now_bound.extend(done.now_bound);
-            for p in done.problems {
-                if status.problems.len() < MAX_PROBLEMS {
-                    status.problems.push(p);
-                }
-            }
-            self.flusher.flush().await?;
-            progress.add(in_chunk);
-            tokio::task::yield_now().await;
+            differ.extend(listed.map(|(m, _)| (m.clone(), true)));
         }
-        Ok(diff)
+        for (mxid, listed) in differ {
+            run.diff.users_changed.push(mxid.clone());
+            let user = if listed {
+                users.get(&mxid).cloned()
+            } else {
+                None
+            };
+            run.push(Step::User(mxid, user)).await?;
+        }
+        run.write_chunk(true).await?;
+        Ok(run.diff)
+    }
+}
+
+/// A run being applied: its counts so far and the chunk being filled.
+/// How a sync run is driven: where the part holding the bindings lock runs, what
+/// reports its progress, and what paces it against the requests being served.
+#[derive(Clone, Copy)]
+pub struct Driving<'a> {
+    pub writer: Option<&'a tokio::runtime::Handle>,
+    pub progress: &'a crate::progress::Progress,
+    pub pacer: &'a crate::pace::Pacer,
+}
+
+struct Run<'a> {
+    store: &'a Arc<Store>,
+    source: &'a str,
+    origin: Origin,
+    now: u64,
+    status: SyncStatus,
+    writer: Option<&'a tokio::runtime::Handle>,
+    progress: &'a crate::progress::Progress,
+    pacer: &'a crate::pace::Pacer,
+    diff: SyncDiff,
+    steps: Vec<Step>,
+    /// Chunks written so far.
+    chunks: usize,
+}
+
+impl Run<'_> {
+    /// Adds a write to the chunk, writing the chunk when it is full.
+    async fn push(&mut self, step: Step) -> Result<(), StoreError> {
+        self.steps.push(step);
+        if self.steps.len() >= SYNC_CHUNK {
+            self.write_chunk(false).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the chunk under the bindings lock; the `last` one carries the run's status.
+    async fn write_chunk(&mut self, last: bool) -> Result<(), StoreError> {
+        let source = self.source;
+        let mut batch = Batch::new();
+        let mut changes = Vec::new();
+        let mut touched = Vec::new();
+        let in_chunk = self.steps.len();
+        for step in self.steps.drain(..) {
+            match step {
+                Step::Binding(change, entry) => {
+                    match (&change, entry) {
+                        (BindingChange::Set { threepid, mxid, .. }, Some(entry)) => {
+                            touched.push((threepid.clone(), mxid.clone()));
+                            batch.put(SYNC_ENTRY, entry_key(source, threepid), encode(&entry)?);
+                        }
+                        (BindingChange::Remove { threepid, .. }, _) => {
+                            batch.delete(SYNC_ENTRY, entry_key(source, threepid));
+                        }
+                        _ => {}
+                    }
+                    changes.push(change);
+                }
+                Step::User(mxid, Some(user)) => {
+                    batch.put(SYNC_USER, user_key(source, &mxid), encode(&user)?);
+                }
+                Step::User(mxid, None) => batch.delete(SYNC_USER, user_key(source, &mxid)),
+            }
+        }
+        if !last && self.chunks == 0 && self.store.sync_status(source)?.is_none() {
+            // A first sync interrupted between chunks still leaves a status, so the
+            // source is known (and purged if it leaves the config).
+            batch.put(
+                SYNC_STATUS,
+                source.as_bytes().to_vec(),
+                encode(&SyncStatus {
+                    last_attempt_ms: self.status.last_attempt_ms,
+                    ..SyncStatus::default()
+                })?,
+            );
+        }
+        let status = last.then(|| {
+            let mut status = self.status.clone();
+            status.added = self.diff.added;
+            status.changed = self.diff.changed;
+            status.removed = self.diff.removed;
+            status
+        });
+        let job = locked_chunk(
+            Arc::clone(self.store),
+            LockedChunk {
+                origin: self.origin.clone(),
+                changes,
+                touched,
+                batch,
+                status,
+                source: source.to_owned(),
+            },
+        );
+        let done = match self.writer {
+            Some(handle) => handle.spawn(job).await.map_err(|e| StoreError::Io {
+                what: "the sync writer".into(),
+                detail: e.to_string(),
+            })??,
+            None => job.await?,
+        };
+        self.chunks += 1;
+        self.diff.overridden += done.overridden;
+        // Kept only where an invite waits (all that the caller does with them): a first
+        // sync binds every address, and holding them all would cost more than the run.
+        if self.store.has_any_invites()? {
+            for (threepid, entry) in done.now_bound {
+                if self.store.has_invites(&threepid)? {
+                    self.diff.now_bound.push((threepid, entry));
+                }
+            }
+        }
+        for p in done.problems {
+            if self.status.problems.len() < MAX_PROBLEMS {
+                self.status.problems.push(p);
+            }
+        }
+        self.store.flusher.flush().await?;
+        self.progress.add(in_chunk as u64);
+        tokio::task::yield_now().await;
+        self.pacer.pause().await;
+        Ok(())
     }
 }
 
@@ -252,6 +381,19 @@ mod tests {
     #[tokio::test]
     async fn runs_apply_the_difference_and_leave_other_origins_alone() {
         let store = Arc::new(Store::in_memory().unwrap());
+        // An invite waits for a: its new binding is handed back, b's (none) is not.
+        store
+            .put_invite(&crate::store::invites::InviteRecord {
+                token: "t".into(),
+                threepid: tp("a@x.org"),
+                room_id: "!r:x.org".into(),
+                sender: "@s:x.org".into(),
+                ephemeral_public_key: "k".into(),
+                created_ms: 0,
+                details: BTreeMap::new(),
+            })
+            .await
+            .unwrap();
         let mut wanted = BTreeMap::new();
         wanted.insert(tp("a@x.org"), "@a:x.org".to_owned());
         wanted.insert(tp("b@x.org"), "@b:x.org".to_owned());
@@ -261,13 +403,18 @@ mod tests {
                 &wanted,
                 &BTreeMap::new(),
                 SyncStatus::default(),
-                None,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (2, 0, 0));
-        assert_eq!(d.now_bound.len(), 2);
+        assert_eq!(d.now_bound.len(), 1);
+        assert_eq!(d.now_bound[0].0, tp("a@x.org"));
+        assert_eq!(d.now_bound[0].1.mxid, "@a:x.org");
         // An operator binding for b outranks the source.
         store
             .change_bindings(vec![BindingChange::Set {
@@ -288,8 +435,11 @@ mod tests {
                 &wanted,
                 &BTreeMap::new(),
                 SyncStatus::default(),
-                None,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await
             .unwrap();
@@ -311,8 +461,11 @@ mod tests {
                 &wanted,
                 &BTreeMap::new(),
                 SyncStatus::default(),
-                None,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await
             .unwrap();
@@ -349,8 +502,11 @@ mod tests {
                 &wanted,
                 &users,
                 SyncStatus::default(),
-                None,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await
             .unwrap();
@@ -374,21 +530,31 @@ mod tests {
                 &BTreeMap::new(),
                 &other,
                 SyncStatus::default(),
-                None,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await
             .unwrap();
         assert_eq!(d2.users_changed, vec!["@u7:x.org".to_owned()]);
         let merged = store.directory_entry("@u7:x.org").unwrap().unwrap();
         assert_eq!(merged.threepids.len(), 2);
-        assert_eq!(
-            Some(&merged),
-            store.directory_entries().unwrap().get("@u7:x.org")
-        );
+        let mut all = BTreeMap::new();
+        let listed = store
+            .each_directory_entry(|m, u| {
+                all.insert(m.to_owned(), u);
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert_eq!((listed, all.len()), (n as u64, n));
+        assert_eq!(store.directory_listings().unwrap(), n as u64 + 1);
+        assert_eq!(Some(&merged), all.get("@u7:x.org"));
+        assert_eq!(all["@u8:x.org"], users["@u8:x.org"]);
         assert!(store.directory_entry("@nobody:x.org").unwrap().is_none());
         store.forget_source("ldap", None).await.unwrap();
-        assert_eq!(d.now_bound.len(), n);
+        assert!(d.now_bound.is_empty(), "no invite waits");
         assert_eq!(store.synced("file").unwrap().len(), n);
         assert_eq!(
             store.sync_status("file").unwrap().unwrap().added as usize,
@@ -400,8 +566,11 @@ mod tests {
                 &BTreeMap::new(),
                 &BTreeMap::new(),
                 SyncStatus::default(),
-                None,
-                &crate::progress::Progress::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
             )
             .await
             .unwrap();

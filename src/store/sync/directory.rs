@@ -50,27 +50,54 @@ impl Store {
             .collect()
     }
 
-    /// Every source's directory entries, merged by Matrix ID (what search indexes):
-    /// the first source's display name, everyone's 3PIDs, attributes and roles.
-    pub fn directory_entries(&self) -> Result<BTreeMap<String, DirectoryUser>, StoreError> {
-        let mut out: BTreeMap<String, DirectoryUser> = BTreeMap::new();
-        for e in self.kv.scan_prefix(SYNC_USER, b"") {
-            let (k, v) = e?;
-            let Some(at) = k.iter().position(|b| *b == 0) else {
-                continue;
-            };
-            let mxid = String::from_utf8_lossy(&k[at + 1..]).into_owned();
-            let user: DirectoryUser = decode(&v)?;
-            match out.entry(mxid) {
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    slot.insert(user);
+    /// Every source's directory entries, merged by Matrix ID (what search indexes),
+    /// handed to `f` one at a time without holding them all: the first source's display
+    /// name (in [`Self::sync_sources`] order), everyone's 3PIDs, attributes and roles.
+    /// Returns how many were handed over.
+    pub fn each_directory_entry<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(&str, DirectoryUser) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let sources = self.sync_sources()?;
+        let mut n = 0;
+        for (i, source) in sources.iter().enumerate() {
+            let prefix = source_prefix(source);
+            for e in self.kv.scan_prefix(SYNC_USER, &prefix) {
+                let (k, v) = e?;
+                let mxid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                // Listed by an earlier source too: handed over with that one's.
+                let mut earlier = false;
+                for s in &sources[..i] {
+                    if self.kv.get(SYNC_USER, &user_key(s, &mxid))?.is_some() {
+                        earlier = true;
+                        break;
+                    }
                 }
-                std::collections::btree_map::Entry::Occupied(mut slot) => {
-                    merge_into(slot.get_mut(), user);
+                if earlier {
+                    continue;
                 }
+                let mut user: DirectoryUser = decode(&v)?;
+                for later in &sources[i + 1..] {
+                    if let Some(raw) = self.kv.get(SYNC_USER, &user_key(later, &mxid))? {
+                        merge_into(&mut user, decode(&raw)?);
+                    }
+                }
+                f(&mxid, user)?;
+                n += 1;
             }
         }
-        Ok(out)
+        Ok(n)
+    }
+
+    /// How many directory entries the sources list, a user listed by two counting
+    /// twice (what a rebuild's progress counts up to, at most).
+    pub fn directory_listings(&self) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for e in self.kv.scan_prefix(SYNC_USER, b"") {
+            e?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Replaces `source`'s entry for `mxid` with `user`, as the source gave it to a
