@@ -101,5 +101,5 @@ cli sync --source file > "$WORK/all.json" &
 SYNC=$!
 DURING=$(rate 5s)
 wait "$SYNC"
-echo "  lookups during a resync changing every user: $DURING req/s ($(python3 -c "print(f'{$DURING / $IDLE:.2f}')")×); that resync: $(field duration_ms < "$WORK/all.json") ms, $(field changed < "$WORK/all.json") changed ($(( ($(date +%s%N) - T0) / 1000000 )) ms with its index update)"
+echo "  lookups during a resync changing every user: $DURING req/s ($(python3 -c "print(f'{$DURING / $IDLE:.2f}')")×); that resync: $(field duration_ms < "$WORK/all.json") ms, $(field added < "$WORK/all.json") added, $(field removed < "$WORK/all.json") removed ($(( ($(date +%s%N) - T0) / 1000000 )) ms with its index update)"
 echo "  server RSS at the end: peak $(awk '/VmHWM/ {print $2 " " $3}' "/proc/$PID/status"), RssAnon $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status")"

@@ -122,8 +122,45 @@ fn run(config_path: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
+/// Hands the memory a finished job (a sync run, an import, a reindex, a rotation) freed
+/// back to the system. glibc's allocator keeps freed memory inside its heap and returns
+/// only the top of it, so one first sync of 100k users left the server 240 MB resident
+/// with 80 MB in use; `malloc_trim` releases every free page. A thread checks every two
+/// seconds whether a job ended (the library counts them; it has no unsafe code). Other
+/// allocators return freed memory themselves. The one unsafe block of the project.
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("mxisd-trim".into())
+            .spawn(|| {
+                let mut seen = mxisd::progress::jobs_ended();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    let now = mxisd::progress::jobs_ended();
+                    if now != seen {
+                        seen = now;
+                        // SAFETY: malloc_trim takes no pointer; it only releases pages
+                        // the allocator holds free, under the allocator's own locks.
+                        unsafe {
+                            malloc_trim(0);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the thread returning freed memory");
+        }
+    }
+}
+
 /// Runs the server; `config_source` says where its configuration came from (logged).
 fn serve(config: Config, config_source: String) -> anyhow::Result<()> {
+    return_freed_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mxisd")

@@ -50,6 +50,23 @@ struct Phase {
     started: Instant,
 }
 
+/// Jobs ended since the start (see [`jobs_ended`]).
+static ENDED: AtomicU64 = AtomicU64::new(0);
+
+/// How many jobs have ended since the process started (it only grows). A job is a
+/// burst of allocations: the binary watches this to hand what a finished job freed
+/// back to the system (glibc keeps freed memory inside its heap: after a first sync
+/// of 100k users the process stayed 240 MB resident with 80 MB in use).
+pub fn jobs_ended() -> u64 {
+    ENDED.load(Ordering::Relaxed)
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        ENDED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The counters of one job; see the module doc.
 #[derive(Debug, Clone, Default)]
 pub struct Progress(Option<Arc<Job>>);
@@ -258,8 +275,10 @@ mod tests {
         let clone = p.clone();
         drop(p);
         assert_eq!(jobs.list().len(), 1, "a clone keeps the job alive");
+        let ended = jobs_ended();
         drop(clone);
         assert!(jobs.list().is_empty());
+        assert!(jobs_ended() > ended, "the last handle's drop ends the job");
         // Detached progress counts for nobody.
         let none = Progress::default();
         none.add(1);

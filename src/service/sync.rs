@@ -222,7 +222,9 @@ async fn run_here(
     let started = Instant::now();
     let at = now_ms();
     progress.phase("fetching", "", None);
-    let fetched = match fetch(&source.kind).await {
+    // The whole run is paced against the requests being served (fetch, compare, apply).
+    let pacer = pacer(state);
+    let fetched = match fetch(&source.kind, &pacer).await {
         Ok(fetched) => fetched,
         Err(why) => {
             tracing::warn!(source = name, error = %why, "sync failed; keeping the last good state");
@@ -234,7 +236,7 @@ async fn run_here(
         }
     };
     // The same answer as at the last fully applied run: nothing to diff or write.
-    let digest = fetched.digest(&state.config().matrix.domain);
+    let digest = fetched.digest(&state.config().matrix.domain, &pacer);
     if !force && state.store.sync_digest(name)?.as_deref() == Some(&digest[..]) {
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let status = state.store.sync_unchanged(name, at, ms).await?;
@@ -248,7 +250,7 @@ async fn run_here(
     }
     let listed = fetched.users.len();
     progress.phase("comparing", "", None);
-    let resolved = resolve(fetched, &state.config().matrix.domain);
+    let resolved = resolve(fetched, &state.config().matrix.domain, &pacer);
     let before = state.store.synced(name)?.len();
     let shrinks = before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2;
     let empties = before > 0 && resolved.wanted.is_empty();

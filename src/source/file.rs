@@ -3,19 +3,21 @@
 //! (serde_yaml keeps every event of a document in memory: a 17 MB file of 100k users
 //! took 400 MB to parse whole). Must not touch the store: it only reads text.
 
-use super::Fetched;
+use super::{Fetched, PACE_STEP};
 use crate::config::stores::UserSpec;
+use crate::pace::Pacer;
 
 /// An empty document (a file truncated, or written by a job that failed) is not
 /// "nobody": no users at all is written `[]`.
 const EMPTY: &str = "is empty: a file source lists its users (write [] for none)";
 
 /// A `file` source's document: its users, or what is wrong with it (after its path).
-pub(super) fn parse(text: &str) -> Result<Fetched, String> {
+/// Read in pieces, paced by `pacer` between every [`PACE_STEP`] of them.
+pub(super) fn parse(text: &str, pacer: &Pacer) -> Result<Fetched, String> {
     if text.trim().is_empty() {
         return Err(EMPTY.into());
     }
-    if let Some(users) = in_pieces(text) {
+    if let Some(users) = in_pieces(text, pacer) {
         return Ok(users.into());
     }
     match serde_yaml_ng::from_str::<Option<Vec<UserSpec>>>(text) {
@@ -49,7 +51,7 @@ fn is_nothing(line: &str) -> bool {
 /// the item too). `None` when the document is anything else, or when a piece does not
 /// parse alone (an alias of another item's anchor, a second document, a mistake): the
 /// caller then parses it whole, for the same answer or the error's true position.
-fn in_pieces(text: &str) -> Option<Vec<UserSpec>> {
+fn in_pieces(text: &str, pacer: &Pacer) -> Option<Vec<UserSpec>> {
     let body = text.trim_start_matches('\u{feff}');
     if body.trim_start().starts_with('[') {
         return serde_json::from_str(body).ok();
@@ -61,6 +63,9 @@ fn in_pieces(text: &str) -> Option<Vec<UserSpec>> {
         if starts_item(line) {
             if let Some(start) = piece_start {
                 parse_piece(&body[start..at], &mut users)?;
+                if users.len() % PACE_STEP == 0 {
+                    pacer.pause_blocking();
+                }
             }
             piece_start = Some(at);
         } else if piece_start.is_none() && !is_nothing(line) {
@@ -80,7 +85,16 @@ fn parse_piece(piece: &str, users: &mut Vec<UserSpec>) -> Option<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{in_pieces, parse};
+    use super::{in_pieces as pieces, parse as parse_paced};
+    use crate::pace::Pacer;
+
+    fn parse(text: &str) -> Result<super::Fetched, String> {
+        parse_paced(text, &Pacer::default())
+    }
+
+    fn in_pieces(text: &str) -> Option<Vec<UserSpec>> {
+        pieces(text, &Pacer::default())
+    }
     use crate::config::stores::UserSpec;
 
     #[test]

@@ -263,9 +263,11 @@ async fn service_bind(
 }
 
 /// Reads every user the filter selects.
-pub async fn fetch(source: &LdapSource) -> Result<Fetched, String> {
+/// Paced by `pacer` between pages' worth of entries (the server keeps a paged
+/// search's place meanwhile).
+pub async fn fetch(source: &LdapSource, pacer: &crate::pace::Pacer) -> Result<Fetched, String> {
     let (mut ldap, driver) = open(source, source.timeout).await?;
-    let result = search_all(source, &mut ldap).await;
+    let result = search_all(source, &mut ldap, pacer).await;
     close(ldap, driver).await;
     result
 }
@@ -460,7 +462,11 @@ async fn check_password(
     Ok(None)
 }
 
-async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetched, String> {
+async fn search_all(
+    source: &LdapSource,
+    ldap: &mut ldap3::Ldap,
+    pacer: &crate::pace::Pacer,
+) -> Result<Fetched, String> {
     service_bind(source, ldap, source.timeout).await?;
     let attrs = source.attributes();
     let mut users = Vec::new();
@@ -496,6 +502,9 @@ async fn search_all(source: &LdapSource, ldap: &mut ldap3::Ldap) -> Result<Fetch
             })?;
             if !seen_dns.insert(entry.dn.to_ascii_lowercase()) {
                 continue;
+            }
+            if seen_dns.len() % super::PACE_STEP == 0 {
+                pacer.pause().await;
             }
             let uid = first(&entry, &source.uid_attr).or_else(|| {
                 source

@@ -19,7 +19,11 @@ pub async fn refresh_from_login(
         problems: Vec::new(),
         skipped: 0,
     };
-    let Some((mxid, entry)) = resolve(fetched, &domain).users.into_iter().next() else {
+    let Some((mxid, entry)) = resolve(fetched, &domain, &crate::pace::Pacer::default())
+        .users
+        .into_iter()
+        .next()
+    else {
         return;
     };
     match state

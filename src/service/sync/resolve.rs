@@ -30,7 +30,7 @@ pub(super) struct Resolved {
 }
 
 /// Normalises what a source gave.
-pub(super) fn resolve(fetched: Fetched, domain: &str) -> Resolved {
+pub(super) fn resolve(fetched: Fetched, domain: &str, pacer: &crate::pace::Pacer) -> Resolved {
     let Fetched {
         users,
         mut problems,
@@ -46,7 +46,10 @@ pub(super) fn resolve(fetched: Fetched, domain: &str) -> Resolved {
         }
     };
     // Taken by value: each user's strings are freed as it is resolved.
-    for user in users {
+    for (i, user) in users.into_iter().enumerate() {
+        if (i + 1) % crate::source::PACE_STEP == 0 {
+            pacer.pause_blocking();
+        }
         let Some(mxid) = mxid_of(&user.username, domain) else {
             note(
                 &mut problems,
@@ -153,28 +156,35 @@ mod tests {
     fn a_fetch_digest_changes_with_anything_resolving_depends_on() {
         let a = user("a", &[("email", "a@x.org")]);
         let b = user("b", &[("email", "b@x.org")]);
-        let base = Fetched::from(vec![a.clone(), b.clone()]).digest("x.org");
+        let base = Fetched::from(vec![a.clone(), b.clone()])
+            .digest("x.org", &crate::pace::Pacer::default());
         assert_eq!(
             base,
-            Fetched::from(vec![a.clone(), b.clone()]).digest("x.org")
+            Fetched::from(vec![a.clone(), b.clone()])
+                .digest("x.org", &crate::pace::Pacer::default())
         );
         assert_ne!(
             base,
-            Fetched::from(vec![b.clone(), a.clone()]).digest("x.org")
+            Fetched::from(vec![b.clone(), a.clone()])
+                .digest("x.org", &crate::pace::Pacer::default())
         );
         assert_ne!(
             base,
-            Fetched::from(vec![a.clone(), b.clone()]).digest("y.org")
+            Fetched::from(vec![a.clone(), b.clone()])
+                .digest("y.org", &crate::pace::Pacer::default())
         );
         let mut renamed = b.clone();
         renamed.display_name = Some("B".into());
         assert_ne!(
             base,
-            Fetched::from(vec![a.clone(), renamed]).digest("x.org")
+            Fetched::from(vec![a.clone(), renamed]).digest("x.org", &crate::pace::Pacer::default())
         );
         let mut skipped = Fetched::from(vec![a, b]);
         skipped.skipped = 1;
-        assert_ne!(base, skipped.digest("x.org"));
+        assert_ne!(
+            base,
+            skipped.digest("x.org", &crate::pace::Pacer::default())
+        );
     }
 
     #[test]
@@ -200,7 +210,7 @@ mod tests {
             users,
             problems,
             skipped,
-        } = resolve(users.into(), "example.org");
+        } = resolve(users.into(), "example.org", &crate::pace::Pacer::default());
         // Bob listed twice is one directory entry with everything he was listed with.
         let bob = &users["@bob:example.org"];
         assert_eq!(bob.display_name.as_deref(), Some("Bob"));
