@@ -35,6 +35,8 @@ PATH="$PATH:/usr/sbin"
 
 cargo build --release --locked --quiet
 BIN="$CARGO_TARGET_DIR/release/mxisd"
+# (lib.sh first: it defines a cleanup of its own, which this script's replaces.)
+. benches/lib.sh
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -44,7 +46,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-. benches/lib.sh
 
 # --- the directory: two versions of the same N people (B: every mail changed) ---
 gen_ldif() { # variant

@@ -35,9 +35,19 @@ export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 . benches/lib.sh
 need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/mxisd"
-BARE=$(cargo bench --locked --no-run --bench bare_warp 2>&1 | sed -n 's/.*(\(.*bare_warp-[0-9a-f]*\)).*/\1/p' | tail -1)
+# MXISD_BIN: measure that binary instead of building one.
+if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
+  cargo build --release --locked --quiet
+  BIN="$CARGO_TARGET_DIR/release/mxisd"
+fi
+# In the release profile, so it reuses the release build of the library (the bench
+# profile would build it again).
+BARE=$(cargo build --release --locked --bench bare_warp --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "bare_warp" and m.get("executable"):
+        print(m["executable"])')
 [ -x "$BARE" ] || { echo "cannot build benches/bare_warp.rs" >&2; exit 1; }
 
 work_dir
