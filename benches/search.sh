@@ -20,6 +20,7 @@
 #
 #   benches/search.sh
 #   SIZES=100000 DURATION=5s benches/search.sh
+#   MXISD_BIN=/path/to/mxisd benches/search.sh     (that binary, not a fresh build)
 #
 # On a 2-core machine wrk and the server share the cores: compare runs on the same box.
 set -euo pipefail
@@ -36,8 +37,11 @@ export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 . benches/lib.sh
 need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/mxisd"
+# MXISD_BIN: measure that binary instead of building one.
+if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
+  cargo build --release --locked --quiet
+  BIN="$CARGO_TARGET_DIR/release/mxisd"
+fi
 
 work_dir
 

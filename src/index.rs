@@ -4,8 +4,9 @@
 //!
 //! Searching: the term is split into words with the same analyzer as the documents
 //! (lowercased, accents folded, split on anything but letters and digits), every word
-//! must match some field, and a word matches exactly (best), as a prefix, or within
-//! one typo (words of 4 characters or more). Nothing in the term is query syntax.
+//! must match some field, and a word matches exactly (best) or as a prefix, or, when
+//! that finds nobody, within one typo (words of 4 characters or more). Nothing in the
+//! term is query syntax.
 //!
 //! This file owns the index handle: opening (or recreating) it, the reader, the one
 //! writer's lock and whether the index is stale; it must not build documents or

@@ -1,13 +1,15 @@
 //! Searching the directory index: the term's words (analysed like the documents), every
-//! word required, each matching exactly (best), as a prefix, or within one typo (words
-//! of 4 characters or more, tried only when the exact and prefix query leaves room on
-//! the page); nothing in the term is query syntax. Recent answers are kept until the
-//! next commit. Read-only: it must not write the index.
+//! word required, each matching exactly (best) or as a prefix, or, when that finds
+//! nobody, within one typo (words of 4 characters or more); nothing in the term is
+//! query syntax. Recent answers are kept until the next commit. Read-only: it must not
+//! write the index.
 
-use super::schema::words;
+use super::schema::{words, MAX_PREFIX};
 use super::{DirectoryIndex, IndexError};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, TermQuery,
+};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{TantivyDocument, Term};
 
@@ -63,6 +65,13 @@ impl DirectoryIndex {
         cache.insert(key, found.clone());
     }
 
+    /// Whether searching `term` is quick enough to run on a request's thread: every
+    /// word at least 3 characters long, so no prefix matches a large part of the
+    /// index (a 1- or 2-letter one can, and is searched off the request threads).
+    pub fn is_quick(&self, term: &str) -> bool {
+        words(term).iter().all(|w| w.chars().nth(2).is_some())
+    }
+
     /// Up to `limit` users matching `term`, best first, and whether there were more.
     /// `threepids`: also match on e-mail addresses and phone numbers.
     pub fn search(
@@ -79,10 +88,10 @@ impl DirectoryIndex {
         if let Some(found) = self.lookup(&key) {
             return Ok(found);
         }
-        // Exact words and prefixes first; the typo-tolerant query (the costly part:
-        // an automaton per word and field) only when they do not overflow the page.
+        // Exact words and prefixes first; the typo-tolerant query (the costly part: an
+        // automaton walking the term dictionary per word) only when they find nobody.
         let mut found = self.run(&key.0, limit, threepids, false)?;
-        if !found.1 && key.0.iter().any(|w| w.chars().count() >= 4) {
+        if found.0.is_empty() && key.0.iter().any(|w| w.chars().count() >= 4) {
             found = self.run(&key.0, limit, threepids, true)?;
         }
         self.remember(key, &found);
@@ -97,24 +106,40 @@ impl DirectoryIndex {
         typos: bool,
     ) -> Result<(Vec<Hit>, bool), IndexError> {
         let f = self.fields;
-        let fields = [if threepids {
+        let field = if threepids {
             f.words_and_threepids
         } else {
             f.words
-        }];
+        };
         let per_word: Vec<(Occur, Box<dyn Query>)> = words
             .iter()
             .map(|w| {
-                let mut options: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-                for &field in &fields {
-                    let t = Term::from_field_text(field, w);
-                    options.push((
-                        Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs)),
-                            4.0,
+                let t = Term::from_field_text(field, w);
+                let long = w.chars().count();
+                let mut options: Vec<(Occur, Box<dyn Query>)> = vec![(
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs)),
+                        4.0,
+                    )),
+                )];
+                // A prefix: one term of the prefix fields, scored the same whatever
+                // the word it starts; a longer one, the words that begin with it.
+                let prefix = |field| -> Box<dyn Query> {
+                    Box::new(ConstScoreQuery::new(
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(field, w),
+                            IndexRecordOption::Basic,
                         )),
-                    ));
+                        2.0,
+                    ))
+                };
+                if long <= MAX_PREFIX {
+                    options.push((Occur::Should, prefix(f.prefixes)));
+                    if threepids {
+                        options.push((Occur::Should, prefix(f.threepid_prefixes)));
+                    }
+                } else {
                     options.push((
                         Occur::Should,
                         Box::new(BoostQuery::new(
@@ -122,9 +147,9 @@ impl DirectoryIndex {
                             2.0,
                         )),
                     ));
-                    if typos && w.chars().count() >= 4 {
-                        options.push((Occur::Should, Box::new(FuzzyTermQuery::new(t, 1, true))));
-                    }
+                }
+                if typos && long >= 4 {
+                    options.push((Occur::Should, Box::new(FuzzyTermQuery::new(t, 1, true))));
                 }
                 (
                     Occur::Must,
@@ -170,8 +195,11 @@ mod tests {
         // A prefix finds both, the exact match of neither: both listed.
         let ali = ids(&index, "ali");
         assert_eq!(ali.len(), 2, "{ali:?}");
-        // A typo.
+        // A prefix; a typo when the words as typed find nobody, in every word.
         assert_eq!(ids(&index, "Liddel"), vec!["@alice:example.org"]);
+        assert_eq!(ids(&index, "Lidell"), vec!["@alice:example.org"]);
+        assert_eq!(ids(&index, "alcie lidell"), vec!["@alice:example.org"]);
+        assert_eq!(ids(&index, "alicia kyes"), vec!["@alicia:example.org"]);
         // Two words: both must match.
         assert_eq!(ids(&index, "alice keys"), Vec::<String>::new());
         assert_eq!(ids(&index, "alicia ke"), vec!["@alicia:example.org"]);
@@ -181,6 +209,46 @@ mod tests {
         let engineers = ids(&index, "engineer");
         assert_eq!(engineers.len(), 2, "{engineers:?}");
         assert_eq!(ids(&index, "alice.lid"), vec!["@alice:example.org"]);
+    }
+
+    #[test]
+    fn prefixes_short_and_long_in_names_and_addresses() {
+        use crate::index::testing::user;
+        use crate::index::DirectoryIndex;
+        let index = DirectoryIndex::in_memory().unwrap();
+        let fanshawe = user(
+            "Featherstonehaugh Fanshawe",
+            &["q.montmorency-ward@example.org"],
+            "Ópera",
+        );
+        let other = user("Feather Duster", &["fd@example.org"], "Cleaner");
+        let dusted = user("Dusted Off", &[], "Cleaner");
+        index
+            .replace_all([
+                ("@fanshawe:example.org", &fanshawe),
+                ("@feather12345678:example.org", &other),
+                ("@dusted:example.org", &dusted),
+            ])
+            .unwrap();
+        let ids = |term| crate::index::testing::ids(&index, term);
+        // Up to the indexed length, and past it (the term dictionary's walk).
+        assert_eq!(ids("featherstoneh"), ["@fanshawe:example.org"]);
+        assert_eq!(ids("featherston"), ["@fanshawe:example.org"]);
+        assert_eq!(ids("featherstonehaugh"), ["@fanshawe:example.org"]);
+        assert_eq!(ids("feather1234567"), ["@feather12345678:example.org"]);
+        // The exact word first, then the prefix.
+        assert_eq!(
+            ids("feather"),
+            ["@feather12345678:example.org", "@fanshawe:example.org"]
+        );
+        assert_eq!(ids("f").len(), 2);
+        // An address's words, as prefixes, only when 3PIDs are searched; accents fold.
+        assert_eq!(ids("montm"), ["@fanshawe:example.org"]);
+        assert!(index.search("montm", 10, false).unwrap().0.is_empty());
+        assert_eq!(ids("OPER"), ["@fanshawe:example.org"]);
+        // Found as typed, a word's one-typo neighbours are not added; typed wrong, both.
+        assert_eq!(ids("duster"), ["@feather12345678:example.org"]);
+        assert_eq!(ids("dustex").len(), 2);
     }
 
     #[test]

@@ -70,6 +70,9 @@ impl IndexWriting<'_> {
             .commit()
             .map_err(IndexError::from)
             .and_then(|_| self.index.reader.reload().map_err(IndexError::from));
+        if full && done.is_ok() {
+            self.merge_segments();
+        }
         self.index.clear_cache();
         match done {
             Ok(()) if full => self.index.set_stale(false),
@@ -77,6 +80,29 @@ impl IndexWriting<'_> {
             Err(_) => self.index.set_stale(true),
         }
         done
+    }
+
+    /// Merges the index into one segment after a rebuild, which writes several (one
+    /// per writer budget's worth): every search looks each word up once per segment.
+    /// A failed merge leaves the segments as they were, still correct.
+    fn merge_segments(&mut self) {
+        let segments = match self.writer.index().searchable_segment_ids() {
+            Ok(ids) if ids.len() > 1 => ids,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the index's segments to merge them");
+                return;
+            }
+        };
+        let merged = self
+            .writer
+            .merge(&segments)
+            .wait()
+            .map_err(IndexError::from)
+            .and_then(|_| self.index.reader.reload().map_err(IndexError::from));
+        if let Err(e) = merged {
+            tracing::warn!(error = %e, "merging the index's segments failed; searches stay correct, a little slower");
+        }
     }
 
     /// Commits a rebuild (see [`Self::commit_as`]).

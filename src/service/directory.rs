@@ -101,8 +101,13 @@ async fn local_search(
     let threepids = !state.config().directory.exclude_threepid;
     let (hits, limited) = match state.directory.cached(&term, limit, threepids) {
         Some(found) => found,
+        // Tens of microseconds: less than handing it to another thread costs.
+        None if state.directory.is_quick(&term) => state
+            .directory
+            .search(&term, limit, threepids)
+            .map_err(|e| Error::internal("directory search", e))?,
         None => {
-            // A real search can take milliseconds: off the request threads.
+            // A short prefix can take milliseconds: off the request threads.
             let searcher = state.clone();
             tokio::task::spawn_blocking(move || searcher.directory.search(&term, limit, threepids))
                 .await
