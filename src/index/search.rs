@@ -7,9 +7,7 @@
 use super::schema::{words, MAX_PREFIX};
 use super::{DirectoryIndex, IndexError};
 use tantivy::collector::TopDocs;
-use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, TermQuery,
-};
+use tantivy::query::{BooleanQuery, FuzzyTermQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{TantivyDocument, Term};
 
@@ -111,27 +109,26 @@ impl DirectoryIndex {
         } else {
             f.words
         };
-        let per_word: Vec<(Occur, Box<dyn Query>)> = words
+        // No boosts and no constant-score wrappers: a word found exactly is also a
+        // prefix of itself (up to MAX_PREFIX), so it outranks a mere prefix on its own,
+        // and plain term scorers let a one-word search skip the blocks of documents
+        // that cannot reach the page (block-max WAND) instead of scoring every match.
+        let mut per_word: Vec<(Occur, Box<dyn Query>)> = words
             .iter()
             .map(|w| {
                 let t = Term::from_field_text(field, w);
                 let long = w.chars().count();
                 let mut options: Vec<(Occur, Box<dyn Query>)> = vec![(
                     Occur::Should,
-                    Box::new(BoostQuery::new(
-                        Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs)),
-                        4.0,
-                    )),
+                    Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs)),
                 )];
-                // A prefix: one term of the prefix fields, scored the same whatever
-                // the word it starts; a longer one, the words that begin with it.
+                // A prefix: one term of the prefix fields (no frequencies, no norms:
+                // the same score for every document); a longer one, the indexed words
+                // that begin with it.
                 let prefix = |field| -> Box<dyn Query> {
-                    Box::new(ConstScoreQuery::new(
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(field, w),
-                            IndexRecordOption::Basic,
-                        )),
-                        2.0,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, w),
+                        IndexRecordOption::Basic,
                     ))
                 };
                 if long <= MAX_PREFIX {
@@ -142,10 +139,7 @@ impl DirectoryIndex {
                 } else {
                     options.push((
                         Occur::Should,
-                        Box::new(BoostQuery::new(
-                            Box::new(FuzzyTermQuery::new_prefix(t.clone(), 0, true)),
-                            2.0,
-                        )),
+                        Box::new(FuzzyTermQuery::new_prefix(t.clone(), 0, true)),
                     ));
                 }
                 if typos && long >= 4 {
@@ -157,10 +151,17 @@ impl DirectoryIndex {
                 )
             })
             .collect();
-        let query = BooleanQuery::new(per_word);
+        let query: Box<dyn Query> = match per_word.pop() {
+            Some((_, only)) if per_word.is_empty() => only,
+            Some(last) => {
+                per_word.push(last);
+                Box::new(BooleanQuery::new(per_word))
+            }
+            None => return Ok((Vec::new(), false)),
+        };
         let searcher = self.reader.searcher();
         let top = searcher.search(
-            &query,
+            &*query,
             &TopDocs::with_limit(limit.saturating_add(1)).order_by_score(),
         )?;
         let limited = top.len() > limit;
