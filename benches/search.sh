@@ -37,6 +37,7 @@ export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 . benches/lib.sh
 need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is needed (apt-get install curl)" >&2; exit 1; }
 # MXISD_BIN: measure that binary instead of building one.
 if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
   cargo build --release --locked --quiet
@@ -147,7 +148,14 @@ YAML
       [ -n "$done_ms" ] && [ "$done_ms" != "None" ] && break
       sleep 0.2
     done
-    # The index is built right after the run: wait until it answers.
+    # The run ends with the index (built, then merged into one segment): wait until
+    # no job is left, so the runs below measure a settled server.
+    for _ in $(seq 1 3000); do
+      curl -s --unix-socket "$DIR/state-$mode/admin.sock" http://localhost/_mxisd/admin/v1/progress \
+        | grep -q '"jobs":\[\]' && break
+      sleep 0.1
+    done
+    # Then until it answers.
     for _ in $(seq 1 3000); do
       [ "$(cli search "$(head -c 200 "$DIR/users.yaml" | awk '/displayName/ {print $2; exit}')" 2>/dev/null | grep -c '@')" -gt 0 ] && break
       sleep 0.1
