@@ -18,11 +18,10 @@ mod schema;
 mod search;
 mod writer;
 
-pub use search::Hit;
+pub use search::{Hit, Search};
 pub use writer::IndexWriting;
 
 use schema::{analyzer, schema, Fields, TOKENIZER};
-use search::CacheKey;
 use std::path::Path;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy};
 
@@ -48,7 +47,7 @@ pub struct DirectoryIndex {
     /// A write started that did not end in a full rebuild's commit.
     stale: std::sync::atomic::AtomicBool,
     /// Results of recent searches, dropped at every commit.
-    cache: std::sync::Mutex<std::collections::HashMap<CacheKey, (Vec<Hit>, bool)>>,
+    cache: std::sync::Mutex<std::collections::HashMap<Search, (Vec<Hit>, bool)>>,
     cache_size: std::sync::atomic::AtomicUsize,
 }
 

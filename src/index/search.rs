@@ -18,8 +18,33 @@ pub struct Hit {
     pub display_name: Option<String>,
 }
 
-/// A search as the index sees it: the analysed words, the limit, 3PIDs or not.
-pub(super) type CacheKey = (Vec<String>, usize, bool);
+/// A search as the index sees it, its term analysed once: the analysed words, the
+/// limit, 3PIDs or not. It keys the result cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Search {
+    words: Vec<String>,
+    limit: usize,
+    threepids: bool,
+}
+
+impl Search {
+    /// Up to `limit` users matching `term`; `threepids`: also match on e-mail
+    /// addresses and phone numbers.
+    pub fn new(term: &str, limit: usize, threepids: bool) -> Self {
+        Self {
+            words: words(term),
+            limit,
+            threepids,
+        }
+    }
+
+    /// Whether it is quick enough to run on a request's thread: every word at least 3
+    /// characters long, so no prefix matches a large part of the index (a 1- or
+    /// 2-letter one can, and is searched off the request threads).
+    pub fn is_quick(&self) -> bool {
+        self.words.iter().all(|w| w.chars().nth(2).is_some())
+    }
+}
 
 impl DirectoryIndex {
     /// How many searches' results to remember (0: none). Type-ahead clients send the
@@ -35,22 +60,18 @@ impl DirectoryIndex {
     }
 
     /// A remembered answer to this search, if any (cheap: no index access).
-    pub fn cached(&self, term: &str, limit: usize, threepids: bool) -> Option<(Vec<Hit>, bool)> {
+    pub fn cached(&self, search: &Search) -> Option<(Vec<Hit>, bool)> {
         if self.cache_size.load(std::sync::atomic::Ordering::Relaxed) == 0 {
             return None;
         }
-        self.lookup(&(words(term), limit, threepids))
-    }
-
-    fn lookup(&self, key: &CacheKey) -> Option<(Vec<Hit>, bool)> {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(key)
+            .get(search)
             .cloned()
     }
 
-    fn remember(&self, key: CacheKey, found: &(Vec<Hit>, bool)) {
+    fn remember(&self, search: Search, found: &(Vec<Hit>, bool)) {
         let size = self.cache_size.load(std::sync::atomic::Ordering::Relaxed);
         if size == 0 {
             return;
@@ -60,14 +81,7 @@ impl DirectoryIndex {
             // Full: start again rather than track recency (a commit clears it anyway).
             cache.clear();
         }
-        cache.insert(key, found.clone());
-    }
-
-    /// Whether searching `term` is quick enough to run on a request's thread: every
-    /// word at least 3 characters long, so no prefix matches a large part of the
-    /// index (a 1- or 2-letter one can, and is searched off the request threads).
-    pub fn is_quick(&self, term: &str) -> bool {
-        words(term).iter().all(|w| w.chars().nth(2).is_some())
+        cache.insert(search, found.clone());
     }
 
     /// Up to `limit` users matching `term`, best first, and whether there were more.
@@ -78,31 +92,36 @@ impl DirectoryIndex {
         limit: usize,
         threepids: bool,
     ) -> Result<(Vec<Hit>, bool), IndexError> {
-        let words = words(term);
-        if words.is_empty() || limit == 0 {
-            return Ok((Vec::new(), false));
+        let search = Search::new(term, limit, threepids);
+        match self.cached(&search) {
+            Some(found) => Ok(found),
+            None => self.search_uncached(search),
         }
-        let key = (words, limit, threepids);
-        if let Some(found) = self.lookup(&key) {
-            return Ok(found);
+    }
+
+    /// Runs `search` on the index (its cached answer is not looked at) and remembers
+    /// the answer.
+    pub fn search_uncached(&self, search: Search) -> Result<(Vec<Hit>, bool), IndexError> {
+        if search.words.is_empty() || search.limit == 0 {
+            return Ok((Vec::new(), false));
         }
         // Exact words and prefixes first; the typo-tolerant query (the costly part: an
         // automaton walking the term dictionary per word) only when they find nobody.
-        let mut found = self.run(&key.0, limit, threepids, false)?;
-        if found.0.is_empty() && key.0.iter().any(|w| w.chars().count() >= 4) {
-            found = self.run(&key.0, limit, threepids, true)?;
+        let mut found = self.run(&search, false)?;
+        if found.0.is_empty() && search.words.iter().any(|w| w.chars().count() >= 4) {
+            found = self.run(&search, true)?;
         }
-        self.remember(key, &found);
+        self.remember(search, &found);
         Ok(found)
     }
 
-    fn run(
-        &self,
-        words: &[String],
-        limit: usize,
-        threepids: bool,
-        typos: bool,
-    ) -> Result<(Vec<Hit>, bool), IndexError> {
+    fn run(&self, search: &Search, typos: bool) -> Result<(Vec<Hit>, bool), IndexError> {
+        let Search {
+            words,
+            limit,
+            threepids,
+        } = search;
+        let (limit, threepids) = (*limit, *threepids);
         let f = self.fields;
         let field = if threepids {
             f.words_and_threepids
@@ -151,13 +170,11 @@ impl DirectoryIndex {
                 )
             })
             .collect();
-        let query: Box<dyn Query> = match per_word.pop() {
-            Some((_, only)) if per_word.is_empty() => only,
-            Some(last) => {
-                per_word.push(last);
-                Box::new(BooleanQuery::new(per_word))
-            }
-            None => return Ok((Vec::new(), false)),
+        // One word: its options alone, not an intersection of one.
+        let query: Box<dyn Query> = if per_word.len() == 1 {
+            per_word.remove(0).1
+        } else {
+            Box::new(BooleanQuery::new(per_word))
         };
         let searcher = self.reader.searcher();
         let top = searcher.search(

@@ -150,14 +150,18 @@ impl DirectoryIndex {
 #[cfg(test)]
 mod tests {
     use crate::index::testing::{directory, ids, user};
+    use crate::index::Search;
 
     #[test]
     fn upserts_replace_and_delete_and_an_unfinished_write_is_rolled_back() {
         let index = directory();
         // Answers are remembered until the next commit.
         assert!(ids(&index, "robert").is_empty());
-        assert_eq!(index.cached("Robert!", 10, true), Some((vec![], false)));
-        assert_eq!(index.cached("robert", 9, true), None);
+        assert_eq!(
+            index.cached(&Search::new("Robert!", 10, true)),
+            Some((vec![], false))
+        );
+        assert_eq!(index.cached(&Search::new("robert", 9, true)), None);
         let mut w = index.writer().unwrap();
         w.upsert(
             "@bob:example.org",

@@ -10,6 +10,7 @@
 use crate::error::{ErrCode, Error};
 use crate::federation::homeserver::{Base, TokenOwner, USER_WAIT};
 use crate::federation::{RawRequest, RawResponse};
+use crate::index::Search;
 use crate::service::Services;
 use bytes::Bytes;
 use serde::Serialize;
@@ -96,20 +97,19 @@ async fn local_search(
     state: &Services,
     request: &SearchRequest,
 ) -> Result<(Vec<Found>, bool), Error> {
-    let term = local_term(&request.term).to_owned();
-    let limit = request.limit;
     let threepids = !state.config().directory.exclude_threepid;
-    let (hits, limited) = match state.directory.cached(&term, limit, threepids) {
+    let search = Search::new(local_term(&request.term), request.limit, threepids);
+    let (hits, limited) = match state.directory.cached(&search) {
         Some(found) => found,
         // Tens of microseconds: less than handing it to another thread costs.
-        None if state.directory.is_quick(&term) => state
+        None if search.is_quick() => state
             .directory
-            .search(&term, limit, threepids)
+            .search_uncached(search)
             .map_err(|e| Error::internal("directory search", e))?,
         None => {
             // A short prefix can take milliseconds: off the request threads.
             let searcher = state.clone();
-            tokio::task::spawn_blocking(move || searcher.directory.search(&term, limit, threepids))
+            tokio::task::spawn_blocking(move || searcher.directory.search_uncached(search))
                 .await
                 .map_err(|e| Error::internal("directory search task", e))?
                 .map_err(|e| Error::internal("directory search", e))?

@@ -156,35 +156,29 @@ mod tests {
     fn a_fetch_digest_changes_with_anything_resolving_depends_on() {
         let a = user("a", &[("email", "a@x.org")]);
         let b = user("b", &[("email", "b@x.org")]);
-        let base = Fetched::from(vec![a.clone(), b.clone()])
-            .digest("x.org", &crate::pace::Pacer::default());
+        let pacer = crate::pace::Pacer::default();
+        let base = Fetched::from(vec![a.clone(), b.clone()]).digest("x.org", &pacer);
         assert_eq!(
             base,
-            Fetched::from(vec![a.clone(), b.clone()])
-                .digest("x.org", &crate::pace::Pacer::default())
+            Fetched::from(vec![a.clone(), b.clone()]).digest("x.org", &pacer)
         );
         assert_ne!(
             base,
-            Fetched::from(vec![b.clone(), a.clone()])
-                .digest("x.org", &crate::pace::Pacer::default())
+            Fetched::from(vec![b.clone(), a.clone()]).digest("x.org", &pacer)
         );
         assert_ne!(
             base,
-            Fetched::from(vec![a.clone(), b.clone()])
-                .digest("y.org", &crate::pace::Pacer::default())
+            Fetched::from(vec![a.clone(), b.clone()]).digest("y.org", &pacer)
         );
         let mut renamed = b.clone();
         renamed.display_name = Some("B".into());
         assert_ne!(
             base,
-            Fetched::from(vec![a.clone(), renamed]).digest("x.org", &crate::pace::Pacer::default())
+            Fetched::from(vec![a.clone(), renamed]).digest("x.org", &pacer)
         );
         let mut skipped = Fetched::from(vec![a, b]);
         skipped.skipped = 1;
-        assert_ne!(
-            base,
-            skipped.digest("x.org", &crate::pace::Pacer::default())
-        );
+        assert_ne!(base, skipped.digest("x.org", &pacer));
     }
 
     #[test]
