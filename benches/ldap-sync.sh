@@ -143,7 +143,7 @@ cli() { (cd "$WORK" && "$BIN" "$@" --json -c mxisd.yaml); }
 PID=$!; PIDS+=($PID)
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d['sources'][0].get('$1'))"; }
 for _ in $(seq 1 1200); do
-  done_ms=$(cli sync status 2>/dev/null | field last_success_ms || true)
+  done_ms=$(cli sync status 2>/dev/null | field last_success_ms 2>/dev/null || true)
   [ -n "$done_ms" ] && [ "$done_ms" != "None" ] && break
   err=$(cli sync status 2>/dev/null | field last_error || true)
   [ -n "$err" ] && [ "$err" != "None" ] && { echo "sync failed: $err" >&2; exit 1; }

@@ -240,7 +240,21 @@ pub async fn run_reloadable(
     let index_dirty = store.index_dirty().unwrap_or(true);
     if index_created || index_dirty {
         // New, broken and recreated, or maybe behind the store (we stopped while a
-        // change was applied): rebuilt from the store, which is the truth.
+        // change was applied): rebuilt from the store, which is the truth. The
+        // listeners are up: lookups are answered meanwhile, and searches read the
+        // index as last committed (empty when it was recreated).
+        let anyone = store.has_directory_listings().unwrap_or(true);
+        if index_created && anyone {
+            let meanwhile = if config.directory.exclude_homeserver {
+                "searches find nobody until it is built"
+            } else {
+                "searches answer from the homeserver alone until it is built"
+            };
+            tracing::info!("directory index missing or unreadable: rebuilding it from the store; lookups are served meanwhile, {meanwhile}");
+        } else if anyone {
+            tracing::info!("directory index may be behind the store: rebuilding it; searches use it as it was until then");
+        }
+        let began = std::time::Instant::now();
         let built = match service::sync::reindex(&state).await {
             // No run has started yet: every source's change is in now.
             Ok(n) => store
@@ -251,7 +265,11 @@ pub async fn run_reloadable(
             Err(e) => Err(e),
         };
         match built {
-            Ok(n) => tracing::info!(entries = n, "directory index built"),
+            Ok(n) => tracing::info!(
+                entries = n,
+                took_ms = began.elapsed().as_millis() as u64,
+                "directory index built"
+            ),
             Err(e) => tracing::error!(error = %e.message, "building the directory index failed"),
         }
     }

@@ -6,6 +6,7 @@
 
 use super::{DirectoryIndex, IndexError};
 use crate::model::DirectoryUser;
+use tantivy::indexer::{LogMergePolicy, NoMergePolicy};
 use tantivy::{IndexWriter, Term};
 
 /// Holding the index's writer: upserts and deletes, then one commit. Dropped without
@@ -65,13 +66,22 @@ impl IndexWriting<'_> {
     /// the index is no longer stale.
     pub fn commit_as(mut self, full: bool) -> Result<(), IndexError> {
         self.committed = true;
+        if full {
+            // The rebuild's segments are merged below, all at once: a background merge
+            // the commit would start on some of them makes that merge fail.
+            self.writer.set_merge_policy(Box::new(NoMergePolicy));
+        }
         let done = self
             .writer
             .commit()
             .map_err(IndexError::from)
             .and_then(|_| self.index.reader.reload().map_err(IndexError::from));
-        if full && done.is_ok() {
-            self.merge_segments();
+        if full {
+            if done.is_ok() {
+                self.merge_segments();
+            }
+            self.writer
+                .set_merge_policy(Box::<LogMergePolicy>::default());
         }
         self.index.clear_cache();
         match done {

@@ -893,3 +893,65 @@ fn check_config_shows_each_source_and_files_it_cannot_read() {
         text(&o)
     );
 }
+
+/// A lost index is rebuilt at start from the store while lookups are served; the log
+/// says so, what searches answer meanwhile, and how long the rebuild took. A first
+/// start, with nobody listed yet, says nothing of a rebuild.
+#[test]
+fn a_lost_index_is_rebuilt_at_start_and_the_log_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("users.yaml"),
+        "- username: alice\n  displayName: Alice Liddell\n  threepids:\n    - {medium: email, address: alice@example.org}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("mxisd.yaml"),
+        "matrix:\n  domain: example.org\nstorage:\n  path: state\nfile:\n  enabled: true\n  path: users.yaml\ndirectory:\n  exclude:\n    homeserver: true\n",
+    )
+    .unwrap();
+    let args = ["run", "-c", "mxisd.yaml"];
+    let lookup = "/_matrix/identity/api/v1/lookup?medium=email&address=alice%40example.org";
+    let until_found = |server: &Running| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = server.cli(d, &["search", "alice", "--json", "-c", "mxisd.yaml"]);
+            if text(&o).0.contains("@alice:example.org") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never found: {:?}", text(&o));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let server = Running::start(d, &args);
+    until_found(&server);
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("rebuilding"), "{log}");
+
+    std::fs::remove_dir_all(d.join("state/index")).unwrap();
+    let server = Running::start(d, &args);
+    let (code, body) = http_get(server.port, lookup);
+    assert_eq!(
+        (code, &body["mxid"]),
+        (200, &serde_json::json!("@alice:example.org"))
+    );
+    let log = server.wait_log("directory index built", 1);
+    assert!(
+        log.contains("directory index missing or unreadable: rebuilding it from the store; lookups are served meanwhile, searches find nobody until it is built"),
+        "{log}"
+    );
+    let built = log
+        .lines()
+        .find(|l| l.contains("directory index built"))
+        .unwrap();
+    assert!(
+        built.contains("entries=1") && built.contains("took_ms="),
+        "{built}"
+    );
+    until_found(&server);
+    let (status, log) = server.terminate();
+    assert!(status.success(), "{log}");
+}

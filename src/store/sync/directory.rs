@@ -89,6 +89,14 @@ impl Store {
         Ok(n)
     }
 
+    /// Whether any source lists anyone (cheap: the first entry only).
+    pub fn has_directory_listings(&self) -> Result<bool, StoreError> {
+        match self.kv.scan_prefix(SYNC_USER, b"").next() {
+            Some(e) => e.map(|_| true),
+            None => Ok(false),
+        }
+    }
+
     /// How many directory entries the sources list, a user listed by two counting
     /// twice (what a rebuild's progress counts up to, at most).
     pub fn directory_listings(&self) -> Result<u64, StoreError> {
