@@ -121,3 +121,37 @@ LDIF
   slapadd -n 0 -F "$d/config" -l "$d/config.ldif" >/dev/null
   slapadd -q -n 1 -F "$d/config" -l "$ldif"
 }
+
+# bench_binary: BIN is $MXISD_BIN when set (measure that binary), else a fresh release
+# build.
+bench_binary() {
+  if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
+    cargo build --release --locked --quiet
+    BIN="$CARGO_TARGET_DIR/release/mxisd"
+  fi
+}
+
+# standin_homeserver: a stand-in homeserver's client-server API on 127.0.0.1:$HS_PORT
+# (after work_dir): any token is @bench:localhost; its user directory holds
+# @matrix-only:localhost, whatever the term.
+standin_homeserver() {
+  HS_PORT=$(free_port)
+  python3 - "$HS_PORT" >/dev/null 2>&1 <<'PY' &
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+    def do_GET(self):
+        self.reply({"user_id": "@bench:localhost"})
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.reply({"limited": False, "results": [{"user_id": "@matrix-only:localhost", "display_name": "Matrix Only"}]})
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+  PIDS+=($!)
+  wait_port "$HS_PORT"
+}

@@ -38,35 +38,11 @@ export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl is needed (apt-get install curl)" >&2; exit 1; }
-# MXISD_BIN: measure that binary instead of building one.
-if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
-  cargo build --release --locked --quiet
-  BIN="$CARGO_TARGET_DIR/release/mxisd"
-fi
+bench_binary
 
 work_dir
 
-# The stand-in homeserver's client-server API: any token is @bench:localhost; its user
-# directory has one user, whatever the term.
-HS_PORT=$(free_port)
-python3 - "$HS_PORT" >/dev/null 2>&1 <<'PY' &
-import http.server, json, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def reply(self, body):
-        data = json.dumps(body).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
-    def do_GET(self):
-        self.reply({"user_id": "@bench:localhost"})
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.reply({"limited": False, "results": [{"user_id": "@matrix-only:localhost", "display_name": "Matrix Only"}]})
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-PY
-PIDS+=($!)
-wait_port "$HS_PORT"
+standin_homeserver
 
 for N in $SIZES; do
   DIR="$WORK/n$N"; mkdir -p "$DIR"
