@@ -22,17 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES="${SIZES:-1000000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
-export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
-export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
-
 . benches/lib.sh
-need_wrk
-command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
-command -v curl >/dev/null || { echo "curl is needed (apt-get install curl)" >&2; exit 1; }
-bench_binary
-
-work_dir
+bench_setup
 
 standin_homeserver
 

@@ -155,3 +155,17 @@ PY
   PIDS+=($!)
   wait_port "$HS_PORT"
 }
+
+# bench_setup: what the wrk scripts share: the target directory, the unit's malloc
+# settings (set them empty to drop them), wrk, python3 and curl, the binary (BIN, see
+# bench_binary) and a work directory (WORK, see work_dir).
+bench_setup() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
+  export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
+  export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
+  need_wrk
+  command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
+  command -v curl >/dev/null || { echo "curl is needed (apt-get install curl)" >&2; exit 1; }
+  bench_binary
+  work_dir
+}
