@@ -17,6 +17,7 @@
 #
 #   benches/coldstart.sh
 #   SIZES=100000 benches/coldstart.sh
+#   CACHE=32MiB benches/coldstart.sh                   (storage.cacheSize; default: the server's)
 #   MXISD_BIN=/path/to/mxisd benches/coldstart.sh     (that binary, not a fresh build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,7 @@ server:
   port: $PORT
 storage:
   path: state
+$([ -n "${CACHE:-}" ] && echo "  cacheSize: $CACHE")
 file:
   enabled: true
   path: users.yaml
@@ -76,7 +78,7 @@ YAML
     done
   }
 
-  echo "== $N directory entries and $N bindings ($(nproc) cores)"
+  echo "== $N directory entries and $N bindings ($(nproc) cores, storage.cacheSize ${CACHE:-default})"
   T0=$(date +%s.%N)
   start; wait_port "$PORT"; wait_admin "$DIR/state"
   for _ in $(seq 1 20000); do
