@@ -267,7 +267,7 @@ pub async fn run_reloadable(
         match built {
             Ok(n) => tracing::info!(
                 entries = n,
-                took_ms = began.elapsed().as_millis() as u64,
+                took_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "directory index built"
             ),
             Err(e) => tracing::error!(error = %e.message, "building the directory index failed"),

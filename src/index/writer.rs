@@ -15,6 +15,8 @@ pub struct IndexWriting<'a> {
     index: &'a DirectoryIndex,
     writer: std::sync::MutexGuard<'a, IndexWriter>,
     committed: bool,
+    /// [`Self::start_over`] was called: background merges are off until the end.
+    rebuilding: bool,
 }
 
 impl IndexWriting<'_> {
@@ -37,8 +39,22 @@ impl IndexWriting<'_> {
     /// Deletes every document (until the commit, searches still see them): a rebuild
     /// then [`Self::add`]s every entry.
     pub fn start_over(&mut self) -> Result<(), IndexError> {
+        // No background merge while the index is rebuilt: tantivy would start some on
+        // the segments written as the writer's budget fills, and the merge of all of
+        // them after the commit would then fail. Restored at the commit, or when the
+        // write is dropped.
+        self.writer.set_merge_policy(Box::new(NoMergePolicy));
+        self.rebuilding = true;
         self.writer.delete_all_documents()?;
         Ok(())
+    }
+
+    /// Background merges as usual again, after a rebuild.
+    fn merge_as_usual(&mut self) {
+        if std::mem::take(&mut self.rebuilding) {
+            self.writer
+                .set_merge_policy(Box::<LogMergePolicy>::default());
+        }
     }
 
     /// Adds `mxid`'s document, after [`Self::start_over`]: adds only (a delete per
@@ -66,23 +82,15 @@ impl IndexWriting<'_> {
     /// the index is no longer stale.
     pub fn commit_as(mut self, full: bool) -> Result<(), IndexError> {
         self.committed = true;
-        if full {
-            // The rebuild's segments are merged below, all at once: a background merge
-            // the commit would start on some of them makes that merge fail.
-            self.writer.set_merge_policy(Box::new(NoMergePolicy));
-        }
         let done = self
             .writer
             .commit()
             .map_err(IndexError::from)
             .and_then(|_| self.index.reader.reload().map_err(IndexError::from));
-        if full {
-            if done.is_ok() {
-                self.merge_segments();
-            }
-            self.writer
-                .set_merge_policy(Box::<LogMergePolicy>::default());
+        if full && done.is_ok() {
+            self.merge_segments();
         }
+        self.merge_as_usual();
         self.index.clear_cache();
         match done {
             Ok(()) if full => self.index.set_stale(false),
@@ -123,6 +131,7 @@ impl IndexWriting<'_> {
 
 impl Drop for IndexWriting<'_> {
     fn drop(&mut self) {
+        self.merge_as_usual();
         if !self.committed {
             self.index.set_stale(true);
             if let Err(e) = self.writer.rollback() {
@@ -153,6 +162,7 @@ impl DirectoryIndex {
             index: self,
             writer,
             committed: false,
+            rebuilding: false,
         })
     }
 }
@@ -207,5 +217,28 @@ mod tests {
             .unwrap();
         assert!(!index.is_stale());
         assert_eq!(ids(&index, "ghost"), vec!["@ghost:example.org"]);
+    }
+
+    /// A rebuild runs without background merges (they would take some of its
+    /// segments from under the merge that follows its commit); they are back after
+    /// the commit, and after a rebuild dropped unfinished.
+    #[test]
+    fn no_background_merge_during_a_rebuild() {
+        let index = directory();
+        let policy = |w: &super::IndexWriting<'_>| format!("{:?}", w.writer.get_merge_policy());
+        let mut w = index.writer().unwrap();
+        assert!(policy(&w).starts_with("LogMergePolicy"), "{}", policy(&w));
+        w.start_over().unwrap();
+        assert!(policy(&w).starts_with("NoMergePolicy"), "{}", policy(&w));
+        w.add("@ann:example.org", &user("Ann", &[], "x")).unwrap();
+        w.commit().unwrap();
+        let mut w = index.writer().unwrap();
+        assert!(policy(&w).starts_with("LogMergePolicy"), "{}", policy(&w));
+        w.start_over().unwrap();
+        drop(w);
+        let w = index.writer().unwrap();
+        assert!(policy(&w).starts_with("LogMergePolicy"), "{}", policy(&w));
+        w.commit_as(false).unwrap();
+        assert_eq!(ids(&index, "ann"), vec!["@ann:example.org"]);
     }
 }
