@@ -36,10 +36,7 @@ export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 need_wrk
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
 # MXISD_BIN: measure that binary instead of building one.
-if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
-  cargo build --release --locked --quiet
-  BIN="$CARGO_TARGET_DIR/release/mxisd"
-fi
+bench_binary
 # In the release profile, so it reuses the release build of the library (the bench
 # profile would build it again).
 BARE=$(cargo build --release --locked --bench bare_warp --message-format=json 2>/dev/null | python3 -c '

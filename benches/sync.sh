@@ -16,13 +16,10 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
 command -v python3 >/dev/null || { echo "python3 is needed to generate the data" >&2; exit 1; }
-# MXISD_BIN: measure that binary instead of building one.
-if [ -n "${MXISD_BIN:-}" ]; then BIN=$MXISD_BIN; else
-  cargo build --release --locked --quiet
-  BIN="$CARGO_TARGET_DIR/release/mxisd"
-fi
 # (lib.sh first: it defines a cleanup of its own, which this script's replaces.)
 . benches/lib.sh
+# MXISD_BIN: measure that binary instead of building one.
+bench_binary
 WORK=$(mktemp -d)
 PID=""
 cleanup() { [ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }

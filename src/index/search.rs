@@ -116,12 +116,11 @@ impl DirectoryIndex {
     }
 
     fn run(&self, search: &Search, typos: bool) -> Result<(Vec<Hit>, bool), IndexError> {
-        let Search {
-            words,
+        let &Search {
+            ref words,
             limit,
             threepids,
         } = search;
-        let (limit, threepids) = (*limit, *threepids);
         let f = self.fields;
         let field = if threepids {
             f.words_and_threepids
