@@ -146,7 +146,7 @@ pub async fn run_reloadable(
         http::listen::Bound::Tcp(listeners.public),
         tls,
         http::public_routes(state.clone()),
-        http::listen::Lane::Public(state.clone()),
+        http::listen::Lane::Public(http::fast::Direct::new(state.clone())),
         stop_rx.clone(),
         drain,
     ));

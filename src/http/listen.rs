@@ -60,8 +60,8 @@ pub enum Bound {
 /// What a listener does before warp's routes.
 #[derive(Clone)]
 pub enum Lane {
-    /// The public listener: exact lookups take the direct route.
-    Public(Services),
+    /// The public listener: exact lookups and constant answers take the direct route.
+    Public(super::fast::Direct),
     /// An admin listener: every request goes through the door first.
     Admin(Door, Services),
     /// Straight to the routes (metrics).
@@ -214,12 +214,17 @@ async fn serve_connection<S>(
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             use futures_util::future::{ready, Either};
             match &lane {
-                Lane::Public(state) if super::fast::is_lookup(&request) => {
-                    return Either::Left(Either::Left(super::fast::lookup(
-                        state.clone(),
-                        request,
-                        conn.peer,
-                    )));
+                Lane::Public(direct) => {
+                    if super::fast::is_lookup(&request) {
+                        return Either::Left(Either::Left(super::fast::lookup(
+                            direct.state().clone(),
+                            request,
+                            conn.peer,
+                        )));
+                    }
+                    if let Some(response) = direct.constant(&request) {
+                        return Either::Left(Either::Right(ready(Ok(response))));
+                    }
                 }
                 Lane::Admin(door, state) => {
                     let verdict = match &conn.refused {

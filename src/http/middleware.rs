@@ -80,15 +80,13 @@ pub(crate) fn log_request(
     elapsed: std::time::Duration,
 ) {
     metrics.request(listener, route, status, elapsed);
-    tracing::info!(
-        target: crate::logging::ACCESS_TARGET,
-        listener = listener.as_str(),
+    crate::logging::request(&crate::logging::RequestLine {
+        listener: listener.as_str(),
         method,
         path,
         status,
-        ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+        elapsed,
+    });
 }
 
 /// Turns warp's routing rejections into Matrix errors. Handlers never reject, so only

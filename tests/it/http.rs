@@ -2,7 +2,7 @@
 //! CORS, the admin listener, and bad requests at the HTTP level.
 
 use crate::common::{assert_error, TestServer};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -28,6 +28,36 @@ async fn versions_and_pings() {
     let r = s.get("/version").await;
     assert_eq!(r.body["server"]["name"], "mxisd");
     assert_eq!(r.body["server"]["version"], env!("CARGO_PKG_VERSION"));
+
+    // The listener answers these without the route table; what it sends must not
+    // differ from what the routes send for the spellings it leaves to them (here a
+    // GET with a body), and HEAD has no body.
+    for path in [
+        "/_matrix/identity/versions",
+        "/_matrix/identity/v2",
+        "/_matrix/identity/api/v1",
+        "/version",
+    ] {
+        let direct = s.get(path).await;
+        let routed = s
+            .send(s.client.get(format!("{}{path}", s.base)).body("{}"))
+            .await;
+        assert_eq!((direct.status, &direct.body), (200, &routed.body), "{path}");
+        for name in [
+            "content-type",
+            "access-control-allow-origin",
+            "access-control-allow-methods",
+            "access-control-allow-headers",
+        ] {
+            assert_eq!(
+                direct.headers.get(name),
+                routed.headers.get(name),
+                "{path} {name}"
+            );
+        }
+        let head = s.send(s.client.head(format!("{}{path}", s.base))).await;
+        assert_eq!((head.status, head.body), (200, Value::Null), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
