@@ -247,40 +247,41 @@ pub fn request(line: &RequestLine<'_>) {
 /// (`<time>  INFO mxisd::http: request listener="public" method="GET" path="/x"
 /// status=200 ms=0.052`) or a JSON object with the event's fields flattened.
 fn format_request(out: &mut Vec<u8>, style: LogFormat, now: SystemTime, line: &RequestLine<'_>) {
-    let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
-    match style {
-        LogFormat::Text => {
-            push_timestamp(out, now);
-            out.extend_from_slice(b"  INFO ");
-            out.extend_from_slice(ACCESS_TARGET.as_bytes());
-            out.extend_from_slice(b": request listener=");
-            push_quoted(out, line.listener);
-            out.extend_from_slice(b" method=");
-            push_quoted(out, line.method);
-            out.extend_from_slice(b" path=");
-            push_quoted(out, line.path);
-            out.extend_from_slice(b" status=");
-            push_number(out, u64::from(line.status), 1);
-            out.extend_from_slice(b" ms=");
-            push_millis(out, micros);
-        }
-        LogFormat::Json => {
-            out.extend_from_slice(b"{\"timestamp\":\"");
-            push_timestamp(out, now);
-            out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\",\"listener\":");
-            push_quoted(out, line.listener);
-            out.extend_from_slice(b",\"method\":");
-            push_quoted(out, line.method);
-            out.extend_from_slice(b",\"path\":");
-            push_quoted(out, line.path);
-            out.extend_from_slice(b",\"status\":");
-            push_number(out, u64::from(line.status), 1);
-            out.extend_from_slice(b",\"ms\":");
-            push_millis(out, micros);
-            out.extend_from_slice(b",\"target\":\"");
-            out.extend_from_slice(ACCESS_TARGET.as_bytes());
-            out.extend_from_slice(b"\"}");
-        }
+    let json = style == LogFormat::Json;
+    let key = |out: &mut Vec<u8>, name: &str| {
+        out.extend_from_slice(if json { b",\"" } else { b" " });
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(if json { b"\":" } else { b"=" });
+    };
+    if json {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        push_timestamp(out, now);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"request\"");
+    } else {
+        push_timestamp(out, now);
+        out.extend_from_slice(b"  INFO ");
+        out.extend_from_slice(ACCESS_TARGET.as_bytes());
+        out.extend_from_slice(b": request");
+    }
+    for (name, value) in [
+        ("listener", line.listener),
+        ("method", line.method),
+        ("path", line.path),
+    ] {
+        key(out, name);
+        push_quoted(out, value);
+    }
+    key(out, "status");
+    push_number(out, u64::from(line.status), 1);
+    key(out, "ms");
+    push_millis(
+        out,
+        u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX),
+    );
+    if json {
+        out.extend_from_slice(b",\"target\":\"");
+        out.extend_from_slice(ACCESS_TARGET.as_bytes());
+        out.extend_from_slice(b"\"}");
     }
     out.push(b'\n');
 }
