@@ -40,24 +40,38 @@ need_wrk() {
     || { $sudo apt-get update -q >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null; }
 }
 
+# cpu_ticks PID: the CPU time a process has used so far (user + system), in clock ticks.
+cpu_ticks() {
+  # The fields after the command name, which is in parentheses and may hold spaces.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
 # run_wrk NAME URL [LUA] [CONNECTIONS]: wrk for $DURATION with $THREADS threads and
 # $CONNS connections; prints requests/s, p50, p99 (and non-2xx answers) on one line
-# and leaves the rate in LAST_RPS.
+# and leaves the rate in LAST_RPS. With CPU_PID set, also the CPU time that process
+# spent per request: steadier than the rate on a machine whose speed drifts, and what
+# a server costs whoever shares the cores with it.
 run_wrk() {
   local name=$1 url=$2 script=${3:-} conns=${4:-$CONNS}
-  local threads=$THREADS out
+  local threads=$THREADS out before=""
   [ "$conns" -ge "$threads" ] || threads=$conns
+  [ -z "${CPU_PID:-}" ] || before=$(cpu_ticks "$CPU_PID")
   if [ -n "$script" ]; then
     out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency -s "$script" "$url")
   else
     out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "$url")
   fi
-  local rps p50 p99 errors
+  local rps p50 p99 errors cpu=""
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '  %-32s %10s req/s   p50 %8s   p99 %8s%s\n' "$name" "$rps" "$p50" "$p99" "${errors:+   NON-2XX: $errors}"
+  if [ -n "$before" ]; then
+    cpu=$(awk -v t="$(( $(cpu_ticks "$CPU_PID") - before ))" -v hz="$(getconf CLK_TCK)" \
+      -v n="$(awk '/requests in/ {print $1}' <<<"$out")" \
+      'BEGIN { if (n > 0) printf "   cpu/req %6.1f us", t * 1e6 / hz / n }')
+  fi
+  printf '  %-32s %10s req/s   p50 %8s   p99 %8s%s%s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "${errors:+   NON-2XX: $errors}"
   LAST_RPS=$rps
 }
 

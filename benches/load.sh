@@ -10,7 +10,8 @@
 #   - POST /_matrix/identity/v2/lookup with 1 hash, with 100 hashes, with 1000 hashes,
 #     a different random set of addresses in every request (as homeservers send them:
 #     nine in ten bound), drawn from a pool of up to 100k hashes
-# and prints requests/s, p50/p99 latency and the server's RSS, then stops the server.
+# and prints requests/s, p50/p99 latency, the CPU the server (or bare warp) spent per
+# request, and the server's RSS, then stops the server.
 # The batch of 1000 on one connection is measured twice: right after the bulk import
 # (no restart) and after a restart.
 #
@@ -157,8 +158,10 @@ LUA
   BARE_PORT=$(free_port)
   BARE_WARP_PORT=$BARE_PORT "$BARE" & BARE_PID=$!; PIDS+=($BARE_PID)
   wait_port "$BARE_PORT"
-  run_wrk "bare warp, {}" "http://127.0.0.1:$BARE_PORT/"
+  CPU_PID=$BARE_PID run_wrk "bare warp, {}" "http://127.0.0.1:$BARE_PORT/"
   kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
+  # From here on, each line also says what the server's CPU spent per request.
+  CPU_PID=$PID
   run_wrk "GET /v2" "http://127.0.0.1:$PORT/_matrix/identity/v2"
   run_wrk "lookup, 1 hash" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1.lua"
   run_wrk "lookup, 100 hashes" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua"
@@ -166,6 +169,7 @@ LUA
   # Latency of one request on its own: one connection, no queueing behind others.
   run_wrk "100 hashes, 1 connection" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup100.lua" 1
   run_wrk "1000 hashes, 1 connection" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" "$DIR/lookup1000.lua" 1
+  CPU_PID=
   echo "  server RSS after the runs: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), RssAnon $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status")"
   echo "  server RSS: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status"), store on disk: $(du -sh "$DIR/state/store" | cut -f1)"
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
