@@ -6,9 +6,9 @@
 //! line is formatted here, in the shape tracing's formatter gives every other line,
 //! without its field visitors, `Debug` escaping and float printing (7 % of a single
 //! lookup's CPU); only with colours on a terminal, or under another program's
-//! subscriber, does it go through tracing. What must never be logged (tokens, passwords, private keys, full
-//! 3PID addresses) is kept out at the call sites; [`redact_address`] is the helper for
-//! addresses.
+//! subscriber, does it go through tracing. What must never be logged (tokens,
+//! passwords, private keys, full 3PID addresses) is kept out at the call sites;
+//! [`redact_address`] is the helper for addresses.
 
 use crate::config::{LogFormat, LoggingConfig};
 use std::cell::RefCell;
@@ -333,47 +333,24 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// RFC 3339 in UTC with microseconds, as tracing's default timer writes it:
 /// `2026-12-07T03:30:54.892395Z`.
 fn push_timestamp(out: &mut Vec<u8>, now: SystemTime) {
-    let since = now
-        .duration_since(SystemTime::UNIX_EPOCH)
+    let time = jiff::Timestamp::try_from(now)
+        .map(|t| jiff::tz::Offset::UTC.to_datetime(t))
         .unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_date(secs / 86_400);
-    let of_day = secs % 86_400;
-    push_number(out, year, 4);
+    let field = |n: i64| u64::try_from(n).unwrap_or(0);
+    push_number(out, field(time.year().into()), 4);
     out.push(b'-');
-    push_number(out, month, 2);
+    push_number(out, field(time.month().into()), 2);
     out.push(b'-');
-    push_number(out, day, 2);
+    push_number(out, field(time.day().into()), 2);
     out.push(b'T');
-    push_number(out, of_day / 3600, 2);
+    push_number(out, field(time.hour().into()), 2);
     out.push(b':');
-    push_number(out, of_day / 60 % 60, 2);
+    push_number(out, field(time.minute().into()), 2);
     out.push(b':');
-    push_number(out, of_day % 60, 2);
+    push_number(out, field(time.second().into()), 2);
     out.push(b'.');
-    push_number(out, u64::from(since.subsec_micros()), 6);
+    push_number(out, field((time.subsec_nanosecond() / 1000).into()), 6);
     out.push(b'Z');
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01: shift the year to
-/// start in March (so the leap day ends it), split into 400-year eras of 146,097 days,
-/// then into years and a day of the year that maps onto months of 153 days per five.
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let days = days + 719_468; // from 0000-03-01
-    let era = days / 146_097;
-    let day_of_era = days % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153; // 0 = March
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// What [`set_levels`] did.
@@ -437,14 +414,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_are_the_calendars() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(59), (1970, 3, 1));
-        assert_eq!(civil_date(11_016), (2000, 2, 29));
-        assert_eq!(civil_date(11_017), (2000, 3, 1));
-        assert_eq!(civil_date(20_794), (2026, 12, 7));
-        assert_eq!(civil_date(47_540), (2100, 2, 28));
-        assert_eq!(civil_date(47_541), (2100, 3, 1));
+    fn timestamps_are_the_calendars() {
+        let at = |day: u64| {
+            let mut out = Vec::new();
+            push_timestamp(
+                &mut out,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(day * 86_400),
+            );
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(at(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(59), "1970-03-01T00:00:00.000000Z");
+        assert_eq!(at(11_016), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(at(11_017), "2000-03-01T00:00:00.000000Z");
+        assert_eq!(at(20_794), "2026-12-07T00:00:00.000000Z");
+        assert_eq!(at(47_540), "2100-02-28T00:00:00.000000Z");
+        assert_eq!(at(47_541), "2100-03-01T00:00:00.000000Z");
     }
 
     fn line(path: &str, micros: u64) -> RequestLine<'_> {
