@@ -62,6 +62,8 @@ pub async fn run_reloadable(
             .await
             .map_err(|e| StartError::Runtime(e.to_string()))??;
     tracing::info!(path = %store::dir(&config).display(), schema = store.schema_version()?, "store open");
+    // Lookups read the store until the table is built, so this does not delay them.
+    store.start_lookup_table().await?;
 
     let key_dir = config.key.path.clone();
     let (signer, origin) = crypto::keyfile::load_or_create(&key_dir)?;

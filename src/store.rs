@@ -93,6 +93,9 @@ pub struct Store {
     /// The running backup's snapshot, if any: every batch saves what it overwrites into
     /// it first. Batches hold this for reading while they apply.
     backup: Arc<std::sync::RwLock<Option<Arc<backup::Snapshot>>>>,
+    /// Every effective binding of the current generation, in memory (see
+    /// [`bindings::LookupTable`]).
+    lookup_table: bindings::LookupTable,
     /// Bumped by every revocation, so a lookup that read a token from the store just
     /// before it was revoked does not put it back into the cache.
     token_epoch: std::sync::atomic::AtomicU64,
@@ -146,6 +149,7 @@ impl Store {
             token_cache: Default::default(),
             backup: Default::default(),
             token_epoch: std::sync::atomic::AtomicU64::new(0),
+            lookup_table: bindings::LookupTable::new(),
         };
         store.clean_stale_generations()?;
         Ok(store)
@@ -168,7 +172,12 @@ impl Store {
         if let Some(snapshot) = backup.as_ref() {
             snapshot.capture(self.kv.as_ref(), &batch.ops)?;
         }
-        self.kv.apply(batch)
+        let table = self.lookup_table.prepare(&batch)?;
+        self.kv.apply(batch)?;
+        if let Some(table) = table {
+            self.lookup_table.apply(table);
+        }
+        Ok(())
     }
 
     /// Starts a backup: from now on the store as it is at this moment can be written

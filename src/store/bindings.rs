@@ -20,10 +20,12 @@
 mod changes;
 mod lookup;
 mod pepper;
+mod table;
 
 pub use changes::BindingChange;
 pub use lookup::HashEntry;
 pub use pepper::{lookup_hash, PepperState};
+pub(crate) use table::LookupTable;
 
 use super::codec::Record;
 use crate::model::ThreePid;

@@ -88,6 +88,12 @@ mod view {
     }
 }
 
+/// The effective binding in a stored record's bytes.
+pub(super) fn effective_entry(bytes: &[u8]) -> Result<Option<HashEntry>, StoreError> {
+    crate::store::codec::decode_view::<ThreePidRecord, view::Record<'_>>(bytes)
+        .map(|r| r.first.0.map(|e| e.to_hash_entry()))
+}
+
 /// What a lookup needs of the effective binding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashEntry {
@@ -109,11 +115,13 @@ impl Store {
         generation: u32,
         digest: &[u8; 32],
     ) -> Result<Option<HashEntry>, StoreError> {
+        if let Some(answer) = self.lookup_table.get(generation, digest) {
+            return Ok(answer);
+        }
         let mut found: Result<Option<HashEntry>, StoreError> = Ok(None);
         self.kv
             .get_with(BINDING, &hash_key(generation, digest), &mut |bytes| {
-                found = crate::store::codec::decode_view::<ThreePidRecord, view::Record<'_>>(bytes)
-                    .map(|r| r.first.0.map(|e| e.to_hash_entry()));
+                found = effective_entry(bytes);
             })?;
         found
     }

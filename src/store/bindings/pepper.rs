@@ -169,6 +169,15 @@ impl Store {
             self.pepper_generation
                 .store(next.generation, std::sync::atomic::Ordering::Release);
         }
+        if self.lookup_table.is_on() {
+            // Lookups read the tree until the new generation's table is built.
+            if let Err(e) = self
+                .lookup_table
+                .rebuild(std::sync::Arc::clone(&self.kv), next.generation)
+            {
+                tracing::error!(error = %e, "lookups read the store until the next start");
+            }
+        }
         self.delete_generation(old.generation)?;
         Ok(next)
     }
