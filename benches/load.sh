@@ -97,8 +97,21 @@ YAML
     PID=$!; PIDS+=($PID)
     wait_port "$PORT"; wait_admin "$DIR/state"
   }
-  start_server
   cli() { (cd "$DIR" && MXISD_SERVER_PORT=$PORT "$BIN" "$@" -c mxisd.yaml); }
+  # Lookups read the store until the in-memory lookup table is built (at start): wait
+  # for it, and say how long that took.
+  wait_table() {
+    local t0=$SECONDS
+    for _ in $(seq 1 1200); do
+      if cli status --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; sys.exit("lookup_table" in s and s["lookup_table"] is None)' 2>/dev/null; then
+        echo "  lookup table ready within $((SECONDS - t0)) s of the admin socket"
+        return 0
+      fi
+      sleep 0.1
+    done
+    echo "  the lookup table was not built in 120 s" >&2
+  }
+  start_server
 
   python3 -c "
 import sys
@@ -154,6 +167,7 @@ LUA
   # way a running server is warm.
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true
   start_server
+  wait_table
   wrk -t1 -c8 -d2s -s "$DIR/lookup1000.lua" "http://127.0.0.1:$PORT/_matrix/identity/v2/lookup" >/dev/null
   BARE_PORT=$(free_port)
   BARE_WARP_PORT=$BARE_PORT "$BARE" & BARE_PID=$!; PIDS+=($BARE_PID)

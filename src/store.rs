@@ -72,6 +72,9 @@ pub struct StoreStatus {
     pub created_at_ms: u64,
     pub size_on_disk: Option<u64>,
     pub flush_rounds: u64,
+    /// Bindings in the in-memory lookup table; `None` while it is being built (lookups
+    /// then read the store).
+    pub lookup_table: Option<u64>,
 }
 
 pub struct Store {
@@ -332,6 +335,7 @@ impl Store {
             created_at_ms: self.get::<Created>(META, KEY_CREATED)?.map_or(0, |c| c.0),
             size_on_disk: self.kv.size_on_disk(),
             flush_rounds: self.flusher.rounds(),
+            lookup_table: self.lookup_table.len(),
         })
     }
 

@@ -67,6 +67,16 @@ pub fn status(b: &Value) {
         ),
         ("state", text(&b["storage_path"], "?").to_owned()),
         ("store", store_line),
+        (
+            "lookups",
+            match store["lookup_table"].as_u64() {
+                Some(_) => format!(
+                    "from memory ({})",
+                    count_of(&store["lookup_table"], "binding")
+                ),
+                None => "from the store (the in-memory table is being built)".to_owned(),
+            },
+        ),
         ("search index", index_line),
         ("outbox", outbox_line),
     ]);

@@ -318,6 +318,15 @@ pub fn metrics_text(state: &Services) -> String {
                 bytes,
             );
         }
+        if let Some(bindings) = store.lookup_table {
+            sample(
+                &mut out,
+                "mxisd_lookup_table_bindings",
+                "gauge",
+                "Bindings in the in-memory lookup table (absent while it is being built).",
+                bindings,
+            );
+        }
     }
     sample(
         &mut out,

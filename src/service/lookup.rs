@@ -129,11 +129,7 @@ fn mxid_by_hash(
     digest: &[u8; 32],
     now: u64,
 ) -> Result<Option<String>, Error> {
-    Ok(state
-        .store
-        .hashed(generation, digest)?
-        .filter(|h| live(h.not_before_ms, h.not_after_ms, now))
-        .map(|h| h.mxid))
+    Ok(state.store.live_mxid(generation, digest, now)?)
 }
 
 fn lookup_hashed(

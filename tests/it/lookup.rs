@@ -24,6 +24,21 @@ async fn setup(extra: &str) -> (TestServer, FakeHomeserver, String) {
     (s, hs, token)
 }
 
+/// Waits until the server's in-memory lookup table holds `n` bindings (it is built in
+/// the background at start and after a rotation); lookups are answered from it then.
+async fn table_holds(s: &TestServer, n: u64) {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let r = s.admin_get("/_mxisd/admin/v1/status").await;
+        last = r.body["store"]["lookup_table"].clone();
+        if last == json!(n) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the lookup table holds {last}, not {n}");
+}
+
 async fn pepper(s: &TestServer, token: &str) -> String {
     let r = s.get_auth("/_matrix/identity/v2/hash_details", token).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -47,6 +62,7 @@ async fn hashed_and_plain_lookups() {
         .await;
     assert_eq!(r.body["lookup_pepper"], pepper.as_str());
 
+    table_holds(&s, 2).await;
     let bob = client_hash("bob.smith@example.org", "email", &pepper);
     let carol = client_hash("447700900123", "msisdn", &pepper);
     let nobody = client_hash("nobody@example.org", "email", &pepper);
@@ -82,6 +98,27 @@ async fn hashed_and_plain_lookups() {
         )
         .await;
     assert_eq!(r.body, json!({"mappings": {}}));
+
+    // The table follows writes: a removed binding is not found, a new one is.
+    let r = s
+        .admin_post(
+            "/_mxisd/admin/v1/bindings/remove",
+            &json!({"medium": "email", "address": "bob.smith@example.org"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.bind("email", "dave@example.org", "@dave:example.org")
+        .await;
+    let dave = client_hash("dave@example.org", "email", &pepper);
+    let r = s
+        .post_json(
+            LOOKUP,
+            &json!({"algorithm": "sha256", "pepper": pepper, "addresses": [bob, dave]}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(r.body, json!({"mappings": {dave: "@dave:example.org"}}));
+    table_holds(&s, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,6 +432,8 @@ async fn pepper_rotation_and_persistence() {
     assert_eq!(r.status, 200, "{}", r.body);
     let new = pepper(&s, &token).await;
     assert_ne!(old, new);
+    // Rebuilt for the new pepper.
+    table_holds(&s, 2).await;
     let stale = s
         .post_json(
             LOOKUP,
@@ -427,6 +466,7 @@ async fn pepper_rotation_and_persistence() {
     let dir = s.stop().await;
     let s = TestServer::start_in(dir, &federation_override("example.org", &hs)).await;
     assert_eq!(pepper(&s, &token).await, new);
+    table_holds(&s, 2).await;
     let r = s.post_json(LOOKUP, &fresh(new), Some(&token)).await;
     assert_eq!(
         r.body["mappings"].as_object().map(|m| m.len()),

@@ -102,6 +102,13 @@ pub struct HashEntry {
     pub not_after_ms: u64,
 }
 
+impl HashEntry {
+    /// Whether the binding holds at `now_ms`.
+    pub fn live_at(&self, now_ms: u64) -> bool {
+        self.not_before_ms <= now_ms && now_ms < self.not_after_ms
+    }
+}
+
 impl Store {
     pub fn binding(&self, threepid: &ThreePid) -> Result<Option<ThreePidRecord>, StoreError> {
         let pepper = self.pepper();
@@ -109,15 +116,12 @@ impl Store {
     }
 
     /// The effective binding of the 3PID whose hash is `digest` under pepper
-    /// `generation`.
+    /// `generation`, read from the tree (lookups use [`Store::live_mxid`]).
     pub fn hashed(
         &self,
         generation: u32,
         digest: &[u8; 32],
     ) -> Result<Option<HashEntry>, StoreError> {
-        if let Some(answer) = self.lookup_table.get(generation, digest) {
-            return Ok(answer);
-        }
         let mut found: Result<Option<HashEntry>, StoreError> = Ok(None);
         self.kv
             .get_with(BINDING, &hash_key(generation, digest), &mut |bytes| {

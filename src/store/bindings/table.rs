@@ -1,20 +1,26 @@
 //! The lookup table: the effective binding of every 3PID under the current pepper
-//! generation, kept in memory so a hashed lookup is one hash-map probe instead of a sled
-//! read (which, once the store outgrows sled's cache, pulls and decodes a page for
-//! almost every random hash). It is derived data: the `binding` tree stays the truth,
-//! every batch that writes the tree updates the table after it applied, and the table
-//! is rebuilt from the tree at start and after a pepper rotation. Until a build is
+//! generation, kept in memory so a hashed lookup is a probe of a sorted array instead of
+//! a sled read (which, once the store outgrows sled's cache, pulls and decodes a page
+//! for almost every random hash). It is derived data: the `binding` tree stays the
+//! truth, every batch that writes the tree updates the table after it applied, and the
+//! table is rebuilt from the tree at start and after a pepper rotation. Until a build is
 //! complete, lookups read the tree as before.
 //!
-//! A build scans the tree without the bindings lock, so writes go on meanwhile. What
-//! keeps it right: a write during a build always lands in the table (a removal as a
-//! tombstone), and the build only fills keys that nothing wrote since it began. Whatever
-//! the order of a writer's tree write, its table update and the build's read of the same
-//! key, the table ends with the writer's value.
+//! Layout, for memory (about 45 bytes per binding): a sorted array of fixed rows (the
+//! first 12 bytes of the lookup hash, the validity window in whole seconds, where the
+//! Matrix ID starts in one shared byte arena), plus a small map of the writes since the
+//! array was last rebuilt (removals as tombstones), merged into a new array once it
+//! grows past an eighth of it. A window kept in seconds decides liveness except within
+//! the very second a binding starts or ends; then the caller reads the tree.
 //!
-//! Keys are the first 16 bytes of the lookup hash: two bound 3PIDs sharing them, or a
-//! client's hash matching one it was not made from, would take 2^64 bound 3PIDs to
-//! become likely. This file must not write the tree nor decide what a record says.
+//! A build scans the tree without the bindings lock, so writes go on meanwhile, into the
+//! map; the map is newer than anything the scan read, so it wins. Writers of bindings
+//! hold the bindings lock from [`LookupTable::prepare`] to [`LookupTable::apply`], so
+//! only one writer changes the map or merges at a time.
+//!
+//! Twelve bytes of hash: two bound 3PIDs sharing them, or a client's hash matching one
+//! it was not made from, would take about 2^48 bound 3PIDs to become likely. This file
+//! must not write the tree nor decide what a record says.
 
 use super::lookup::{effective_entry, HashEntry};
 use super::BINDING;
@@ -25,21 +31,21 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Entries a build reads between two checks whether it should stop, and inserts under
-/// one hold of the table's lock.
+/// Entries a build reads between two checks whether it should stop.
 const BUILD_CHUNK: usize = 4096;
+/// The map of recent writes is merged into the array past this many entries, or an
+/// eighth of the array (few in unit tests, so they merge often).
+const MIN_MERGE: usize = if cfg!(test) { 16 } else { 1024 };
 
-/// The first 16 bytes of a lookup hash.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key(u64, u64);
+/// The first 12 bytes of a lookup hash, in the order that sorts the array.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+struct Key([u32; 3]);
 
 impl Key {
     fn of(digest: &[u8; 32]) -> Self {
-        let mut a = [0u8; 8];
-        let mut b = [0u8; 8];
-        a.copy_from_slice(&digest[..8]);
-        b.copy_from_slice(&digest[8..16]);
-        Self(u64::from_le_bytes(a), u64::from_le_bytes(b))
+        let word =
+            |i: usize| u32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
+        Self([word(0), word(4), word(8)])
     }
 
     /// The generation and key of a `binding` tree key (`generation ‖ hash`).
@@ -52,12 +58,12 @@ impl Key {
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // The bytes are already a hash: one word is enough for the buckets.
-        state.write_u64(self.0);
+        // The bytes are already a hash: two words are enough for the buckets.
+        state.write_u64(u64::from(self.0[0]) << 32 | u64::from(self.0[1]));
     }
 }
 
-/// Spreads a key word with a per-process secret, so bucket placement cannot be
+/// Spreads a key with a per-process secret, so the map's bucket placement cannot be
 /// predicted from the (public) pepper.
 #[derive(Clone, Copy)]
 struct Mix(u64);
@@ -87,45 +93,171 @@ impl Hasher for MixHasher {
     }
 }
 
-/// What the table keeps of an effective binding.
-struct Slot {
-    mxid: Box<str>,
-    not_before_ms: u64,
-    not_after_ms: u64,
+/// A validity window in whole seconds (rounded down; saturated past 2106).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Window {
+    not_before_s: u32,
+    not_after_s: u32,
 }
 
-impl Slot {
-    fn of(entry: HashEntry) -> Self {
+impl Window {
+    fn of(entry: &HashEntry) -> Self {
+        let s = |ms: u64| u32::try_from(ms / 1000).unwrap_or(u32::MAX);
         Self {
-            mxid: entry.mxid.into_boxed_str(),
-            not_before_ms: entry.not_before_ms,
-            not_after_ms: entry.not_after_ms,
+            not_before_s: s(entry.not_before_ms),
+            not_after_s: s(entry.not_after_ms),
         }
     }
 
-    fn entry(&self) -> HashEntry {
-        HashEntry {
-            mxid: self.mxid.to_string(),
-            not_before_ms: self.not_before_ms,
-            not_after_ms: self.not_after_ms,
+    /// Whether the binding is live at `now_ms` (`not_before <= now < not_after` in
+    /// milliseconds), or `None` when `now` falls in the second of either end.
+    fn live(self, now_ms: u64) -> Option<bool> {
+        let now = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
+        if now == self.not_before_s || now == self.not_after_s {
+            return None;
         }
+        Some(self.not_before_s < now && now < self.not_after_s)
     }
+}
+
+/// One binding in the sorted array; its Matrix ID is `arena[mxid_at]` (a length byte)
+/// followed by that many bytes.
+#[derive(Clone, Copy)]
+struct Row {
+    key: Key,
+    window: Window,
+    mxid_at: u32,
+}
+
+/// A binding written since the array was built.
+struct Recent {
+    mxid: Box<str>,
+    window: Window,
+}
+
+/// The sorted array and its arena.
+#[derive(Default)]
+struct Sorted {
+    rows: Vec<Row>,
+    arena: Vec<u8>,
+}
+
+impl Sorted {
+    /// Appends a row (the caller keeps the order, or sorts after). Matrix IDs are at
+    /// most 255 bytes (the spec's limit); a longer one is not kept, and lookups of it
+    /// read the tree.
+    fn push(&mut self, key: Key, window: Window, mxid: &str) -> bool {
+        let (Ok(len), Ok(at)) = (u8::try_from(mxid.len()), u32::try_from(self.arena.len())) else {
+            return false;
+        };
+        self.arena.push(len);
+        self.arena.extend_from_slice(mxid.as_bytes());
+        self.rows.push(Row {
+            key,
+            window,
+            mxid_at: at,
+        });
+        true
+    }
+
+    fn mxid(&self, row: &Row) -> &str {
+        let at = row.mxid_at as usize;
+        let len = self.arena.get(at).copied().map_or(0, usize::from);
+        self.arena
+            .get(at + 1..at + 1 + len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    fn find(&self, key: Key) -> Option<&Row> {
+        self.rows
+            .binary_search_by(|r| r.key.cmp(&key))
+            .ok()
+            .and_then(|i| self.rows.get(i))
+    }
+}
+
+/// What a lookup gets from the table.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The live Matrix ID bound to the hash, or nobody.
+    Known(Option<String>),
+    /// The table cannot say (not built, another generation, or the binding starts or
+    /// ends within this second): read the tree.
+    Unknown,
 }
 
 struct State {
     generation: u32,
-    /// Every record of `generation` is in `map` (tombstones purged).
+    /// `sorted` holds every record of `generation` the build read.
     complete: bool,
     /// Bumped when a build starts, so an older one stops.
     build: u64,
-    /// `None` is a tombstone: removed while a build ran, which must not fill it.
-    map: HashMap<Key, Option<Slot>, Mix>,
+    sorted: Sorted,
+    /// Writes since the build began or the last merge; `None` is a removal.
+    recent: HashMap<Key, Option<Recent>, Mix>,
+}
+
+impl State {
+    fn get(&self, key: Key, now_ms: u64) -> Answer {
+        let (mxid, window) = match self.recent.get(&key) {
+            Some(None) => return Answer::Known(None),
+            Some(Some(r)) => (&*r.mxid, r.window),
+            None => match self.sorted.find(key) {
+                Some(row) => (self.sorted.mxid(row), row.window),
+                None => return Answer::Known(None),
+            },
+        };
+        match window.live(now_ms) {
+            Some(true) => Answer::Known(Some(mxid.to_owned())),
+            Some(false) => Answer::Known(None),
+            None => Answer::Unknown,
+        }
+    }
+
+    /// The array with the recent writes merged in (the state itself unchanged).
+    fn merged(&self) -> Sorted {
+        let mut recent: Vec<(&Key, &Option<Recent>)> = self.recent.iter().collect();
+        recent.sort_unstable_by_key(|(k, _)| **k);
+        let mut out = Sorted {
+            rows: Vec::with_capacity(self.sorted.rows.len() + recent.len()),
+            arena: Vec::with_capacity(self.sorted.arena.len() + recent.len() * 24),
+        };
+        let mut old = self.sorted.rows.iter().peekable();
+        for (key, change) in recent {
+            while let Some(row) = old.next_if(|r| r.key < *key) {
+                out.push(row.key, row.window, self.sorted.mxid(row));
+            }
+            old.next_if(|r| r.key == *key);
+            if let Some(r) = change {
+                out.push(*key, r.window, &r.mxid);
+            }
+        }
+        for row in old {
+            out.push(row.key, row.window, self.sorted.mxid(row));
+        }
+        out.rows.shrink_to_fit();
+        out.arena.shrink_to_fit();
+        out
+    }
+
+    fn len(&self) -> u64 {
+        let mut n = self.sorted.rows.len() as u64;
+        for (key, change) in &self.recent {
+            match (self.sorted.find(*key).is_some(), change.is_some()) {
+                (false, true) => n += 1,
+                (true, false) => n = n.saturating_sub(1),
+                _ => {}
+            }
+        }
+        n
+    }
 }
 
 /// What a batch will change in the table, worked out before the batch is applied.
 pub(crate) struct Pending {
     generation: u32,
-    changes: Vec<(Key, Option<Slot>)>,
+    changes: Vec<(Key, Option<Recent>)>,
 }
 
 /// The table and its builder.
@@ -146,7 +278,8 @@ impl LookupTable {
                 generation: 0,
                 complete: false,
                 build: 0,
-                map: HashMap::with_hasher(Mix(seed)),
+                sorted: Sorted::default(),
+                recent: HashMap::with_hasher(Mix(seed)),
             })),
             on: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
@@ -162,30 +295,24 @@ impl LookupTable {
         write(&self.state)
     }
 
-    /// The effective binding behind `digest` under `generation`: `None` when the table
-    /// cannot say (not built, or another generation), and the caller reads the tree.
-    pub(crate) fn get(&self, generation: u32, digest: &[u8; 32]) -> Option<Option<HashEntry>> {
+    /// The live binding behind `digest` under `generation` at `now_ms`.
+    pub(crate) fn get(&self, generation: u32, digest: &[u8; 32], now_ms: u64) -> Answer {
         let state = self.read();
         if !state.complete || state.generation != generation {
-            return None;
+            return Answer::Unknown;
         }
-        Some(
-            state
-                .map
-                .get(&Key::of(digest))
-                .and_then(|s| s.as_ref().map(Slot::entry)),
-        )
+        state.get(Key::of(digest), now_ms)
     }
 
     /// Number of 3PIDs in a complete table.
     pub(crate) fn len(&self) -> Option<u64> {
         let state = self.read();
-        state.complete.then(|| state.map.len() as u64)
+        state.complete.then(|| state.len())
     }
 
     /// What `batch` changes in the table: its `binding` writes under the table's
-    /// generation, decoded. Call it before applying the batch, and [`Self::apply`] after.
-    /// Writers of bindings hold the bindings lock from here to `apply`.
+    /// generation, decoded. Call it before applying the batch, and [`Self::apply`] after,
+    /// both under the bindings lock.
     pub(crate) fn prepare(&self, batch: &Batch) -> Result<Option<Pending>, StoreError> {
         if !self.on.load(Ordering::Acquire) {
             return Ok(None);
@@ -202,11 +329,14 @@ impl LookupTable {
             if g != generation {
                 continue;
             }
-            let slot = match op {
-                Op::Put(bytes) => effective_entry(bytes)?.map(Slot::of),
+            let recent = match op {
+                Op::Put(bytes) => effective_entry(bytes)?.map(|e| Recent {
+                    window: Window::of(&e),
+                    mxid: e.mxid.into_boxed_str(),
+                }),
                 Op::Delete => None,
             };
-            changes.push((key, slot));
+            changes.push((key, recent));
         }
         Ok((!changes.is_empty()).then_some(Pending {
             generation,
@@ -214,30 +344,38 @@ impl LookupTable {
         }))
     }
 
-    /// Puts what [`Self::prepare`] found into the table, once the batch is applied.
+    /// Puts what [`Self::prepare`] found into the table, once the batch is applied; then
+    /// merges the recent writes into the array if they grew too many. The merge is built
+    /// while lookups go on, and swapped in at the end.
     pub(crate) fn apply(&self, pending: Pending) {
-        let mut state = self.write();
-        if state.generation != pending.generation {
-            return;
-        }
-        let complete = state.complete;
-        for (key, slot) in pending.changes {
-            match slot {
-                Some(slot) => {
-                    state.map.insert(key, Some(slot));
-                }
-                None if complete => {
-                    state.map.remove(&key);
-                }
-                None => {
-                    state.map.insert(key, None);
-                }
+        let build = {
+            let mut state = self.write();
+            if state.generation != pending.generation {
+                return;
             }
+            for (key, recent) in pending.changes {
+                state.recent.insert(key, recent);
+            }
+            let big = state.recent.len() > MIN_MERGE.max(state.sorted.rows.len() / 8);
+            if !(state.complete && big) {
+                return;
+            }
+            state.build
+        };
+        let merged = self.read().merged();
+        let mut state = self.write();
+        // Only writers holding the bindings lock change `recent`, and this is one; a
+        // new build (also under that lock) cannot have started either, but check.
+        if state.build == build && state.complete {
+            state.sorted = merged;
+            state.recent.clear();
+            state.recent.shrink_to(MIN_MERGE);
         }
     }
 
     /// Empties the table for `generation` and builds it from the tree on a thread of
-    /// its own; lookups read the tree until it is done. A build still running stops.
+    /// its own; lookups read the tree until it is done. A build still running stops at
+    /// its next chunk (its number is stale) and is not waited for.
     pub(crate) fn rebuild(&self, kv: Arc<dyn Kv>, generation: u32) -> Result<(), StoreError> {
         let build = self.begin(generation);
         let state = Arc::clone(&self.state);
@@ -264,8 +402,6 @@ impl LookupTable {
                 what: "starting the lookup table's builder".into(),
                 detail: e.to_string(),
             })?;
-        // The build just replaced makes no more changes (its number is stale): it ends
-        // at its next chunk, and is not waited for here.
         let mut slot = self.builder.lock().unwrap_or_else(|p| p.into_inner());
         *slot = Some(thread);
         Ok(())
@@ -278,8 +414,9 @@ impl LookupTable {
         state.generation = generation;
         state.complete = false;
         state.build += 1;
-        let hasher = *state.map.hasher();
-        state.map = HashMap::with_hasher(hasher);
+        state.sorted = Sorted::default();
+        let hasher = *state.recent.hasher();
+        state.recent = HashMap::with_hasher(hasher);
         self.on.store(true, Ordering::Release);
         state.build
     }
@@ -289,9 +426,8 @@ impl LookupTable {
         self.on.load(Ordering::Acquire)
     }
 
-    /// Waits for the running build to end. For tests and benches.
-    #[doc(hidden)]
-    pub fn wait_built(&self) {
+    /// Waits for the running build to end.
+    fn wait_built(&self) {
         let thread = self
             .builder
             .lock()
@@ -312,6 +448,24 @@ impl Store {
         let _guard = self.bindings_lock.lock().await;
         self.lookup_table
             .rebuild(Arc::clone(&self.kv), self.pepper_generation())
+    }
+
+    /// The Matrix ID the 3PID whose lookup hash is `digest` (under pepper `generation`)
+    /// is bound to at `now_ms`, if any: from the lookup table when it can say, else
+    /// from the tree.
+    pub fn live_mxid(
+        &self,
+        generation: u32,
+        digest: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        match self.lookup_table.get(generation, digest, now_ms) {
+            Answer::Known(mxid) => Ok(mxid),
+            Answer::Unknown => Ok(self
+                .hashed(generation, digest)?
+                .filter(|e| e.live_at(now_ms))
+                .map(|e| e.mxid)),
+        }
     }
 
     /// Bindings in the lookup table, once it is built.
@@ -337,42 +491,36 @@ fn write(state: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
     state.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Fills the table with the records `scan` yields (those of the build's generation),
-/// unless something wrote them since the build began. `None` if it was stopped or
-/// replaced by a newer build.
+/// Builds the array from the records `scan` yields (those of the build's generation)
+/// and puts it in place; the writes made since the build began stay on top of it.
+/// `None` if it was stopped or replaced by a newer build.
 fn fill(
-    mut scan: impl Iterator<Item = Result<Entry, StoreError>>,
+    scan: impl Iterator<Item = Result<Entry, StoreError>>,
     state: &RwLock<State>,
     stop: &AtomicBool,
     build: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let mut chunk = Vec::with_capacity(BUILD_CHUNK);
-    loop {
-        chunk.clear();
-        let mut read = 0;
-        for item in scan.by_ref().take(BUILD_CHUNK) {
-            read += 1;
-            let (key, value) = item?;
-            if let (Some((_, key)), Some(entry)) =
-                (Key::of_tree_key(&key), effective_entry(&value)?)
-            {
-                chunk.push((key, Slot::of(entry)));
-            }
-        }
-        let last = read < BUILD_CHUNK;
-        let mut state = write(state);
-        if state.build != build || stop.load(Ordering::Acquire) {
+    let stale = || stop.load(Ordering::Acquire) || state.read().map_or(true, |s| s.build != build);
+    let mut sorted = Sorted::default();
+    for (n, item) in scan.enumerate() {
+        if n % BUILD_CHUNK == 0 && stale() {
             return Ok(None);
         }
-        for (key, slot) in chunk.drain(..) {
-            state.map.entry(key).or_insert(Some(slot));
-        }
-        if last {
-            state.map.retain(|_, slot| slot.is_some());
-            state.complete = true;
-            return Ok(Some(state.map.len() as u64));
+        let (key, value) = item?;
+        if let (Some((_, key)), Some(entry)) = (Key::of_tree_key(&key), effective_entry(&value)?) {
+            sorted.push(key, Window::of(&entry), &entry.mxid);
         }
     }
+    sorted.rows.sort_unstable_by_key(|r| r.key);
+    sorted.rows.shrink_to_fit();
+    sorted.arena.shrink_to_fit();
+    let mut state = write(state);
+    if state.build != build || stop.load(Ordering::Acquire) {
+        return Ok(None);
+    }
+    state.sorted = sorted;
+    state.complete = true;
+    Ok(Some(state.len()))
 }
 
 #[cfg(test)]
@@ -397,13 +545,20 @@ mod tests {
         found
     }
 
+    /// When lookups in these tests happen (every window here is far from it).
+    const NOW: u64 = 1_800_000_000_000;
+
     /// What the table says about `address`, if it can say.
-    fn from_table(store: &Store, address: &str) -> Option<Option<HashEntry>> {
+    fn from_table(store: &Store, address: &str) -> Option<Option<String>> {
         let pepper = store.pepper();
-        store.lookup_table.get(
+        match store.lookup_table.get(
             pepper.generation,
             &lookup_hash(&tp(address), &pepper.pepper),
-        )
+            NOW,
+        ) {
+            Answer::Known(mxid) => Some(mxid),
+            Answer::Unknown => None,
+        }
     }
 
     fn remove(address: &str, origin: Origin) -> BindingChange {
@@ -430,6 +585,7 @@ mod tests {
         store.start_lookup_table().await.unwrap();
         store.wait_lookup_table();
         assert_eq!(store.lookup_table_len(), Some(100));
+        assert_eq!(store.lookup_table.read().sorted.rows.len(), 100);
 
         // A fixed pseudo-random walk over sets, overrides and removals.
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -450,8 +606,13 @@ mod tests {
                     threepid: tp(a),
                     origin,
                     mxid: format!("@r{round}:x"),
-                    not_before_ms: round,
-                    not_after_ms: u64::MAX - round,
+                    // Some windows over by NOW, some not begun, most holding.
+                    not_before_ms: if round % 7 == 0 { NOW + 5_000 } else { round },
+                    not_after_ms: if round % 5 == 0 {
+                        NOW - 5_000
+                    } else {
+                        u64::MAX - round
+                    },
                 }
             };
             store.change_bindings(vec![change]).await.unwrap();
@@ -460,7 +621,8 @@ mod tests {
         for a in &addresses {
             let tree = from_tree(&store, a);
             bound += u64::from(tree.is_some());
-            assert_eq!(from_table(&store, a), Some(tree), "{a}");
+            let live = tree.filter(|e| e.live_at(NOW)).map(|e| e.mxid);
+            assert_eq!(from_table(&store, a), Some(live), "{a}");
         }
         assert_eq!(store.lookup_table_len(), Some(bound));
         // An unknown hash is answered by the table too: bound to nobody.
@@ -494,7 +656,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let n = fill(scan, &store.lookup_table.state, &stop, build).unwrap();
         assert_eq!(n, Some(3), "b, c and d; a's tombstone is gone");
-        let mxid = |a: &str| from_table(&store, a).map(|e| e.map(|e| e.mxid));
+        let mxid = |a: &str| from_table(&store, a);
         assert_eq!(mxid("a@x.org"), Some(None));
         assert_eq!(mxid("b@x.org"), Some(Some("@b2:x".into())));
         assert_eq!(mxid("c@x.org"), Some(Some("@c:x".into())));
@@ -541,14 +703,12 @@ mod tests {
         let a = tp("a@x.org");
         let table = &store.lookup_table;
         assert_eq!(
-            table
-                .get(new.generation, &lookup_hash(&a, &new.pepper))
-                .map(|e| e.map(|e| e.mxid)),
-            Some(Some("@a:x".into()))
+            table.get(new.generation, &lookup_hash(&a, &new.pepper), NOW),
+            Answer::Known(Some("@a:x".into()))
         );
         assert_eq!(
-            table.get(old.generation, &lookup_hash(&a, &old.pepper)),
-            None
+            table.get(old.generation, &lookup_hash(&a, &old.pepper), NOW),
+            Answer::Unknown
         );
         assert_eq!(store.lookup_table_len(), Some(1));
         // Writes after the rotation land in the new table.
@@ -557,8 +717,89 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            table.get(new.generation, &lookup_hash(&a, &new.pepper)),
-            Some(None)
+            table.get(new.generation, &lookup_hash(&a, &new.pepper), NOW),
+            Answer::Known(None)
+        );
+    }
+
+    #[test]
+    fn windows_decide_liveness_except_in_their_edge_seconds() {
+        let entry = |not_before_ms, not_after_ms| HashEntry {
+            mxid: "@a:x".into(),
+            not_before_ms,
+            not_after_ms,
+        };
+        let w = Window::of(&entry(10_500, 20_500));
+        assert_eq!(w.live(9_999), Some(false));
+        assert_eq!(w.live(10_000), None);
+        assert_eq!(w.live(10_999), None);
+        assert_eq!(w.live(11_000), Some(true));
+        assert_eq!(w.live(19_999), Some(true));
+        assert_eq!(w.live(20_000), None);
+        assert_eq!(w.live(21_000), Some(false));
+        // Forever, and past what seconds in 32 bits hold.
+        let w = Window::of(&entry(0, u64::MAX));
+        assert_eq!(w.live(NOW), Some(true));
+        let w = Window::of(&entry(u64::MAX - 1, u64::MAX));
+        assert_eq!(w.live(NOW), Some(false));
+        // Whatever the table says, it agrees with the exact rule.
+        for now in (9_000..22_000).step_by(250) {
+            let e = entry(10_500, 20_500);
+            if let Some(live) = Window::of(&e).live(now) {
+                assert_eq!(live, e.live_at(now), "{now}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn edge_seconds_are_answered_from_the_tree() {
+        let store = Store::in_memory().unwrap();
+        store.start_lookup_table().await.unwrap();
+        store.wait_lookup_table();
+        let a = tp("a@x.org");
+        store
+            .change_bindings(vec![BindingChange::Set {
+                threepid: a.clone(),
+                origin: Origin::Bind,
+                mxid: "@a:x".into(),
+                not_before_ms: NOW + 100,
+                not_after_ms: NOW + 60_000,
+            }])
+            .await
+            .unwrap();
+        let pepper = store.pepper();
+        let digest = lookup_hash(&a, &pepper.pepper);
+        // In the second the binding starts in, the table cannot say...
+        assert_eq!(
+            store
+                .lookup_table
+                .get(pepper.generation, &digest, NOW + 200),
+            Answer::Unknown
+        );
+        // ...and the store answers exactly, either side of the start.
+        assert_eq!(
+            store
+                .live_mxid(pepper.generation, &digest, NOW + 200)
+                .unwrap(),
+            Some("@a:x".into())
+        );
+        assert_eq!(
+            store
+                .live_mxid(pepper.generation, &digest, NOW + 50)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .live_mxid(pepper.generation, &digest, NOW - 1_000)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .live_mxid(pepper.generation, &digest, NOW + 2_000)
+                .unwrap(),
+            Some("@a:x".into())
         );
     }
 
@@ -567,11 +808,11 @@ mod tests {
         let mut tree_key = [0u8; 36];
         tree_key[..4].copy_from_slice(&7u32.to_be_bytes());
         tree_key[4] = 1;
-        tree_key[19] = 2;
-        tree_key[20] = 3;
+        tree_key[15] = 2;
+        tree_key[16] = 3;
         let (generation, key) = Key::of_tree_key(&tree_key).unwrap();
         assert_eq!(generation, 7);
-        assert!(key == Key(1, 2 << 56));
+        assert_eq!(key, Key([1 << 24, 0, 2]));
         assert!(Key::of_tree_key(&tree_key[..35]).is_none());
     }
 }
