@@ -120,8 +120,9 @@ impl Window {
     }
 }
 
-/// One binding in the sorted array; its Matrix ID is `arena[mxid_at]` (a length byte)
-/// followed by that many bytes.
+/// One binding in the sorted array; its Matrix ID is in the arena at `mxid_at`: its
+/// length (7 bits a byte, low bits first, the high bit set on all but the last), then
+/// its bytes.
 #[derive(Clone, Copy)]
 struct Row {
     key: Key,
@@ -135,22 +136,32 @@ struct Recent {
     window: Window,
 }
 
-/// The sorted array and its arena.
+/// The sorted array, its arena and its index.
 #[derive(Default)]
 struct Sorted {
     rows: Vec<Row>,
     arena: Vec<u8>,
+    /// `starts[p]` is the first row whose key begins with the `bits`-bit prefix `p`.
+    /// Keys are uniform, so each range holds a few rows and a probe touches one or two
+    /// cache lines instead of a binary search's twenty at a million rows.
+    starts: Vec<u32>,
+    bits: u32,
 }
 
 impl Sorted {
-    /// Appends a row (the caller keeps the order, or sorts after). Matrix IDs are at
-    /// most 255 bytes (the spec's limit); a longer one is not kept, and lookups of it
-    /// read the tree.
+    /// Appends a row (the caller keeps the order, or sorts after). `false` once the
+    /// arena passed 4 GiB (some hundred million bindings): the table cannot hold them.
+    #[must_use]
     fn push(&mut self, key: Key, window: Window, mxid: &str) -> bool {
-        let (Ok(len), Ok(at)) = (u8::try_from(mxid.len()), u32::try_from(self.arena.len())) else {
+        let Ok(at) = u32::try_from(self.arena.len()) else {
             return false;
         };
-        self.arena.push(len);
+        let mut len = mxid.len();
+        while len >= 0x80 {
+            self.arena.push((len & 0x7f) as u8 | 0x80);
+            len >>= 7;
+        }
+        self.arena.push(len as u8);
         self.arena.extend_from_slice(mxid.as_bytes());
         self.rows.push(Row {
             key,
@@ -161,19 +172,63 @@ impl Sorted {
     }
 
     fn mxid(&self, row: &Row) -> &str {
-        let at = row.mxid_at as usize;
-        let len = self.arena.get(at).copied().map_or(0, usize::from);
+        let mut at = row.mxid_at as usize;
+        let mut len = 0usize;
+        let mut shift = 0;
+        while let Some(b) = self.arena.get(at) {
+            at += 1;
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 28 {
+                break;
+            }
+        }
         self.arena
-            .get(at + 1..at + 1 + len)
+            .get(at..at + len)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("")
     }
 
+    /// Sorts the rows (if `sort`) and builds the index; about four rows a range, at
+    /// most 2^20 ranges (4 MiB).
+    fn finish(&mut self, sort: bool) {
+        if sort {
+            self.rows.sort_unstable_by_key(|r| r.key);
+        }
+        self.rows.shrink_to_fit();
+        self.arena.shrink_to_fit();
+        let n = self.rows.len();
+        self.bits = (usize::BITS - (n / 4).leading_zeros()).min(20);
+        let ranges = 1usize << self.bits;
+        let mut starts = Vec::with_capacity(ranges + 1);
+        let mut i = 0;
+        for p in 0..ranges {
+            while self.rows.get(i).is_some_and(|r| self.prefix(r.key) < p) {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        starts.push(n as u32);
+        self.starts = starts;
+    }
+
+    fn prefix(&self, key: Key) -> usize {
+        match self.bits {
+            0 => 0,
+            bits => (key.0[0] >> (32 - bits)) as usize,
+        }
+    }
+
     fn find(&self, key: Key) -> Option<&Row> {
-        self.rows
+        let p = self.prefix(key);
+        let range = match (self.starts.get(p), self.starts.get(p + 1)) {
+            (Some(&lo), Some(&hi)) => self.rows.get(lo as usize..hi as usize)?,
+            _ => &self.rows[..],
+        };
+        range
             .binary_search_by(|r| r.key.cmp(&key))
             .ok()
-            .and_then(|i| self.rows.get(i))
+            .and_then(|i| range.get(i))
     }
 }
 
@@ -188,6 +243,10 @@ pub(crate) enum Answer {
 }
 
 struct State {
+    /// Set when a build starts: until then the table is off and writes skip it (CLI
+    /// commands that open the store do not build it), and again if it cannot hold the
+    /// bindings.
+    on: bool,
     generation: u32,
     /// `sorted` holds every record of `generation` the build read.
     complete: bool,
@@ -215,30 +274,32 @@ impl State {
         }
     }
 
-    /// The array with the recent writes merged in (the state itself unchanged).
-    fn merged(&self) -> Sorted {
+    /// The array with the recent writes merged in (the state itself unchanged); `None`
+    /// if it outgrew the arena.
+    fn merged(&self) -> Option<Sorted> {
         let mut recent: Vec<(&Key, &Option<Recent>)> = self.recent.iter().collect();
         recent.sort_unstable_by_key(|(k, _)| **k);
         let mut out = Sorted {
             rows: Vec::with_capacity(self.sorted.rows.len() + recent.len()),
             arena: Vec::with_capacity(self.sorted.arena.len() + recent.len() * 24),
+            ..Sorted::default()
         };
+        let mut ok = true;
         let mut old = self.sorted.rows.iter().peekable();
         for (key, change) in recent {
             while let Some(row) = old.next_if(|r| r.key < *key) {
-                out.push(row.key, row.window, self.sorted.mxid(row));
+                ok &= out.push(row.key, row.window, self.sorted.mxid(row));
             }
             old.next_if(|r| r.key == *key);
             if let Some(r) = change {
-                out.push(*key, r.window, &r.mxid);
+                ok &= out.push(*key, r.window, &r.mxid);
             }
         }
         for row in old {
-            out.push(row.key, row.window, self.sorted.mxid(row));
+            ok &= out.push(row.key, row.window, self.sorted.mxid(row));
         }
-        out.rows.shrink_to_fit();
-        out.arena.shrink_to_fit();
-        out
+        out.finish(false);
+        ok.then_some(out)
     }
 
     fn len(&self) -> u64 {
@@ -263,9 +324,6 @@ pub(crate) struct Pending {
 /// The table and its builder.
 pub(crate) struct LookupTable {
     state: Arc<RwLock<State>>,
-    /// Set when a builder was ever started: until then the table is off and writes
-    /// skip it (CLI commands that open the store do not build it).
-    on: AtomicBool,
     stop: Arc<AtomicBool>,
     builder: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -275,13 +333,13 @@ impl LookupTable {
         let seed = std::collections::hash_map::RandomState::new().hash_one(0u64);
         Self {
             state: Arc::new(RwLock::new(State {
+                on: false,
                 generation: 0,
                 complete: false,
                 build: 0,
                 sorted: Sorted::default(),
                 recent: HashMap::with_hasher(Mix(seed)),
             })),
-            on: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
             builder: Mutex::new(None),
         }
@@ -314,10 +372,13 @@ impl LookupTable {
     /// generation, decoded. Call it before applying the batch, and [`Self::apply`] after,
     /// both under the bindings lock.
     pub(crate) fn prepare(&self, batch: &Batch) -> Result<Option<Pending>, StoreError> {
-        if !self.on.load(Ordering::Acquire) {
-            return Ok(None);
-        }
-        let generation = self.read().generation;
+        let generation = {
+            let state = self.read();
+            if !state.on {
+                return Ok(None);
+            }
+            state.generation
+        };
         let mut changes = Vec::new();
         for (tree, key, op) in &batch.ops {
             if *tree != BINDING {
@@ -366,10 +427,22 @@ impl LookupTable {
         let mut state = self.write();
         // Only writers holding the bindings lock change `recent`, and this is one; a
         // new build (also under that lock) cannot have started either, but check.
-        if state.build == build && state.complete {
-            state.sorted = merged;
-            state.recent.clear();
-            state.recent.shrink_to(MIN_MERGE);
+        if state.build != build || !state.complete {
+            return;
+        }
+        match merged {
+            Some(merged) => {
+                state.sorted = merged;
+                state.recent.clear();
+                state.recent.shrink_to(MIN_MERGE);
+            }
+            None => {
+                tracing::error!("too many bindings for the lookup table; lookups read the store");
+                state.complete = false;
+                state.sorted = Sorted::default();
+                state.recent.clear();
+                state.on = false;
+            }
         }
     }
 
@@ -392,10 +465,17 @@ impl LookupTable {
                         "lookup table ready"
                     ),
                     Ok(None) => {}
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "could not build the lookup table; lookups read the store"
-                    ),
+                    Err(e) => {
+                        tracing::error!(
+                            error = %e,
+                            "could not build the lookup table; lookups read the store"
+                        );
+                        let mut state = write(&state);
+                        if state.build == build {
+                            state.on = false;
+                            state.recent.clear();
+                        }
+                    }
                 }
             })
             .map_err(|e| StoreError::Io {
@@ -417,13 +497,13 @@ impl LookupTable {
         state.sorted = Sorted::default();
         let hasher = *state.recent.hasher();
         state.recent = HashMap::with_hasher(hasher);
-        self.on.store(true, Ordering::Release);
+        state.on = true;
         state.build
     }
 
-    /// Whether a build was ever started.
+    /// Whether the table is kept (a build was started, and it holds the bindings).
     pub(crate) fn is_on(&self) -> bool {
-        self.on.load(Ordering::Acquire)
+        self.read().on
     }
 
     /// Waits for the running build to end.
@@ -508,12 +588,15 @@ fn fill(
         }
         let (key, value) = item?;
         if let (Some((_, key)), Some(entry)) = (Key::of_tree_key(&key), effective_entry(&value)?) {
-            sorted.push(key, Window::of(&entry), &entry.mxid);
+            if !sorted.push(key, Window::of(&entry), &entry.mxid) {
+                return Err(StoreError::Io {
+                    what: "building the lookup table".into(),
+                    detail: "too many bindings to hold in memory".into(),
+                });
+            }
         }
     }
-    sorted.rows.sort_unstable_by_key(|r| r.key);
-    sorted.rows.shrink_to_fit();
-    sorted.arena.shrink_to_fit();
+    sorted.finish(true);
     let mut state = write(state);
     if state.build != build || stop.load(Ordering::Acquire) {
         return Ok(None);
@@ -801,6 +884,54 @@ mod tests {
                 .unwrap(),
             Some("@a:x".into())
         );
+    }
+
+    #[test]
+    fn every_row_is_found_through_the_index() {
+        let window = Window {
+            not_before_s: 0,
+            not_after_s: u32::MAX,
+        };
+        for n in [0u32, 1, 3, 4, 5, 17, 1000, 5000] {
+            let mut sorted = Sorted::default();
+            let mut x: u32 = 0x9e37_79b9;
+            for i in 0..n {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                // Some keys at the ends of the key space too.
+                let first = match i % 50 {
+                    0 => 0,
+                    1 => u32::MAX,
+                    _ => x,
+                };
+                assert!(sorted.push(Key([first, i, 0]), window, "@a:x"));
+            }
+            sorted.finish(true);
+            for row in &sorted.rows {
+                assert!(sorted.find(row.key).is_some(), "{n} {:?}", row.key);
+            }
+            assert!(sorted.find(Key([7, u32::MAX, 1])).is_none());
+        }
+    }
+
+    #[test]
+    fn matrix_ids_of_any_length_come_back_from_the_arena() {
+        let mut sorted = Sorted::default();
+        let ids: Vec<String> = [0, 1, 127, 128, 300, 20_000]
+            .iter()
+            .map(|n| "x".repeat(*n))
+            .collect();
+        let window = Window {
+            not_before_s: 0,
+            not_after_s: u32::MAX,
+        };
+        for (i, id) in ids.iter().enumerate() {
+            assert!(sorted.push(Key([i as u32, 0, 0]), window, id));
+        }
+        for (row, id) in sorted.rows.iter().zip(&ids) {
+            assert_eq!(sorted.mxid(row), id);
+        }
     }
 
     #[test]
