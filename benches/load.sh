@@ -103,7 +103,7 @@ YAML
   wait_table() {
     local t0=$SECONDS
     for _ in $(seq 1 1200); do
-      if cli status --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; sys.exit("lookup_table" in s and s["lookup_table"] is None)' 2>/dev/null; then
+      if cli status --json 2>/dev/null | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; sys.exit(s.get("lookup_table_state") == "building")' 2>/dev/null; then
         echo "  lookup table ready within $((SECONDS - t0)) s of the admin socket"
         return 0
       fi

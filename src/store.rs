@@ -72,9 +72,10 @@ pub struct StoreStatus {
     pub created_at_ms: u64,
     pub size_on_disk: Option<u64>,
     pub flush_rounds: u64,
-    /// Bindings in the in-memory lookup table; `None` while it is being built (lookups
-    /// then read the store).
+    /// Bindings in the in-memory lookup table; `None` unless it is ready.
     pub lookup_table: Option<u64>,
+    /// `ready`, `building` (lookups read the store meanwhile) or `off`.
+    pub lookup_table_state: &'static str,
 }
 
 pub struct Store {
@@ -175,7 +176,7 @@ impl Store {
         if let Some(snapshot) = backup.as_ref() {
             snapshot.capture(self.kv.as_ref(), &batch.ops)?;
         }
-        let table = self.lookup_table.prepare(&batch)?;
+        let table = self.lookup_table.prepare(&batch);
         self.kv.apply(batch)?;
         if let Some(table) = table {
             self.lookup_table.apply(table);
@@ -336,6 +337,7 @@ impl Store {
             size_on_disk: self.kv.size_on_disk(),
             flush_rounds: self.flusher.rounds(),
             lookup_table: self.lookup_table.len(),
+            lookup_table_state: self.lookup_table.state(),
         })
     }
 

@@ -69,12 +69,15 @@ pub fn status(b: &Value) {
         ("store", store_line),
         (
             "lookups",
-            match store["lookup_table"].as_u64() {
-                Some(_) => format!(
+            match store["lookup_table_state"].as_str() {
+                Some("ready") => format!(
                     "from memory ({})",
                     count_of(&store["lookup_table"], "binding")
                 ),
-                None => "from the store (the in-memory table is being built)".to_owned(),
+                Some("building") => {
+                    "from the store (the in-memory table is being built)".to_owned()
+                }
+                _ => "from the store (the in-memory table is off: see the log)".to_owned(),
             },
         ),
         ("search index", index_line),

@@ -6,8 +6,8 @@
 //! table is rebuilt from the tree at start and after a pepper rotation. Until a build is
 //! complete, lookups read the tree as before.
 //!
-//! Layout, for memory (about 45 bytes per binding): a sorted array of fixed rows (the
-//! first 12 bytes of the lookup hash, the validity window in whole seconds, where the
+//! Layout, for memory (about 50 bytes per binding): a sorted array of fixed rows (the
+//! first 16 bytes of the lookup hash, the validity window in whole seconds, where the
 //! Matrix ID starts in one shared byte arena), plus a small map of the writes since the
 //! array was last rebuilt (removals as tombstones), merged into a new array once it
 //! grows past an eighth of it. A window kept in seconds decides liveness except within
@@ -18,9 +18,10 @@
 //! hold the bindings lock from [`LookupTable::prepare`] to [`LookupTable::apply`], so
 //! only one writer changes the map or merges at a time.
 //!
-//! Twelve bytes of hash: two bound 3PIDs sharing them, or a client's hash matching one
-//! it was not made from, would take about 2^48 bound 3PIDs to become likely. This file
-//! must not write the tree nor decide what a record says.
+//! Keys are the first 16 bytes of the hash: finding two addresses that share them takes
+//! about 2^64 hashes, and a client's hash matching a bound one it was not made from has
+//! odds of one in 2^128 / n. This file must not write the tree nor decide what a record
+//! says (a record it cannot read switches the table off).
 
 use super::lookup::{effective_entry, HashEntry};
 use super::BINDING;
@@ -37,15 +38,15 @@ const BUILD_CHUNK: usize = 4096;
 /// eighth of the array (few in unit tests, so they merge often).
 const MIN_MERGE: usize = if cfg!(test) { 16 } else { 1024 };
 
-/// The first 12 bytes of a lookup hash, in the order that sorts the array.
+/// The first 16 bytes of a lookup hash, in the order that sorts the array.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-struct Key([u32; 3]);
+struct Key([u32; 4]);
 
 impl Key {
     fn of(digest: &[u8; 32]) -> Self {
         let word =
             |i: usize| u32::from_be_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
-        Self([word(0), word(4), word(8)])
+        Self([word(0), word(4), word(8), word(12)])
     }
 
     /// The generation and key of a `binding` tree key (`generation ‖ hash`).
@@ -252,6 +253,8 @@ struct State {
     complete: bool,
     /// Bumped when a build starts, so an older one stops.
     build: u64,
+    /// Bindings in a complete table, kept as writes come.
+    count: u64,
     sorted: Sorted,
     /// Writes since the build began or the last merge; `None` is a removal.
     recent: HashMap<Key, Option<Recent>, Mix>,
@@ -302,6 +305,24 @@ impl State {
         ok.then_some(out)
     }
 
+    /// Whether `key` is bound (whatever its window).
+    fn holds(&self, key: Key) -> bool {
+        match self.recent.get(&key) {
+            Some(change) => change.is_some(),
+            None => self.sorted.find(key).is_some(),
+        }
+    }
+
+    /// Switches the table off: writes skip it, lookups read the tree.
+    fn switch_off(&mut self) {
+        self.on = false;
+        self.complete = false;
+        self.sorted = Sorted::default();
+        self.recent.clear();
+        self.recent.shrink_to_fit();
+    }
+
+    /// Counts the bindings (a probe per recent write; once, when a build completes).
     fn len(&self) -> u64 {
         let mut n = self.sorted.rows.len() as u64;
         for (key, change) in &self.recent {
@@ -337,6 +358,7 @@ impl LookupTable {
                 generation: 0,
                 complete: false,
                 build: 0,
+                count: 0,
                 sorted: Sorted::default(),
                 recent: HashMap::with_hasher(Mix(seed)),
             })),
@@ -365,17 +387,28 @@ impl LookupTable {
     /// Number of 3PIDs in a complete table.
     pub(crate) fn len(&self) -> Option<u64> {
         let state = self.read();
-        state.complete.then(|| state.len())
+        state.complete.then_some(state.count)
+    }
+
+    /// `ready`, `building` (lookups read the tree meanwhile) or `off` (never started, or
+    /// it cannot hold the bindings).
+    pub(crate) fn state(&self) -> &'static str {
+        let state = self.read();
+        match (state.on, state.complete) {
+            (true, true) => "ready",
+            (true, false) => "building",
+            (false, _) => "off",
+        }
     }
 
     /// What `batch` changes in the table: its `binding` writes under the table's
     /// generation, decoded. Call it before applying the batch, and [`Self::apply`] after,
     /// both under the bindings lock.
-    pub(crate) fn prepare(&self, batch: &Batch) -> Result<Option<Pending>, StoreError> {
+    pub(crate) fn prepare(&self, batch: &Batch) -> Option<Pending> {
         let generation = {
             let state = self.read();
             if !state.on {
-                return Ok(None);
+                return None;
             }
             state.generation
         };
@@ -391,18 +424,26 @@ impl LookupTable {
                 continue;
             }
             let recent = match op {
-                Op::Put(bytes) => effective_entry(bytes)?.map(|e| Recent {
-                    window: Window::of(&e),
-                    mxid: e.mxid.into_boxed_str(),
-                }),
+                Op::Put(bytes) => match effective_entry(bytes) {
+                    Ok(entry) => entry.map(|e| Recent {
+                        window: Window::of(&e),
+                        mxid: e.mxid.into_boxed_str(),
+                    }),
+                    Err(e) => {
+                        // Not this file's to refuse: the write goes on, the table stops.
+                        tracing::error!(error = %e, "the lookup table cannot read a binding; lookups read the store");
+                        self.write().switch_off();
+                        return None;
+                    }
+                },
                 Op::Delete => None,
             };
             changes.push((key, recent));
         }
-        Ok((!changes.is_empty()).then_some(Pending {
+        (!changes.is_empty()).then_some(Pending {
             generation,
             changes,
-        }))
+        })
     }
 
     /// Puts what [`Self::prepare`] found into the table, once the batch is applied; then
@@ -411,10 +452,18 @@ impl LookupTable {
     pub(crate) fn apply(&self, pending: Pending) {
         let build = {
             let mut state = self.write();
-            if state.generation != pending.generation {
+            if !state.on || state.generation != pending.generation {
                 return;
             }
+            let complete = state.complete;
             for (key, recent) in pending.changes {
+                if complete {
+                    match (state.holds(key), recent.is_some()) {
+                        (false, true) => state.count += 1,
+                        (true, false) => state.count = state.count.saturating_sub(1),
+                        _ => {}
+                    }
+                }
                 state.recent.insert(key, recent);
             }
             let big = state.recent.len() > MIN_MERGE.max(state.sorted.rows.len() / 8);
@@ -438,10 +487,7 @@ impl LookupTable {
             }
             None => {
                 tracing::error!("too many bindings for the lookup table; lookups read the store");
-                state.complete = false;
-                state.sorted = Sorted::default();
-                state.recent.clear();
-                state.on = false;
+                state.switch_off();
             }
         }
     }
@@ -451,40 +497,53 @@ impl LookupTable {
     /// its next chunk (its number is stale) and is not waited for.
     pub(crate) fn rebuild(&self, kv: Arc<dyn Kv>, generation: u32) -> Result<(), StoreError> {
         let build = self.begin(generation);
+        // A build still running sees its number is stale and ends within a chunk.
+        self.wait_built();
         let state = Arc::clone(&self.state);
         let stop = Arc::clone(&self.stop);
         let thread = std::thread::Builder::new()
             .name("lookup-table".into())
             .spawn(move || {
+                // Off unless the build completes (an error, a panic): writes must not
+                // pile up in a table that will never be read.
+                let mut off = OffUnlessDone {
+                    state: &state,
+                    build,
+                    done: false,
+                };
                 let started = std::time::Instant::now();
                 let scan = kv.scan_prefix(BINDING, &generation.to_be_bytes());
                 match fill(scan, &state, &stop, build) {
-                    Ok(Some(n)) => tracing::info!(
-                        bindings = n,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "lookup table ready"
-                    ),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(
-                            error = %e,
-                            "could not build the lookup table; lookups read the store"
+                    Ok(Some(n)) => {
+                        off.done = true;
+                        tracing::info!(
+                            bindings = n,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "lookup table ready"
                         );
-                        let mut state = write(&state);
-                        if state.build == build {
-                            state.on = false;
-                            state.recent.clear();
-                        }
                     }
+                    // Stopped, or replaced by a newer build: that one decides.
+                    Ok(None) => off.done = true,
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "could not build the lookup table; lookups read the store"
+                    ),
                 }
-            })
-            .map_err(|e| StoreError::Io {
-                what: "starting the lookup table's builder".into(),
-                detail: e.to_string(),
-            })?;
-        let mut slot = self.builder.lock().unwrap_or_else(|p| p.into_inner());
-        *slot = Some(thread);
-        Ok(())
+            });
+        match thread {
+            Ok(thread) => {
+                let mut slot = self.builder.lock().unwrap_or_else(|p| p.into_inner());
+                *slot = Some(thread);
+                Ok(())
+            }
+            Err(e) => {
+                self.write().switch_off();
+                Err(StoreError::Io {
+                    what: "starting the lookup table's builder".into(),
+                    detail: e.to_string(),
+                })
+            }
+        }
     }
 
     /// Empties the table for a build of `generation` and switches it on; the build's
@@ -494,6 +553,7 @@ impl LookupTable {
         state.generation = generation;
         state.complete = false;
         state.build += 1;
+        state.count = 0;
         state.sorted = Sorted::default();
         let hasher = *state.recent.hasher();
         state.recent = HashMap::with_hasher(hasher);
@@ -567,6 +627,25 @@ impl Drop for LookupTable {
     }
 }
 
+/// Switches the table off when dropped before `done` is set, if its build is still the
+/// current one.
+struct OffUnlessDone<'a> {
+    state: &'a RwLock<State>,
+    build: u64,
+    done: bool,
+}
+
+impl Drop for OffUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = write(self.state);
+            if state.build == self.build {
+                state.switch_off();
+            }
+        }
+    }
+}
+
 fn write(state: &RwLock<State>) -> std::sync::RwLockWriteGuard<'_, State> {
     state.write().unwrap_or_else(|p| p.into_inner())
 }
@@ -580,7 +659,10 @@ fn fill(
     stop: &AtomicBool,
     build: u64,
 ) -> Result<Option<u64>, StoreError> {
-    let stale = || stop.load(Ordering::Acquire) || state.read().map_or(true, |s| s.build != build);
+    let stale = || {
+        stop.load(Ordering::Acquire)
+            || state.read().unwrap_or_else(|p| p.into_inner()).build != build
+    };
     let mut sorted = Sorted::default();
     for (n, item) in scan.enumerate() {
         if n % BUILD_CHUNK == 0 && stale() {
@@ -603,7 +685,8 @@ fn fill(
     }
     state.sorted = sorted;
     state.complete = true;
-    Ok(Some(state.len()))
+    state.count = state.len();
+    Ok(Some(state.count))
 }
 
 #[cfg(test)]
@@ -735,10 +818,23 @@ mod tests {
             ])
             .await
             .unwrap();
+        // More writes than a merge waits for: none may merge into an array the build
+        // has not put in place yet.
+        store
+            .change_bindings(
+                (0..40)
+                    .map(|i| set(&tp(&format!("m{i}@x.org")), Origin::Bind, "@m:x"))
+                    .collect(),
+            )
+            .await
+            .unwrap();
         assert_eq!(from_table(&store, "b@x.org"), None, "not complete yet");
+        assert_eq!(store.lookup_table.state(), "building");
         let stop = AtomicBool::new(false);
         let n = fill(scan, &store.lookup_table.state, &stop, build).unwrap();
-        assert_eq!(n, Some(3), "b, c and d; a's tombstone is gone");
+        assert_eq!(n, Some(43), "b, c, d and the 40; a's tombstone is gone");
+        assert_eq!(store.lookup_table.state(), "ready");
+        assert_eq!(from_table(&store, "m39@x.org"), Some(Some("@m:x".into())));
         let mxid = |a: &str| from_table(&store, a);
         assert_eq!(mxid("a@x.org"), Some(None));
         assert_eq!(mxid("b@x.org"), Some(Some("@b2:x".into())));
@@ -802,6 +898,38 @@ mod tests {
         assert_eq!(
             table.get(new.generation, &lookup_hash(&a, &new.pepper), NOW),
             Answer::Known(None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_the_table_cannot_read_switches_it_off_not_the_write() {
+        let store = Store::in_memory().unwrap();
+        store.start_lookup_table().await.unwrap();
+        store.wait_lookup_table();
+        store
+            .change_bindings(vec![set(&tp("a@x.org"), Origin::Bind, "@a:x")])
+            .await
+            .unwrap();
+        assert_eq!(store.lookup_table.state(), "ready");
+        let pepper = store.pepper();
+        let key = super::super::pepper::hash_key(pepper.generation, &[7; 32]);
+        let mut batch = Batch::new();
+        batch.put(BINDING, key.to_vec(), b"not a record".to_vec());
+        store.apply(batch).unwrap();
+        assert!(store.kv.get(BINDING, &key).unwrap().is_some(), "written");
+        assert_eq!(store.lookup_table.state(), "off");
+        assert_eq!(store.lookup_table_len(), None);
+        // Later writes skip it; lookups read the tree.
+        store
+            .change_bindings(vec![set(&tp("b@x.org"), Origin::Bind, "@b:x")])
+            .await
+            .unwrap();
+        assert!(store.lookup_table.read().recent.is_empty());
+        assert_eq!(from_table(&store, "a@x.org"), None);
+        let digest = lookup_hash(&tp("b@x.org"), &pepper.pepper);
+        assert_eq!(
+            store.live_mxid(pepper.generation, &digest, NOW).unwrap(),
+            Some("@b:x".into())
         );
     }
 
@@ -905,13 +1033,13 @@ mod tests {
                     1 => u32::MAX,
                     _ => x,
                 };
-                assert!(sorted.push(Key([first, i, 0]), window, "@a:x"));
+                assert!(sorted.push(Key([first, i, 0, 0]), window, "@a:x"));
             }
             sorted.finish(true);
             for row in &sorted.rows {
                 assert!(sorted.find(row.key).is_some(), "{n} {:?}", row.key);
             }
-            assert!(sorted.find(Key([7, u32::MAX, 1])).is_none());
+            assert!(sorted.find(Key([7, u32::MAX, 1, 0])).is_none());
         }
     }
 
@@ -927,7 +1055,7 @@ mod tests {
             not_after_s: u32::MAX,
         };
         for (i, id) in ids.iter().enumerate() {
-            assert!(sorted.push(Key([i as u32, 0, 0]), window, id));
+            assert!(sorted.push(Key([i as u32, 0, 0, 0]), window, id));
         }
         for (row, id) in sorted.rows.iter().zip(&ids) {
             assert_eq!(sorted.mxid(row), id);
@@ -943,7 +1071,7 @@ mod tests {
         tree_key[16] = 3;
         let (generation, key) = Key::of_tree_key(&tree_key).unwrap();
         assert_eq!(generation, 7);
-        assert_eq!(key, Key([1 << 24, 0, 2]));
+        assert_eq!(key, Key([1 << 24, 0, 2, 0x0300_0000]));
         assert!(Key::of_tree_key(&tree_key[..35]).is_none());
     }
 }
