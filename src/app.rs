@@ -134,6 +134,23 @@ pub async fn run_reloadable(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let drain = config.server.shutdown_timeout;
     let mut tasks = tokio::task::JoinSet::new();
+    let connections = &config.server.connections;
+    let open_files = http::conns::open_file_limit();
+    let public_limits = http::conns::Limits::public(connections, open_files);
+    if public_limits.max as u64 + 256 > open_files {
+        tracing::warn!(
+            open_files,
+            max = public_limits.max,
+            "server.connections.max leaves fewer than 256 of the open-file limit for the store and the other listeners; raise the limit (LimitNOFILE) or lower max"
+        );
+    }
+    tracing::info!(
+        max = public_limits.max,
+        per_address = public_limits.per_address,
+        open_files,
+        "public connection limits"
+    );
+    let side = |name| http::conns::Tracker::new(name, http::conns::Limits::side(connections));
     if let Ok(addr) = listeners.public.local_addr() {
         tracing::info!(
             %addr,
@@ -149,6 +166,7 @@ pub async fn run_reloadable(
         tls,
         http::public_routes(state.clone()),
         http::listen::Lane::Public(http::fast::Direct::new(state.clone())),
+        http::conns::Tracker::new("public", public_limits),
         stop_rx.clone(),
         drain,
     ));
@@ -161,6 +179,7 @@ pub async fn run_reloadable(
             None,
             http::admin_routes(state.clone()),
             http::listen::Lane::Admin(http::door::Door::socket(), state.clone()),
+            side("admin"),
             stop_rx.clone(),
             drain,
         ));
@@ -185,6 +204,7 @@ pub async fn run_reloadable(
             None,
             http::admin_routes(state.clone()),
             http::listen::Lane::Admin(door, state.clone()),
+            side("admin-tcp"),
             stop_rx.clone(),
             drain,
         ));
@@ -199,6 +219,7 @@ pub async fn run_reloadable(
             None,
             http::routes::internal_routes(state.clone()),
             http::listen::Lane::Plain,
+            side("internal"),
             stop_rx.clone(),
             drain,
         ));
@@ -213,6 +234,7 @@ pub async fn run_reloadable(
             None,
             http::routes::metrics_routes(state.clone()),
             http::listen::Lane::Plain,
+            side("metrics"),
             stop_rx.clone(),
             drain,
         ));

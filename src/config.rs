@@ -32,7 +32,9 @@ pub use federation::FederationConfig;
 pub use hashing::{HashingConfig, LookupConfig};
 pub use logging::{LogFormat, LoggingConfig};
 pub use matrix::MatrixConfig;
-pub use server::{host_port, AdminConfig, AdminTcp, MetricsConfig, ServerConfig, TlsConfig};
+pub use server::{
+    host_port, AdminConfig, AdminTcp, ConnectionsConfig, MetricsConfig, ServerConfig, TlsConfig,
+};
 pub use storage::{KeyConfig, StorageConfig};
 
 use reader::{Ctx, Section};

@@ -26,6 +26,8 @@ pub enum ErrCode {
     InvalidParam,
     /// A request body over the size limit.
     TooLarge,
+    /// A request body that did not arrive in time.
+    Timeout,
     /// A request asking for more than a limit allows (addresses per lookup, ...).
     TooMany,
     /// Ours, not the client's.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod body;
 pub mod client;
+pub mod conns;
 pub mod door;
 pub mod extract;
 pub mod fast;

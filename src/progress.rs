@@ -61,6 +61,12 @@ pub fn jobs_ended() -> u64 {
     ENDED.load(Ordering::Relaxed)
 }
 
+/// Counts a burst of allocations that is not a job (a storm of connections that has
+/// ended), so its freed memory is handed back the same way.
+pub fn burst_ended() {
+    ENDED.fetch_add(1, Ordering::Relaxed);
+}
+
 impl Drop for Job {
     fn drop(&mut self) {
         ENDED.fetch_add(1, Ordering::Relaxed);

@@ -28,6 +28,26 @@ pub struct ServerConfig {
     pub metrics: MetricsConfig,
     /// `server.internal`: the homeserver-facing listener (`check_credentials`).
     pub internal: MetricsConfig,
+    /// `server.connections`: timeouts and caps of every listener's connections.
+    pub connections: ConnectionsConfig,
+}
+
+/// `server.connections`: how long a connection may stay quiet and how many may be open.
+#[derive(Debug, Clone)]
+pub struct ConnectionsConfig {
+    /// `idleTimeout`: a connection with no request in flight is closed after this long
+    /// without a byte either way.
+    pub idle_timeout: Duration,
+    /// `headerTimeout`: the time to send a request's headers (and the TLS handshake).
+    pub header_timeout: Duration,
+    /// `bodyTimeout`: the time to send a whole request body.
+    pub body_timeout: Duration,
+    /// `max`: the public listener's connections (none: from the open-file limit).
+    pub max: Option<usize>,
+    /// `perAddress`: connections from one client address.
+    pub per_address: usize,
+    /// `perAddressExempt`: addresses only `max` applies to (a reverse proxy's).
+    pub per_address_exempt: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +111,7 @@ pub(crate) fn read_server(
     let admin = read_admin(&s.section("admin"), storage);
     let metrics = read_side_listener(&s.section("metrics"), port, 1, true);
     let internal = read_side_listener(&s.section("internal"), port, 2, false);
+    let connections = read_connections(&s.section("connections"));
     s.finish(&[]);
 
     let mut ok = true;
@@ -154,6 +175,7 @@ pub(crate) fn read_server(
     let admin = admin?;
     let metrics = metrics?;
     let internal = internal?;
+    let connections = connections?;
     Some(ServerConfig {
         name,
         hostname,
@@ -165,6 +187,52 @@ pub(crate) fn read_server(
         admin,
         metrics,
         internal,
+        connections,
+    })
+}
+
+fn read_connections(s: &Section<'_, '_>) -> Option<ConnectionsConfig> {
+    let second = Duration::from_secs(1);
+    let idle_timeout = s.duration("idleTimeout").unwrap_or(Duration::from_secs(60));
+    let header_timeout = s
+        .duration("headerTimeout")
+        .unwrap_or(Duration::from_secs(30));
+    let body_timeout = s.duration("bodyTimeout").unwrap_or(Duration::from_secs(30));
+    let max = s.u64("max");
+    let per_address = s.u64("perAddress").unwrap_or(256);
+    let exempt = s.cidr_list("perAddressExempt");
+    let mut ok = exempt.is_some() || s.string_is_absent("perAddressExempt");
+    s.finish(&[]);
+    for (key, value) in [
+        ("idleTimeout", idle_timeout),
+        ("headerTimeout", header_timeout),
+        ("bodyTimeout", body_timeout),
+    ] {
+        if value < second {
+            s.problem(key, "must be at least 1s");
+            ok = false;
+        }
+    }
+    if max.is_some_and(|m| m < 16) {
+        s.problem("max", "must be at least 16");
+        ok = false;
+    }
+    if per_address < 1 {
+        s.problem("perAddress", "must be at least 1");
+        ok = false;
+    }
+    ok.then(|| ConnectionsConfig {
+        idle_timeout,
+        header_timeout,
+        body_timeout,
+        max: max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        per_address: usize::try_from(per_address).unwrap_or(usize::MAX),
+        per_address_exempt: exempt.unwrap_or_else(|| {
+            ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        }),
     })
 }
 

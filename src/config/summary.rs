@@ -77,6 +77,28 @@ impl Config {
         );
         line("server.publicUrl", s.public_url.clone());
         line("server.maxBodySize", units::format_size(s.max_body_size));
+        let c = &s.connections;
+        line(
+            "server.connections",
+            format!(
+                "max {}, {} per address (not for {}), idle {}s, headers {}s, body {}s",
+                c.max
+                    .map_or_else(|| "from the open-file limit".into(), |m| m.to_string()),
+                c.per_address,
+                if c.per_address_exempt.is_empty() {
+                    "none".into()
+                } else {
+                    c.per_address_exempt
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                c.idle_timeout.as_secs(),
+                c.header_timeout.as_secs(),
+                c.body_timeout.as_secs()
+            ),
+        );
         if let Some(tls) = &s.tls {
             line(
                 "server.tls.certificate",

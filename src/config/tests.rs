@@ -489,3 +489,35 @@ fn the_unified_view_and_the_breaker_are_read_and_checked() {
     assert_eq!(view.push_every, None);
     assert_eq!(view.publish_as.as_deref(), Some("id.example.org:8443"));
 }
+
+#[test]
+fn connection_limits_and_timeouts() {
+    let c = load(MINIMAL).unwrap().server.connections;
+    assert_eq!(c.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.body_timeout, Duration::from_secs(30));
+    assert_eq!(c.header_timeout, Duration::from_secs(30));
+    assert_eq!((c.max, c.per_address), (None, 256));
+    assert_eq!(c.per_address_exempt.len(), 2);
+    let c = load(&format!(
+        "{MINIMAL}server:\n  connections:\n    idleTimeout: 5s\n    max: 100\n    perAddress: 4\n    perAddressExempt: [10.0.0.1]\n"
+    ))
+    .unwrap()
+    .server
+    .connections;
+    assert_eq!(c.idle_timeout, Duration::from_secs(5));
+    assert_eq!((c.max, c.per_address), (Some(100), 4));
+    assert_eq!(c.per_address_exempt, vec!["10.0.0.1/32".parse().unwrap()]);
+    let err = load(&format!(
+        "{MINIMAL}server:\n  connections:\n    idleTimeout: 0s\n    max: 3\n    perAddressExempt: [nope]\n    idle: 5s\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "idleTimeout",
+        "connections.max",
+        "perAddressExempt",
+        "connections.idle",
+    ] {
+        assert!(err.contains(key), "{key} not reported: {err}");
+    }
+}

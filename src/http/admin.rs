@@ -110,7 +110,9 @@ where
     respond(if json {
         import_json(body, &state).await
     } else {
-        import_stream(body, &state).await
+        // Streamed as it comes: each piece must come within the body timeout.
+        let time = state.config().server.connections.body_timeout;
+        import_stream(crate::http::body::progressing(body, time), &state).await
     })
 }
 
@@ -122,7 +124,11 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let bytes = crate::http::body::read(None, body, MAX_JSON_IMPORT).await?;
+    let limit = crate::http::body::Limit {
+        size: MAX_JSON_IMPORT,
+        ..crate::http::body::Limit::of(&state.config().server)
+    };
+    let bytes = crate::http::body::read(None, body, limit).await?;
     let entries: Vec<BindingBody> = serde_json::from_slice(&bytes).map_err(|e| {
         Error::bad_json(format!(
             "a JSON import is an array of {{\"medium\", \"address\", \"mxid\"}} objects: {e}"
@@ -140,14 +146,14 @@ where
 
 async fn import_stream<S, B>(body: S, state: &Services) -> Result<bindings::ImportReport, Error>
 where
-    S: Stream<Item = Result<B, warp::Error>>,
+    S: Stream<Item = Result<B, Error>>,
     B: Buf,
 {
     let mut import = bindings::Import::watched(state);
     let mut body = std::pin::pin!(body);
     let mut carry: Vec<u8> = Vec::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| Error::bad_json("The request body could not be read"))?;
+        let mut chunk = chunk?;
         while chunk.has_remaining() {
             let piece = chunk.chunk();
             carry.extend_from_slice(piece);

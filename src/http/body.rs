@@ -8,17 +8,72 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt as _};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::time::Duration;
 use warp::Filter;
 
-/// The raw body, at most `limit` bytes; never rejects for size.
+/// How much of a body is read, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    /// `server.maxBodySize`.
+    pub size: u64,
+    /// `server.connections.bodyTimeout`: the whole body must arrive within it.
+    pub time: Duration,
+}
+
+impl Limit {
+    pub fn of(server: &crate::config::ServerConfig) -> Self {
+        Self {
+            size: server.max_body_size,
+            time: server.connections.body_timeout,
+        }
+    }
+}
+
+/// The raw body, at most `limit.size` bytes; never rejects for size.
 pub fn limited(
-    limit: u64,
+    limit: Limit,
 ) -> impl Filter<Extract = (Result<Bytes, Error>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-length")
         .and(warp::body::stream())
         .then(move |declared: Option<String>, stream| async move {
             read(declared.as_deref(), stream, limit).await
         })
+}
+
+/// A body that did not arrive in time (a stalled or trickling client).
+fn too_slow(time: Duration) -> Error {
+    Error::new(
+        crate::error::ErrCode::Timeout,
+        format!(
+            "The request body did not arrive within {} s",
+            time.as_secs()
+        ),
+    )
+}
+
+/// Each chunk of `stream` must come within `time` of the previous one (bodies read as
+/// they come, like a streamed import); a stall ends the stream with an error.
+pub fn progressing<S, B>(stream: S, time: Duration) -> impl Stream<Item = Result<B, Error>>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+{
+    futures_util::stream::unfold(
+        (Box::pin(stream), false),
+        move |(mut stream, ended)| async move {
+            if ended {
+                return None;
+            }
+            match tokio::time::timeout(time, stream.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), (stream, false))),
+                Ok(Some(Err(_))) => Some((
+                    Err(Error::bad_json("The request body could not be read")),
+                    (stream, true),
+                )),
+                Ok(None) => None,
+                Err(_) => Some((Err(too_slow(time)), (stream, true))),
+            }
+        },
+    )
 }
 
 /// Oversized bodies up to this size are read and dropped before the 413 goes out, so
@@ -44,8 +99,19 @@ where
     .await;
 }
 
-/// Reads a body of at most `limit` bytes (`declared`: its Content-Length, if any).
-pub async fn read<S, B, E>(declared: Option<&str>, stream: S, limit: u64) -> Result<Bytes, Error>
+/// Reads a body of at most `limit.size` bytes within `limit.time` (`declared`: its
+/// Content-Length, if any).
+pub async fn read<S, B, E>(declared: Option<&str>, stream: S, limit: Limit) -> Result<Bytes, Error>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: Buf,
+{
+    tokio::time::timeout(limit.time, read_whole(declared, stream, limit.size))
+        .await
+        .unwrap_or_else(|_| Err(too_slow(limit.time)))
+}
+
+async fn read_whole<S, B, E>(declared: Option<&str>, stream: S, limit: u64) -> Result<Bytes, Error>
 where
     S: Stream<Item = Result<B, E>>,
     B: Buf,
@@ -227,31 +293,75 @@ mod tests {
         )
     }
 
+    const TEN: Limit = Limit {
+        size: 10,
+        time: Duration::from_secs(5),
+    };
+
+    #[tokio::test]
+    async fn a_body_that_stalls_or_trickles_is_cut_off_in_time() {
+        let limit = Limit {
+            size: 100,
+            time: Duration::from_millis(200),
+        };
+        // Half a body, then nothing.
+        let stalled = chunks(&[b"{\"a\""]).chain(futures_util::stream::pending());
+        let e = read(Some("50"), stalled, limit).await.unwrap_err();
+        assert_eq!(
+            crate::http::reply::status_and_errcode(e.code),
+            (warp::http::StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN")
+        );
+        // A byte every 50 ms: each in time, the whole not.
+        let trickle = futures_util::stream::iter(0..50).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, warp::Error>(Bytes::from_static(b" "))
+        });
+        let e = read(None, trickle, limit).await.unwrap_err();
+        assert_eq!(e.code, crate::error::ErrCode::Timeout);
+        // A streamed body needs each piece in time, not the whole.
+        let steady = futures_util::stream::iter(0..6).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, warp::Error>(Bytes::from_static(b"x"))
+        });
+        let pieces: Vec<_> = progressing(steady, limit.time).collect().await;
+        assert_eq!(pieces.len(), 6);
+        assert!(pieces.iter().all(Result::is_ok));
+        let stalled = chunks(&[b"x"]).chain(futures_util::stream::pending());
+        let pieces: Vec<_> = progressing(stalled, limit.time).collect().await;
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            pieces[1].as_ref().unwrap_err().code,
+            crate::error::ErrCode::Timeout
+        );
+    }
+
     #[tokio::test]
     async fn the_size_cap_holds_with_and_without_content_length() {
-        let body = read(None, chunks(&[b"12345", b"67890"]), 10).await.unwrap();
+        let body = read(None, chunks(&[b"12345", b"67890"]), TEN)
+            .await
+            .unwrap();
         assert_eq!(&body[..], b"1234567890");
-        let e = read(None, chunks(&[b"12345", b"678901"]), 10)
+        let e = read(None, chunks(&[b"12345", b"678901"]), TEN)
             .await
             .unwrap_err();
         assert_eq!(
             crate::http::reply::status_and_errcode(e.code),
             (warp::http::StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE")
         );
-        let e = read(Some("11"), chunks(&[]), 10).await.unwrap_err();
+        let e = read(Some("11"), chunks(&[]), TEN).await.unwrap_err();
         assert_eq!(
             crate::http::reply::status_and_errcode(e.code).0.as_u16(),
             413
         );
         // A lying Content-Length does not get past the cap either.
-        let e = read(Some("3"), chunks(&[b"12345678901"]), 10)
+        let e = read(Some("3"), chunks(&[b"12345678901"]), TEN)
             .await
             .unwrap_err();
         assert_eq!(
             crate::http::reply::status_and_errcode(e.code).0.as_u16(),
             413
         );
-        let e = read(Some("x"), chunks(&[]), 10).await.unwrap_err();
+        let e = read(Some("x"), chunks(&[]), TEN).await.unwrap_err();
         assert_eq!(
             crate::http::reply::status_and_errcode(e.code).0.as_u16(),
             400

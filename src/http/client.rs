@@ -23,7 +23,7 @@ fn header(
 /// address and the body (capped at `limit`). The path is added by the route, rebuilt
 /// from checked segments, never copied from the client.
 pub fn client_request(
-    limit: u64,
+    limit: super::body::Limit,
     trusted_proxies: Vec<ipnet::IpNet>,
 ) -> impl Filter<Extract = (Result<ClientRequest, Error>,), Error = warp::Rejection> + Clone {
     warp::method()

@@ -107,7 +107,7 @@ pub fn requester(
 
 /// The raw body of a request that must carry JSON (Content-Type checked, size capped).
 fn json_bytes(
-    limit: u64,
+    limit: body::Limit,
 ) -> impl Filter<Extract = (Result<bytes::Bytes, Error>,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .or(warp::any().map(|| None))
@@ -124,7 +124,7 @@ fn json_bytes(
 /// A JSON object body parsed into `T`, at most `limit` bytes; never rejects, every
 /// failure is the handler's Matrix error.
 pub fn json_body<T: serde::de::DeserializeOwned + Send>(
-    limit: u64,
+    limit: body::Limit,
 ) -> impl Filter<Extract = (Result<T, Error>,), Error = warp::Rejection> + Clone {
     json_bytes(limit).map(|raw: Result<bytes::Bytes, Error>| {
         raw.and_then(|bytes| body::parse_object::<T>(None, &bytes))
@@ -133,7 +133,7 @@ pub fn json_body<T: serde::de::DeserializeOwned + Send>(
 
 /// The parameters of a body that may be JSON or (legacy) form-encoded.
 pub fn params_body(
-    limit: u64,
+    limit: body::Limit,
 ) -> impl Filter<
     Extract = (Result<serde_json::Map<String, serde_json::Value>, Error>,),
     Error = warp::Rejection,

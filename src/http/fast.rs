@@ -137,13 +137,13 @@ where
 {
     let header_text = |name| headers.get(name).and_then(|v| v.to_str().ok());
     let token = extract::access_token(header_text(header::AUTHORIZATION), query);
-    let limit = state.config().server.max_body_size;
+    let limit = body::Limit::of(&state.config().server);
     let length = header_text(header::CONTENT_LENGTH);
     if let Some(n) = length
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|n| *n > limit)
+        .filter(|n| *n > limit.size)
     {
-        return error_response(&refuse_oversized(n, limit, stream).await);
+        return error_response(&refuse_oversized(n, limit.size, stream).await);
     }
     let read = body::read(length, stream, limit).await;
     // The Content-Type verdict comes first, as on the other routes.

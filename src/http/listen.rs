@@ -3,6 +3,7 @@
 //! let requests in flight finish (bounded by `server.shutdownTimeout`) and return. The
 //! admin listeners pass every request through the admin door (`door`) first.
 
+use super::conns::{Admission, Shared, Ticket, Tracker, Watched};
 use super::door::{Door, PeerCredentials, PeerRule};
 use crate::error::{ErrCode, Error};
 use crate::service::Services;
@@ -21,9 +22,6 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
-
-/// A slow client gets this long to send its request headers or finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds a TLS acceptor from PEM files (certificate chain and private key).
 pub fn tls_acceptor(certificate: &Path, key: &Path) -> Result<TlsAcceptor, String> {
@@ -77,17 +75,20 @@ struct Connection {
 }
 
 /// Serves `routes` on `listener` until `shutdown` turns true, then drains for at most
-/// `drain`.
+/// `drain`. `conns` admits each connection and closes idle ones (see `conns`).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     name: &'static str,
     listener: Bound,
     tls: Option<TlsAcceptor>,
     routes: BoxedFilter<(Response,)>,
     lane: Lane,
+    conns: Arc<Tracker>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut failures = 0u32;
     // Every connection task, so shutdown can wait for them (they hold the state) and
     // abort the ones that outlive the drain time.
     let mut connections = JoinSet::new();
@@ -103,11 +104,32 @@ pub async fn serve(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                failures = failures.saturating_add(1);
+                let wait = conns.accept_failed(&e, failures);
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
+        failures = 0;
+        let address = match &accepted {
+            Accepted::Tcp(_, peer) => Some(peer.ip()),
+            Accepted::Unix(..) => None,
+        };
+        let ticket = match conns.admit(address) {
+            Admission::Open(ticket, evicted) => {
+                if let Some(evicted) = evicted {
+                    // Its socket closes when its task sees the notice: wait for that
+                    // (briefly), so a burst of accepts cannot outrun the closes.
+                    let _ = tokio::time::timeout(Duration::from_millis(100), evicted.gone()).await;
+                }
+                ticket
+            }
+            Admission::Refused => {
+                accepted.refuse(tls.is_none());
+                continue;
+            }
+        };
+        let header_timeout = conns.limits().header;
         let routes = routes.clone();
         let lane = lane.clone();
         let watcher = graceful.watcher();
@@ -119,7 +141,7 @@ pub async fn serve(
                         peer: None,
                         refused,
                     };
-                    serve_connection(stream, conn, routes, lane, watcher).await
+                    serve_connection(stream, conn, routes, lane, watcher, ticket).await
                 }
                 Accepted::Tcp(stream, peer) => {
                     let _ = stream.set_nodelay(true);
@@ -128,13 +150,16 @@ pub async fn serve(
                         refused: None,
                     };
                     match tls {
-                        None => serve_connection(stream, conn, routes, lane, watcher).await,
+                        None => serve_connection(stream, conn, routes, lane, watcher, ticket).await,
                         Some(acceptor) => {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            match tokio::time::timeout(header_timeout, acceptor.accept(stream))
                                 .await
                             {
                                 Ok(Ok(tls_stream)) => {
-                                    serve_connection(tls_stream, conn, routes, lane, watcher).await
+                                    serve_connection(
+                                        tls_stream, conn, routes, lane, watcher, ticket,
+                                    )
+                                    .await
                                 }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -172,6 +197,24 @@ enum Accepted {
     Unix(UnixStream, Option<String>),
 }
 
+/// What a connection refused at the connection limit is told, if it is plain HTTP.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 84\r\n\r\n\
+{\"errcode\":\"M_LIMIT_EXCEEDED\",\"error\":\"Too many connections; try again in a second\"}";
+
+impl Accepted {
+    /// Answers 503 where the stream is plain HTTP (never waiting for the peer), then
+    /// closes it.
+    fn refuse(self, plain: bool) {
+        if plain {
+            let _ = match &self {
+                Accepted::Tcp(stream, _) => stream.try_write(BUSY),
+                Accepted::Unix(stream, _) => stream.try_write(BUSY),
+            };
+        }
+    }
+}
+
 async fn accept(listener: &Bound) -> std::io::Result<Accepted> {
     match listener {
         Bound::Tcp(l) => {
@@ -206,56 +249,75 @@ async fn serve_connection<S>(
     routes: BoxedFilter<(Response,)>,
     lane: Lane,
     watcher: hyper_util::server::graceful::Watcher,
+    ticket: Ticket,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let filtered = warp::service(routes);
-    let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            use futures_util::future::{ready, Either};
-            match &lane {
-                Lane::Public(direct) => {
-                    if super::fast::is_lookup(&request) {
-                        return Either::Left(Either::Left(super::fast::lookup(
-                            direct.state().clone(),
-                            request,
-                            conn.peer,
-                        )));
-                    }
-                    if let Some(response) = direct.constant(&request) {
-                        return Either::Left(Either::Right(ready(Ok(response))));
-                    }
+    let dispatch = move |mut request: hyper::Request<hyper::body::Incoming>| {
+        use futures_util::future::{ready, Either};
+        match &lane {
+            Lane::Public(direct) => {
+                if super::fast::is_lookup(&request) {
+                    return Either::Left(Either::Left(super::fast::lookup(
+                        direct.state().clone(),
+                        request,
+                        conn.peer,
+                    )));
                 }
-                Lane::Admin(door, state) => {
-                    let verdict = match &conn.refused {
-                        Some(why) => Err(Error::new(ErrCode::Forbidden, why.clone())),
-                        None => door.check(&request),
-                    };
-                    if let Err(e) = verdict {
-                        return Either::Left(Either::Right(ready(Ok(refuse(state, &request, &e)))));
-                    }
+                if let Some(response) = direct.constant(&request) {
+                    return Either::Left(Either::Right(ready(Ok(response))));
                 }
-                _ => {}
             }
-            if let Some(peer) = conn.peer {
-                request
-                    .extensions_mut()
-                    .insert(super::extract::PeerAddr(peer));
+            Lane::Admin(door, state) => {
+                let verdict = match &conn.refused {
+                    Some(why) => Err(Error::new(ErrCode::Forbidden, why.clone())),
+                    None => door.check(&request),
+                };
+                if let Err(e) = verdict {
+                    return Either::Left(Either::Right(ready(Ok(refuse(state, &request, &e)))));
+                }
             }
-            let mut filtered = filtered.clone();
-            Either::Right(tower_service::Service::call(&mut filtered, request))
-        });
+            _ => {}
+        }
+        if let Some(peer) = conn.peer {
+            request
+                .extensions_mut()
+                .insert(super::extract::PeerAddr(peer));
+        }
+        let mut filtered = filtered.clone();
+        Either::Right(tower_service::Service::call(&mut filtered, request))
+    };
+    let shared: Arc<Shared> = ticket.shared.clone();
+    let in_flight = shared.clone();
+    let service = hyper::service::service_fn(move |request| {
+        // The connection is not idle while a request is in flight.
+        let guard = in_flight.request();
+        let answer = dispatch(request);
+        async move {
+            let answer = answer.await;
+            drop(guard);
+            answer
+        }
+    });
+    let (idle, header) = (ticket.limits().idle, ticket.limits().header);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
+        .header_read_timeout(header);
     let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(Watched::new(stream, shared.clone())), service)
         .into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    tokio::select! {
+        served = watcher.watch(conn) => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        () = shared.watch(idle) => tracing::debug!("idle connection closed"),
     }
+    drop(ticket);
 }
 
 /// The answer to a request the admin door refused, counted and logged like any other.

@@ -39,6 +39,7 @@ pub fn status_and_errcode(code: ErrCode) -> (StatusCode, &'static str) {
         E::MissingParam => (StatusCode::BAD_REQUEST, "M_MISSING_PARAM"),
         E::InvalidParam => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         E::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
+        E::Timeout => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
         E::TooMany => (StatusCode::BAD_REQUEST, "M_TOO_LARGE"),
         E::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         E::Upstream => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),

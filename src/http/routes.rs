@@ -49,7 +49,7 @@ fn shared_routes(state: &Services) -> BoxedFilter<(Response,)> {
 /// Sessions, bind and unbind, under v2 (`v2: true`, access token and terms) or v1 (no
 /// accounts). GET submitToken and unbind never take an access token.
 fn session_routes(state: &Services, v2: bool) -> BoxedFilter<(Response,)> {
-    let limit = state.config().server.max_body_size;
+    let limit = super::body::Limit::of(&state.config().server);
     let st = api::with_state(state.clone());
     let st_sign = st.clone();
     let ip = api::client_ip(std::sync::Arc::new(
@@ -142,7 +142,7 @@ fn session_routes(state: &Services, v2: bool) -> BoxedFilter<(Response,)> {
 /// Every route of the public listener, with CORS, logging and error rendering. Each
 /// prefix is matched once, and the hot routes (lookups) come first.
 pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
-    let limit = state.config().server.max_body_size;
+    let limit = super::body::Limit::of(&state.config().server);
     let st = api::with_state(state.clone());
 
     // An exact `POST .../v2/lookup` is answered by the fast lane before warp sees it;
@@ -286,7 +286,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
             Err(warp::reject::not_found())
         }
     });
-    let routes = routes!(body_guard(limit), preflight, all)
+    let routes = routes!(body_guard(limit.size), preflight, all)
         .recover(recover)
         .unify()
         .map(with_cors);
@@ -296,7 +296,7 @@ pub fn public_routes(state: Services) -> BoxedFilter<(Response,)> {
 /// The client-server endpoints a reverse proxy may route here: directory search and
 /// profiles (`r0` and `v3`).
 fn client_routes(state: &Services) -> BoxedFilter<(Response,)> {
-    let limit = state.config().server.max_body_size;
+    let limit = super::body::Limit::of(&state.config().server);
     let st = api::with_state(state.clone());
     let version = warp::path!("_matrix" / "client" / String / ..)
         .and_then(|v: String| async move {
@@ -357,7 +357,7 @@ fn policy_routes(state: &Services) -> BoxedFilter<(Response,)> {
     use crate::service::passthrough::ClientRequest;
     let config = state.config();
     let request = client_request(
-        config.server.max_body_size,
+        super::body::Limit::of(&config.server),
         config.rate_limit.trusted_proxies.clone(),
     );
     let st = api::with_state(state.clone());
@@ -439,7 +439,7 @@ fn policy_routes(state: &Services) -> BoxedFilter<(Response,)> {
 /// The admin listeners' routes. No CORS: browsers must not reach them; the admin door
 /// (`door`, run by the listener before these) refuses what a web page could send.
 pub fn admin_routes(state: Services) -> BoxedFilter<(Response,)> {
-    let limit = state.config().server.max_body_size;
+    let limit = super::body::Limit::of(&state.config().server);
     let st = api::with_state(state.clone());
     let base = warp::path!("_mxisd" / "admin" / "v1" / ..).boxed();
     let status = base
@@ -601,7 +601,10 @@ pub fn metrics_routes(state: Services) -> BoxedFilter<(Response,)> {
 /// /_matrix-internal/identity/v1/check_credentials`.
 pub fn internal_routes(state: Services) -> BoxedFilter<(Response,)> {
     // A password check is small: 64 KiB is plenty and bounds what a caller can send.
-    let limit = 64 * 1024;
+    let limit = super::body::Limit {
+        size: 64 * 1024,
+        ..super::body::Limit::of(&state.config().server)
+    };
     let ip = api::client_ip(std::sync::Arc::new(Vec::new()));
     let check = warp::path!("_matrix-internal" / "identity" / "v1" / "check_credentials")
         .and(warp::post())
@@ -613,7 +616,7 @@ pub fn internal_routes(state: Services) -> BoxedFilter<(Response,)> {
         .and(get())
         .and(api::with_state(state.clone()))
         .and_then(super::internal::profile::roles);
-    let routes = routes!(body_guard(limit), check, roles)
+    let routes = routes!(body_guard(limit.size), check, roles)
         .recover(recover)
         .unify();
     logged(routes.boxed(), crate::metrics::Listener::Internal, &state)

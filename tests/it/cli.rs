@@ -54,7 +54,24 @@ impl Running {
     }
 
     fn start_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
+        Self::start_command(Command::new(BIN), dir, args, env)
+    }
+
+    /// Runs the binary under `wrapper` (a command taking the program and its arguments
+    /// after it, like `prlimit --nofile=256:256 --`).
+    pub(crate) fn start_under(wrapper: &[&str], dir: &Path, args: &[&str]) -> Self {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(BIN);
+        Self::start_command(command, dir, args, &[])
+    }
+
+    fn start_command(
+        mut command: Command,
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut child = command
             .args(args)
             .current_dir(dir)
             .env("MXISD_SERVER_PORT", "0")

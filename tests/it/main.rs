@@ -9,6 +9,7 @@ mod accounts;
 mod architecture;
 mod bindings;
 mod cli;
+mod conns;
 mod credentials;
 mod directory;
 mod door;
