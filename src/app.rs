@@ -57,11 +57,19 @@ pub async fn run_reloadable(
     let store_path = store::dir(&config);
     let cache = config.storage.cache_size;
     let pepper_length = config.hashing.pepper_length;
-    let store =
-        tokio::task::spawn_blocking(move || store::Store::open(&store_path, cache, pepper_length))
-            .await
-            .map_err(|e| StartError::Runtime(e.to_string()))??;
+    let store = tokio::task::spawn_blocking(move || {
+        store::Store::open_serving(&store_path, cache, pepper_length, &scratch_dir())
+    })
+    .await
+    .map_err(|e| StartError::Runtime(e.to_string()))??;
     tracing::info!(path = %store::dir(&config).display(), schema = store.schema_version()?, "store open");
+    if let Ok(store::StoreStatus {
+        read_only: Some(why),
+        ..
+    }) = store.status()
+    {
+        tracing::warn!(reason = %why.reason, "the store is read-only: lookups and searches are answered, writes get 503 until the disk has space (checked every 5 s)");
+    }
     // Lookups read the store until the table is built, so this does not delay them.
     store.start_lookup_table().await?;
 
@@ -253,6 +261,10 @@ pub async fn run_reloadable(
     }
 
     tasks.spawn(service::session::purge_task(state.clone(), stop_rx.clone()));
+    tasks.spawn(service::health::recovery_task(
+        state.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(service::recursion::push_task(
         state.clone(),
         stop_rx.clone(),
@@ -347,4 +359,13 @@ pub async fn run_reloadable(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where a store on a full disk is copied to be served read-only: memory.
+fn scratch_dir() -> std::path::PathBuf {
+    ["/dev/shm", "/run/shm"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
 }

@@ -28,6 +28,8 @@ pub enum ErrCode {
     TooLarge,
     /// A request body that did not arrive in time.
     Timeout,
+    /// The store cannot take writes for now (disk full); reads go on.
+    ReadOnly,
     /// A request asking for more than a limit allows (addresses per lookup, ...).
     TooMany,
     /// Ours, not the client's.

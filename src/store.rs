@@ -45,6 +45,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is closed")]
     Closed,
+    #[error("the disk holding the store is full: {0}")]
+    Full(String),
+    /// A write failed earlier (`full`: for lack of space); writes are refused until the
+    /// store is reopened, reads go on.
+    #[error("the store is read-only since a write failed ({detail}); writes resume once it can write again")]
+    ReadOnly { full: bool, detail: String },
     #[error("a backup is already running; wait for it to finish")]
     BackupRunning,
 }
@@ -76,6 +82,16 @@ pub struct StoreStatus {
     pub lookup_table: Option<u64>,
     /// `ready`, `building` (lookups read the store meanwhile) or `off`.
     pub lookup_table_state: &'static str,
+    /// Why writes are refused, while they are (reads go on).
+    pub read_only: Option<ReadOnly>,
+}
+
+/// Why the store refuses writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadOnly {
+    /// For lack of space.
+    pub full: bool,
+    pub reason: String,
 }
 
 pub struct Store {
@@ -118,6 +134,35 @@ impl Store {
         let kv: Arc<dyn Kv> = Arc::new(sled_kv::SledKv::open(path, cache_bytes)?);
         let mut store = Self::with_kv(kv, migrations::ALL, pepper_length)?;
         store.path = Some(path.to_owned());
+        Ok(store)
+    }
+
+    /// Opens the store for the server: as [`Store::open`], and when the disk is full
+    /// (sled cannot open without writing) serves a copy made in `scratch` (memory,
+    /// /dev/shm) read-only, until the disk has space again and [`Store::recover`]
+    /// reopens the real one.
+    pub fn open_serving(
+        path: &Path,
+        cache_bytes: u64,
+        pepper_length: usize,
+        scratch: &Path,
+    ) -> Result<Self, StoreError> {
+        // sled's recovery at open writes; on a full disk it can fail halfway and leave
+        // the log unreadable (seen with sled 0.34): never let it try without room.
+        let detail = match probe_space(path) {
+            Err(StoreError::Full(detail)) => detail,
+            _ => match Self::open(path, cache_bytes, pepper_length) {
+                Err(StoreError::Full(detail)) => detail,
+                other => return other,
+            },
+        };
+        let kv: Arc<dyn Kv> = Arc::new(sled_kv::SledKv::open_copy(path, scratch, cache_bytes)?);
+        let mut store = Self::with_kv(kv, migrations::ALL, pepper_length)?;
+        store.path = Some(path.to_owned());
+        store.flusher.fail(StoreError::Full(format!(
+            "started on a full disk ({detail}); serving a copy of the store made in {}",
+            scratch.display()
+        )));
         Ok(store)
     }
 
@@ -177,7 +222,11 @@ impl Store {
             snapshot.capture(self.kv.as_ref(), &batch.ops)?;
         }
         let table = self.lookup_table.prepare(&batch);
-        self.kv.apply(batch)?;
+        if let Err(e) = self.kv.apply(batch) {
+            // sled refuses every write after a failed one: say so from now on (and
+            // let `recover` reopen it once the disk can take writes again).
+            return Err(self.flusher.fail(e));
+        }
         if let Some(table) = table {
             self.lookup_table.apply(table);
         }
@@ -330,8 +379,14 @@ impl Store {
 
     /// Reads the metadata back: proves the store answers.
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
-        self.flusher.check()?;
+        if let Err(StoreError::Closed) = self.flusher.check() {
+            return Err(StoreError::Closed);
+        }
         Ok(StoreStatus {
+            read_only: self.flusher.failure().map(|f| ReadOnly {
+                full: f.full,
+                reason: f.detail,
+            }),
             schema_version: self.schema_version()?,
             created_at_ms: self.get::<Created>(META, KEY_CREATED)?.map_or(0, |c| c.0),
             size_on_disk: self.kv.size_on_disk(),
@@ -341,6 +396,50 @@ impl Store {
         })
     }
 
+    /// Whether writes are refused since one failed.
+    pub fn is_read_only(&self) -> bool {
+        self.flusher.failure().is_some()
+    }
+
+    /// After a failed write: if the disk takes writes again (a probe file of a few
+    /// segments is written, synced and removed), reopens the store from disk, rebuilds
+    /// the lookup table (it may hold writes that never became durable) and accepts
+    /// writes again. Returns whether it did.
+    pub async fn recover(self: &Arc<Self>) -> Result<bool, StoreError> {
+        if self.flusher.failure().is_none() {
+            return Ok(false);
+        }
+        // No binding write between the reopen and the table's new build.
+        let _guard = self.bindings_lock.lock().await;
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || store.reopen_from_disk())
+            .await
+            .map_err(|e| StoreError::Io {
+                what: "reopening the store".into(),
+                detail: e.to_string(),
+            })??;
+        if self.lookup_table.is_on() {
+            self.lookup_table
+                .rebuild(Arc::clone(&self.kv), self.pepper_generation())?;
+        }
+        Ok(true)
+    }
+
+    fn reopen_from_disk(&self) -> Result<(), StoreError> {
+        if let Some(path) = &self.path {
+            probe_space(path)?;
+        }
+        self.kv.reopen()?;
+        self.token_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.token_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.flusher.reset();
+        Ok(())
+    }
+
     /// Makes everything applied so far durable, blocking the calling thread.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.kv.flush()
@@ -348,7 +447,13 @@ impl Store {
 
     /// Flushes everything and stops the flush thread. Called at shutdown.
     pub fn close(mut self) -> Result<(), StoreError> {
+        let read_only = self.flusher.failure();
         self.flusher.stop();
+        if let Some(f) = read_only {
+            // Nothing was acknowledged since the failure; sled would refuse the flush.
+            tracing::warn!(reason = %f.detail, "closing a read-only store: nothing to flush");
+            return Ok(());
+        }
         self.kv.flush()
     }
 }
@@ -374,9 +479,49 @@ pub fn dir(config: &crate::config::Config) -> std::path::PathBuf {
 
 impl From<StoreError> for crate::error::Error {
     fn from(e: StoreError) -> Self {
-        Self::internal("store", e)
+        use crate::error::{ErrCode, Error};
+        let message = match &e {
+            StoreError::Full(_) | StoreError::ReadOnly { full: true, .. } => {
+                "The server's storage is full; writes resume once space is freed"
+            }
+            StoreError::ReadOnly { full: false, .. } => {
+                "The server cannot write to its storage; writes resume once it can"
+            }
+            _ => return Self::internal("store", e),
+        };
+        tracing::debug!(error = %e, "write refused: the store is read-only");
+        Error::new(ErrCode::ReadOnly, message).with("retry_after_ms", RETRY_WRITES_MS)
     }
 }
+
+/// Writes, syncs and removes a file of 4 MiB next to the store: the room a reopen and
+/// the next writes need (sled writes in segments of 512 KiB).
+fn probe_space(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let path = dir.join(".space-probe");
+    let written = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..4 {
+            file.write_all(&chunk)?;
+        }
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    written.map_err(|e| {
+        if sled_kv::is_full(&e) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Io {
+                what: "cannot write a probe file next to the store".into(),
+                detail: e.to_string(),
+            }
+        }
+    })
+}
+
+/// What a refused write is told to wait: the store re-checks the disk every 5 s.
+const RETRY_WRITES_MS: u64 = 10_000;
 
 #[cfg(test)]
 mod tests {

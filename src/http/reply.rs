@@ -40,6 +40,7 @@ pub fn status_and_errcode(code: ErrCode) -> (StatusCode, &'static str) {
         E::InvalidParam => (StatusCode::BAD_REQUEST, "M_INVALID_PARAM"),
         E::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "M_TOO_LARGE"),
         E::Timeout => (StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN"),
+        E::ReadOnly => (StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN"),
         E::TooMany => (StatusCode::BAD_REQUEST, "M_TOO_LARGE"),
         E::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN"),
         E::Upstream => (StatusCode::BAD_GATEWAY, "M_UNKNOWN"),

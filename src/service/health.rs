@@ -30,16 +30,43 @@ pub struct PublicStatus {
     pub healthy: bool,
 }
 
+/// 200 while reads work, also when writes are refused (`READ_ONLY`: a load balancer
+/// should keep sending lookups); 503 only when the store cannot be read.
 pub fn public_status(state: &Services) -> PublicStatus {
-    let store_ok = state.store.status().is_ok();
+    let (health, store, healthy) = match state.store.status() {
+        Ok(s) if s.read_only.is_some() => ("READ_ONLY", "read-only", true),
+        Ok(_) => ("OK", "ok", true),
+        Err(_) => ("DEGRADED", "error", false),
+    };
     PublicStatus {
-        status: Health {
-            health: if store_ok { "OK" } else { "DEGRADED" },
-        },
+        status: Health { health },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.started.elapsed().as_secs(),
-        store: if store_ok { "ok" } else { "error" },
-        healthy: store_ok,
+        store,
+        healthy,
+    }
+}
+
+/// Every 5 s while the store refuses writes: reopen it once the disk takes writes
+/// again (see `Store::recover`).
+pub async fn recovery_task(state: Services, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if !state.store.is_read_only() {
+            continue;
+        }
+        match state.store.recover().await {
+            Ok(true) => tracing::info!(
+                "the store can write again: reopened it from disk; writes are accepted"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "the store cannot write yet"),
+        }
     }
 }
 
@@ -196,6 +223,17 @@ pub fn admin_status(state: &Services) -> AdminStatus {
     let mut problems = Vec::new();
     if let Err(e) = &store {
         problems.push(format!("store: {e}"));
+    }
+    if let Some(r) = store.as_ref().ok().and_then(|s| s.read_only.as_ref()) {
+        let why = if r.full {
+            "its disk is full"
+        } else {
+            "a write to disk failed"
+        };
+        problems.push(format!(
+            "store: read-only since {why} ({}); lookups and searches are answered, writes get 503 and resume by themselves once it can write (checked every 5 s)",
+            r.reason
+        ));
     }
     let index = IndexStatus {
         entries: state.directory.len(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+type Waiter = oneshot::Sender<Result<(), Failure>>;
 
 #[derive(Default)]
 struct State {
@@ -18,9 +18,37 @@ struct State {
     stop: bool,
     /// Completed flush rounds, for the status page and tests.
     rounds: u64,
-    /// Set by the first failed flush and kept: after an fsync error nothing written
-    /// since can be trusted to be durable, so every later write is refused.
-    failed: Option<String>,
+    /// Set by the first failed flush or write and kept until the store is reopened:
+    /// after an fsync error nothing written since can be trusted to be durable, so
+    /// every later write is refused.
+    failed: Option<Failure>,
+}
+
+/// Why writes are refused.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub detail: String,
+    /// For lack of space.
+    pub full: bool,
+}
+
+impl Failure {
+    fn of(e: &StoreError) -> Self {
+        Self {
+            detail: e.to_string(),
+            full: matches!(
+                e,
+                StoreError::Full(_) | StoreError::ReadOnly { full: true, .. }
+            ),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        StoreError::ReadOnly {
+            full: self.full,
+            detail: self.detail.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -62,8 +90,8 @@ impl GroupFlusher {
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
-            if let Some(e) = &state.failed {
-                return Err(failed(e));
+            if let Some(f) = &state.failed {
+                return Err(f.error());
             }
             if state.stop {
                 return Err(StoreError::Closed);
@@ -73,10 +101,7 @@ impl GroupFlusher {
         self.shared.wake.notify_one();
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Io {
-                what: "flush".into(),
-                detail: e,
-            }),
+            Ok(Err(f)) => Err(f.error()),
             Err(_) => Err(StoreError::Closed),
         }
     }
@@ -90,10 +115,35 @@ impl GroupFlusher {
     pub fn check(&self) -> Result<(), StoreError> {
         let state = self.shared.lock();
         match (&state.failed, state.stop) {
-            (Some(e), _) => Err(failed(e)),
+            (Some(f), _) => Err(f.error()),
             (None, true) => Err(StoreError::Closed),
             (None, false) => Ok(()),
         }
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn failure(&self) -> Option<Failure> {
+        self.shared.lock().failed.clone()
+    }
+
+    /// Records a failed write of the backend (which refuses later ones): writes are
+    /// refused from now on. Returns the error the writer answers with.
+    pub fn fail(&self, e: StoreError) -> StoreError {
+        if !matches!(e, StoreError::Io { .. } | StoreError::Full(_)) {
+            return e;
+        }
+        let failure = Failure::of(&e);
+        let mut state = self.shared.lock();
+        if state.failed.is_none() {
+            tracing::error!(error = %e, "a store write failed; refusing writes until the store can write again (reads go on)");
+            state.failed = Some(failure.clone());
+        }
+        failure.error()
+    }
+
+    /// Accepts writes again (the backend was reopened).
+    pub fn reset(&self) {
+        self.shared.lock().failed = None;
     }
 
     /// Stops the thread after a last flush of whatever is waiting.
@@ -109,14 +159,6 @@ impl GroupFlusher {
 impl Drop for GroupFlusher {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn failed(detail: &str) -> StoreError {
-    StoreError::Io {
-        what: "the store could not write to disk earlier; restart mxisd after fixing the disk"
-            .into(),
-        detail: detail.to_owned(),
     }
 }
 
@@ -137,23 +179,24 @@ fn run(shared: &Shared, kv: &dyn Kv) {
                     detail: "the storage engine panicked".into(),
                 })
             })
-            .map_err(|e| e.to_string());
+            .map_err(|e| Failure::of(&e));
         {
             let mut state = shared.lock();
             state.rounds += 1;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "store flush failed; refusing further writes");
-                state.failed.get_or_insert_with(|| e.clone());
+            if let Err(f) = &result {
+                if state.failed.is_none() {
+                    tracing::error!(error = %f.detail, "store flush failed; refusing writes until the store can write again (reads go on)");
+                    state.failed = Some(f.clone());
+                }
             }
         }
         for waiter in batch {
             let _ = waiter.send(result.clone());
         }
         if stop {
-            // Anyone who queued after the final round was taken gets an answer too.
-            for waiter in std::mem::take(&mut shared.lock().waiting) {
-                let _ = waiter.send(Err("the store is closed".into()));
-            }
+            // Anyone who queued after the final round was taken gets an answer too: a
+            // dropped sender reads as "the store is closed".
+            drop(std::mem::take(&mut shared.lock().waiting));
             return;
         }
     }

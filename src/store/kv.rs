@@ -94,4 +94,10 @@ pub trait Kv: Send + Sync + 'static {
     /// Writes entries given by full key (`tree ‖ 0 ‖ key`) in one atomic batch. For
     /// restores into a new store.
     fn put_raw(&self, entries: Vec<Entry>) -> Result<(), StoreError>;
+
+    /// Opens the backend again from disk (after a write failure); nothing to do for
+    /// backends that cannot fail that way.
+    fn reopen(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

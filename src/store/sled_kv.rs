@@ -6,64 +6,154 @@
 
 use super::kv::{full_key, Batch, Entry, Kv, Op};
 use super::StoreError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 pub struct SledKv {
-    db: sled::Db,
+    /// None only while [`Kv::reopen`] replaces it.
+    db: RwLock<Option<sled::Db>>,
+    path: PathBuf,
+    cache_bytes: u64,
+    /// The copy being served instead of `path` (see [`SledKv::open_copy`]).
+    copy: Option<PathBuf>,
+}
+
+impl Drop for SledKv {
+    fn drop(&mut self) {
+        if let Some(copy) = &self.copy {
+            let _ = std::fs::remove_dir_all(copy);
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 impl SledKv {
     /// Opens (creating if needed) the database under `path` with a page cache bounded to
     /// `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        // The store holds 3PIDs: private to the service user.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(path)
-            .map_err(|e| StoreError::Io {
-                what: format!("cannot create {}", path.display()),
-                detail: e.to_string(),
-            })?;
-        // sled releases its file lock when its last background thread lets go of the
-        // database, a moment after a close in this process (a restart in place): wait
-        // for it briefly before calling the store taken.
-        let mut attempts = 0;
-        let db = loop {
-            let opened = sled::Config::new()
-                .path(path)
-                .cache_capacity(cache_bytes)
-                .open();
-            match opened {
-                Ok(db) => break db,
-                Err(sled::Error::Io(io)) if io.to_string().contains("lock") => {
-                    attempts += 1;
-                    if attempts >= 40 {
-                        return Err(StoreError::Locked(path.to_owned()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(other) => {
-                    return Err(StoreError::Io {
-                        what: format!("cannot open the store in {}", path.display()),
-                        detail: other.to_string(),
-                    })
-                }
-            }
-        };
-        Ok(Self { db })
+        Ok(Self {
+            db: RwLock::new(Some(open_db(path, cache_bytes)?)),
+            path: path.to_owned(),
+            cache_bytes,
+            copy: None,
+        })
+    }
+
+    /// For a store whose disk is full (sled cannot open without writing): copies the
+    /// store into `scratch` (memory, e.g. /dev/shm) and opens the copy, to be served
+    /// read-only. [`Kv::reopen`] opens the real one at `path` and removes the copy.
+    pub fn open_copy(path: &Path, scratch: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
+        let copy = scratch.join(format!("mxisd-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(path, &copy).map_err(|e| StoreError::Io {
+            what: format!(
+                "the disk is full and the store could not be copied to {} to serve it read-only",
+                copy.display()
+            ),
+            detail: e.to_string(),
+        })?;
+        let db = open_db(&copy, cache_bytes).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&copy);
+        })?;
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            path: path.to_owned(),
+            cache_bytes,
+            copy: Some(copy),
+        })
+    }
+
+    /// The database handle (a cheap clone: operations never hold the lock).
+    fn db(&self) -> Result<sled::Db, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Io {
+                what: "sled".into(),
+                detail: "the store is being reopened".into(),
+            })
     }
 }
 
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    // The store holds 3PIDs: private to the service user.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(path)
+        .map_err(|e| StoreError::Io {
+            what: format!("cannot create {}", path.display()),
+            detail: e.to_string(),
+        })?;
+    // sled releases its file lock when its last background thread lets go of the
+    // database, a moment after a close in this process (a restart in place): wait
+    // for it briefly before calling the store taken.
+    let mut attempts = 0;
+    let db = loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open();
+        match opened {
+            Ok(db) => break db,
+            Err(sled::Error::Io(io)) if io.to_string().contains("lock") => {
+                attempts += 1;
+                if attempts >= 40 {
+                    return Err(StoreError::Locked(path.to_owned()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(sled::Error::Io(io)) if is_full(&io) => {
+                return Err(StoreError::Full(format!(
+                    "cannot open the store in {}: {io}",
+                    path.display()
+                )))
+            }
+            Err(other) => {
+                return Err(StoreError::Io {
+                    what: format!("cannot open the store in {}", path.display()),
+                    detail: other.to_string(),
+                })
+            }
+        }
+    };
+    Ok(db)
+}
+
+/// No space (or quota) left on the device.
+pub(crate) fn is_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
 fn backend(e: sled::Error) -> StoreError {
-    StoreError::Io {
-        what: "sled".into(),
-        detail: e.to_string(),
+    match &e {
+        sled::Error::Io(io) if is_full(io) => StoreError::Full(e.to_string()),
+        _ => StoreError::Io {
+            what: "sled".into(),
+            detail: e.to_string(),
+        },
     }
 }
 
 impl Kv for SledKv {
     fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .db
+            .db()?
             .get(full_key(tree, key))
             .map_err(backend)?
             .map(|v| v.to_vec()))
@@ -75,15 +165,16 @@ impl Kv for SledKv {
         key: &[u8],
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<bool, StoreError> {
+        let db = self.db()?;
         // Lookup keys are short: build the full key on the stack.
         let mut buf = [0u8; 64];
         let len = tree.len() + 1 + key.len();
         let found = if len <= buf.len() {
             buf[..tree.len()].copy_from_slice(tree.as_bytes());
             buf[tree.len() + 1..len].copy_from_slice(key);
-            self.db.get(&buf[..len])
+            db.get(&buf[..len])
         } else {
-            self.db.get(full_key(tree, key))
+            db.get(full_key(tree, key))
         }
         .map_err(backend)?;
         match found {
@@ -101,7 +192,11 @@ impl Kv for SledKv {
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
         let skip = tree.len() + 1;
-        Box::new(self.db.scan_prefix(full_key(tree, prefix)).map(move |r| {
+        let db = match self.db() {
+            Ok(db) => db,
+            Err(e) => return Box::new(std::iter::once(Err(e))),
+        };
+        Box::new(db.scan_prefix(full_key(tree, prefix)).map(move |r| {
             r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
                 .map_err(backend)
         }))
@@ -123,16 +218,16 @@ impl Kv for SledKv {
                 Op::Delete => b.remove(key),
             }
         }
-        self.db.apply_batch(b).map_err(backend)
+        self.db()?.apply_batch(b).map_err(backend)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(backend)
+        self.db()?.flush().map(|_| ()).map_err(backend)
     }
 
     fn count(&self, tree: &'static str) -> Result<u64, StoreError> {
         let mut n = 0u64;
-        for item in self.db.scan_prefix(full_key(tree, b"")).keys() {
+        for item in self.db()?.scan_prefix(full_key(tree, b"")).keys() {
             item.map_err(backend)?;
             n += 1;
         }
@@ -140,15 +235,17 @@ impl Kv for SledKv {
     }
 
     fn size_on_disk(&self) -> Option<u64> {
-        self.db.size_on_disk().ok()
+        self.db().ok()?.size_on_disk().ok()
     }
 
     fn scan_all<'a>(&'a self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
-        Box::new(
-            self.db
-                .iter()
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
-        )
+        match self.db() {
+            Ok(db) => Box::new(
+                db.iter()
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn put_raw(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
@@ -156,7 +253,22 @@ impl Kv for SledKv {
         for (k, v) in entries {
             b.insert(k, v);
         }
-        self.db.apply_batch(b).map_err(backend)
+        self.db()?.apply_batch(b).map_err(backend)
+    }
+
+    /// Drops the database and opens it again from disk: after a failed write sled
+    /// refuses every later one, even once the disk has space again. What was applied
+    /// but never made durable (and so never acknowledged) is gone, as after a restart.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        // Operations in flight keep their clone a moment; the open waits for sled's
+        // file lock.
+        drop(slot.take());
+        *slot = Some(open_db(&self.path, self.cache_bytes)?);
+        if let Some(copy) = &self.copy {
+            let _ = std::fs::remove_dir_all(copy);
+        }
+        Ok(())
     }
 }
 

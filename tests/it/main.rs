@@ -12,6 +12,7 @@ mod cli;
 mod conns;
 mod credentials;
 mod directory;
+mod diskfull;
 mod door;
 mod http;
 mod invites;
