@@ -108,6 +108,11 @@ pub struct Store {
     pepper: std::sync::RwLock<bindings::PepperState>,
     /// Its generation, readable without taking the lock.
     pepper_generation: std::sync::atomic::AtomicU32,
+    /// The next pepper while a rotation copies the records to it: every binding write
+    /// lands under both generations meanwhile (see `bindings::pepper`).
+    rotating: std::sync::RwLock<Option<bindings::PepperState>>,
+    /// One rotation at a time.
+    rotation_lock: tokio::sync::Mutex<()>,
     /// Live access tokens seen recently.
     token_cache: accounts::TokenCache,
     /// The running backup's snapshot, if any: every batch saves what it overwrites into
@@ -195,6 +200,8 @@ impl Store {
             invites_lock: tokio::sync::Mutex::new(()),
             pepper_generation: std::sync::atomic::AtomicU32::new(pepper.generation),
             pepper: std::sync::RwLock::new(pepper),
+            rotating: std::sync::RwLock::new(None),
+            rotation_lock: tokio::sync::Mutex::new(()),
             token_cache: Default::default(),
             backup: Default::default(),
             token_epoch: std::sync::atomic::AtomicU64::new(0),
@@ -215,7 +222,14 @@ impl Store {
 
     /// Applies a batch without waiting for durability, refusing once a flush failed
     /// (nothing written after a failed fsync may be served as if it were safe).
-    pub(crate) fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+    pub(crate) fn apply(&self, mut batch: Batch) -> Result<(), StoreError> {
+        self.flusher.check()?;
+        self.mirror_for_rotation(&mut batch)?;
+        self.apply_unmirrored(batch)
+    }
+
+    /// [`Store::apply`] without the rotation's mirroring (the rotation's own copies).
+    pub(crate) fn apply_unmirrored(&self, batch: Batch) -> Result<(), StoreError> {
         self.flusher.check()?;
         let backup = self.backup.read().unwrap_or_else(|p| p.into_inner());
         if let Some(snapshot) = backup.as_ref() {

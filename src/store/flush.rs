@@ -227,6 +227,15 @@ mod tests {
         ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
             Box::new(std::iter::empty())
         }
+        fn scan_chunk(
+            &self,
+            _: &'static str,
+            _: &[u8],
+            _: Option<&[u8]>,
+            _: usize,
+        ) -> Result<Vec<Entry>, StoreError> {
+            Ok(Vec::new())
+        }
         fn apply(&self, _: Batch) -> Result<(), StoreError> {
             Ok(())
         }

@@ -76,6 +76,16 @@ pub trait Kv: Send + Sync + 'static {
         prefix: &[u8],
     ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
 
+    /// At most `limit` entries whose key starts with `prefix` and comes after `after`
+    /// (from the first with none), in key order: a long scan taken in chunks.
+    fn scan_chunk(
+        &self,
+        tree: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError>;
+
     /// Applies every change of `batch` atomically (visible all at once, or not at all).
     fn apply(&self, batch: Batch) -> Result<(), StoreError>;
 

@@ -63,6 +63,31 @@ impl Kv for MemKv {
         Box::new(entries.into_iter().map(Ok))
     }
 
+    fn scan_chunk(
+        &self,
+        tree: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Included(prefix.to_vec()),
+        };
+        Ok(self
+            .read()
+            .get(tree)
+            .map(|t| {
+                t.range((start, Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .take(limit)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut trees = self.trees.write().unwrap_or_else(|p| p.into_inner());
         for (tree, key, op) in batch.ops {

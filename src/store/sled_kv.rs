@@ -202,6 +202,34 @@ impl Kv for SledKv {
         }))
     }
 
+    fn scan_chunk(
+        &self,
+        tree: &'static str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        use std::ops::Bound;
+        let full_prefix = full_key(tree, prefix);
+        let start = match after {
+            Some(a) => Bound::Excluded(full_key(tree, a)),
+            None => Bound::Included(full_prefix.clone()),
+        };
+        let skip = tree.len() + 1;
+        self.db()?
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|r| {
+                r.as_ref()
+                    .map_or(true, |(k, _)| k.starts_with(&full_prefix))
+            })
+            .take(limit)
+            .map(|r| {
+                r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
+                    .map_err(backend)
+            })
+            .collect()
+    }
+
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
         let mut ops: Vec<(Vec<u8>, Op)> = batch
             .ops

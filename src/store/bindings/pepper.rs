@@ -97,71 +97,147 @@ impl Store {
         Ok(state)
     }
 
-    /// Replaces the pepper and rebuilds the hash index for it. Lookups keep using the
-    /// old generation until the switch, which is one atomic write; writers of bindings
-    /// wait meanwhile. Old-generation entries are removed afterwards.
+    /// Replaces the pepper and moves every record under it, without holding writers
+    /// back: from the start every binding write also lands under the next generation
+    /// ([`Store::mirror_for_rotation`]), and the records are copied in chunks, each
+    /// under the bindings lock for a moment. Lookups use the old generation until the
+    /// switch, which is one atomic write; the old generation is removed afterwards.
     pub async fn rotate_pepper(
         self: &std::sync::Arc<Self>,
         new_pepper: String,
         progress: &crate::progress::Progress,
     ) -> Result<PepperState, StoreError> {
-        progress.phase("waiting for writers", "", None);
-        let guard = std::sync::Arc::clone(&self.bindings_lock)
-            .lock_owned()
-            .await;
-        let store = std::sync::Arc::clone(self);
-        let progress = progress.clone();
-        let state = tokio::task::spawn_blocking(move || {
-            let _guard = guard;
-            store.rebuild_hashes(new_pepper, &progress)
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            what: "pepper rotation".into(),
-            detail: e.to_string(),
-        })??;
-        self.flusher.flush().await?;
-        Ok(state)
-    }
-
-    fn rebuild_hashes(
-        &self,
-        new_pepper: String,
-        progress: &crate::progress::Progress,
-    ) -> Result<PepperState, StoreError> {
+        let _one = self.rotation_lock.lock().await;
         let old = self.pepper();
         let next = PepperState {
             pepper: new_pepper,
             generation: old.generation.wrapping_add(1),
             since_ms: now_ms(),
         };
-        // Leftovers of an interrupted rotation to the same generation.
-        self.delete_generation(next.generation)?;
-        // Only the old generation is left: its size is the tree's.
+        // Leftovers of an interrupted rotation to the same generation: nobody writes
+        // there before the marker below is set.
+        self.blocking({
+            let generation = next.generation;
+            move |store| store.delete_generation(generation)
+        })
+        .await?;
+        progress.phase("waiting for writers", "", None);
+        {
+            let _guard = self.bindings_lock.lock().await;
+            *self.rotating.write().unwrap_or_else(|p| p.into_inner()) = Some(next.clone());
+        }
+        let rotated = self.move_records(&old, &next, progress).await;
+        if rotated.is_err() {
+            let _guard = self.bindings_lock.lock().await;
+            *self.rotating.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        rotated?;
+        progress.phase("removing the old hashes", "", None);
+        self.flusher.flush().await?;
+        self.blocking({
+            let generation = old.generation;
+            move |store| store.delete_generation(generation)
+        })
+        .await?;
+        Ok(next)
+    }
+
+    /// Runs `f` on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Io {
+                what: "pepper rotation".into(),
+                detail: e.to_string(),
+            })?
+    }
+
+    /// Copies every record of `old` under `next` in chunks, then switches.
+    async fn move_records(
+        self: &std::sync::Arc<Self>,
+        old: &PepperState,
+        next: &PepperState,
+        progress: &crate::progress::Progress,
+    ) -> Result<(), StoreError> {
         progress.phase("counting", "", None);
-        let total = self.kv.count(BINDING)?;
+        let total = self.blocking(|store| store.kv.count(BINDING)).await?;
         progress.phase("rehashing", "bindings", Some(total));
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let guard = std::sync::Arc::clone(&self.bindings_lock)
+                .lock_owned()
+                .await;
+            let (old_c, next_c, from) = (old.clone(), next.clone(), after.take());
+            let (copied, last) = self
+                .blocking(move |store| {
+                    let _guard = guard;
+                    store.copy_records(&old_c, &next_c, from.as_deref())
+                })
+                .await?;
+            progress.add(copied);
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+            tokio::task::yield_now().await;
+        }
+        let guard = std::sync::Arc::clone(&self.bindings_lock)
+            .lock_owned()
+            .await;
+        let next = next.clone();
+        self.blocking(move |store| {
+            let _guard = guard;
+            store.switch_pepper(next)
+        })
+        .await
+    }
+
+    /// Records copied per chunk of a rotation (each chunk holds writers back briefly).
+    const ROTATION_CHUNK: usize = 2_000;
+
+    /// Copies the next chunk of `old` records (after key `after`) under `next`; the
+    /// bindings lock is held, so each copy is the record as it is. Returns how many
+    /// and the last key, none when done.
+    fn copy_records(
+        &self,
+        old: &PepperState,
+        next: &PepperState,
+        after: Option<&[u8]>,
+    ) -> Result<(u64, Option<Vec<u8>>), StoreError> {
+        let chunk = self.kv.scan_chunk(
+            BINDING,
+            &old.generation.to_be_bytes(),
+            after,
+            Self::ROTATION_CHUNK,
+        )?;
+        let Some(last) = chunk.last().map(|(k, _)| k.clone()) else {
+            return Ok((0, None));
+        };
         let mut batch = Batch::new();
-        for item in self.kv.scan_prefix(BINDING, &old.generation.to_be_bytes()) {
-            let (_, value) = item?;
-            let record: ThreePidRecord = decode(&value)?;
+        for (_, value) in &chunk {
+            let record: ThreePidRecord = decode(value)?;
             let Some(threepid) = &record.threepid else {
                 continue;
             };
             // Same record, new place.
-            batch.put(BINDING, record_key(&next, threepid).to_vec(), value);
-            if batch.len() >= 10_000 {
-                progress.add(batch.len() as u64);
-                self.apply(std::mem::take(&mut batch))?;
-            }
+            batch.put(BINDING, record_key(next, threepid).to_vec(), value.clone());
         }
-        progress.add(batch.len() as u64);
-        self.apply(batch)?;
-        progress.phase("removing the old hashes", "", None);
+        // Straight to the store: these are copies, not writes to mirror.
+        self.apply_unmirrored(batch)?;
+        Ok((chunk.len() as u64, Some(last)))
+    }
+
+    /// With every record copied (bindings lock held): makes the copies durable, switches
+    /// to the next pepper in one write and ends the mirroring.
+    fn switch_pepper(&self, next: PepperState) -> Result<(), StoreError> {
         self.kv.flush()?;
         let mut switch = Batch::new();
         switch.put(META, KEY_PEPPER.to_vec(), encode(&next)?);
-        self.apply(switch)?;
+        self.apply_unmirrored(switch)?;
         self.kv.flush()?;
         {
             let mut current = self.pepper.write().unwrap_or_else(|p| p.into_inner());
@@ -169,6 +245,7 @@ impl Store {
             self.pepper_generation
                 .store(next.generation, std::sync::atomic::Ordering::Release);
         }
+        *self.rotating.write().unwrap_or_else(|p| p.into_inner()) = None;
         if self.lookup_table.is_on() {
             // Lookups read the tree until the new generation's table is built.
             if let Err(e) = self
@@ -178,8 +255,40 @@ impl Store {
                 tracing::error!(error = %e, "lookups read the store until the next start");
             }
         }
-        self.delete_generation(old.generation)?;
-        Ok(next)
+        Ok(())
+    }
+
+    /// During a rotation: every binding record `batch` writes or removes under the
+    /// current generation is written or removed under the next one too, so the copy
+    /// never falls behind. Called by [`Store::apply`] (writers hold the bindings lock).
+    pub(crate) fn mirror_for_rotation(&self, batch: &mut Batch) -> Result<(), StoreError> {
+        let next = match &*self.rotating.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(next) => next.clone(),
+            None => return Ok(()),
+        };
+        let current = self.pepper_generation().to_be_bytes();
+        let mut mirrored = Vec::new();
+        for (tree, key, op) in &batch.ops {
+            if *tree != BINDING || !key.starts_with(&current) {
+                continue;
+            }
+            let value = match op {
+                crate::store::kv::Op::Put(value) => Some(value.clone()),
+                crate::store::kv::Op::Delete => self.kv.get(BINDING, key)?,
+            };
+            let Some(value) = value else { continue };
+            let record: ThreePidRecord = decode(&value)?;
+            let Some(threepid) = &record.threepid else {
+                continue;
+            };
+            let moved = record_key(&next, threepid).to_vec();
+            mirrored.push(match op {
+                crate::store::kv::Op::Put(_) => (BINDING, moved, crate::store::kv::Op::Put(value)),
+                crate::store::kv::Op::Delete => (BINDING, moved, crate::store::kv::Op::Delete),
+            });
+        }
+        batch.ops.extend(mirrored);
+        Ok(())
     }
 
     /// Removes every hash entry of one generation, in batches.
@@ -310,6 +419,97 @@ mod tests {
         // Records are found under the new pepper, with their 3PID.
         let record = store.binding(&all[7]).unwrap().unwrap();
         assert_eq!(record.threepid.as_ref(), Some(&all[7]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_go_on_during_a_rotation_and_land_under_the_new_pepper() {
+        use crate::store::bindings::BindingChange;
+        let store = std::sync::Arc::new(Store::in_memory().unwrap());
+        let all: Vec<ThreePid> = (0..20_000)
+            .map(|i| tp(&format!("user{i}@example.org")))
+            .collect();
+        for part in all.chunks(5_000) {
+            store
+                .change_bindings(part.iter().map(|t| set(t, Origin::Admin, "@u:x")).collect())
+                .await
+                .unwrap();
+        }
+        let old = store.pepper();
+        let rotation = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .rotate_pepper("pepper-two".into(), &crate::progress::Progress::default())
+                    .await
+            })
+        };
+        while store.rotating.read().unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        // Writers are not held back for the whole rotation: some of these complete
+        // before the switch (before, each waited for all of it).
+        let mut before_switch = 0;
+        let mut added = Vec::new();
+        for i in 0..20 {
+            let t = tp(&format!("new{i}@example.org"));
+            store
+                .change_bindings(vec![set(&t, Origin::Bind, "@new:x")])
+                .await
+                .unwrap();
+            added.push(t);
+            if store.pepper().generation == old.generation {
+                before_switch += 1;
+            }
+        }
+        // Removed and changed while the copy runs (some before, some after their copy).
+        let removed = [&all[3], &all[19_990]];
+        store
+            .change_bindings(
+                removed
+                    .iter()
+                    .map(|t| BindingChange::Remove {
+                        threepid: (*t).clone(),
+                        origin: Origin::Admin,
+                    })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        store
+            .change_bindings(vec![
+                set(&all[10], Origin::Admin, "@changed:x"),
+                set(&all[19_999], Origin::Admin, "@changed:x"),
+            ])
+            .await
+            .unwrap();
+        let new = rotation.await.unwrap().unwrap();
+        assert!(
+            before_switch > 0,
+            "every write waited for the rotation to finish"
+        );
+        assert_eq!(new.generation, old.generation + 1);
+        let mxid = |t: &ThreePid| {
+            store
+                .hashed(new.generation, &lookup_hash(t, &new.pepper))
+                .unwrap()
+                .map(|e| e.mxid)
+        };
+        for t in &added {
+            assert_eq!(mxid(t).as_deref(), Some("@new:x"), "{t:?}");
+        }
+        for t in removed {
+            assert_eq!(mxid(t), None, "{t:?}");
+        }
+        assert_eq!(mxid(&all[10]).as_deref(), Some("@changed:x"));
+        assert_eq!(mxid(&all[19_999]).as_deref(), Some("@changed:x"));
+        assert_eq!(mxid(&all[500]).as_deref(), Some("@u:x"));
+        assert_eq!(store.binding_count().unwrap(), 20_000 + 20 - 2);
+        assert!(store
+            .kv
+            .scan_prefix(BINDING, &old.generation.to_be_bytes())
+            .next()
+            .is_none());
+        assert!(store.rotating.read().unwrap().is_none());
     }
 
     #[tokio::test]
