@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Binds while the lookup pepper rotates: a release build on loopback, seeded with N
+# bindings (SIZES, default 1000000) by `mxisd bindings import`; then one client binds
+# distinct addresses one after the other through the admin TCP listener, first for
+# DURATION with nothing else running, then for as long as `mxisd hashing rotate` runs.
+# Prints the rotation's time and the binds' p50, p99 and max in both phases.
+#
+#   benches/rotation.sh
+#   SIZES=300000 benches/rotation.sh
+#   MXISD_BIN=/path/to/mxisd benches/rotation.sh   # measure that binary
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES="${SIZES:-1000000}"
+DURATION="${DURATION:-5}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
+
+. benches/lib.sh
+command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
+bench_binary
+work_dir
+
+# binds PORT TOKEN PREFIX SECONDS|FLAGFILE: binds one after the other, for SECONDS or
+# while FLAGFILE exists; prints count, p50, p99 and max in ms.
+cat > "$WORK/binds.py" <<'PY'
+import http.client, json, os, sys, time
+port, token, prefix, until = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+conn = http.client.HTTPConnection("127.0.0.1", port)
+headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+times, failed, i = [], 0, 0
+deadline = time.monotonic() + float(until) if until.replace(".", "").isdigit() else None
+def going():
+    return time.monotonic() < deadline if deadline else os.path.exists(until)
+while going():
+    body = json.dumps({"medium": "email", "address": f"{prefix}{i}@example.org", "mxid": f"@{prefix}{i}:localhost"})
+    t0 = time.monotonic()
+    conn.request("POST", "/_mxisd/admin/v1/bindings", body, headers)
+    r = conn.getresponse(); r.read()
+    times.append((time.monotonic() - t0) * 1000)
+    failed += r.status != 200
+    i += 1
+times.sort()
+pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] if times else float("nan")
+print(f"{len(times)} binds, p50 {pick(0.5):.1f} ms, p99 {pick(0.99):.1f} ms, max {times[-1] if times else float('nan'):.1f} ms" + (f", {failed} FAILED" if failed else ""))
+PY
+
+for N in $SIZES; do
+  DIR="$WORK/n$N"; mkdir -p "$DIR"
+  APORT=$(free_port)
+  TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  echo "$TOKEN" > "$DIR/admin.token"; chmod 600 "$DIR/admin.token"
+  cat > "$DIR/mxisd.yaml" <<YAML
+matrix:
+  domain: localhost
+server:
+  port: 0
+  admin:
+    port: $APORT
+    tokenFile: admin.token
+storage:
+  path: state
+YAML
+  PORT=$(free_port)
+  (cd "$DIR" && MXISD_SERVER_PORT=$PORT RUST_LOG=warn exec "$BIN" run -c mxisd.yaml 2>>"$DIR/server.log") &
+  PIDS+=($!)
+  wait_port "$PORT"; wait_port "$APORT"; wait_admin "$DIR/state"
+  cli() { (cd "$DIR" && MXISD_SERVER_PORT=$PORT "$BIN" "$@" -c mxisd.yaml); }
+  python3 -c "
+with open('$DIR/bindings.tsv', 'w') as f:
+    for i in range($N):
+        f.write(f'email\tuser{i}@example.org\t@user{i}:localhost\n')
+"
+  echo "== $N bindings ($(nproc) cores)"
+  echo "  seed: $(cli bindings import "$DIR/bindings.tsv")"
+  echo "  binds, nothing else running:  $(python3 "$WORK/binds.py" "$APORT" "$TOKEN" idle "$DURATION")"
+  touch "$DIR/rotating"
+  t0=$(date +%s.%N)
+  ( cli hashing rotate >/dev/null; rm -f "$DIR/rotating" ) &
+  ROT=$!
+  result=$(python3 "$WORK/binds.py" "$APORT" "$TOKEN" during "$DIR/rotating")
+  wait "$ROT"
+  echo "  rotation: $(python3 -c "import time; print(f'{time.time() - $t0:.1f} s')")"
+  echo "  binds during the rotation:    $result"
+  kill -TERM "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+done
