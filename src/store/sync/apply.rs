@@ -477,6 +477,54 @@ mod tests {
         assert_eq!(st.last_error.as_deref(), Some("down"));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_paced_run_never_pauses_holding_the_bindings_lock() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let store = Arc::new(Store::in_memory().unwrap());
+        let n = SYNC_CHUNK * 3 + 100;
+        let wanted: BTreeMap<ThreePid, String> = (0..n)
+            .map(|i| (tp(&format!("u{i}@x.org")), format!("@u{i}:x.org")))
+            .collect();
+        // Requests "answered" before every pause, so each one sleeps; and at each pause
+        // whether a writer could take the bindings lock now.
+        let pauses = Arc::new(AtomicU64::new(0));
+        let blocked = Arc::new(AtomicU64::new(0));
+        let activity: crate::pace::Activity = {
+            let (store, pauses, blocked) = (store.clone(), pauses.clone(), blocked.clone());
+            Arc::new(move || {
+                if store.bindings_lock.try_lock().is_err() {
+                    blocked.fetch_add(1, Ordering::SeqCst);
+                }
+                pauses.fetch_add(1, Ordering::SeqCst)
+            })
+        };
+        let pacer = crate::pace::Pacer::new(activity, 0.5);
+        let d = store
+            .apply_sync(
+                "file",
+                &wanted,
+                &BTreeMap::new(),
+                SyncStatus::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &pacer,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.added as usize, n);
+        assert!(
+            pauses.load(Ordering::SeqCst) >= 4,
+            "a pause after each chunk"
+        );
+        assert_eq!(
+            blocked.load(Ordering::SeqCst),
+            0,
+            "a pause came while the run held the bindings lock"
+        );
+    }
+
     #[tokio::test]
     async fn big_differences_go_in_chunks_and_add_up() {
         let store = Arc::new(Store::in_memory().unwrap());
