@@ -457,6 +457,31 @@ impl<S: AsyncWrite + Unpin> Watched<S> {
         Poll::Ready(Ok(()))
     }
 
+    /// Before a write of `buf` (none: a write that cannot be an automatic answer):
+    /// finishes a replaced answer, or takes `buf` whole if it is one of hyper's
+    /// automatic answers. `Some`: the write is answered.
+    fn before_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: Option<&[u8]>,
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        match self.write_pending(cx) {
+            Poll::Pending => return Some(Poll::Pending),
+            Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+            Poll::Ready(Ok(())) => {}
+        }
+        let buf = buf.filter(|b| b.starts_with(b"HTTP/1.1 4"))?;
+        self.replace(cx, buf).map(Poll::Ready)
+    }
+
+    /// Notes that bytes moved, if they did.
+    fn wrote(&self, polled: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.shared.touch();
+        }
+        polled
+    }
+
     /// Takes `buf` whole if it is one of hyper's automatic answers, writing the
     /// Matrix one instead.
     fn replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<std::io::Result<usize>> {
@@ -540,19 +565,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if let Err(e) = ready!(this.write_pending(cx)) {
-            return Poll::Ready(Err(e));
-        }
-        if buf.starts_with(b"HTTP/1.1 4") {
-            if let Some(done) = this.replace(cx, buf) {
-                return Poll::Ready(done);
-            }
+        if let Some(done) = this.before_write(cx, Some(buf)) {
+            return done;
         }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.shared.touch();
-        }
-        polled
+        this.wrote(polled)
     }
 
     fn poll_write_vectored(
@@ -561,22 +578,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if let Err(e) = ready!(this.write_pending(cx)) {
-            return Poll::Ready(Err(e));
-        }
+        // hyper's own answers are one buffer: only then can it be one.
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
-        if let (Some(only), None) = (filled.next(), filled.next()) {
-            if only.starts_with(b"HTTP/1.1 4") {
-                if let Some(done) = this.replace(cx, only) {
-                    return Poll::Ready(done);
-                }
-            }
+        let only = match (filled.next(), filled.next()) {
+            (Some(only), None) => Some(&only[..]),
+            _ => None,
+        };
+        if let Some(done) = this.before_write(cx, only) {
+            return done;
         }
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.shared.touch();
-        }
-        polled
+        this.wrote(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
