@@ -374,6 +374,28 @@ mod tests {
     use super::*;
     use crate::model::Medium;
 
+    /// A sync run of `source` with nobody waiting on it and no pacing.
+    async fn unpaced(
+        store: &Arc<Store>,
+        source: &str,
+        wanted: &BTreeMap<ThreePid, String>,
+        users: &BTreeMap<String, DirectoryUser>,
+    ) -> Result<SyncDiff, StoreError> {
+        store
+            .apply_sync(
+                source,
+                wanted,
+                users,
+                SyncStatus::default(),
+                Driving {
+                    writer: None,
+                    progress: &crate::progress::Progress::default(),
+                    pacer: &crate::pace::Pacer::default(),
+                },
+            )
+            .await
+    }
+
     fn tp(a: &str) -> ThreePid {
         ThreePid::new(Medium::Email, a).unwrap()
     }
@@ -397,18 +419,7 @@ mod tests {
         let mut wanted = BTreeMap::new();
         wanted.insert(tp("a@x.org"), "@a:x.org".to_owned());
         wanted.insert(tp("b@x.org"), "@b:x.org".to_owned());
-        let d = store
-            .apply_sync(
-                "ldap",
-                &wanted,
-                &BTreeMap::new(),
-                SyncStatus::default(),
-                Driving {
-                    writer: None,
-                    progress: &crate::progress::Progress::default(),
-                    pacer: &crate::pace::Pacer::default(),
-                },
-            )
+        let d = unpaced(&store, "ldap", &wanted, &BTreeMap::new())
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (2, 0, 0));
@@ -429,18 +440,7 @@ mod tests {
         wanted.remove(&tp("a@x.org"));
         wanted.insert(tp("b@x.org"), "@b2:x.org".to_owned());
         wanted.insert(tp("c@x.org"), "@c:x.org".to_owned());
-        let d = store
-            .apply_sync(
-                "ldap",
-                &wanted,
-                &BTreeMap::new(),
-                SyncStatus::default(),
-                Driving {
-                    writer: None,
-                    progress: &crate::progress::Progress::default(),
-                    pacer: &crate::pace::Pacer::default(),
-                },
-            )
+        let d = unpaced(&store, "ldap", &wanted, &BTreeMap::new())
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (1, 1, 1));
@@ -455,18 +455,7 @@ mod tests {
         assert_eq!(b.effective().unwrap().mxid, "@boss:x.org");
         assert_eq!(b.entries.len(), 2);
         // Nothing changed: nothing written but the status.
-        let d = store
-            .apply_sync(
-                "ldap",
-                &wanted,
-                &BTreeMap::new(),
-                SyncStatus::default(),
-                Driving {
-                    writer: None,
-                    progress: &crate::progress::Progress::default(),
-                    pacer: &crate::pace::Pacer::default(),
-                },
-            )
+        let d = unpaced(&store, "ldap", &wanted, &BTreeMap::new())
             .await
             .unwrap();
         assert_eq!((d.added, d.changed, d.removed), (0, 0, 0));
@@ -544,20 +533,7 @@ mod tests {
                 )
             })
             .collect();
-        let d = store
-            .apply_sync(
-                "file",
-                &wanted,
-                &users,
-                SyncStatus::default(),
-                Driving {
-                    writer: None,
-                    progress: &crate::progress::Progress::default(),
-                    pacer: &crate::pace::Pacer::default(),
-                },
-            )
-            .await
-            .unwrap();
+        let d = unpaced(&store, "file", &wanted, &users).await.unwrap();
         assert_eq!(d.added as usize, n);
         assert_eq!(d.users_changed.len(), n);
         assert_eq!(store.directory_users("file").unwrap(), users);
@@ -572,18 +548,7 @@ mod tests {
                 ..DirectoryUser::default()
             },
         )]);
-        let d2 = store
-            .apply_sync(
-                "ldap",
-                &BTreeMap::new(),
-                &other,
-                SyncStatus::default(),
-                Driving {
-                    writer: None,
-                    progress: &crate::progress::Progress::default(),
-                    pacer: &crate::pace::Pacer::default(),
-                },
-            )
+        let d2 = unpaced(&store, "ldap", &BTreeMap::new(), &other)
             .await
             .unwrap();
         assert_eq!(d2.users_changed, vec!["@u7:x.org".to_owned()]);
@@ -608,18 +573,7 @@ mod tests {
             store.sync_status("file").unwrap().unwrap().added as usize,
             n
         );
-        let d = store
-            .apply_sync(
-                "file",
-                &BTreeMap::new(),
-                &BTreeMap::new(),
-                SyncStatus::default(),
-                Driving {
-                    writer: None,
-                    progress: &crate::progress::Progress::default(),
-                    pacer: &crate::pace::Pacer::default(),
-                },
-            )
+        let d = unpaced(&store, "file", &BTreeMap::new(), &BTreeMap::new())
             .await
             .unwrap();
         assert_eq!(d.removed as usize, n);
