@@ -146,7 +146,8 @@ bench_binary() {
 }
 
 # standin_homeserver: a stand-in homeserver's client-server API on 127.0.0.1:$HS_PORT
-# (after work_dir): any token is @bench:localhost; its user directory holds
+# (after work_dir): any token is @bench:localhost (whoami, and OpenID userinfo over
+# federation when `dns.overwrite` points there); its user directory holds
 # @matrix-only:localhost, whatever the term.
 standin_homeserver() {
   HS_PORT=$(free_port)
@@ -159,7 +160,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200); self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
     def do_GET(self):
-        self.reply({"user_id": "@bench:localhost"})
+        self.reply({"user_id": "@bench:localhost", "sub": "@bench:localhost"})
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.reply({"limited": False, "results": [{"user_id": "@matrix-only:localhost", "display_name": "Matrix Only"}]})

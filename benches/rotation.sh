@@ -13,14 +13,8 @@ cd "$(dirname "$0")/.."
 
 SIZES="${SIZES:-1000000}"
 DURATION="${DURATION:-5}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/mxisd-target}"
-export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX-2}"
-export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_-131072}"
-
 . benches/lib.sh
-command -v python3 >/dev/null || { echo "python3 is needed" >&2; exit 1; }
-bench_binary
-work_dir
+bench_setup
 
 # binds PORT TOKEN PREFIX SECONDS|FLAGFILE: binds one after the other, for SECONDS or
 # while FLAGFILE exists; prints count, p50, p99 and max in ms.
