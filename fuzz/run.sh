@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
   else
     verdict="CRASH (see fuzz/artifacts/$t)"; status=1
   fi
-  runs=$(awk -F: '/stat::number_of_executed_units/ {gsub(/ /, "", $2); print $2}' "$log" | tail -1)
+  runs=$(awk '/stat::number_of_executed_units/ {print $NF}' "$log" | tail -1)
   printf '  %-16s %12s runs in %s s   %s\n' "$t" "${runs:-?}" "$SECONDS_EACH" "$verdict"
   [ "$verdict" = "no crash" ] || tail -30 "$log"
   rm -f "$log"

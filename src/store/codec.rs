@@ -19,6 +19,18 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The most a decoded record may claim: a damaged length prefix must be an error, not
+/// an allocation of gigabytes (found by fuzzing: 7 bytes asked for 2^38 of them).
+const MAX_DECODED: usize = 16 << 20;
+
+fn decode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_DECODED>,
+> {
+    config().with_limit::<MAX_DECODED>()
+}
+
 pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![T::VERSION];
     bincode::serde::encode_into_std_write(value, &mut out, config())
@@ -28,7 +40,10 @@ pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let rest = payload::<T>(bytes)?;
-    finish::<T, _>(rest, bincode::serde::decode_from_slice(rest, config()))
+    finish::<T, _>(
+        rest,
+        bincode::serde::decode_from_slice(rest, decode_config()),
+    )
 }
 
 /// Decodes a borrowed view `V` of a record of type `T` (same layout, with `&str` for
@@ -39,7 +54,7 @@ pub fn decode_view<'a, T: Record, V: serde::Deserialize<'a>>(
     let rest = payload::<T>(bytes)?;
     finish::<T, _>(
         rest,
-        bincode::serde::borrow_decode_from_slice(rest, config()),
+        bincode::serde::borrow_decode_from_slice(rest, decode_config()),
     )
 }
 
@@ -118,5 +133,21 @@ mod tests {
         bytes[0] = 2;
         assert!(decode::<Sample>(&bytes).is_err());
         assert!(decode::<Sample>(&[]).is_err());
+    }
+
+    /// Found by `fuzz/run.sh store_codec`: a length prefix of 4 GiB in 7 bytes made the
+    /// decoder allocate it (out of memory). Now a corruption error.
+    #[test]
+    fn a_damaged_length_is_an_error_not_an_allocation() {
+        // Some types read these bytes as a small record, the others must refuse them
+        // without asking for the memory (before, the process ran out of it here).
+        let input: &[u8] = &[1, 252, 1, 255, 255, 245, 0];
+        let _ = decode::<crate::store::bindings::ThreePidRecord>(input);
+        let _ = decode::<crate::store::sessions::SessionRecord>(input);
+        let _ = decode::<crate::store::invites::InviteRecord>(input);
+        let _ = decode::<crate::store::accounts::UserRecord>(input);
+        let _ = decode::<crate::store::accounts::TokenRecord>(input);
+        let huge = [3, 253, 255, 255, 255, 255, 255, 255, 255, 127];
+        assert!(decode::<Sample>(&huge).is_err());
     }
 }
