@@ -548,6 +548,19 @@ mod tests {
         const NAME: &'static str = "note";
     }
 
+    /// Found by `fuzz/run.sh store_codec`: a length prefix of 4 GiB in 7 bytes made the
+    /// decoder allocate it (out of memory). Some types read these bytes as a small
+    /// record, the others must refuse them without asking for the memory.
+    #[test]
+    fn a_damaged_length_is_an_error_not_an_allocation() {
+        let input: &[u8] = &[1, 252, 1, 255, 255, 245, 0];
+        let _ = codec::decode::<bindings::ThreePidRecord>(input);
+        let _ = codec::decode::<sessions::SessionRecord>(input);
+        let _ = codec::decode::<invites::InviteRecord>(input);
+        let _ = codec::decode::<accounts::UserRecord>(input);
+        let _ = codec::decode::<accounts::TokenRecord>(input);
+    }
+
     #[tokio::test]
     async fn commit_is_durable_across_reopen() {
         let dir = tempfile::tempdir().unwrap();

@@ -289,10 +289,17 @@ impl Kv for SledKv {
     /// but never made durable (and so never acknowledged) is gone, as after a restart.
     fn reopen(&self) -> Result<(), StoreError> {
         let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        // Operations in flight keep their clone a moment; the open waits for sled's
-        // file lock.
-        drop(slot.take());
-        *slot = Some(open_db(&self.path, self.cache_bytes)?);
+        if self.copy.is_some() {
+            // Serving a copy: the real store is another directory, so it opens while
+            // the copy still answers, and reads never see a gap.
+            let real = open_db(&self.path, self.cache_bytes)?;
+            *slot = Some(real);
+        } else {
+            // Operations in flight keep their clone a moment; the open waits for
+            // sled's file lock.
+            drop(slot.take());
+            *slot = Some(open_db(&self.path, self.cache_bytes)?);
+        }
         if let Some(copy) = &self.copy {
             let _ = std::fs::remove_dir_all(copy);
         }

@@ -39,12 +39,21 @@ impl SmallDisk {
         self.path().join("filler")
     }
 
-    /// Writes a file until the disk is full.
+    /// Writes a file until the disk is full, twice a moment apart (a server that just
+    /// stopped may still free some of its files).
     fn fill(&self) {
-        let mut file = std::fs::File::create(self.filler()).unwrap();
-        let chunk = vec![7u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.sync_all();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.filler())
+            .unwrap();
+        let chunk = vec![7u8; 4096];
+        for _ in 0..2 {
+            while file.write_all(&chunk).is_ok() {}
+            let _ = file.sync_all();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        while file.write_all(&chunk[..512]).is_ok() {}
     }
 
     fn free(&self) {
