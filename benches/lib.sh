@@ -171,6 +171,17 @@ PY
   wait_port "$HS_PORT"
 }
 
+# identity_account PORT: registers an account on the server at PORT (through the
+# stand-in homeserver its dns.overwrite names) and sets TOKEN and PEPPER (hash_details).
+identity_account() {
+  TOKEN=$(curl -s -X POST "http://127.0.0.1:$1/_matrix/identity/v2/account/register" \
+    -H 'Content-Type: application/json' \
+    -d '{"access_token":"x","token_type":"Bearer","matrix_server_name":"localhost","expires_in":3600}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  PEPPER=$(curl -s "http://127.0.0.1:$1/_matrix/identity/v2/hash_details" -H "Authorization: Bearer $TOKEN" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["lookup_pepper"])')
+}
+
 # bench_setup: what the wrk scripts share: the target directory, the unit's malloc
 # settings (set them empty to drop them), wrk, python3 and curl, the binary (BIN, see
 # bench_binary) and a work directory (WORK, see work_dir).

@@ -123,12 +123,7 @@ with open('$DIR/bindings.tsv', 'w') as f:
   echo "  seed: $(cli bindings import "$DIR/bindings.tsv")"
   echo "  RSS right after the import: $(awk '/VmRSS/ {print $2 " " $3}' "/proc/$PID/status") (sled's write path; a restart returns it)"
 
-  TOKEN=$(curl -s -X POST "http://127.0.0.1:$PORT/_matrix/identity/v2/account/register" \
-    -H 'Content-Type: application/json' \
-    -d '{"access_token":"x","token_type":"Bearer","matrix_server_name":"localhost","expires_in":3600}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-  PEPPER=$(curl -s "http://127.0.0.1:$PORT/_matrix/identity/v2/hash_details" -H "Authorization: Bearer $TOKEN" \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["lookup_pepper"])')
+  identity_account "$PORT"
 
   # A pool of hashes (nine in ten bound), from which every request draws its own set.
   python3 - "$N" "$PEPPER" > "$DIR/pool.lua" <<'PY'

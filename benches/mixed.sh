@@ -87,12 +87,7 @@ for _ in $(seq 1 3000); do
   sleep 0.1
 done
 
-TOKEN=$(curl -s -X POST "http://127.0.0.1:$PORT/_matrix/identity/v2/account/register" \
-  -H 'Content-Type: application/json' \
-  -d '{"access_token":"x","token_type":"Bearer","matrix_server_name":"localhost","expires_in":3600}' \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
-PEPPER=$(curl -s "http://127.0.0.1:$PORT/_matrix/identity/v2/hash_details" -H "Authorization: Bearer $TOKEN" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["lookup_pepper"])')
+identity_account "$PORT"
 python3 - "$N" "$PEPPER" "$TOKEN" "$DIR" <<'PY'
 import base64, hashlib, json, random, sys
 n, pepper, token, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -111,24 +106,6 @@ with open(f"{out}/search.lua", "w") as f:
     f.write(head + "local bodies = {" + ",".join(json.dumps(b) for b in bodies) + "}\n" + cycle)
 PY
 
-cat > "$DIR/binds.py" <<'PY'
-import http.client, json, sys, time
-port, token, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-conn = http.client.HTTPConnection("127.0.0.1", port)
-headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
-times, failed, i, end = [], 0, 0, time.monotonic() + seconds
-while time.monotonic() < end:
-    body = json.dumps({"medium": "email", "address": f"mixed{i}@example.org", "mxid": f"@mixed{i}:localhost"})
-    t0 = time.monotonic()
-    conn.request("POST", "/_mxisd/admin/v1/bindings", body, headers)
-    r = conn.getresponse(); r.read()
-    times.append((time.monotonic() - t0) * 1000)
-    failed += r.status != 200
-    i += 1
-times.sort()
-q = lambda p: times[min(len(times) - 1, int(p * len(times)))]
-print(f"  binds:    {len(times)} ({len(times) / seconds:.0f}/s), errors {failed}, p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms")
-PY
 
 echo "== mixed load: $N people, ${DURATION} s ($(nproc) cores)"
 echo "  RssAnon before: $(awk '/RssAnon/ {print $2 " " $3}' "/proc/$PID/status")"
@@ -144,7 +121,7 @@ wrk_line lookups -t1 -c8 -d"${DURATION}s" -s "$DIR/lookup.lua" "http://127.0.0.1
 W1=$!
 wrk_line search -t1 -c4 -d"${DURATION}s" -s "$DIR/search.lua" "http://127.0.0.1:$PORT/_matrix/client/v3/user_directory/search" > "$DIR/search.out" &
 W2=$!
-python3 "$DIR/binds.py" "$APORT" "$ADMIN_TOKEN" "$DURATION" > "$DIR/binds.out" &
+echo "  binds:    $(python3 benches/binds.py "$APORT" "$ADMIN_TOKEN" mixed "$DURATION")" > "$DIR/binds.out" &
 W3=$!
 (
   end=$((SECONDS + DURATION)); round=1; ok=0; failed=0
