@@ -136,8 +136,16 @@ impl Store {
     /// Opens the sled store under `path`, running pending migrations. A new store gets
     /// a random lookup pepper of `pepper_length` characters.
     pub fn open(path: &Path, cache_bytes: u64, pepper_length: usize) -> Result<Self, StoreError> {
-        let kv: Arc<dyn Kv> = Arc::new(sled_kv::SledKv::open(path, cache_bytes)?);
-        let mut store = Self::with_kv(kv, migrations::ALL, pepper_length)?;
+        Self::on_disk(
+            sled_kv::SledKv::open(path, cache_bytes)?,
+            path,
+            pepper_length,
+        )
+    }
+
+    /// The store over the sled database of `path`.
+    fn on_disk(kv: sled_kv::SledKv, path: &Path, pepper_length: usize) -> Result<Self, StoreError> {
+        let mut store = Self::with_kv(Arc::new(kv), migrations::ALL, pepper_length)?;
         store.path = Some(path.to_owned());
         Ok(store)
     }
@@ -156,14 +164,14 @@ impl Store {
         // the log unreadable (seen with sled 0.34): never let it try without room.
         let detail = match probe_space(path) {
             Err(StoreError::Full(detail)) => detail,
-            _ => match Self::open(path, cache_bytes, pepper_length) {
+            _ => match sled_kv::SledKv::open(path, cache_bytes) {
+                Ok(kv) => return Self::on_disk(kv.with_scratch(scratch), path, pepper_length),
                 Err(StoreError::Full(detail)) => detail,
-                other => return other,
+                Err(other) => return Err(other),
             },
         };
-        let kv: Arc<dyn Kv> = Arc::new(sled_kv::SledKv::open_copy(path, scratch, cache_bytes)?);
-        let mut store = Self::with_kv(kv, migrations::ALL, pepper_length)?;
-        store.path = Some(path.to_owned());
+        let kv = sled_kv::SledKv::open_copy(path, scratch, cache_bytes)?;
+        let store = Self::on_disk(kv, path, pepper_length)?;
         store.flusher.fail(StoreError::Full(format!(
             "started on a full disk ({detail}); serving a copy of the store made in {}",
             scratch.display()

@@ -107,13 +107,28 @@ where
     B: Buf + Send,
 {
     let json = content_type.is_some_and(|t| crate::http::body::is_json_type(&t));
-    respond(if json {
-        import_json(body, &state).await
-    } else {
-        // Streamed as it comes: each piece must come within the body timeout.
-        let time = state.config().server.connections.body_timeout;
-        import_stream(crate::http::body::progressing(body, time), &state).await
-    })
+    if json {
+        return respond(import_json(body, &state).await);
+    }
+    // Streamed as it comes: each piece must come within the body timeout.
+    let time = state.config().server.connections.body_timeout;
+    let mut body = std::pin::pin!(crate::http::body::progressing(body, time));
+    let result = import_stream(body.as_mut(), &state).await;
+    if result.is_ok() {
+        return respond(result);
+    }
+    // Refused halfway (a bad line, a full disk): the client is still sending. Read the
+    // rest so it sees the answer, and close the connection when that is too much
+    // (hyper would close it anyway, racing the client's next request on it).
+    let ended = crate::http::body::drain(body).await;
+    let mut response = respond(result)?;
+    if !ended {
+        response.headers_mut().insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
 }
 
 /// The largest JSON import body (a TSV import streams and has no limit).

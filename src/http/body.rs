@@ -80,23 +80,31 @@ where
 /// the client sees the answer; larger ones get the answer and a closed connection.
 pub const DRAIN_MAX: u64 = 8 << 20;
 
-/// Reads and discards a body, at most [`DRAIN_MAX`] bytes and 10 seconds.
-pub async fn drain<S, B, E>(stream: S)
+/// Reads and discards a body, at most [`DRAIN_MAX`] bytes and 10 seconds. Returns
+/// whether it read to the end (the connection can then carry another request).
+pub async fn drain<S, B, E>(stream: S) -> bool
 where
     S: Stream<Item = Result<B, E>>,
     B: Buf,
 {
     let mut stream = std::pin::pin!(stream);
     let mut seen = 0u64;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while let Some(Ok(chunk)) = stream.next().await {
-            seen += chunk.remaining() as u64;
-            if seen > DRAIN_MAX {
-                break;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                None => return true,
+                Some(Ok(chunk)) => {
+                    seen += chunk.remaining() as u64;
+                    if seen > DRAIN_MAX {
+                        return false;
+                    }
+                }
+                Some(Err(_)) => return false,
             }
         }
     })
-    .await;
+    .await
+    .unwrap_or(false)
 }
 
 /// Reads a body of at most `limit.size` bytes within `limit.time` (`declared`: its

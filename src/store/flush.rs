@@ -65,6 +65,7 @@ impl Shared {
 
 pub struct GroupFlusher {
     shared: Arc<Shared>,
+    kv: Arc<dyn Kv>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -72,15 +73,17 @@ impl GroupFlusher {
     pub fn start(kv: Arc<dyn Kv>) -> Result<Self, StoreError> {
         let shared = Arc::new(Shared::default());
         let worker = Arc::clone(&shared);
+        let backend = Arc::clone(&kv);
         let thread = std::thread::Builder::new()
             .name("store-flush".into())
-            .spawn(move || run(&worker, kv.as_ref()))
+            .spawn(move || run(&worker, backend.as_ref()))
             .map_err(|e| StoreError::Io {
                 what: "cannot start the store flush thread".into(),
                 detail: e.to_string(),
             })?;
         Ok(Self {
             shared,
+            kv,
             thread: Some(thread),
         })
     }
@@ -133,10 +136,17 @@ impl GroupFlusher {
             return e;
         }
         let failure = Failure::of(&e);
-        let mut state = self.shared.lock();
-        if state.failed.is_none() {
-            tracing::error!(error = %e, "a store write failed; refusing writes until the store can write again (reads go on)");
-            state.failed = Some(failure.clone());
+        let first = {
+            let mut state = self.shared.lock();
+            let first = state.failed.is_none();
+            if first {
+                tracing::error!(error = %e, "a store write failed; refusing writes until the store can write again (reads go on)");
+                state.failed = Some(failure.clone());
+            }
+            first
+        };
+        if first {
+            serve_copy(self.kv.as_ref());
         }
         failure.error()
     }
@@ -162,6 +172,21 @@ impl Drop for GroupFlusher {
     }
 }
 
+/// After the first failure, before anyone hears of it: reads move to a copy of the
+/// store when the backend's own reads may fail from now on.
+fn serve_copy(kv: &dyn Kv) {
+    match kv.serve_copy() {
+        Ok(true) => tracing::warn!(
+            "reads are served from a copy of the store in memory until it can write again"
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "reads stay on the store that failed (some may fail until it can write again)"
+        ),
+    }
+}
+
 fn run(shared: &Shared, kv: &dyn Kv) {
     loop {
         let (batch, stop) = {
@@ -180,15 +205,20 @@ fn run(shared: &Shared, kv: &dyn Kv) {
                 })
             })
             .map_err(|e| Failure::of(&e));
-        {
+        let first = {
             let mut state = shared.lock();
             state.rounds += 1;
-            if let Err(f) = &result {
-                if state.failed.is_none() {
+            match &result {
+                Err(f) if state.failed.is_none() => {
                     tracing::error!(error = %f.detail, "store flush failed; refusing writes until the store can write again (reads go on)");
                     state.failed = Some(f.clone());
+                    true
                 }
+                _ => false,
             }
+        };
+        if first {
+            serve_copy(kv);
         }
         for waiter in batch {
             let _ = waiter.send(result.clone());

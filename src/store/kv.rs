@@ -110,4 +110,11 @@ pub trait Kv: Send + Sync + 'static {
     fn reopen(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// After a failed write: serves reads from a copy of what the backend holds on
+    /// disk, when its own reads cannot be trusted to work any more. Returns whether
+    /// it switched; nothing to do for backends that cannot fail that way.
+    fn serve_copy(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }

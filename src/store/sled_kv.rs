@@ -7,20 +7,24 @@
 use super::kv::{full_key, Batch, Entry, Kv, Op};
 use super::StoreError;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 pub struct SledKv {
     /// None only while [`Kv::reopen`] replaces it.
     db: RwLock<Option<sled::Db>>,
     path: PathBuf,
     cache_bytes: u64,
-    /// The copy being served instead of `path` (see [`SledKv::open_copy`]).
-    copy: Option<PathBuf>,
+    /// Where a copy of the store is made to serve reads when the real one cannot
+    /// write (memory, e.g. /dev/shm); None: never copied.
+    scratch: Option<PathBuf>,
+    /// The copy being served instead of `path` (see [`SledKv::open_copy`] and
+    /// [`Kv::serve_copy`]). Locked before `db` by whoever takes both.
+    copy: Mutex<Option<PathBuf>>,
 }
 
 impl Drop for SledKv {
     fn drop(&mut self) {
-        if let Some(copy) = &self.copy {
+        if let Some(copy) = self.copy.get_mut().unwrap_or_else(|p| p.into_inner()) {
             let _ = std::fs::remove_dir_all(copy);
         }
     }
@@ -41,6 +45,65 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        total += if entry.file_type()?.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            entry.metadata()?.len()
+        };
+    }
+    Ok(total)
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// Copies the store at `path` into `scratch` and opens the copy. A copy in memory
+/// must not starve the machine: refused when the store is larger than half the
+/// memory available.
+fn open_scratch_copy(
+    path: &Path,
+    scratch: &Path,
+    cache_bytes: u64,
+) -> Result<(PathBuf, sled::Db), StoreError> {
+    let refused = |detail: String| StoreError::Io {
+        what: format!(
+            "the store could not be copied to {} to serve it read-only",
+            scratch.display()
+        ),
+        detail,
+    };
+    let size = dir_bytes(path).map_err(|e| refused(e.to_string()))?;
+    if let Some(available) = memory_available() {
+        if size > available / 2 {
+            return Err(refused(format!(
+                "the store takes {} MiB and only {} MiB of memory is available",
+                size >> 20,
+                available >> 20
+            )));
+        }
+    }
+    let copy = scratch.join(format!("mxisd-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    if let Err(e) = copy_dir(path, &copy) {
+        let _ = std::fs::remove_dir_all(&copy);
+        return Err(refused(e.to_string()));
+    }
+    let db = open_db(&copy, cache_bytes).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&copy);
+    })?;
+    Ok((copy, db))
+}
+
 impl SledKv {
     /// Opens (creating if needed) the database under `path` with a page cache bounded to
     /// `cache_bytes`.
@@ -49,31 +112,28 @@ impl SledKv {
             db: RwLock::new(Some(open_db(path, cache_bytes)?)),
             path: path.to_owned(),
             cache_bytes,
-            copy: None,
+            scratch: None,
+            copy: Mutex::new(None),
         })
+    }
+
+    /// Lets [`Kv::serve_copy`] copy the store into `scratch` after a failed write.
+    pub fn with_scratch(mut self, scratch: &Path) -> Self {
+        self.scratch = Some(scratch.to_owned());
+        self
     }
 
     /// For a store whose disk is full (sled cannot open without writing): copies the
     /// store into `scratch` (memory, e.g. /dev/shm) and opens the copy, to be served
     /// read-only. [`Kv::reopen`] opens the real one at `path` and removes the copy.
     pub fn open_copy(path: &Path, scratch: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let copy = scratch.join(format!("mxisd-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(path, &copy).map_err(|e| StoreError::Io {
-            what: format!(
-                "the disk is full and the store could not be copied to {} to serve it read-only",
-                copy.display()
-            ),
-            detail: e.to_string(),
-        })?;
-        let db = open_db(&copy, cache_bytes).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&copy);
-        })?;
+        let (copy, db) = open_scratch_copy(path, scratch, cache_bytes)?;
         Ok(Self {
             db: RwLock::new(Some(db)),
             path: path.to_owned(),
             cache_bytes,
-            copy: Some(copy),
+            scratch: Some(scratch.to_owned()),
+            copy: Mutex::new(Some(copy)),
         })
     }
 
@@ -288,22 +348,54 @@ impl Kv for SledKv {
     /// refuses every later one, even once the disk has space again. What was applied
     /// but never made durable (and so never acknowledged) is gone, as after a restart.
     fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if self.copy.is_some() {
+        let mut copy = self.copy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = copy.take() {
             // Serving a copy: the real store is another directory, so it opens while
             // the copy still answers, and reads never see a gap.
-            let real = open_db(&self.path, self.cache_bytes)?;
-            *slot = Some(real);
+            let real = match open_db(&self.path, self.cache_bytes) {
+                Ok(real) => real,
+                Err(e) => {
+                    *copy = Some(dir);
+                    return Err(e);
+                }
+            };
+            let served = self
+                .db
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(real);
+            drop(served);
+            let _ = std::fs::remove_dir_all(dir);
         } else {
             // Operations in flight keep their clone a moment; the open waits for
             // sled's file lock.
+            let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
             drop(slot.take());
             *slot = Some(open_db(&self.path, self.cache_bytes)?);
         }
-        if let Some(copy) = &self.copy {
-            let _ = std::fs::remove_dir_all(copy);
-        }
         Ok(())
+    }
+
+    /// sled's reads can write (a node split or merge met on the way), so once its
+    /// log failed, reads fail now and then too. Reads go to a copy of what is on disk
+    /// instead: everything acknowledged is there (it was flushed before the answer).
+    fn serve_copy(&self) -> Result<bool, StoreError> {
+        let Some(scratch) = &self.scratch else {
+            return Ok(false);
+        };
+        let mut copy = self.copy.lock().unwrap_or_else(|p| p.into_inner());
+        if copy.is_some() {
+            return Ok(false);
+        }
+        let (dir, db) = open_scratch_copy(&self.path, scratch, self.cache_bytes)?;
+        let failed = self
+            .db
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(db);
+        drop(failed);
+        *copy = Some(dir);
+        Ok(true)
     }
 }
 
@@ -329,5 +421,41 @@ mod tests {
         b.delete("a", b"k1".to_vec());
         kv.apply(b).unwrap();
         assert_eq!(kv.get("a", b"k1").unwrap(), None);
+    }
+
+    #[test]
+    fn reads_move_to_a_copy_and_back_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let kv = SledKv::open(dir.path(), 1 << 20)
+            .unwrap()
+            .with_scratch(scratch.path());
+        let mut b = Batch::new();
+        b.put("a", b"k1".to_vec(), b"1".to_vec());
+        kv.apply(b).unwrap();
+        kv.flush().unwrap();
+        assert!(kv.serve_copy().unwrap());
+        assert!(!kv.serve_copy().unwrap(), "one copy at a time");
+        let copies = || std::fs::read_dir(scratch.path()).unwrap().count();
+        assert_eq!(copies(), 1);
+        assert_eq!(kv.get("a", b"k1").unwrap(), Some(b"1".to_vec()));
+        kv.reopen().unwrap();
+        assert_eq!(copies(), 0, "the copy is removed once the store is back");
+        assert_eq!(kv.get("a", b"k1").unwrap(), Some(b"1".to_vec()));
+        // Writes land in the real store again.
+        let mut b = Batch::new();
+        b.put("a", b"k2".to_vec(), b"2".to_vec());
+        kv.apply(b).unwrap();
+        kv.flush().unwrap();
+        drop(kv);
+        let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(kv.get("a", b"k2").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn a_store_without_scratch_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
+        assert!(!kv.serve_copy().unwrap());
     }
 }

@@ -94,6 +94,37 @@ async fn health(s: &TestServer) -> String {
     r.body["status"]["health"].as_str().unwrap().to_owned()
 }
 
+/// Imports `count` bindings `{prefix}{i}@example.org`.
+async fn import(s: &TestServer, prefix: &str, count: usize) -> crate::common::Resp {
+    let tsv: String = (0..count)
+        .map(|i| format!("email\t{prefix}{i}@example.org\t@{prefix}{i}:example.org\n"))
+        .collect();
+    s.send(
+        s.admin_request(reqwest::Method::POST, "/_mxisd/admin/v1/bindings/import")
+            .header("content-type", "text/tab-separated-values")
+            .body(tsv),
+    )
+    .await
+}
+
+/// Every binding of [`import`] answers a v1 bulk lookup, twice over.
+async fn assert_all_found(s: &TestServer, prefix: &str, count: usize) {
+    let threepids: Vec<Value> = (0..count)
+        .map(|i| json!(["email", format!("{prefix}{i}@example.org")]))
+        .collect();
+    for _ in 0..2 {
+        let r = s
+            .post_json(
+                "/_matrix/identity/api/v1/bulk_lookup",
+                &json!({ "threepids": threepids }),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["threepids"].as_array().unwrap().len(), count);
+    }
+}
+
 /// A write refused for lack of space: 503, Retry-After, a Matrix error saying so.
 fn assert_full(r: &crate::common::Resp) {
     assert_eq!(r.status, 503, "{}", r.body);
@@ -137,26 +168,19 @@ async fn a_full_disk_makes_the_store_read_only_and_it_recovers_by_itself() {
         .admin_post("/_mxisd/admin/v1/bindings", &binding("a1"))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(import(&s, "p", 2_000).await.status, 200);
 
     disk.fill();
     // A bulk import runs out of room; from then on every write is refused clearly.
-    let tsv: String = (0..30_000)
-        .map(|i| format!("email\tu{i}@example.org\t@u{i}:example.org\n"))
-        .collect();
-    let r = s
-        .send(
-            s.admin_request(reqwest::Method::POST, "/_mxisd/admin/v1/bindings/import")
-                .header("content-type", "text/tab-separated-values")
-                .body(tsv),
-        )
-        .await;
-    assert_full(&r);
+    assert_full(&import(&s, "u", 30_000).await);
     assert_full(
         &s.admin_post("/_mxisd/admin/v1/bindings", &binding("b1"))
             .await,
     );
-    // Reads go on, and the public status keeps the node in a load balancer.
+    // Reads go on (every one of them: sled's own reads may write, so they are served
+    // from a copy), and the public status keeps the node in a load balancer.
     assert_eq!(lookup(&s, "a1").await.as_deref(), Some("@a1:example.org"));
+    assert_all_found(&s, "p", 2_000).await;
     assert_eq!(health(&s).await, "READ_ONLY");
     let admin = s.admin_get("/_mxisd/admin/v1/status").await;
     assert!(
