@@ -3,6 +3,7 @@
 #
 #   fuzz/run.sh                      every target, 600 s each
 #   SECONDS_EACH=60 fuzz/run.sh x_matrix config
+#   JOBS=2 fuzz/run.sh               two targets at a time
 #
 # Needs the nightly toolchain (rustup toolchain install nightly) and cargo-fuzz
 # (cargo +nightly install cargo-fuzz). Prints, per target, the runs done and whether it
@@ -16,18 +17,30 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
 # One build of every target; the runs below reuse it.
 cargo +nightly fuzz build
-status=0
-for t in "${targets[@]}"; do
+# JOBS targets at a time (default 1; each libFuzzer run uses one core).
+JOBS="${JOBS:-1}"
+results=$(mktemp -d)
+run_one() {
+  local t=$1 log="$results/$1.log" verdict
   mkdir -p "corpus/$t"
-  log=$(mktemp)
   if cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" -print_final_stats=1 >"$log" 2>&1; then
     verdict="no crash"
   else
-    verdict="CRASH (see fuzz/artifacts/$t)"; status=1
+    verdict="CRASH (see fuzz/artifacts/$t)"
   fi
   runs=$(awk '/stat::number_of_executed_units/ {print $NF}' "$log" | tail -1)
-  printf '  %-16s %12s runs in %s s   %s\n' "$t" "${runs:-?}" "$SECONDS_EACH" "$verdict"
-  [ "$verdict" = "no crash" ] || tail -30 "$log"
-  rm -f "$log"
+  printf '  %-16s %12s runs in %s s   %s\n' "$t" "${runs:-?}" "$SECONDS_EACH" "$verdict" > "$results/$t.line"
+  [ "$verdict" = "no crash" ] || tail -30 "$log" >> "$results/$t.line"
+}
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 1; done
+  run_one "$t" &
 done
+wait
+status=0
+for t in "${targets[@]}"; do
+  cat "$results/$t.line"
+  grep -q "no crash" "$results/$t.line" || status=1
+done
+rm -rf "$results"
 exit "$status"

@@ -35,24 +35,19 @@ pub enum StartError {
     Runtime(String),
 }
 
-/// Runs the server until `shutdown` completes, then drains, stops background work and
-/// flushes the store.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    run_reloadable(config, listeners, shutdown, None).await
+/// What a server instance runs on, before it listens: the services over the opened
+/// store, signing key and directory index (`index_created`: the index was made anew).
+pub struct Built {
+    pub config: Arc<Config>,
+    pub store: Arc<store::Store>,
+    pub state: service::Services,
+    pub index_created: bool,
 }
 
-/// [`run`], also reloading the config file each time `reload` yields (the binary sends
-/// one per SIGHUP).
-pub async fn run_reloadable(
-    config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-    reload: Option<tokio::sync::mpsc::Receiver<()>>,
-) -> Result<(), StartError> {
+/// Opens the store, the signing key and the directory index and builds the services
+/// over them: everything [`run`] does before binding its listeners (the fuzz targets
+/// drive the routes over the same).
+pub async fn build(config: Config) -> Result<Built, StartError> {
     let started = Instant::now();
     let store_path = store::dir(&config);
     let cache = config.storage.cache_size;
@@ -85,13 +80,6 @@ pub async fn run_reloadable(
             crypto::keyfile::KeyOrigin::Loaded => "loaded",
         }
     );
-
-    let tls = match &config.server.tls {
-        Some(t) => {
-            Some(http::listen::tls_acceptor(&t.certificate, &t.key).map_err(StartError::Tls)?)
-        }
-        None => None,
-    };
 
     let federation =
         federation::Federation::new(&config.federation).map_err(StartError::Runtime)?;
@@ -128,6 +116,44 @@ pub async fn run_reloadable(
         metrics: crate::metrics::Metrics::new(),
         started,
     });
+    Ok(Built {
+        config,
+        store,
+        state,
+        index_created,
+    })
+}
+
+/// Runs the server until `shutdown` completes, then drains, stops background work and
+/// flushes the store.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    run_reloadable(config, listeners, shutdown, None).await
+}
+
+/// [`run`], also reloading the config file each time `reload` yields (the binary sends
+/// one per SIGHUP).
+pub async fn run_reloadable(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reload: Option<tokio::sync::mpsc::Receiver<()>>,
+) -> Result<(), StartError> {
+    let Built {
+        config,
+        store,
+        state,
+        index_created,
+    } = build(config).await?;
+    let tls = match &config.server.tls {
+        Some(t) => {
+            Some(http::listen::tls_acceptor(&t.certificate, &t.key).map_err(StartError::Tls)?)
+        }
+        None => None,
+    };
 
     // Bound before anything starts, so a socket in the way stops us cleanly.
     let admin_bound = if config.server.admin.enabled {

@@ -91,12 +91,17 @@ impl Smtp {
             SmtpTls::Implicit => self.tls_params.clone(),
             _ => None,
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            &addrs[..],
-            Some(self.timeout),
-            &hello,
-            implicit,
-            None,
+        // lettre's own timeout covers the TCP connect; the greeting and EHLO that
+        // follow are bounded here (a server that accepts and says nothing hung a send).
+        let mut conn = within(
+            self.timeout,
+            AsyncSmtpConnection::connect_tokio1(
+                &addrs[..],
+                Some(self.timeout),
+                &hello,
+                implicit,
+                None,
+            ),
         )
         .await?;
         let result = self.session(&mut conn, &hello, envelope, message).await;

@@ -51,6 +51,23 @@ impl LdapSource {
         format!("@{localpart}:{}", self.domain)
     }
 
+    /// The uid `mxid` has in the directory, and the filter that finds its entry for a
+    /// password check: the operator's filter (`ldap.auth.filter`, else `ldap.filter`)
+    /// and the uid attribute (or its fallback) equal to the uid, escaped, so nothing in
+    /// an ID can add a clause or a wildcard (fuzzed: fuzz/fuzz_targets/ldap_filter.rs).
+    /// `None` for an ID that is no user of this source.
+    pub fn user_filter(&self, mxid: &str) -> Option<(String, String)> {
+        let uid = self.uid_of(mxid)?;
+        let value = ldap3::ldap_escape(&uid);
+        let mut wanted = format!("({}={value})", self.uid_attr);
+        if let Some(other) = &self.uid_fallback {
+            wanted = format!("(|{wanted}({other}={value}))");
+        }
+        let base = self.auth_filter.as_deref().unwrap_or(&self.filter);
+        let filter = format!("(&{base}{wanted})");
+        Some((uid, filter))
+    }
+
     /// The uid attribute value that gives `mxid` (the inverse of [`Self::username`]):
     /// `None` for a user of another domain or one no entry could give.
     fn uid_of(&self, mxid: &str) -> Option<String> {
@@ -349,7 +366,7 @@ pub async fn authenticate(
     if password.is_empty() {
         return Ok(None);
     }
-    let Some(uid) = source.uid_of(mxid) else {
+    let Some((_, filter)) = source.user_filter(mxid) else {
         return Ok(None);
     };
     let _slot = tokio::time::timeout(timeout, AUTH_SLOTS.acquire())
@@ -362,7 +379,7 @@ pub async fn authenticate(
         mut ldap, driver, ..
     }) = take_idle(&key)
     {
-        match check_password(source, &mut ldap, mxid, &uid, password, timeout).await {
+        match check_password(source, &mut ldap, mxid, &filter, password, timeout).await {
             Ok(found) => {
                 keep(key, ldap, driver);
                 return Ok(found);
@@ -374,7 +391,7 @@ pub async fn authenticate(
         }
     }
     let (mut ldap, driver) = open(source, timeout).await?;
-    let result = check_password(source, &mut ldap, mxid, &uid, password, timeout).await;
+    let result = check_password(source, &mut ldap, mxid, &filter, password, timeout).await;
     if result.is_ok() {
         keep(key, ldap, driver);
     } else {
@@ -387,7 +404,7 @@ async fn check_password(
     source: &LdapSource,
     ldap: &mut ldap3::Ldap,
     mxid: &str,
-    uid: &str,
+    filter: &str,
     password: &str,
     timeout: std::time::Duration,
 ) -> Result<Option<UserSpec>, String> {
@@ -402,20 +419,13 @@ async fn check_password(
             .and_then(|r| r.success())
             .map_err(|e| format!("anonymous bind failed: {}", describe(e)))?;
     }
-    let value = ldap3::ldap_escape(uid);
-    let mut wanted = format!("({}={value})", source.uid_attr);
-    if let Some(other) = &source.uid_fallback {
-        wanted = format!("(|{wanted}({other}={value}))");
-    }
-    let base_filter = source.auth_filter.as_deref().unwrap_or(&source.filter);
-    let filter = format!("(&{base_filter}{wanted})");
     let attrs = source.attributes();
     let mut candidates = Vec::new();
     let mut seen = HashSet::new();
     for base in &source.base_dns {
         let (entries, _) = ldap
             .with_timeout(timeout)
-            .search(base, Scope::Subtree, &filter, attrs.clone())
+            .search(base, Scope::Subtree, filter, attrs.clone())
             .await
             .and_then(|r| r.success())
             .map_err(|e| format!("search of {base:?} failed: {}", describe(e)))?;
@@ -626,6 +636,25 @@ mod tests {
         for bad in ["", "1mail", "ma il", "mail)(uid=*", "cn;", "2..5", "*"] {
             assert!(!is_attribute_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_matrix_id_cannot_change_the_password_check_filter() {
+        let mut s = source();
+        s.filter = "(objectClass=person)".into();
+        let (uid, filter) = s.user_filter("@a)(uid=*:example.org").unwrap();
+        assert_eq!(uid, "a)(uid=*");
+        assert_eq!(filter, "(&(objectClass=person)(uid=a\\29\\28uid=\\2a))");
+        assert!(is_valid_filter(&filter));
+        s.uid_fallback = Some("mail".into());
+        s.auth_filter = Some("(memberOf=cn=chat)".into());
+        let (_, filter) = s.user_filter("@b\\:example.org").unwrap();
+        assert_eq!(filter, "(&(memberOf=cn=chat)(|(uid=b\\5c)(mail=b\\5c)))");
+        assert_eq!(
+            s.user_filter("@b:other.org"),
+            None,
+            "not a user of this source"
+        );
     }
 
     #[test]

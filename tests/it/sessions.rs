@@ -484,6 +484,16 @@ async fn smtp_failures_are_m_email_send_error_and_nothing_is_recorded() {
     sink.set_mode(Mode::RejectData);
     let r = request_email(&s, &alice, "a@example.org", "s1", 1).await;
     assert_error(&r, 400, "M_EMAIL_SEND_ERROR");
+    // A server that accepts and never greets: the send gives up after its timeout (5 s
+    // in the sink's config) instead of holding the request.
+    sink.set_mode(Mode::Silent);
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        request_email(&s, &alice, "a@example.org", "s1", 1),
+    )
+    .await
+    .expect("an SMTP server that never greets held the request past its timeout");
+    assert_error(&r, 400, "M_EMAIL_SEND_ERROR");
     // The same attempt once the server accepts mail: it is sent (nothing was recorded).
     sink.set_mode(Mode::Accept);
     let r = request_email(&s, &alice, "a@example.org", "s1", 1).await;

@@ -1,7 +1,7 @@
 //! An SMTP sink on 127.0.0.1 that speaks real SMTP (EHLO, STARTTLS or TLS from the first
 //! byte, AUTH PLAIN, MAIL, RCPT, DATA with dot-unstuffing, RSET, QUIT) and hands every
-//! accepted message to the test. It can refuse recipients or data, to test delivery
-//! failures.
+//! accepted message to the test. It can refuse recipients or data, or stay silent, to
+//! test delivery failures.
 
 use base64::Engine as _;
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,9 @@ pub enum Mode {
     RejectRecipient,
     /// 554 after the message data.
     RejectData,
+    /// Accepts the connection and never says a word (no greeting), until the client
+    /// gives up.
+    Silent,
 }
 
 /// How the sink offers TLS.
@@ -188,6 +191,12 @@ async fn session(
     creds: Option<(String, String)>,
     tls: Tls,
 ) -> std::io::Result<()> {
+    if mode == Mode::Silent {
+        let mut stream = stream;
+        let mut buf = [0u8; 1024];
+        while tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await? > 0 {}
+        return Ok(());
+    }
     let (io, mut encrypted): (Box<dyn Io>, bool) = match &tls {
         Tls::Implicit(acceptor) => (Box::new(acceptor.accept(stream).await?), true),
         _ => (Box::new(stream), false),
