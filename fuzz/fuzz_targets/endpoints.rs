@@ -59,6 +59,8 @@ struct App {
 fn app() -> &'static App {
     static APP: OnceLock<App> = OnceLock::new();
     APP.get_or_init(|| {
+        // As the binary does at start: outbound TLS (reqwest, the federation client).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = std::env::temp_dir().join(format!("mxisd-fuzz-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let yaml = format!(
