@@ -4,9 +4,10 @@
 //!
 //! Unlike ma1sd (a new connection per lookup, no paging, so directories above the
 //! server's size limit broke), a run is a single connection and a paged search, so
-//! 100k-entry directories sync whole. Nothing from requests is ever put in a filter:
-//! the filter is the operator's, checked at config time, and attribute names are
-//! checked against the LDAP grammar.
+//! 100k-entry directories sync whole. The sync's filter is the operator's, checked at
+//! config time, and attribute names are checked against the LDAP grammar; the only
+//! thing from a request ever put in a filter is a password check's uid, escaped
+//! ([`LdapSource::user_filter`]).
 
 use super::Fetched;
 use crate::config::stores::{LdapSource, UidKind, UserSpec};
