@@ -20,7 +20,7 @@ dependency: how long the queued onbinds took to be delivered once it was back. A
 end: every acknowledged bind, mail, SMS and onbind is checked to have landed, and the
 LDAP and SQL bindings to be all there.
 
-Environment (set by faults.sh): BIN, WORK, LDAP_PORT, PG_PORT; N (people of the file
+Environment (set by faults.sh): BIN, WORK, LDAP_PORT, PG_PORT, USERS; N (people of the file
 source, default 50000), PHASE (seconds of each fault phase, default 10; before and after
 last 1.5 times that), ONLY (some of: ldap postgresql smtp sms homeserver), WITHOUT
 (kinds of load left out: binds email sms invite register "sync ldap" "sync sql")."""
@@ -45,7 +45,7 @@ BIN, WORK = os.environ["BIN"], os.environ["WORK"]
 LDAP_PORT, PG_PORT = int(os.environ["LDAP_PORT"]), int(os.environ["PG_PORT"])
 N = int(os.environ.get("N", "50000"))
 PHASE = float(os.environ.get("PHASE", "10"))
-DIRECTORY_USERS = 2000  # in slapd and in PostgreSQL each
+DIRECTORY_USERS = int(os.environ["USERS"])  # in slapd and in PostgreSQL each (faults.sh)
 
 
 def free_port():

@@ -59,4 +59,4 @@ psql_hr -d hr -c "CREATE TABLE people (uid text PRIMARY KEY, name text, mail tex
   INSERT INTO people SELECT 'suser' || i, 'Sql Person ' || i, 'suser' || i || '@example.org'
   FROM generate_series(0, $((USERS - 1))) AS i"
 
-BIN="$BIN" WORK="$WORK" LDAP_PORT="$LDAP_PORT" PG_PORT="$PG_PORT" python3 -u benches/faults.py
+BIN="$BIN" WORK="$WORK" LDAP_PORT="$LDAP_PORT" PG_PORT="$PG_PORT" USERS="$USERS" python3 -u benches/faults.py
