@@ -573,6 +573,150 @@ def wrk(name, script, conns, seconds, out):
                + (f" SOCKET ERRORS {sock.group(1)}" if sock else ""))
 
 
+# --- the timeline: what happened in each second ---------------------------------------------
+# A probe in its own process (not under this script's GIL) sends one lookup every 20 ms on
+# a keep-alive connection and writes each answer's time. Once a second a sampler reads the
+# server's lookup and search histograms (server-side time), the server's threads (CPU and
+# time spent runnable but waiting for a core, from schedstat), the machine's CPU pressure
+# and the processes that used the most CPU. The slow seconds of a phase are printed with
+# what the machine was doing in them.
+PROBE_SRC = """
+import http.client, sys, time
+port, token, body, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+conn = None
+with open(out, "w") as f:
+    while True:
+        t0 = time.monotonic()
+        try:
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/_matrix/identity/v2/lookup", body,
+                         {"Content-Type": "application/json", "Authorization": "Bearer " + token})
+            conn.getresponse().read()
+            ms = (time.monotonic() - t0) * 1000
+        except (OSError, http.client.HTTPException):
+            conn, ms = None, -1.0
+        f.write(f"{t0:.4f} {ms:.2f}\\n")
+        f.flush()
+        time.sleep(max(0.0, 0.02 - (time.monotonic() - t0)))
+"""
+PROBE = subprocess.Popen([sys.executable, "-c", PROBE_SRC, str(PORT), TOKEN, lookups[0],
+                          f"{WORK}/probe.txt"])
+MPORT = PORT + 1  # server.metrics: the public port + 1 by default
+TICK = os.sysconf("SC_CLK_TCK")
+SECONDS = []  # one dict per second
+
+
+def proc_stat(path):
+    with open(path) as f:
+        text = f.read()
+    name = text[text.index("(") + 1:text.rindex(")")]
+    fields = text[text.rindex(")") + 2:].split()
+    return name, int(fields[11]) + int(fields[12])
+
+
+def server_threads():
+    out = {}
+    for tid in os.listdir(f"/proc/{SERVER.pid}/task"):
+        try:
+            name, ticks = proc_stat(f"/proc/{SERVER.pid}/task/{tid}/stat")
+            with open(f"/proc/{SERVER.pid}/task/{tid}/schedstat") as f:
+                run_ns, wait_ns, _ = (int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            continue
+        out[tid] = (name, ticks, wait_ns)
+    return out
+
+
+def all_processes():
+    out = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                out[pid] = proc_stat(f"/proc/{pid}/stat")
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def histograms():
+    """Per route (lookup, search): cumulative counts by upper bound, from /metrics."""
+    out = {}
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", MPORT, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+    except (OSError, http.client.HTTPException):
+        return out
+    for m in re.finditer(r'^mxisd_http_request_duration_seconds_bucket\{listener="public",'
+                         r'route="([^"]+)",le="([^"]+)"\} (\d+)', text, re.M):
+        route, le, n = m.groups()
+        kind = "lookup" if route.endswith("/lookup") else "search" if route.endswith("/search") else None
+        if kind:
+            out.setdefault(kind, {})
+            out[kind][le] = out[kind].get(le, 0) + int(n)
+    return out
+
+
+def pressure():
+    with open("/proc/pressure/cpu") as f:
+        return int(f.readline().rsplit("total=", 1)[1])
+
+
+def sampler():
+    before = (server_threads(), all_processes(), histograms(), pressure(), time.monotonic())
+    while not STOP.is_set():
+        time.sleep(1)
+        now = (server_threads(), all_processes(), histograms(), pressure(), time.monotonic())
+        threads = {}
+        for tid, (name, ticks, wait) in now[0].items():
+            t0 = before[0].get(tid, (name, 0, 0))
+            c, w = threads.get(name, (0, 0))
+            threads[name] = (c + ticks - t0[1], w + wait - t0[2])
+        procs = sorted(((ticks - before[1].get(pid, (name, 0))[1], name)
+                        for pid, (name, ticks) in now[1].items()), reverse=True)[:4]
+        slow = {}
+        for kind, buckets in now[2].items():
+            old = before[2].get(kind, {})
+            total = buckets.get("+Inf", 0) - old.get("+Inf", 0)
+            fast = buckets.get("0.025", 0) - old.get("0.025", 0)
+            slow[kind] = (total - fast, total)
+        SECONDS.append({"phase": CURRENT[0], "start": before[4], "end": now[4],
+                        "threads": threads, "procs": procs, "slow": slow,
+                        "stall_ms": (now[3] - before[3]) / 1000})
+        before = now
+
+
+def timeline(phase):
+    """The phase's seconds whose slowest probe answer took over 50 ms, one line each."""
+    probes = []
+    with open(f"{WORK}/probe.txt") as f:
+        for line in f:
+            try:
+                t, ms = (float(x) for x in line.split())
+            except ValueError:
+                continue
+            probes.append((t, ms))
+    lines = []
+    rows = [s for s in SECONDS if s["phase"] == phase]
+    for s in rows:
+        inside = [ms for t, ms in probes if s["start"] <= t < s["end"]]
+        worst = max(inside, default=0)
+        if worst <= 50 and not any(n for n, _ in s["slow"].values()):
+            continue
+        server = ", ".join(f"{n} {c * 1000 // TICK}ms/wait {w // 1_000_000}ms"
+                           for n, (c, w) in sorted(s["threads"].items(), key=lambda kv: -kv[1][1])[:3])
+        top = ", ".join(f"{n} {t * 100 // TICK}%" for t, n in s["procs"])
+        slow = ", ".join(f"{k} {n}/{t}>25ms" for k, (n, t) in s["slow"].items())
+        lines.append(f"      t+{s['start'] - rows[0]['start']:4.0f}s probe max {worst:5.0f} ms "
+                     f"({len(inside)}) | server {slow} | stall {s['stall_ms']:.0f}ms | "
+                     f"threads {server} | top {top}")
+    return lines
+
+
+threading.Thread(target=sampler, daemon=True).start()
+
 kinds = (
     ("binds", bind_step), ("email", email_step), ("sms", sms_step), ("invite", invite_step),
     ("register", register_step), ("sync ldap", syncs("ldap")), ("sync sql", syncs("sql")))
@@ -626,6 +770,8 @@ for dep, proxy in PROXIES.items():
         print(f"   {label:<8} lookups {lk[0]} | search {se[0]}")
         for line in summary(CURRENT[0]):
             print(line)
+        for line in timeline(CURRENT[0]):
+            print(line)
     # Queued work once the dependency is back: onbinds still in the outbox.
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
@@ -669,6 +815,7 @@ directory = [f"luser{i}@example.org" for i in range(DIRECTORY_USERS)] + \
 print(f"   sources:  {found(directory)} of the {len(directory)} LDAP and SQL bindings found "
       f"after every failed sync")
 print(f"   server:   {'running' if SERVER.poll() is None else 'EXITED ' + str(SERVER.returncode)}")
+PROBE.terminate()
 SERVER.terminate()
 SERVER.wait(timeout=30)
 log.close()

@@ -210,13 +210,58 @@ fn backend(e: sled::Error) -> StoreError {
     }
 }
 
+/// Runs one sled call so that a wait inside it cannot stall a tokio worker's other tasks.
+///
+/// sled guards every operation with one process-wide reader-writer lock, and a read can
+/// wait on the disk while holding it (a page whose log write is still in flight). One
+/// slow read makes the next batch wait for the write side, and everything after that
+/// batch waits behind it: measured under the fault-injection bench, both tokio workers
+/// sat in sled's lock for 30–110 ms at a time (a session read and an invite's batch), and
+/// every connection of the process, lookups and search included, stopped with them
+/// (probe p99 up to 1.3 s while no handler took over 25 ms). On a multi-thread
+/// runtime's worker the call therefore runs in `block_in_place`: the worker's queue
+/// moves to another thread for the duration. Elsewhere (the sync thread, blocking-pool
+/// threads, a current-thread runtime, which cannot hand its queue over) it runs as is.
+fn may_block<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// A sled iterator read ahead in chunks, each chunk in one [`may_block`] (one hand-over
+/// of the worker's queue per chunk, not per item). Chunks grow from 8 to 256 items, so a
+/// caller that takes one item reads few more.
+fn chunked<I: Iterator>(mut items: I) -> impl Iterator<Item = I::Item> {
+    let mut ahead = std::collections::VecDeque::new();
+    let mut chunk = 8;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if ahead.is_empty() && !done {
+            may_block(|| {
+                while ahead.len() < chunk {
+                    match items.next() {
+                        Some(item) => ahead.push_back(item),
+                        None => {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+            });
+            chunk = (chunk * 2).min(256);
+        }
+        ahead.pop_front()
+    })
+}
+
 impl Kv for SledKv {
     fn get(&self, tree: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .db()?
-            .get(full_key(tree, key))
-            .map_err(backend)?
-            .map(|v| v.to_vec()))
+        let db = self.db()?;
+        let found = may_block(|| db.get(full_key(tree, key))).map_err(backend)?;
+        Ok(found.map(|v| v.to_vec()))
     }
 
     fn get_with(
@@ -232,9 +277,9 @@ impl Kv for SledKv {
         let found = if len <= buf.len() {
             buf[..tree.len()].copy_from_slice(tree.as_bytes());
             buf[tree.len() + 1..len].copy_from_slice(key);
-            db.get(&buf[..len])
+            may_block(|| db.get(&buf[..len]))
         } else {
-            db.get(full_key(tree, key))
+            may_block(|| db.get(full_key(tree, key)))
         }
         .map_err(backend)?;
         match found {
@@ -256,10 +301,12 @@ impl Kv for SledKv {
             Ok(db) => db,
             Err(e) => return Box::new(std::iter::once(Err(e))),
         };
-        Box::new(db.scan_prefix(full_key(tree, prefix)).map(move |r| {
-            r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
-                .map_err(backend)
-        }))
+        Box::new(
+            chunked(db.scan_prefix(full_key(tree, prefix))).map(move |r| {
+                r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
+                    .map_err(backend)
+            }),
+        )
     }
 
     fn scan_chunk(
@@ -276,18 +323,20 @@ impl Kv for SledKv {
             None => Bound::Included(full_prefix.clone()),
         };
         let skip = tree.len() + 1;
-        self.db()?
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
-            .take_while(|r| {
-                r.as_ref()
-                    .map_or(true, |(k, _)| k.starts_with(&full_prefix))
-            })
-            .take(limit)
-            .map(|r| {
-                r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
-                    .map_err(backend)
-            })
-            .collect()
+        let db = self.db()?;
+        may_block(|| {
+            db.range::<Vec<u8>, _>((start, Bound::Unbounded))
+                .take_while(|r| {
+                    r.as_ref()
+                        .map_or(true, |(k, _)| k.starts_with(&full_prefix))
+                })
+                .take(limit)
+                .map(|r| {
+                    r.map(|(k, v)| (k[skip..].to_vec(), v.to_vec()))
+                        .map_err(backend)
+                })
+                .collect()
+        })
     }
 
     fn apply(&self, batch: Batch) -> Result<(), StoreError> {
@@ -306,20 +355,25 @@ impl Kv for SledKv {
                 Op::Delete => b.remove(key),
             }
         }
-        self.db()?.apply_batch(b).map_err(backend)
+        let db = self.db()?;
+        may_block(|| db.apply_batch(b)).map_err(backend)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db()?.flush().map(|_| ()).map_err(backend)
+        let db = self.db()?;
+        may_block(|| db.flush()).map(|_| ()).map_err(backend)
     }
 
     fn count(&self, tree: &'static str) -> Result<u64, StoreError> {
-        let mut n = 0u64;
-        for item in self.db()?.scan_prefix(full_key(tree, b"")).keys() {
-            item.map_err(backend)?;
-            n += 1;
-        }
-        Ok(n)
+        let db = self.db()?;
+        may_block(|| {
+            let mut n = 0u64;
+            for item in db.scan_prefix(full_key(tree, b"")).keys() {
+                item.map_err(backend)?;
+                n += 1;
+            }
+            Ok(n)
+        })
     }
 
     fn size_on_disk(&self) -> Option<u64> {
@@ -329,7 +383,7 @@ impl Kv for SledKv {
     fn scan_all<'a>(&'a self) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
         match self.db() {
             Ok(db) => Box::new(
-                db.iter()
+                chunked(db.iter())
                     .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(backend)),
             ),
             Err(e) => Box::new(std::iter::once(Err(e))),
@@ -341,7 +395,8 @@ impl Kv for SledKv {
         for (k, v) in entries {
             b.insert(k, v);
         }
-        self.db()?.apply_batch(b).map_err(backend)
+        let db = self.db()?;
+        may_block(|| db.apply_batch(b)).map_err(backend)
     }
 
     /// Drops the database and opens it again from disk: after a failed write sled
@@ -450,6 +505,66 @@ mod tests {
         drop(kv);
         let kv = SledKv::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(kv.get("a", b"k2").unwrap(), Some(b"2".to_vec()));
+    }
+
+    /// Two workers inside sled calls that wait (here for a batch holding sled's lock)
+    /// must not stop the runtime's other tasks (lookups and search, in the server).
+    #[test]
+    fn a_sled_call_that_waits_does_not_stall_the_runtime() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let kv = Arc::new(SledKv::open(dir.path(), 64 << 20).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // A batch long enough to meet the readers: grown until it does.
+        for size in [50_000u32, 200_000, 800_000] {
+            let mut batch = sled::Batch::default();
+            for i in 0..size {
+                batch.insert(full_key("big", &i.to_be_bytes()), vec![1; 16]);
+            }
+            let done = Arc::new(AtomicBool::new(false));
+            let (started, applying) = std::sync::mpsc::channel();
+            let writer = {
+                let (db, done) = (kv.db().unwrap(), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    started.send(()).unwrap();
+                    db.apply_batch(batch).unwrap();
+                    done.store(true, SeqCst);
+                })
+            };
+            applying.recv().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (kv, done) = (Arc::clone(&kv), Arc::clone(&done));
+                    rt.spawn(async move {
+                        kv.get("big", b"x").unwrap();
+                        done.load(SeqCst)
+                    })
+                })
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let ping = {
+                let done = Arc::clone(&done);
+                rt.spawn(async move { done.load(SeqCst) })
+            };
+            let ping_after_batch = rt.block_on(ping).unwrap();
+            let readers_waited = readers.into_iter().all(|r| rt.block_on(r).unwrap());
+            writer.join().unwrap();
+            if !readers_waited {
+                continue;
+            }
+            assert!(
+                !ping_after_batch,
+                "a task waited behind two workers blocked in sled"
+            );
+            return;
+        }
+        panic!("no batch held sled's lock long enough to meet the readers");
     }
 
     #[test]
