@@ -681,7 +681,7 @@ def sampler():
             old = before[2].get(kind, {})
             total = buckets.get("+Inf", 0) - old.get("+Inf", 0)
             fast = buckets.get("0.025", 0) - old.get("0.025", 0)
-            slow[kind] = (total - fast, total)
+            slow[kind] = (max(0, total - fast), total)  # buckets are read one by one
         SECONDS.append({"phase": CURRENT[0], "start": before[4], "end": now[4],
                         "threads": threads, "procs": procs, "slow": slow,
                         "stall_ms": (now[3] - before[3]) / 1000})

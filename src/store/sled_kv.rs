@@ -210,6 +210,9 @@ fn backend(e: sled::Error) -> StoreError {
     }
 }
 
+/// sled calls in progress in this process, on any thread.
+static IN_SLED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Runs one sled call so that a wait inside it cannot stall a tokio worker's other tasks.
 ///
 /// sled guards every operation with one process-wide reader-writer lock, and a read can
@@ -218,13 +221,27 @@ fn backend(e: sled::Error) -> StoreError {
 /// batch waits behind it: measured under the fault-injection bench, both tokio workers
 /// sat in sled's lock for 30–110 ms at a time (a session read and an invite's batch), and
 /// every connection of the process, lookups and search included, stopped with them
-/// (probe p99 up to 1.3 s while no handler took over 25 ms). On a multi-thread
-/// runtime's worker the call therefore runs in `block_in_place`: the worker's queue
-/// moves to another thread for the duration. Elsewhere (the sync thread, blocking-pool
-/// threads, a current-thread runtime, which cannot hand its queue over) it runs as is.
+/// (probe p99 up to 1.3 s while no handler took over 25 ms).
+///
+/// So on a multi-thread runtime's worker, a call made while another is in progress runs
+/// in `block_in_place`: the worker's queue moves to another thread for the duration. A
+/// call made while sled is otherwise idle runs as is (no lock to wait for; handing the
+/// queue over costs a thread wake-up, which halved the binds of the mixed-load bench when
+/// done for every call), so at most the one worker waits whatever sled does, never all.
+/// Elsewhere (the sync thread, blocking-pool threads, a current-thread runtime, which
+/// cannot hand its queue over) calls run as they are, counted.
 fn may_block<R>(f: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::Ordering::{AcqRel, Release};
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_SLED.fetch_sub(1, Release);
+        }
+    }
+    let others = IN_SLED.fetch_add(1, AcqRel);
+    let _leave = Leave;
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+        Ok(h) if others > 0 && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
         }
         _ => f(),
@@ -532,7 +549,7 @@ mod tests {
                 let (db, done) = (kv.db().unwrap(), Arc::clone(&done));
                 std::thread::spawn(move || {
                     started.send(()).unwrap();
-                    db.apply_batch(batch).unwrap();
+                    may_block(|| db.apply_batch(batch)).unwrap();
                     done.store(true, SeqCst);
                 })
             };
