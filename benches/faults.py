@@ -621,7 +621,7 @@ def server_threads():
         try:
             name, ticks = proc_stat(f"/proc/{SERVER.pid}/task/{tid}/stat")
             with open(f"/proc/{SERVER.pid}/task/{tid}/schedstat") as f:
-                run_ns, wait_ns, _ = (int(x) for x in f.read().split())
+                _, wait_ns, _ = (int(x) for x in f.read().split())
         except (OSError, ValueError):
             continue
         out[tid] = (name, ticks, wait_ns)

@@ -240,11 +240,15 @@ fn may_block<R>(f: impl FnOnce() -> R) -> R {
     }
     let others = IN_SLED.fetch_add(1, AcqRel);
     let _leave = Leave;
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if others > 0 && h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
+    // Only a busy sled is worth asking which runtime this thread is on.
+    let multi_thread = || {
+        tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    };
+    if others > 0 && multi_thread() {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 
