@@ -528,64 +528,65 @@ mod tests {
         assert_eq!(kv.get("a", b"k2").unwrap(), Some(b"2".to_vec()));
     }
 
-    /// Two workers inside sled calls that wait (here for a batch holding sled's lock)
-    /// must not stop the runtime's other tasks (lookups and search, in the server).
+    /// Two workers inside sled calls that wait (here for a transaction holding sled's
+    /// lock) must not stop the runtime's other tasks (lookups and search, in the server).
     #[test]
     fn a_sled_call_that_waits_does_not_stall_the_runtime() {
-        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::{mpsc, Arc};
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
-        let kv = Arc::new(SledKv::open(dir.path(), 64 << 20).unwrap());
+        let kv = Arc::new(SledKv::open(dir.path(), 1 << 20).unwrap());
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        // A batch long enough to meet the readers: grown until it does.
-        for size in [50_000u32, 200_000, 800_000] {
-            let mut batch = sled::Batch::default();
-            for i in 0..size {
-                batch.insert(full_key("big", &i.to_be_bytes()), vec![1; 16]);
-            }
-            let done = Arc::new(AtomicBool::new(false));
-            let (started, applying) = std::sync::mpsc::channel();
-            let writer = {
-                let (db, done) = (kv.db().unwrap(), Arc::clone(&done));
-                std::thread::spawn(move || {
-                    started.send(()).unwrap();
-                    may_block(|| db.apply_batch(batch)).unwrap();
-                    done.store(true, SeqCst);
-                })
-            };
-            applying.recv().unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            let readers: Vec<_> = (0..2)
-                .map(|_| {
-                    let (kv, done) = (Arc::clone(&kv), Arc::clone(&done));
-                    rt.spawn(async move {
-                        kv.get("big", b"x").unwrap();
-                        done.load(SeqCst)
+        // sled holds its lock for the whole of a transaction: this one until released.
+        let (inside_tx, inside) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = {
+            let db = kv.db().unwrap();
+            std::thread::spawn(move || {
+                may_block(|| {
+                    db.transaction(|_| {
+                        let _ = inside_tx.send(());
+                        let _ = released.recv();
+                        Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                     })
                 })
-                .collect();
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            let ping = {
-                let done = Arc::clone(&done);
-                rt.spawn(async move { done.load(SeqCst) })
-            };
-            let ping_after_batch = rt.block_on(ping).unwrap();
-            let readers_waited = readers.into_iter().all(|r| rt.block_on(r).unwrap());
-            writer.join().unwrap();
-            if !readers_waited {
-                continue;
-            }
-            assert!(
-                !ping_after_batch,
-                "a task waited behind two workers blocked in sled"
-            );
-            return;
+                .unwrap();
+            })
+        };
+        inside.recv().unwrap();
+        // Two tasks call sled: each holds its worker from here until sled answers.
+        let entered = Arc::new(AtomicUsize::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (kv, entered) = (Arc::clone(&kv), Arc::clone(&entered));
+                rt.spawn(async move {
+                    entered.fetch_add(1, SeqCst);
+                    kv.get("t", b"x").unwrap();
+                })
+            })
+            .collect();
+        while entered.load(SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        panic!("no batch held sled's lock long enough to meet the readers");
+        let (pong, ponged) = mpsc::channel();
+        rt.spawn(async move {
+            let _ = pong.send(());
+        });
+        let ran_while_held = ponged.recv_timeout(Duration::from_secs(10)).is_ok();
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        for r in readers {
+            rt.block_on(r).unwrap();
+        }
+        assert!(
+            ran_while_held,
+            "a task waited behind two workers blocked in sled"
+        );
     }
 
     #[test]
