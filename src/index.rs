@@ -27,8 +27,10 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy};
 
 /// Doc store blocks kept decompressed.
 const DOC_STORE_BLOCKS: usize = 1000;
-/// Writer memory budget (tantivy's minimum is 15 MB).
-const WRITER_HEAP: usize = 30 << 20;
+/// Writer memory budget (tantivy's minimum is 15 MB). The index update after a sync
+/// is what a first sync's memory peaks on: 16 MB instead of 30 MB lowered that peak by
+/// 10-20 MB at 100k users, for a rebuild 5-10 % slower (more segments to merge).
+const WRITER_HEAP: usize = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 #[error("directory index: {0}")]

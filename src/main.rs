@@ -125,9 +125,10 @@ fn run(config_path: Option<&std::path::Path>) -> ExitCode {
 /// Hands the memory a finished job (a sync run, an import, a reindex, a rotation) freed
 /// back to the system. glibc's allocator keeps freed memory inside its heap and returns
 /// only the top of it, so one first sync of 100k users left the server 240 MB resident
-/// with 80 MB in use; `malloc_trim` releases every free page. A thread checks every two
-/// seconds whether a job ended (the library counts them; it has no unsafe code). Other
-/// allocators return freed memory themselves. The one unsafe block of the project.
+/// with 80 MB in use; `malloc_trim` releases every free page. A thread waits for a job,
+/// or a phase of one that freed much (a sync's apply, before its index update), to end
+/// (the library counts them; it has no unsafe code). Other allocators return freed
+/// memory themselves. The one unsafe block of the project.
 #[allow(unsafe_code)]
 fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -139,17 +140,19 @@ fn return_freed_memory() {
             .name("mxisd-trim".into())
             .spawn(|| {
                 let mut seen = mxisd::progress::jobs_ended();
+                // SAFETY: malloc_trim takes no pointer; it only releases pages the
+                // allocator holds free, under the allocator's own locks.
+                let trim = || unsafe {
+                    malloc_trim(0);
+                };
                 loop {
+                    seen = mxisd::progress::wait_for_end(seen);
+                    trim();
+                    // Once more when what a job's threads free after it ended (the
+                    // index's merge, connections closing) is free too; ends close
+                    // together share these.
                     std::thread::sleep(std::time::Duration::from_secs(2));
-                    let now = mxisd::progress::jobs_ended();
-                    if now != seen {
-                        seen = now;
-                        // SAFETY: malloc_trim takes no pointer; it only releases pages
-                        // the allocator holds free, under the allocator's own locks.
-                        unsafe {
-                            malloc_trim(0);
-                        }
-                    }
+                    trim();
                 }
             });
         if let Err(e) = spawned {

@@ -10,7 +10,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// How often a running job logs where it is, unless `MXISD_PROGRESS_INTERVAL_MS` says
@@ -52,6 +52,28 @@ struct Phase {
 
 /// Jobs ended since the start (see [`jobs_ended`]).
 static ENDED: AtomicU64 = AtomicU64::new(0);
+/// Wakes [`wait_for_end`] when [`ENDED`] grows.
+static ENDED_LOCK: Mutex<()> = Mutex::new(());
+static ENDED_WAKE: Condvar = Condvar::new();
+
+fn count_end() {
+    ENDED.fetch_add(1, Ordering::Relaxed);
+    // Taken so a waiter between its check and its wait cannot miss the wake-up.
+    let _held = ENDED_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    ENDED_WAKE.notify_all();
+}
+
+/// Blocks until [`jobs_ended`] differs from `seen`; returns the new count.
+pub fn wait_for_end(seen: u64) -> u64 {
+    let mut held = ENDED_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let now = ENDED.load(Ordering::Relaxed);
+        if now != seen {
+            return now;
+        }
+        held = ENDED_WAKE.wait(held).unwrap_or_else(|p| p.into_inner());
+    }
+}
 
 /// How many jobs have ended since the process started (it only grows). A job is a
 /// burst of allocations: the binary watches this to hand what a finished job freed
@@ -64,12 +86,12 @@ pub fn jobs_ended() -> u64 {
 /// Counts a burst of allocations that is not a job (a storm of connections that has
 /// ended), so its freed memory is handed back the same way.
 pub fn burst_ended() {
-    ENDED.fetch_add(1, Ordering::Relaxed);
+    count_end();
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
-        ENDED.fetch_add(1, Ordering::Relaxed);
+        count_end();
     }
 }
 

@@ -275,6 +275,9 @@ async fn run_here(
     match apply(state, name, listed, resolved, started, at, progress).await {
         Ok((status, users_changed)) => {
             state.store.set_sync_digest(name, Some(&digest)).await?;
+            // What the apply held (the source's bindings and entries) is freed: handed
+            // back before the index update allocates its own.
+            crate::progress::burst_ended();
             progress.phase("indexing", "", None);
             // Search follows the store; a failure here leaves the index marked stale
             // (rebuilt whole by the next run, at start, or by `mxisd reindex`).
@@ -316,12 +319,13 @@ async fn apply(
         problems,
         skipped,
     } = resolved;
+    let (user_count, binding_count) = (users.len(), wanted.len());
     let status = SyncStatus {
         last_success_ms: Some(at),
         last_attempt_ms: Some(at),
         last_error: None,
-        users: users.len() as u64,
-        bindings: wanted.len() as u64,
+        users: user_count as u64,
+        bindings: binding_count as u64,
         skipped,
         problems,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -331,8 +335,8 @@ async fn apply(
         .store
         .apply_sync(
             name,
-            &wanted,
-            &users,
+            wanted,
+            users,
             status,
             crate::store::sync::Driving {
                 writer: state.sync.writer(),
@@ -360,8 +364,8 @@ async fn apply(
     tracing::info!(
         source = name,
         listed,
-        users = users.len(),
-        bindings = wanted.len(),
+        users = user_count,
+        bindings = binding_count,
         added = diff.added,
         changed = diff.changed,
         removed = diff.removed,

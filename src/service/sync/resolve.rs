@@ -116,6 +116,8 @@ pub(super) fn resolve(fetched: Fetched, domain: &str, pacer: &crate::pace::Pacer
         }
     }
     for entry in directory.values_mut() {
+        // Held until the run is applied: no room for 3PIDs that will not come.
+        entry.threepids.shrink_to_fit();
         entry.roles.sort();
         entry.roles.dedup();
         for values in entry.attributes.values_mut() {

@@ -76,8 +76,8 @@ impl Store {
         let diff = self
             .apply_sync(
                 source,
-                &BTreeMap::new(),
-                &BTreeMap::new(),
+                BTreeMap::new(),
+                BTreeMap::new(),
                 SyncStatus::default(),
                 Driving {
                     writer,
@@ -110,8 +110,8 @@ impl Store {
     pub async fn apply_sync(
         self: &Arc<Self>,
         source: &str,
-        wanted: &BTreeMap<ThreePid, String>,
-        users: &BTreeMap<String, DirectoryUser>,
+        wanted: BTreeMap<ThreePid, String>,
+        users: BTreeMap<String, DirectoryUser>,
         status: SyncStatus,
         driving: Driving<'_>,
     ) -> Result<SyncDiff, StoreError> {
@@ -122,7 +122,8 @@ impl Store {
         } = driving;
         // The difference is found and written a chunk at a time: what the source gave
         // last time is read back one record at a time (by key, then one scan for what
-        // is gone), never held whole, so a run costs its chunk and `wanted`/`users`.
+        // is gone), never held whole, so a run costs its chunk and what it was given
+        // (`wanted` and `users`, consumed as they are written).
         progress.phase("applying", "changes", None);
         let mut run = Run {
             store: self,
@@ -140,60 +141,59 @@ impl Store {
         // One pass over the last snapshot, in store order (sequential reads, where a
         // read per wanted 3PID thrashed the page cache): what changed and what is gone
         // is noted, and which wanted 3PIDs it had, one bit each.
-        let keys: Vec<&ThreePid> = wanted.keys().collect();
-        let mut seen = vec![0u64; keys.len().div_ceil(64)];
-        let mut changed = Vec::new();
+        // Bit `i` of `seen`: the `i`th wanted 3PID (in order) is in the last snapshot;
+        // of `differs`: with another Matrix ID there.
+        let mut seen = bits(wanted.len());
+        let mut differs = bits(wanted.len());
         let mut gone = Vec::new();
-        for (i, e) in self
-            .kv
-            .scan_prefix(SYNC_ENTRY, &source_prefix(source))
-            .enumerate()
         {
-            let (_, raw) = e?;
-            let old: SyncedBinding = decode(&raw)?;
-            match keys.binary_search(&&old.threepid) {
-                Ok(at) => {
-                    seen[at / 64] |= 1 << (at % 64);
-                    if wanted.get(&old.threepid) != Some(&old.mxid) {
-                        changed.push(old.threepid);
+            let keys: Vec<&ThreePid> = wanted.keys().collect();
+            for (i, e) in self
+                .kv
+                .scan_prefix(SYNC_ENTRY, &source_prefix(source))
+                .enumerate()
+            {
+                let (_, raw) = e?;
+                let old: SyncedBinding = decode(&raw)?;
+                match keys.binary_search(&&old.threepid) {
+                    Ok(at) => {
+                        set(&mut seen, at);
+                        if wanted.get(&old.threepid) != Some(&old.mxid) {
+                            set(&mut differs, at);
+                        }
                     }
+                    Err(_) => gone.push(old.threepid),
                 }
-                Err(_) => gone.push(old.threepid),
-            }
-            if (i + 1) % PACE_EVERY == 0 {
-                pacer.pause_blocking();
+                if (i + 1) % PACE_EVERY == 0 {
+                    pacer.pause_blocking();
+                }
             }
         }
-        let added = keys
-            .iter()
-            .enumerate()
-            .filter(|(at, _)| seen[at / 64] & (1 << (at % 64)) == 0)
-            .map(|(_, t)| *t);
-        let mut sets: Vec<&ThreePid> = added.collect();
-        run.diff.added = sets.len() as u64;
-        run.diff.changed = changed.len() as u64;
-        sets.extend(changed.iter());
-        drop(seen);
-        for threepid in sets {
-            let Some(mxid) = wanted.get(threepid) else {
+        run.diff.added = wanted.len() as u64 - ones(&seen);
+        run.diff.changed = ones(&differs);
+        // Taken out of `wanted` one by one, so its memory goes as the run goes: a
+        // first sync of a large directory must not hold the source's bindings twice.
+        for (at, (threepid, mxid)) in wanted.into_iter().enumerate() {
+            if is_set(&seen, at) && !is_set(&differs, at) {
                 continue;
+            }
+            let record = SyncedBinding {
+                threepid: threepid.clone(),
+                mxid: mxid.clone(),
             };
             run.push(Step::Binding(
                 BindingChange::Set {
-                    threepid: threepid.clone(),
+                    threepid,
                     origin: run.origin.clone(),
-                    mxid: mxid.clone(),
+                    mxid,
                     not_before_ms: run.now,
                     not_after_ms: run.now.saturating_add(SYNC_VALIDITY_MS),
                 },
-                Some(SyncedBinding {
-                    threepid: threepid.clone(),
-                    mxid: mxid.clone(),
-                }),
+                Some(record),
             ))
             .await?;
         }
-        drop(changed);
+        drop((seen, differs));
         for threepid in gone {
             run.diff.removed += 1;
             run.push(Step::Binding(
@@ -205,40 +205,49 @@ impl Store {
             ))
             .await?;
         }
-        // The directory entries: the stored ones and `users` are both in Matrix ID
-        // order, so one pass over each tells what was added, changed or left.
+        // Directory entries: one merge of the last snapshot's (in store order) with
+        // `users` (sorted the same way) marks the listed entries that are new or
+        // differ; those are then moved out of `users` as they are written.
         let prefix = source_prefix(source);
-        let mut differ: Vec<(String, bool)> = Vec::new();
+        let mut differs = bits(users.len());
+        let mut unlisted: Vec<String> = Vec::new();
         {
-            let mut listed = users.iter().peekable();
+            let mut listed = users.iter().enumerate().peekable();
             for (i, e) in self.kv.scan_prefix(SYNC_USER, &prefix).enumerate() {
                 let (k, raw) = e?;
                 let mxid = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                while let Some((m, _)) = listed.next_if(|(m, _)| m.as_str() < mxid.as_str()) {
-                    differ.push((m.clone(), true));
+                while let Some((at, _)) = listed.next_if(|(_, (m, _))| m.as_str() < mxid.as_str()) {
+                    set(&mut differs, at);
                 }
-                match listed.next_if(|(m, _)| **m == mxid) {
-                    Some((_, user)) => {
+                match listed.next_if(|(_, (m, _))| **m == mxid) {
+                    Some((at, (_, user))) => {
                         if decode::<DirectoryUser>(&raw)? != *user {
-                            differ.push((mxid, true));
+                            set(&mut differs, at);
                         }
                     }
-                    None => differ.push((mxid, false)),
+                    None => unlisted.push(mxid),
                 }
                 if (i + 1) % PACE_EVERY == 0 {
                     pacer.pause_blocking();
                 }
             }
-            differ.extend(listed.map(|(m, _)| (m.clone(), true)));
+            for (at, _) in listed {
+                set(&mut differs, at);
+            }
         }
-        for (mxid, listed) in differ {
+        let changed = usize::try_from(ones(&differs)).unwrap_or(usize::MAX);
+        run.diff
+            .users_changed
+            .reserve_exact(changed.saturating_add(unlisted.len()));
+        for mxid in unlisted {
             run.diff.users_changed.push(mxid.clone());
-            let user = if listed {
-                users.get(&mxid).cloned()
-            } else {
-                None
-            };
-            run.push(Step::User(mxid, user)).await?;
+            run.push(Step::User(mxid, None)).await?;
+        }
+        for (at, (mxid, user)) in users.into_iter().enumerate() {
+            if is_set(&differs, at) {
+                run.diff.users_changed.push(mxid.clone());
+                run.push(Step::User(mxid, Some(user))).await?;
+            }
         }
         run.write_chunk(true).await?;
         Ok(run.diff)
@@ -248,6 +257,23 @@ impl Store {
 /// A run being applied: its counts so far and the chunk being filled.
 /// How a sync run is driven: where the part holding the bindings lock runs, what
 /// reports its progress, and what paces it against the requests being served.
+/// A bit per item of a list, all clear.
+fn bits(items: usize) -> Vec<u64> {
+    vec![0; items.div_ceil(64)]
+}
+
+fn set(bits: &mut [u64], at: usize) {
+    bits[at / 64] |= 1 << (at % 64);
+}
+
+fn is_set(bits: &[u64], at: usize) -> bool {
+    bits[at / 64] & (1 << (at % 64)) != 0
+}
+
+fn ones(bits: &[u64]) -> u64 {
+    bits.iter().map(|w| u64::from(w.count_ones())).sum()
+}
+
 #[derive(Clone, Copy)]
 pub struct Driving<'a> {
     pub writer: Option<&'a tokio::runtime::Handle>,
@@ -384,8 +410,8 @@ mod tests {
         store
             .apply_sync(
                 source,
-                wanted,
-                users,
+                wanted.clone(),
+                users.clone(),
                 SyncStatus::default(),
                 Driving {
                     writer: None,
@@ -491,8 +517,8 @@ mod tests {
         let d = store
             .apply_sync(
                 "file",
-                &wanted,
-                &BTreeMap::new(),
+                wanted.clone(),
+                BTreeMap::new(),
                 SyncStatus::default(),
                 Driving {
                     writer: None,
