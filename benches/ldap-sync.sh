@@ -13,6 +13,7 @@
 #
 #   benches/ldap-sync.sh
 #   N=20000 benches/ldap-sync.sh
+#   MXISD_BIN=/path/to/mxisd benches/ldap-sync.sh
 #
 # Needs slapd, ldap-utils, wrk and python3 (installed through apt when missing).
 set -euo pipefail
@@ -33,10 +34,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 PATH="$PATH:/usr/sbin"
 
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/mxisd"
 # (lib.sh first: it defines a cleanup of its own, which this script's replaces.)
 . benches/lib.sh
+# MXISD_BIN: measure that binary instead of building one.
+bench_binary
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -147,11 +147,6 @@ impl Syncer {
     fn thread(&self) -> Option<&SyncThread> {
         self.thread.get().and_then(Option::as_ref)
     }
-
-    /// Where the locked part of applying a run goes (normal priority).
-    fn writer(&self) -> Option<&tokio::runtime::Handle> {
-        self.thread().map(|t| &t.writer)
-    }
 }
 
 /// A run that would shrink a source of at least this many bindings to less than half
@@ -186,9 +181,12 @@ async fn run_somewhere(
     };
     let task_state = state.clone();
     let task_name = name.to_owned();
-    let task = thread
-        .handle
-        .spawn(async move { run_here(&task_state, &task_name, force, &progress).await });
+    let turn = std::sync::Arc::clone(&thread.turn);
+    let task = thread.handle.spawn(async move {
+        // One run at a time on the thread (see `SyncThread::turn`).
+        let _turn = turn.lock().await;
+        run_here(&task_state, &task_name, force, &progress).await
+    });
     // Dropping this future (shutdown) stops the run too, between two atomic chunks.
     struct AbortOnDrop(tokio::task::AbortHandle);
     impl Drop for AbortOnDrop {
@@ -339,7 +337,6 @@ async fn apply(
             users,
             status,
             crate::store::sync::Driving {
-                writer: state.sync.writer(),
                 progress,
                 pacer: &pacer(state),
             },
@@ -405,8 +402,7 @@ pub async fn forget_removed_sources(state: Services) {
         }
     };
     for name in stored.into_iter().filter(|n| !configured.contains(n)) {
-        // On the server's runtime, at normal priority: no writer needed.
-        match state.store.forget_source(&name, None).await {
+        match state.store.forget_source(&name).await {
             Ok(diff) => {
                 tracing::warn!(
                     source = %name,

@@ -665,3 +665,101 @@ async fn a_source_that_suddenly_lists_nobody_is_not_believed_unless_forced() {
     assert_eq!(source["state"], "ok", "{source}");
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// A source asked to sync while another's run is applying waits for its turn (runs
+/// take turns on the sync thread, so that a run waiting for the bindings lock is never
+/// behind another run's pause): it starts once the first has applied its changes,
+/// and both are complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_two_sources_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let users: String = (0..3000)
+        .map(|i| format!("- username: f{i}\n  threepids:\n    - {{medium: email, address: f{i}@example.org}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("users.yaml"), &users).unwrap();
+    let memory: String = (0..3000)
+        .map(|i| format!("    - username: m{i}\n      threepids:\n        - {{medium: email, address: m{i}@example.org}}\n"))
+        .collect();
+    let config = format!(
+        "{}memory:\n  enabled: true\n  identities:\n{memory}",
+        file_config(dir.path())
+    );
+    let s = TestServer::start_in(dir, &config).await;
+    wait_first_sync(&s).await;
+    // Until both first runs are over (their index updates too).
+    let idle = || async {
+        let sync = s.admin_get("/_mxisd/admin/v1/sync").await.body;
+        let jobs = s.admin_get("/_mxisd/admin/v1/progress").await.body;
+        sync["sources"]
+            .as_array()
+            .is_some_and(|all| all.iter().all(|st| !st["last_success_ms"].is_null()))
+            && jobs["jobs"].as_array().is_some_and(Vec::is_empty)
+    };
+    for _ in 0..400 {
+        if idle().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(idle().await, "the first runs did not end");
+    // The file's run has 6,000 changes to apply; the memory source is asked while
+    // that run applies them (its own run is unchanged and short: were the two run
+    // together, it would start and end within the file's).
+    let users = users.replace("@example.org", "@example.net");
+    std::fs::write(s.dir.path().join("users.yaml"), users).unwrap();
+    let (file_body, memory_body) = (json!({"source": "file"}), json!({"source": "memory"}));
+    let memory_run = async {
+        let mut applying = false;
+        for _ in 0..2000 {
+            let p = s.admin_get("/_mxisd/admin/v1/progress").await;
+            applying = p.body["jobs"].as_array().is_some_and(|jobs| {
+                jobs.iter()
+                    .any(|j| j["what"] == "sync of file" && j["phase"] == "applying")
+            });
+            if applying {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(applying, "the file's run was never seen applying");
+        s.admin_post("/_mxisd/admin/v1/sync", &memory_body).await
+    };
+    let (a, b) = tokio::join!(
+        s.admin_post("/_mxisd/admin/v1/sync", &file_body),
+        memory_run
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(b.status, 200, "{}", b.body);
+    let r = s.admin_get("/_mxisd/admin/v1/sync").await;
+    let sources = r.body["sources"].as_array().unwrap();
+    let span = |name: &str| {
+        let st = sources.iter().find(|st| st["source"] == name).unwrap();
+        let start = st["last_attempt_ms"].as_u64().unwrap();
+        (
+            start,
+            start + st["duration_ms"].as_u64().unwrap(),
+            st.clone(),
+        )
+    };
+    let (file, memory) = (span("file"), span("memory"));
+    assert_eq!(file.2["added"], 3000, "{}", file.2);
+    let (first, second) = if file.0 <= memory.0 {
+        (&file, &memory)
+    } else {
+        (&memory, &file)
+    };
+    assert!(
+        second.0 >= first.1,
+        "the runs overlapped: {} and {}",
+        first.2,
+        second.2
+    );
+    assert_eq!(
+        lookup(&s, "email", "f7@example.net").await,
+        "@f7:example.org"
+    );
+    assert_eq!(
+        lookup(&s, "email", "m7@example.org").await,
+        "@m7:example.org"
+    );
+}

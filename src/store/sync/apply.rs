@@ -68,11 +68,7 @@ impl Store {
 
     /// Removes everything `source` contributed (bindings, directory entries, status):
     /// for a source that is no longer configured.
-    pub async fn forget_source(
-        self: &Arc<Self>,
-        source: &str,
-        writer: Option<&tokio::runtime::Handle>,
-    ) -> Result<SyncDiff, StoreError> {
+    pub async fn forget_source(self: &Arc<Self>, source: &str) -> Result<SyncDiff, StoreError> {
         let diff = self
             .apply_sync(
                 source,
@@ -80,7 +76,6 @@ impl Store {
                 BTreeMap::new(),
                 SyncStatus::default(),
                 Driving {
-                    writer,
                     progress: &crate::progress::Progress::default(),
                     pacer: &crate::pace::Pacer::default(),
                 },
@@ -103,10 +98,9 @@ impl Store {
     /// users synced and the snapshot saying exactly which, so the next run finishes the
     /// job. The status is written with the last chunk.
     ///
-    /// The part of a chunk that holds the bindings lock (reading the records, writing
-    /// the batch) runs on `writer` when given: the sync driver computes at the lowest
-    /// CPU priority, and a user's bind must not wait on a lock held by a thread that
-    /// gets no CPU.
+    /// Each chunk takes the bindings lock for as long as it reads the records and
+    /// writes its batch, on the caller's thread, and does not await while holding it:
+    /// whatever pauses the run does between chunks, with the lock free.
     pub async fn apply_sync(
         self: &Arc<Self>,
         source: &str,
@@ -115,11 +109,7 @@ impl Store {
         status: SyncStatus,
         driving: Driving<'_>,
     ) -> Result<SyncDiff, StoreError> {
-        let Driving {
-            writer,
-            progress,
-            pacer,
-        } = driving;
+        let Driving { progress, pacer } = driving;
         // The difference is found and written a chunk at a time: what the source gave
         // last time is read back one record at a time (by key, then one scan for what
         // is gone), never held whole, so a run costs its chunk and what it was given
@@ -131,7 +121,6 @@ impl Store {
             origin: Origin::Sync(source.to_owned()),
             now: now_ms(),
             status,
-            writer,
             progress,
             pacer,
             diff: SyncDiff::default(),
@@ -254,9 +243,6 @@ impl Store {
     }
 }
 
-/// A run being applied: its counts so far and the chunk being filled.
-/// How a sync run is driven: where the part holding the bindings lock runs, what
-/// reports its progress, and what paces it against the requests being served.
 /// A bit per item of a list, all clear.
 fn bits(items: usize) -> Vec<u64> {
     vec![0; items.div_ceil(64)]
@@ -274,20 +260,21 @@ fn ones(bits: &[u64]) -> u64 {
     bits.iter().map(|w| u64::from(w.count_ones())).sum()
 }
 
+/// How a sync run is driven: what reports its progress, and what paces it against
+/// the requests being served.
 #[derive(Clone, Copy)]
 pub struct Driving<'a> {
-    pub writer: Option<&'a tokio::runtime::Handle>,
     pub progress: &'a crate::progress::Progress,
     pub pacer: &'a crate::pace::Pacer,
 }
 
+/// A run being applied: its counts so far and the chunk being filled.
 struct Run<'a> {
     store: &'a Arc<Store>,
     source: &'a str,
     origin: Origin,
     now: u64,
     status: SyncStatus,
-    writer: Option<&'a tokio::runtime::Handle>,
     progress: &'a crate::progress::Progress,
     pacer: &'a crate::pace::Pacer,
     diff: SyncDiff,
@@ -364,13 +351,7 @@ impl Run<'_> {
                 source: source.to_owned(),
             },
         );
-        let done = match self.writer {
-            Some(handle) => handle.spawn(job).await.map_err(|e| StoreError::Io {
-                what: "the sync writer".into(),
-                detail: e.to_string(),
-            })??,
-            None => job.await?,
-        };
+        let done = job.await?;
         self.chunks += 1;
         self.diff.overridden += done.overridden;
         // Kept only where an invite waits (all that the caller does with them): a first
@@ -414,7 +395,6 @@ mod tests {
                 users.clone(),
                 SyncStatus::default(),
                 Driving {
-                    writer: None,
                     progress: &crate::progress::Progress::default(),
                     pacer: &crate::pace::Pacer::default(),
                 },
@@ -521,7 +501,6 @@ mod tests {
                 BTreeMap::new(),
                 SyncStatus::default(),
                 Driving {
-                    writer: None,
                     progress: &crate::progress::Progress::default(),
                     pacer: &pacer,
                 },
@@ -592,7 +571,7 @@ mod tests {
         assert_eq!(Some(&merged), all.get("@u7:x.org"));
         assert_eq!(all["@u8:x.org"], users["@u8:x.org"]);
         assert!(store.directory_entry("@nobody:x.org").unwrap().is_none());
-        store.forget_source("ldap", None).await.unwrap();
+        store.forget_source("ldap").await.unwrap();
         assert!(d.now_bound.is_empty(), "no invite waits");
         assert_eq!(store.synced("file").unwrap().len(), n);
         assert_eq!(
@@ -607,7 +586,7 @@ mod tests {
         assert!(store.directory_users("file").unwrap().is_empty());
         assert!(store.binding(&tp("u7@x.org")).unwrap().is_none());
         assert_eq!(store.sync_sources().unwrap(), vec!["file".to_owned()]);
-        store.forget_source("file", None).await.unwrap();
+        store.forget_source("file").await.unwrap();
         assert!(store.sync_sources().unwrap().is_empty());
     }
 }
