@@ -148,6 +148,17 @@ impl SledKv {
                 detail: "the store is being reopened".into(),
             })
     }
+
+    /// Applies one batch atomically, then hands over what sled freed doing it.
+    fn write(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        let db = self.db()?;
+        may_block(|| {
+            let applied = db.apply_batch(batch);
+            release_deferred();
+            applied
+        })
+        .map_err(backend)
+    }
 }
 
 fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
@@ -388,13 +399,7 @@ impl Kv for SledKv {
                 Op::Delete => b.remove(key),
             }
         }
-        let db = self.db()?;
-        may_block(|| {
-            let applied = db.apply_batch(b);
-            release_deferred();
-            applied
-        })
-        .map_err(backend)
+        self.write(b)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -439,13 +444,7 @@ impl Kv for SledKv {
         for (k, v) in entries {
             b.insert(k, v);
         }
-        let db = self.db()?;
-        may_block(|| {
-            let applied = db.apply_batch(b);
-            release_deferred();
-            applied
-        })
-        .map_err(backend)
+        self.write(b)
     }
 
     /// Drops the database and opens it again from disk: after a failed write sled

@@ -340,8 +340,8 @@ impl Run<'_> {
             status.removed = self.diff.removed;
             status
         });
-        let job = locked_chunk(
-            Arc::clone(self.store),
+        let done = locked_chunk(
+            self.store,
             LockedChunk {
                 origin: self.origin.clone(),
                 changes,
@@ -350,8 +350,8 @@ impl Run<'_> {
                 status,
                 source: source.to_owned(),
             },
-        );
-        let done = job.await?;
+        )
+        .await?;
         self.chunks += 1;
         self.diff.overridden += done.overridden;
         // Kept only where an invite waits (all that the caller does with them): a first

@@ -12,7 +12,6 @@ use crate::store::bindings::{BindingChange, BindingEntry, Origin};
 use crate::store::codec::encode;
 use crate::store::kv::Batch;
 use crate::store::{Store, StoreError};
-use std::sync::Arc;
 
 /// What one chunk writes under the bindings lock.
 pub(super) struct LockedChunk {
@@ -34,7 +33,7 @@ pub(super) struct ChunkDone {
 }
 
 pub(super) async fn locked_chunk(
-    store: Arc<Store>,
+    store: &Store,
     chunk: LockedChunk,
 ) -> Result<ChunkDone, StoreError> {
     let LockedChunk {
@@ -45,7 +44,7 @@ pub(super) async fn locked_chunk(
         status,
         source,
     } = chunk;
-    let _guard = Arc::clone(&store.bindings_lock).lock_owned().await;
+    let _guard = store.bindings_lock.lock().await;
     let effective = store.stage_binding_changes(changes, &mut batch)?;
     let mut done = ChunkDone {
         now_bound: Vec::new(),
