@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mxisd::index::DirectoryIndex;
 use mxisd::model::DirectoryUser;
 use mxisd::model::{Medium, ThreePid};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -254,7 +254,7 @@ impl Directory {
                     Err(e) => die(format!("generated phone number rejected: {e}")),
                 }
             }
-            let attributes = BTreeMap::from([
+            let attributes = [
                 (
                     "department".to_owned(),
                     vec![DEPARTMENTS[rng.below(DEPARTMENTS.len())].to_owned()],
@@ -263,7 +263,9 @@ impl Directory {
                     "title".to_owned(),
                     vec![TITLES[rng.skewed(TITLES.len())].to_owned()],
                 ),
-            ]);
+            ]
+            .into_iter()
+            .collect();
             mxids.push(format!("@{first}.{last}{number}:{DOMAIN}"));
             users.push(DirectoryUser {
                 display_name: Some(format!("{} {}", capitalised(first), capitalised(last))),

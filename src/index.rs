@@ -157,7 +157,6 @@ impl DirectoryIndex {
 pub(crate) mod testing {
     use super::DirectoryIndex;
     use crate::model::{DirectoryUser, Medium, ThreePid};
-    use std::collections::BTreeMap;
 
     /// A user with a display name, e-mail addresses and a title.
     pub(crate) fn user(name: &str, mails: &[&str], title: &str) -> DirectoryUser {
@@ -167,7 +166,9 @@ pub(crate) mod testing {
                 .iter()
                 .map(|m| ThreePid::new(Medium::Email, m).unwrap())
                 .collect(),
-            attributes: BTreeMap::from([("title".to_owned(), vec![title.to_owned()])]),
+            attributes: [("title".to_owned(), vec![title.to_owned()])]
+                .into_iter()
+                .collect(),
             roles: vec![],
         }
     }

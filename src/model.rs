@@ -4,7 +4,6 @@
 //! trimming; msisdn: E.164 digits without `+`.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// The kind of third-party identifier.
@@ -165,9 +164,116 @@ pub struct DirectoryUser {
     /// Normalised 3PIDs, including any another user won in a conflict.
     pub threepids: Vec<ThreePid>,
     /// Extra attributes the source was asked for (department, title...).
-    pub attributes: BTreeMap<String, Vec<String>>,
+    pub attributes: Attributes,
     /// Group or role membership, where the source has it.
     pub roles: Vec<String>,
+}
+
+/// A user's extra directory attributes (department, title...): each name once with its
+/// values, sorted by name. A sorted list rather than a `BTreeMap`: a user has a few at
+/// most, and a map's first node takes about 550 bytes whatever it holds (55 MB for 100k
+/// users with one title each, held twice while a sync resolves what it fetched). Written
+/// and read as a map, so stored records and config files are the same as a map's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attributes(Vec<(String, Vec<String>)>);
+
+impl Attributes {
+    /// The values of `name`, added with none when it is missing.
+    pub fn values_of(&mut self, name: String) -> &mut Vec<String> {
+        let at = match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&name)) {
+            Ok(at) => at,
+            Err(at) => {
+                // Room for this one only: most users never get another.
+                self.0.reserve_exact(1);
+                self.0.insert(at, (name, Vec::new()));
+                at
+            }
+        };
+        &mut self.0[at].1
+    }
+
+    /// Sets the values of `name`, replacing any it had (as a map's insert does).
+    pub fn insert(&mut self, name: String, values: Vec<String>) {
+        *self.values_of(name) = values;
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[String]> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|at| self.0[at].1.as_slice())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &[String]> {
+        self.0.iter().map(|(_, v)| v.as_slice())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Vec<String>> {
+        self.0.iter_mut().map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, Vec<String>)> for Attributes {
+    /// A name given twice keeps its last values, as collecting into a map does.
+    fn from_iter<I: IntoIterator<Item = (String, Vec<String>)>>(items: I) -> Self {
+        let mut out = Self::default();
+        for (name, values) in items {
+            out.insert(name, values);
+        }
+        out
+    }
+}
+
+impl IntoIterator for Attributes {
+    type Item = (String, Vec<String>);
+    type IntoIter = std::vec::IntoIter<(String, Vec<String>)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Attributes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = Attributes;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of attribute names to lists of values")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Attributes, A::Error> {
+                let mut out = Attributes::default();
+                while let Some((name, values)) = map.next_entry::<String, Vec<String>>()? {
+                    out.insert(name, values);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Names)
+    }
 }
 
 /// Server-name grammar of the spec appendix: hostname, IPv4 or `[IPv6]`, optional port.
@@ -233,6 +339,52 @@ pub fn utc_stamp(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Attributes read and write as the map they replaced: a stored directory entry
+    /// and a source's file are the same bytes either way.
+    #[test]
+    fn attributes_are_written_as_a_map() {
+        use std::collections::BTreeMap;
+        let map = BTreeMap::from([
+            ("title".to_owned(), vec!["Engineer".to_owned()]),
+            ("dept".to_owned(), vec!["R&D".to_owned(), "Ops".to_owned()]),
+        ]);
+        let attrs: Attributes = map.clone().into_iter().rev().collect();
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&attrs, config).unwrap();
+        assert_eq!(bytes, bincode::serde::encode_to_vec(&map, config).unwrap());
+        let (back, _): (Attributes, usize) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(back, attrs);
+        assert_eq!(
+            serde_json::to_string(&attrs).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+        let read: Attributes =
+            serde_json::from_str(r#"{"title":["A"],"dept":["B"],"title":["C"]}"#).unwrap();
+        assert_eq!(read.get("title"), Some(&["C".to_owned()][..]));
+        assert!(serde_json::from_str::<Attributes>(r#"["title"]"#).is_err());
+        assert!(serde_json::from_str::<Attributes>(r#"{"title":"A"}"#).is_err());
+    }
+
+    #[test]
+    fn attributes_stay_sorted_with_each_name_once() {
+        let mut attrs = Attributes::default();
+        attrs.values_of("title".into()).push("B".into());
+        attrs.values_of("dept".into()).push("D".into());
+        attrs.values_of("title".into()).push("A".into());
+        attrs.insert("zone".into(), vec!["Z".into()]);
+        let names: Vec<&str> = attrs.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["dept", "title", "zone"]);
+        assert_eq!(
+            attrs.get("title"),
+            Some(&["B".to_owned(), "A".to_owned()][..])
+        );
+        assert_eq!(attrs.get("missing"), None);
+        attrs.insert("title".into(), vec![]);
+        assert_eq!(attrs.get("title"), Some(&[][..]));
+        assert_eq!(attrs.len(), 3);
+    }
 
     #[test]
     fn utc_stamps_are_readable() {

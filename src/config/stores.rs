@@ -6,7 +6,6 @@
 
 use super::reader::{Secret, Section};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ pub struct UserSpec {
     pub roles: Vec<String>,
     /// Extra attributes for the directory (department, title...).
     #[serde(default)]
-    pub attributes: BTreeMap<String, Vec<String>>,
+    pub attributes: crate::model::Attributes,
     /// An argon2 hash (PHC string) for password logins (`check_credentials`); never
     /// stored by a sync.
     #[serde(default)]

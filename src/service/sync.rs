@@ -251,7 +251,7 @@ async fn run_here(
     let listed = fetched.users.len();
     progress.phase("comparing", "", None);
     let resolved = resolve(fetched, &state.config().matrix.domain, &pacer);
-    let before = state.store.synced(name)?.len();
+    let before = state.store.synced_count(name)?;
     let shrinks = before >= SHRINK_GUARD_MIN && resolved.wanted.len() < before / 2;
     let empties = before > 0 && resolved.wanted.is_empty();
     if !force && (shrinks || empties) {

@@ -128,8 +128,8 @@ mod tests {
         assert_eq!(in_pieces(doc), Some(whole.clone()));
         assert_eq!(parse(doc).unwrap().users, whole);
         assert_eq!(
-            whole[2].attributes["title"],
-            vec!["Head of\n- not an item\n".to_owned()]
+            whole[2].attributes.get("title"),
+            Some(&["Head of\n- not an item\n".to_owned()][..])
         );
         // JSON, as the same list.
         let json = serde_json::to_string(&whole).unwrap();

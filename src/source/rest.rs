@@ -6,7 +6,6 @@
 use super::error_chain;
 use crate::config::stores::{RestAuth, RestSource, ThreePidSpec, UserSpec};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// One page of the REST contract: `{"users": [...], "next": <URL or null>}`.
 #[derive(Debug, Deserialize)]
@@ -183,7 +182,7 @@ fn user(username: String, display_name: Option<String>, threepids: Vec<RestThree
             })
             .collect(),
         roles: Vec::new(),
-        attributes: BTreeMap::new(),
+        attributes: Default::default(),
         password: None,
     }
 }

@@ -303,7 +303,7 @@ async fn read(source: &SqlSource) -> Result<Fetched, String> {
                 display_name: None,
                 threepids: Vec::new(),
                 roles: Vec::new(),
-                attributes: BTreeMap::new(),
+                attributes: Default::default(),
                 password: None,
             });
             if layout.has_name && user.display_name.is_none() {

@@ -71,7 +71,7 @@ pub(super) fn resolve(fetched: Fetched, domain: &str, pacer: &crate::pace::Pacer
                 .map(str::to_owned);
         }
         for (k, v) in user.attributes {
-            entry.attributes.entry(k).or_default().extend(v);
+            entry.attributes.values_of(k).extend(v);
         }
         entry.roles.extend(user.roles);
         for tp in &user.threepids {
@@ -149,7 +149,7 @@ mod tests {
                 })
                 .collect(),
             roles: vec![],
-            attributes: BTreeMap::new(),
+            attributes: Default::default(),
             password: None,
         }
     }

@@ -27,7 +27,7 @@ fn merge_into(merged: &mut DirectoryUser, user: DirectoryUser) {
         }
     }
     for (k, v) in user.attributes {
-        merged.attributes.entry(k).or_default().extend(v);
+        merged.attributes.values_of(k).extend(v);
     }
     merged.roles.extend(user.roles);
 }
