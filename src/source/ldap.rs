@@ -527,7 +527,7 @@ async fn search_all(
             if !seen_dns.insert(dn_digest(&entry.dn)) {
                 continue;
             }
-            if seen_dns.len() % super::PACE_STEP == 0 {
+            if seen_dns.len().is_multiple_of(super::PACE_STEP) {
                 pacer.pause().await;
             }
             let uid = first(&entry, &source.uid_attr).or_else(|| {
